@@ -1,0 +1,152 @@
+"""``AgentConfig``: the one settings object. Budgets, thresholds, backends, seeds.
+
+Nodes read it; nothing deeper reads environment variables. Every field carries a description
+(shown in ``AgentConfig.model_json_schema()`` and in LangGraph Studio).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.images import SUPPORTED_URI_SCHEMES
+
+__all__ = ["AgentConfig", "PRESETS"]
+
+#: Named stacks of backends (names resolved by ``tools.registry``). ``dry-run`` uses the test
+#: doubles of ``agent.testing``: it exercises the whole loop offline, but its "edits" are
+#: painted tints, not model output.
+PRESETS: dict[str, dict[str, object]] = {
+    "dry-run": {
+        "planner": "split",
+        "editors": ["paint"],
+        "grounder": "side",
+        "critic": "pixel-change",
+    },
+}
+
+
+class AgentConfig(BaseModel):
+    """Settings of one edit agent. Components passed to ``create_edit_agent`` override the
+    backends named here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- backends -----------------------------------------------------------------------------
+    preset: str | None = Field(
+        default=None,
+        description="named stack of backends filling any of planner/editors/grounder/critic left "
+        f"unset; one of {sorted(PRESETS)}",
+    )
+    planner: str | None = Field(default=None, description="planner backend name (tools.registry)")
+    editors: tuple[str, ...] = Field(
+        default=(),
+        description="editor backend names; the first edits, retries of a rejected edit move on "
+        "to the next one (cycling) with a new seed",
+    )
+    grounder: str | None = Field(default=None, description="grounder backend name")
+    critic: str | None = Field(default=None, description="critic backend name")
+    strategy: Literal["mira"] = Field(
+        default="mira",
+        description="how act edits: 'mira' = the planner picks each atomic edit, a whole-image "
+        "editor applies it",
+    )
+
+    # -- budgets ------------------------------------------------------------------------------
+    max_steps: int = Field(
+        default=5, ge=1, le=100,
+        description="most atomic edits the planner may issue (retries of one edit count once)",
+    )
+    max_retries_per_step: int = Field(
+        default=1, ge=0, le=20,
+        description="after verify rejects an edit, how many times the same edit is retried with "
+        "a new seed (or the next editor) before the planner is asked again",
+    )
+    max_tool_calls: int = Field(
+        default=40, ge=1, le=10_000,
+        description="most model calls of a run: planner, editor, grounder and critic together",
+    )
+    time_budget_s: float | None = Field(
+        default=None, gt=0,
+        description="wall-clock budget in seconds; checked before each tool call, so a running "
+        "call is never cut off",
+    )
+    max_repeats_of_rejected: int = Field(
+        default=1, ge=0, le=20,
+        description="how often the planner may propose again an edit whose retries were all "
+        "rejected before the run ends with stop_reason='no_progress'",
+    )
+
+    # -- verify -------------------------------------------------------------------------------
+    min_step_score: float = Field(
+        default=6.0, ge=0, le=10,
+        description="least critic Overall (0..10) for an atomic edit to be accepted",
+    )
+    check_regression: bool = Field(
+        default=True,
+        description="also score each candidate against the full instruction and reject it when "
+        "that score drops below the last accepted image's by more than regression_tolerance",
+    )
+    regression_tolerance: float = Field(
+        default=0.5, ge=0, le=10, description="allowed drop of the full-instruction Overall"
+    )
+    stop_when_satisfied: float | None = Field(
+        default=None, ge=0, le=10,
+        description="if set (needs check_regression), stop with 'critic_satisfied' once the "
+        "full-instruction Overall reaches this value",
+    )
+
+    # -- editing ------------------------------------------------------------------------------
+    seed: int = Field(default=0, ge=0, description="base seed; step i, try j uses a seed derived from it")
+    num_inference_steps: int | None = Field(
+        default=None, ge=1, description="denoising steps per edit; None = the editor's default"
+    )
+    guidance_scale: float | None = Field(
+        default=None, ge=0, description="guidance scale per edit; None = the editor's default"
+    )
+
+    # -- inputs and storage -------------------------------------------------------------------
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description="root of the content-addressed image store; None = "
+        "$XDG_CACHE_HOME/mira-agent/artifacts",
+    )
+    max_input_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="largest input image accepted, in pixels (w*h)"
+    )
+    max_instruction_chars: int = Field(default=2000, ge=1, description="longest instruction accepted")
+    allowed_uri_schemes: tuple[str, ...] = Field(
+        default=SUPPORTED_URI_SCHEMES,
+        description=f"URI schemes accepted for the input image, a subset of {SUPPORTED_URI_SCHEMES}",
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; known presets: {sorted(PRESETS)}")
+        return value
+
+    @field_validator("allowed_uri_schemes")
+    @classmethod
+    def _known_schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if s not in SUPPORTED_URI_SCHEMES]
+        if bad:
+            raise ValueError(f"unsupported URI schemes {bad!r}; supported: {SUPPORTED_URI_SCHEMES}")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_from_preset(self) -> AgentConfig:
+        if self.stop_when_satisfied is not None and not self.check_regression:
+            raise ValueError("stop_when_satisfied needs check_regression=True (it reads that score)")
+        if self.preset is not None:
+            for key, value in PRESETS[self.preset].items():
+                if not getattr(self, key):
+                    object.__setattr__(self, key, tuple(value) if isinstance(value, list) else value)
+        return self
+
+    def step_seed(self, step: int, attempt: int) -> int:
+        """Seed of try ``attempt`` (0-based) of step ``step``: distinct, reproducible."""
+        return (self.seed + 1_000_003 * step + 7_919 * attempt) % (2**32)
