@@ -7,6 +7,7 @@ only when an agent is built, so ``import agent`` stays fast.
 
 from agent.artifacts import ArtifactStore, ImageRef, default_artifacts_dir
 from agent.config import PRESETS, AgentConfig
+from agent.embedding import as_tool
 from agent.errors import (
     FatalToolError,
     GroundingError,
@@ -21,6 +22,7 @@ from agent.state import EditState, InputState, OutputState, StepRecord, StopReas
 __all__ = [
     "create_edit_agent",
     "edit_image",
+    "as_tool",
     "EditResult",
     "AgentConfig",
     "PRESETS",

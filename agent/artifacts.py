@@ -14,7 +14,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
+
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:  # PIL and numpy are imported on use: `import agent` stays light.

@@ -218,8 +218,8 @@ class ScriptedCritic:
 
 class PixelChangeCritic:
     """Scores only whether the edit changed pixels: prompt following 8 if more than
-    ``min_changed`` of the pixels changed, else 0; consistency 10, or 4 when nearly every
-    pixel changed; naturalness and artifacts a constant 8. A wiring aid, not a judge."""
+    ``min_changed`` of the pixels changed, else 0; consistency, naturalness and artifacts
+    constants (10, 8, 8). A wiring aid for dry runs, not a judge of edits."""
 
     def __init__(self, *, min_changed: float = 0.005) -> None:
         self.min_changed = min_changed
@@ -238,8 +238,7 @@ class PixelChangeCritic:
             changed = changed & mask
         frac = float(changed.mean())
         pf = 8.0 if frac > self.min_changed else 0.0
-        cons = 10.0 if frac < 0.95 else 4.0  # repainting (nearly) everything is over-editing
-        return Critique(prompt_following=pf, consistency=cons, naturalness=8.0, artifacts=8.0,
+        return Critique(prompt_following=pf, consistency=10.0, naturalness=8.0, artifacts=8.0,
                         reasoning=f"{frac:.1%} of pixels changed")
 
 
