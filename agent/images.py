@@ -83,15 +83,17 @@ def load_image(
         raise InvalidInputError(f"image is empty: {image!r}")
 
     match = _SCHEME.match(image)
-    if match is None:  # a plain path (one-letter "schemes" are Windows drives, also paths)
-        return _read_path(Path(image).expanduser(), max_pixels=max_pixels)
-    scheme = match.group(1).lower()
+    # A plain path is a file read like a file:// URI (one-letter "schemes" are drive letters).
+    scheme = match.group(1).lower() if match is not None else "file"
     if scheme not in allowed_schemes:
+        hint = "" if scheme in SUPPORTED_URI_SCHEMES else (
+            "; nothing is fetched over a network: download the image and pass its path")
         raise InvalidInputError(
             f"image URI scheme {scheme!r} is not allowed (allowed_uri_schemes="
-            f"{list(allowed_schemes)!r}); nothing is fetched over a network: download the "
-            "image and pass its path"
+            f"{list(allowed_schemes)!r}){hint}"
         )
+    if match is None:
+        return _read_path(Path(image).expanduser(), max_pixels=max_pixels)
     if scheme == "file":
         parsed = urlparse(image)
         if parsed.netloc not in ("", "localhost"):

@@ -234,14 +234,24 @@ class _Nodes:
         edited = store.open(candidate["image"])
         calls = state["tool_calls"]
 
-        step_critique = critic.critique(current, edited, instruction)
-        calls += 1
         progress: Critique | None = None
-        accepted, reason = self._judge_step(step_critique)
-        if accepted and self.cfg.check_regression:
-            progress = critic.critique(store.open(state["source"]), edited, state["instruction"])
+        try:
             calls += 1
-            accepted, reason = self._judge_progress(progress, self._last_progress(state))
+            step_critique = critic.critique(current, edited, instruction)
+            accepted, reason = self._judge_step(step_critique)
+            if accepted and self.cfg.check_regression:
+                calls += 1
+                progress = critic.critique(store.open(state["source"]), edited, state["instruction"])
+                accepted, reason = self._judge_progress(progress, self._last_progress(state))
+        except RecoverableToolError as exc:  # judged as a rejection: retry or re-plan
+            step_critique = Critique.invalid(f"critic failed: {exc}")
+            progress, accepted, reason = None, False, f"critic failed: {exc}"
+        except FatalToolError as exc:
+            return self._end(state, "error", tool_calls=calls, elapsed_s=time.perf_counter() - t0,
+                             steps=[_record(kind="tool_error", step=step, attempt=attempt,
+                                            tool="critic", input=state["current"],
+                                            output=candidate["image"],
+                                            reason=f"critic failed: {exc}")])
         dt = time.perf_counter() - t0
 
         scores = {"step": step_critique.summary(),

@@ -271,3 +271,22 @@ def test_mermaid_drawing_snapshot(make_agent):
         SNAPSHOT.write_text(drawing)
         pytest.fail(f"snapshot was missing; wrote {SNAPSHOT}: review it and commit it")
     assert drawing == SNAPSHOT.read_text(), "graph shape changed: update the snapshot if intended"
+
+
+def test_critic_errors_reject_or_end(make_agent, image_path):
+    from agent import RecoverableToolError
+
+    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"])
+    critic = ScriptedCritic([RecoverableToolError("critic timed out"), 8.0])
+    out = make_agent(planner, critic, max_retries_per_step=1, check_regression=False).invoke(
+        {"image": image_path, "instruction": "x"})
+    first, second = edits(out)
+    assert not first["accepted"] and "critic timed out" in first["reason"]
+    assert second["accepted"] and out["stop_reason"] == "planner_stop"
+
+    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
+                               "NEXT_EDITING_INSTRUCTION: make the right blue"])
+    critic = ScriptedCritic([8.0, FatalToolError("critic model missing")])
+    out = make_agent(planner, critic, check_regression=False).invoke({"image": image_path, "instruction": "x"})
+    assert out["stop_reason"] == "error" and "critic model missing" in out["steps"][-1]["reason"]
+    assert out["result"] == edits(out)[0]["output"]

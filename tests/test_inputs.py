@@ -170,3 +170,9 @@ def test_exif_rotation_applied(tmp_path):
 def test_greyscale_and_bilevel(tmp_path):
     assert _load(Image.new("L", (4, 4), 77), tmp_path).getpixel((0, 0)) == (77, 77, 77)
     assert _load(Image.new("1", (4, 4), 1), tmp_path).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_plain_paths_count_as_file_scheme(make_agent, image_path):
+    agent = make_agent(ScriptedPlanner([]), ScriptedCritic([]), allowed_uri_schemes=("data",))
+    with pytest.raises(InvalidInputError, match="'file' is not allowed"):
+        agent.invoke({"image": image_path, "instruction": "x"})

@@ -1,0 +1,433 @@
+"""``mira-edit``: run the editing agent on one image from the command line.
+
+    mira-edit IMAGE "INSTRUCTION" [--preset NAME] [--strategy NAME] [--out PATH]
+              [--max-steps N] [--seed N] [--artifacts DIR] [--force] [--quiet]
+
+Writes the result PNG (``--out``, default ``<input stem>_edited.png`` in the current
+directory), the trace ``<out stem>.trace.json`` next to it, and the output of every tried edit,
+accepted or not, under ``<out stem>_steps/``. Nothing is written when the options or the input
+are refused, and the input file is only ever read.
+
+Exit status: 0 the run finished (any stop reason but ``error``); 1 the run ended on a tool
+error (the best image so far is still written) or an output could not be written; 2 a bad
+option or input, or an output that would be overwritten; 130 interrupted.
+
+Importing this module stays light: langgraph, PIL, numpy and tqdm load only when ``main`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+from urllib.parse import unquote, urlparse
+
+from pydantic import ValidationError
+
+from agent.config import PRESETS, AgentConfig
+from agent.errors import InvalidInputError, ToolError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from agent.artifacts import ArtifactStore
+
+__all__ = ["main", "build_parser"]
+
+PROG = "mira-edit"
+DEFAULT_PRESET = "dry-run"
+STRATEGIES: tuple[str, ...] = get_args(AgentConfig.model_fields["strategy"].annotation)
+
+#: AgentConfig field -> the option that sets it (for validation messages).
+_OPTION_OF = {
+    "preset": "--preset",
+    "strategy": "--strategy",
+    "max_steps": "--max-steps",
+    "seed": "--seed",
+    "artifacts_dir": "--artifacts",
+}
+#: What the CLI writes into ``<out stem>_steps/``; only such files are replaced by --force.
+_STEP_FILE = re.compile(r"^step\d+_try\d+_(?:accepted|rejected)\.png$")
+
+DRY_RUN_NOTICE = (
+    "note: preset 'dry-run' runs the real agent loop with test doubles, not models: its edits "
+    "are painted colour tints over the half of the image the instruction names, and its critic "
+    "only checks that pixels changed. The result shows the loop working, not image editing."
+)
+
+
+class _Refused(Exception):
+    """A refusal reported as one line and exit status 2."""
+
+
+def _default(field: str) -> Any:
+    return AgentConfig.model_fields[field].default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Edit IMAGE step by step as INSTRUCTION says: a planner picks each atomic "
+        "edit, an editor applies it, a critic scores it, and the agent accepts, retries or "
+        "rolls it back.",
+        epilog="Outputs: --out (a PNG), <out stem>.trace.json next to it (stop reason, scores, "
+        "every step, the config) and <out stem>_steps/stepNN_tryM_{accepted,rejected}.png, the "
+        "output of every tried edit (M counts tries of step NN from 1). Exit status: 0 done, "
+        "1 the run ended on a tool error (best image so far written) or writing failed, "
+        "2 bad option or input / output exists, 130 interrupted.",
+    )
+    parser.add_argument("image", metavar="IMAGE", help="the image to edit (a path; read only)")
+    parser.add_argument("instruction", metavar="INSTRUCTION",
+                        help="what to do, possibly several edits in one sentence")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                        help="stack of backends (default: %(default)s; 'dry-run' uses test "
+                        "doubles that paint tints, not models)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
+                        help=f"how edits are made (default: {_default('strategy')})")
+    parser.add_argument("--out", metavar="PATH", default=None,
+                        help="result PNG (default: ./<input stem>_edited.png)")
+    parser.add_argument("--max-steps", metavar="N", type=int, default=None,
+                        help=f"most atomic edits the planner may issue (default: "
+                        f"{_default('max_steps')})")
+    parser.add_argument("--seed", metavar="N", type=int, default=None,
+                        help=f"base seed of the edits (default: {_default('seed')})")
+    parser.add_argument("--artifacts", metavar="DIR", default=None,
+                        help="root of the agent's content-addressed image store (default: "
+                        "$XDG_CACHE_HOME/mira-agent/artifacts, i.e. ~/.cache/...; the images "
+                        "you need are copied next to --out anyway)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite --out, its trace and its _steps/ images if they exist")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no per-step lines (the summary, errors and "
+                        "the dry-run notice are still printed)")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        message = error.get("msg", "invalid value")
+        if field in _OPTION_OF:
+            value = error.get("input")
+            parts.append(f"{_OPTION_OF[field]} {value}: {message}")
+        elif field:
+            parts.append(f"{field}: {message}")
+        else:
+            parts.append(message)
+    return _one_line("; ".join(parts))
+
+
+def _local_path(image: str) -> Path | None:
+    """The file behind IMAGE when it is a path or a file:// URI, else None (a data: URL)."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", image)
+    if match is None:
+        return Path(image).expanduser()
+    if match.group(1).lower() == "file":
+        return Path(unquote(urlparse(image).path))
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _Outputs:
+    """The three outputs derived from --out, and the checks made before any work."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(os.path.abspath(out))
+        self.trace = self.out.with_name(f"{self.out.stem}.trace.json")
+        self.steps_dir = self.out.with_name(f"{self.out.stem}_steps")
+
+    def check(self, input_path: Path | None, *, force: bool) -> None:
+        if self.out.suffix.lower() != ".png":
+            raise _Refused(f"--out {_display(self.out)} must end in .png (the result is a PNG)")
+        if input_path is not None:
+            if _same_file(self.out, input_path):
+                raise _Refused(f"--out {_display(self.out)} is the input image; the input is "
+                               "never overwritten: choose another --out")
+            if _same_file(self.trace, input_path) or _same_file(self.steps_dir, input_path.parent):
+                raise _Refused(f"the outputs of --out {_display(self.out)} would overwrite the "
+                               "input image: choose another --out")
+        if self.out.is_dir():
+            raise _Refused(f"--out {_display(self.out)} is a directory; give a file name")
+        if self.steps_dir.exists() and not self.steps_dir.is_dir():
+            raise _Refused(f"{_display(self.steps_dir)} exists and is not a directory")
+        if self.out.parent.exists() and not self.out.parent.is_dir():
+            raise _Refused(f"--out {_display(self.out)}: {_display(self.out.parent)} is not a "
+                           "directory")
+        if force:
+            return
+        for path in (self.out, self.trace):
+            if os.path.lexists(path):
+                raise _Refused(f"{_display(path)} already exists; pass --force to overwrite it")
+        if self.steps_dir.is_dir() and any(self.steps_dir.iterdir()):
+            raise _Refused(f"{_display(self.steps_dir)} already exists and is not empty; pass "
+                           "--force to overwrite it")
+
+    def step_file(self, record: dict[str, Any]) -> Path:
+        verdict = "accepted" if record["accepted"] else "rejected"
+        return self.steps_dir / f"step{record['step']:02d}_try{record['attempt'] + 1}_{verdict}.png"
+
+
+# -- progress ---------------------------------------------------------------------------------
+class _Progress:
+    """A tqdm bar over planner steps (to stderr), fed by the graph's custom stream events."""
+
+    def __init__(self, max_steps: int, *, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.quiet = quiet
+        self._tqdm = tqdm
+        # disable=None: no bar when stderr is not a terminal (logs, CI); --quiet: never.
+        self.bar = tqdm(total=max_steps, unit="step", file=sys.stderr,
+                        disable=True if quiet else None, dynamic_ncols=True, leave=False,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                        "steps [{elapsed}{postfix}]")
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            self._tqdm.write(text, file=sys.stderr)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "plan":
+            if event.get("stop"):
+                self._line(f"step {event['step']}: planner stops")
+                return
+            self.bar.n = max(0, event["step"] - 1)
+            instruction = _one_line(event.get("instruction") or "")
+            if len(instruction) > 32:
+                instruction = instruction[:31] + "…"
+            self.bar.set_description(f"step {event['step']} {instruction!r}", refresh=False)
+            self.bar.set_postfix_str("planned")
+        elif kind == "step_start":
+            self.bar.set_postfix_str(f"try {event['attempt'] + 1} {event['tool']}")
+        elif kind == "tool_progress":
+            self.bar.set_postfix_str(f"try {event['attempt'] + 1} {event['tool']} "
+                                     f"{event['done']}/{event['total']}")
+        elif kind == "step_end":
+            verdict = "accepted" if event.get("accepted") else "rejected"
+            if event.get("accepted"):
+                self.bar.n = event["step"]
+                self.bar.refresh()
+            self._line(f"step {event['step']} try {event['attempt'] + 1}: {verdict} "
+                       f"({_one_line(event.get('reason', ''))})")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# -- the command ------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mira-edit`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except _Refused as exc:
+        _err(_one_line(str(exc)))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {"preset": args.preset}
+    for option, field in (("strategy", "strategy"), ("max_steps", "max_steps"),
+                          ("seed", "seed"), ("artifacts", "artifacts_dir")):
+        value = getattr(args, option)
+        if value is not None:
+            options[field] = value
+    try:
+        config = AgentConfig(**options)
+    except ValidationError as exc:
+        raise _Refused(_validation_message(exc)) from None
+
+    input_path = _local_path(args.image)
+    if args.out is not None:
+        out = Path(args.out).expanduser()
+    else:
+        stem = input_path.stem if input_path is not None and input_path.stem else "image"
+        out = Path(f"{stem}_edited.png")
+    outputs = _Outputs(out)
+    outputs.check(input_path, force=args.force)
+
+    # The input's checks, before any work or any write (the graph repeats them).
+    from agent.images import check_instruction, load_image
+
+    try:
+        instruction = check_instruction(args.instruction, max_chars=config.max_instruction_chars)
+        load_image(args.image, allowed_schemes=config.allowed_uri_schemes,
+                   max_pixels=config.max_input_pixels)
+    except InvalidInputError as exc:
+        raise _Refused(str(exc)) from None
+    image: str = str(input_path.resolve()) if input_path is not None else args.image
+
+    if config.preset == "dry-run":
+        print(DRY_RUN_NOTICE, file=sys.stderr)
+
+    from agent.artifacts import ArtifactStore, default_artifacts_dir
+    from agent.factory import create_edit_agent
+
+    root = config.artifacts_dir if config.artifacts_dir is not None else default_artifacts_dir()
+    try:
+        store = ArtifactStore(root)
+    except OSError as exc:
+        raise _Refused(f"--artifacts {root}: cannot create the artifact store: {exc}") from None
+    agent = create_edit_agent(config, artifacts=store)
+
+    progress = _Progress(config.max_steps, quiet=args.quiet)
+    final: dict[str, Any] | None = None
+    try:
+        for mode, data in agent.stream({"image": image, "instruction": instruction},
+                                       stream_mode=["custom", "values"]):
+            if mode == "custom" and isinstance(data, dict):
+                progress(data)
+            elif mode == "values":
+                final = data
+    except InvalidInputError as exc:
+        raise _Refused(str(exc)) from None
+    except ToolError as exc:  # one the graph did not turn into a stop reason
+        tool = f"{exc.tool}: " if exc.tool else ""
+        _err(_one_line(f"{tool}{type(exc).__name__}: {exc}; nothing written"))
+        return 1
+    finally:
+        progress.close()
+    if final is None or "result" not in final or "stop_reason" not in final:
+        _err("the agent returned no result")
+        return 1
+
+    try:
+        written = _write_outputs(outputs, final, store, config=config, image=image,
+                                 instruction=instruction)
+    except OSError as exc:
+        _err(_one_line(f"cannot write the outputs: {exc}"))
+        return 1
+    _summary(final, outputs, written)
+    return 1 if final["stop_reason"] == "error" else 0
+
+
+def _accepted(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in steps if s.get("kind") == "edit" and s.get("accepted")]
+
+
+def _stop_record(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record that ended the run (a stop or an error), or None (e.g. critic_satisfied)."""
+    return steps[-1] if steps and steps[-1].get("kind") != "edit" else None
+
+
+def _write_outputs(outputs: _Outputs, final: dict[str, Any], store: ArtifactStore, *,
+                   config: AgentConfig, image: str, instruction: str) -> list[Path]:
+    """Intermediates, then the trace, then the result (so a result implies the rest)."""
+    steps = [dict(s) for s in final.get("steps", [])]
+    outputs.out.parent.mkdir(parents=True, exist_ok=True)
+    outputs.steps_dir.mkdir(exist_ok=True)
+    for old in outputs.steps_dir.iterdir():  # a previous run's images (only with --force)
+        if _STEP_FILE.match(old.name) and old.is_file():
+            old.unlink()
+    written: list[Path] = []
+    for record in steps:
+        record["output_file"] = None
+        if record.get("output"):
+            path = outputs.step_file(record)
+            _write_atomic(path, store.read_bytes(record["output"]))
+            record["output_file"] = os.path.relpath(path, outputs.out.parent)
+            written.append(path)
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package_version = version("mira-agent")
+    except PackageNotFoundError:
+        package_version = None
+    stop_record = _stop_record(steps)
+    trace = {
+        "mira_agent_version": package_version,
+        "instruction": instruction,
+        "input": image,
+        "output": str(outputs.out),
+        "stop_reason": final["stop_reason"],
+        "stop_detail": stop_record.get("reason") if stop_record else None,
+        "accepted_edits": len(_accepted(steps)),
+        "tried_edits": sum(1 for s in steps if s.get("kind") == "edit"),
+        "scores": final.get("scores", {}),
+        "result": final["result"],
+        "source": final.get("source"),
+        "tool_calls": final.get("tool_calls"),
+        "elapsed_s": final.get("elapsed_s"),
+        "artifacts_dir": str(store.root),
+        "config": config.model_dump(mode="json"),
+        "steps": steps,
+    }
+    _write_atomic(outputs.trace, (json.dumps(trace, indent=2, default=str) + "\n").encode())
+    _write_atomic(outputs.out, store.read_bytes(final["result"]))
+    return written
+
+
+def _summary(final: dict[str, Any], outputs: _Outputs, written: list[Path]) -> None:
+    steps = final.get("steps", [])
+    accepted = _accepted(steps)
+    tried = sum(1 for s in steps if s.get("kind") == "edit")
+    stop_record = _stop_record(steps)
+    detail = f" ({_one_line(stop_record['reason'])})" if stop_record and stop_record.get("reason") else ""
+    lines = [f"stop reason: {final['stop_reason']}{detail}",
+             f"accepted edits: {len(accepted)} of {tried} tried"]
+    lines += [f"  {i}. {s['args'].get('instruction', '?')}" for i, s in enumerate(accepted, 1)]
+    overall = (final.get("scores") or {}).get("overall")
+    if overall is not None:
+        lines.append(f"score: {overall:.2f} / 10")
+    lines += [f"result: {_display(outputs.out)}",
+              f"trace:  {_display(outputs.trace)}",
+              f"steps:  {_display(outputs.steps_dir)}/ ({len(written)} images)"]
+    print("\n".join(lines))
