@@ -1,16 +1,27 @@
 # The two entry points named in README.md. Both create .venv from the project's own files.
+#
+# Install path (one, used by CI too): CPU torch 2.13.0 first (pip takes the local CPU wheel
+# where the machine has one; elsewhere PyPI's build, which also runs on CPU), then the project
+# with its `models` and `dev` extras pinned by constraints.txt, then sam2 built pure-Python
+# without dependencies (its torchvision requirement would replace torch with a CUDA build).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
 .PHONY: setup demo test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP) --upgrade pip
 
-setup: $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) setuptools wheel torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[models,dev]"
+	SAM2_BUILD_CUDA=0 $(PIP) -c constraints.txt --no-deps --no-build-isolation sam2
+	touch $@
+
+setup: $(VENV)/.installed
 
 # Runs the agent on the bundled example with the dry-run preset (test doubles, not real models).
 demo: setup
