@@ -48,10 +48,17 @@ class AgentConfig(BaseModel):
     )
     grounder: str | None = Field(default=None, description="grounder backend name")
     critic: str | None = Field(default=None, description="critic backend name")
-    strategy: Literal["mira"] = Field(
+    strategy: Literal["mira", "mirage", "mira+mirage"] = Field(
         default="mira",
         description="how act edits: 'mira' = the planner picks each atomic edit, a whole-image "
-        "editor applies it",
+        "editor applies it; 'mirage' = one MIRAGE regional step for the whole instruction "
+        "(parse, ground, edit every target at once), then verify; 'mira+mirage' = the planner "
+        "picks each atomic edit and MIRAGE edits only its grounded region",
+    )
+    rho: float = Field(
+        default=0.6, gt=0, le=1,
+        description="MIRAGE: share of the denoising steps run by the global branch (the first "
+        "1-rho run the region branches alone)",
     )
 
     # -- budgets ------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class StepRecord(TypedDict):
     #: critic scores: {"step": ..., "progress": ...}, each a ``Critique.summary()`` or None.
     scores: dict[str, Any]
     accepted: bool
+    #: extra trace information from the tool, e.g. the regions a MIRAGE edit used.
+    info: dict[str, Any]
     #: why the entry was rejected, or what happened.
     reason: str
     #: seconds spent in plan / act / verify for this entry.

@@ -29,7 +29,7 @@ from agent.config import AgentConfig
 from agent.errors import FatalToolError, PlannerOutputError, RecoverableToolError
 from agent.images import check_instruction, load_image
 from agent.state import EditState, InputState, OutputState, StepRecord
-from tools.contracts import Critic, Critique, Editor, Grounder, HistoryItem, Planner
+from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 
 __all__ = ["Components", "build_graph", "GRAPH_NAME"]
 
@@ -60,7 +60,7 @@ def _norm(instruction: str) -> str:
 def _record(**fields: Any) -> StepRecord:
     base: dict[str, Any] = dict(
         kind="edit", step=0, attempt=0, planner=None, tool=None, args={}, input=None,
-        output=None, scores={}, accepted=False, reason="", timings={},
+        output=None, scores={}, accepted=False, info={}, reason="", timings={},
     )
     base.update(fields)
     return base  # type: ignore[return-value]
@@ -219,7 +219,10 @@ class _Nodes:
                              steps=[_record(kind="tool_error", step=step, attempt=attempt,
                                             tool=name, args=args, input=source,
                                             reason=f"{name} failed: {exc}")])
-        candidate = {"image": self.c.store.put(edited), "tool": name, "args": args,
+        info: dict[str, Any] = {}
+        if isinstance(edited, EditOutput):
+            edited, info = edited.image, edited.info
+        candidate = {"image": self.c.store.put(edited), "tool": name, "args": args, "info": info,
                      "act_s": time.perf_counter() - t0}
         return {"next": "verify", "candidate": candidate, "tool_calls": state["tool_calls"] + 1,
                 "elapsed_s": candidate["act_s"]}
@@ -260,6 +263,7 @@ class _Nodes:
                          planner=pending["planner"] if attempt == 0 else None,
                          tool=candidate["tool"], args=candidate["args"], input=state["current"],
                          output=candidate["image"], scores=scores, accepted=accepted,
+                         info=candidate.get("info", {}),
                          reason=reason, timings={"plan_s": pending["plan_s"] if attempt == 0 else 0.0,
                                                  "act_s": candidate["act_s"], "verify_s": dt})
         self._emit({"event": "step_end", "step": step, "attempt": attempt, "accepted": accepted,
@@ -384,4 +388,30 @@ def components_from(
         raise TypeError(f"critic has no critique() method: {critic!r}")
     if grounder is None and config.grounder is not None:
         grounder = build("grounder", config.grounder)
+    if config.strategy != "mira":
+        named = tuple((n, _regional(n, e, grounder, config)) for n, e in named)
+    if config.strategy == "mirage":  # one regional step for the whole instruction
+        from agent.policies import WholeInstructionPlanner
+
+        planner = WholeInstructionPlanner()
     return Components(planner=planner, editors=named, critic=critic, store=store, grounder=grounder)
+
+
+def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentConfig) -> Any:
+    """The editor as a MIRAGE ``RegionalEditor`` (strategies 'mirage' and 'mira+mirage')."""
+    from tools.mirage.tool import RegionalEditor
+
+    if isinstance(editor, RegionalEditor):
+        return editor
+    if grounder is None or not hasattr(type(grounder), "vlm"):
+        raise ValueError(
+            f"strategy {config.strategy!r} parses and grounds with the grounder's VLM: name a "
+            f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
+        )
+    if type(editor).__name__ not in ("Flux2KleinEditor", "Flux2Editor"):
+        raise ValueError(f"strategy {config.strategy!r} needs a FLUX.2 editor for MIRAGE; editor "
+                         f"{name!r} is a {type(editor).__name__}")
+    from tools.mirage.parse import VLMInstructionParser
+
+    return RegionalEditor.for_editor(editor, parser=VLMInstructionParser(vlm=lambda: grounder.vlm),
+                                     grounder=grounder, rho=config.rho)

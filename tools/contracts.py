@@ -11,6 +11,7 @@ Coordinates: every ``Box`` is pixel XYXY in the frame of the image it was comput
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ __all__ = [
     "PlannerDecision",
     "Planner",
     "Editor",
+    "EditOutput",
     "Grounding",
     "Grounder",
     "Critique",
@@ -103,12 +105,22 @@ class Planner(Protocol):
 
 
 # -- editor -----------------------------------------------------------------------------------
+@dataclass
+class EditOutput:
+    """An editor's result with JSON trace information (e.g. the regions MIRAGE edited), which
+    the agent copies into the step record's ``info``."""
+
+    image: Image.Image
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Editor(Protocol):
     """An instruction-guided editor. Same argument names across backends, like diffusers.
 
-    Returns an RGB image of the input's size unless a backend documents otherwise. ``seed``
-    makes the output reproducible; ``progress`` is called once per denoising step.
+    Returns an RGB image of the input's size (or an ``EditOutput`` holding one) unless a
+    backend documents otherwise. ``seed`` makes the output reproducible; ``progress`` is
+    called once per denoising step.
     """
 
     def edit(
@@ -120,7 +132,7 @@ class Editor(Protocol):
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         progress: ProgressFn | None = None,
-    ) -> Image.Image: ...
+    ) -> Image.Image | EditOutput: ...
 
 
 # -- grounder ---------------------------------------------------------------------------------
