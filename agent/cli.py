@@ -325,7 +325,10 @@ def _run(args: argparse.Namespace) -> int:
         store = ArtifactStore(root)
     except OSError as exc:
         raise _Refused(f"--artifacts {root}: cannot create the artifact store: {exc}") from None
-    agent = create_edit_agent(config, artifacts=store)
+    try:  # a stack that cannot work (e.g. a strategy its backends do not support) is refused
+        agent = create_edit_agent(config, artifacts=store)
+    except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
+        raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
 
     progress = _Progress(config.max_steps, quiet=args.quiet)
     final: dict[str, Any] | None = None

@@ -113,8 +113,9 @@ class _Nodes:
         )
         source = self.c.store.put(image)
         self._emit({"event": "run_start", "source": source, "instruction": instruction})
-        return {
-            "instruction": instruction, "source": source, "current": source, "result": source,
+        return {  # "image" becomes the stored ref: a data: URL must not ride in every checkpoint
+            "image": source, "instruction": instruction, "source": source, "current": source,
+            "result": source,
             "steps": Overwrite([]), "history": Overwrite([]), "scores": {},
             "pending": None, "candidate": None, "step_count": 0, "tool_calls": 0,
             "elapsed_s": Overwrite(time.perf_counter() - t0), "next": "plan",

@@ -249,7 +249,7 @@ def test_refuses_bad_config_values(picture, tmp_path, capsys, option, value, nee
 @pytest.mark.parametrize("argv", [
     ["--max-steps", "two"],
     ["--preset", "diffusers"],
-    ["--strategy", "mirage"],
+    ["--strategy", "regional"],
 ])
 def test_argparse_refusals(picture, tmp_path, capsys, argv):
     before = snapshot(tmp_path)
@@ -308,3 +308,12 @@ def test_help_lists_the_options(capsys):
     for option in ("--preset", "--strategy", "--out", "--max-steps", "--seed", "--artifacts",
                    "--force", "--quiet", "dry-run"):
         assert option in text
+
+
+def test_strategy_the_preset_cannot_run_is_refused(picture, tmp_path, capsys):
+    before = snapshot(tmp_path)
+    assert main([str(picture), "make it red", "--strategy", "mirage", "--out",
+                 str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--strategy mirage" in err and "grounder's VLM" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
