@@ -273,3 +273,17 @@ def make_test_image(width: int = 64, height: int = 48, *, seed: int = 0) -> Imag
         x0 = (i * width) // 3 + width // 12
         draw.rectangle([x0, height // 3, x0 + width // 6, 2 * height // 3], fill=colour)
     return image
+
+
+# -- micro-world oracle and noisy tools (agent.microworld.tools), loaded on first use ---------
+_MICROWORLD_TOOLS = ("World", "OracleEditor", "NoisyEditor", "OracleCritic", "OraclePlanner",
+                     "OracleGrounder")
+__all__ += list(_MICROWORLD_TOOLS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MICROWORLD_TOOLS:
+        from agent.microworld import tools
+
+        return getattr(tools, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,474 @@
+"""``mira-bench``: run editing strategies over a dataset, score them, write a report.
+
+    mira-bench [--dataset microworld|PATH] [--n N] [--seed S] [--edits N|LO-HI] [--size PX]
+               [--strategy single-shot,agent] [--editor oracle|noisy] [--p-wrong P]
+               [--p-bleed P] [--p-noop P] [--preset NAME] [--max-steps N] [--max-retries N]
+               [--out DIR] [--html-samples K] [--quiet]
+
+Datasets: ``microworld`` (the procedural benchmark of ``agent.microworld``: exact ground
+truth, oracle/noisy tools), or a folder / JSONL of (image, instruction, optional masks and
+target) so real benchmarks plug in (they run with ``--preset``'s backends). Writes into
+``--out``: ``results.jsonl`` (one line per sample and strategy, appended and flushed as each
+finishes; a rerun skips what is there, so an interrupted run resumes), ``images/<id>/``,
+``summary.md`` (the table, also printed) and ``index.html`` (source / ground truth / result
+thumbnails for the first ``--html-samples`` samples).
+
+Exit status: 0 done; 2 a bad option (or a strategy not implemented yet); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.config import PRESETS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from agent.microworld.truth import Case
+
+__all__ = ["main", "build_parser", "Sample", "microworld_samples", "folder_samples",
+           "jsonl_samples", "run_bench", "summarise", "STRATEGIES"]
+
+PROG = "mira-bench"
+STRATEGIES = ("single-shot", "agent", "mirage", "mira+mirage")
+NOT_IMPLEMENTED = {"mirage": "the MIRAGE regional sampler", "mira+mirage": "MIRA planning with the MIRAGE sampler"}
+RESULTS = "results.jsonl"
+
+
+class _Refused(Exception):
+    """A bad option, reported as one line and exit status 2."""
+
+
+# -- datasets ---------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One benchmark input. ``case`` is set for micro-world samples (exact ground truth);
+    external samples may carry ``masks`` (paths of single-channel PNGs, nonzero = where an
+    edit is allowed; scored by their bounding boxes) and a ``target`` image path."""
+
+    id: str
+    instruction: str
+    load: Callable[[], Image.Image] = field(repr=False)
+    case: Case | None = None
+    masks: list[Path] = field(default_factory=list)
+    target: Path | None = None
+
+
+def microworld_samples(n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3,
+                       size: int = 128) -> Iterator[Sample]:
+    """The first ``n`` micro-world cases of ``seed`` (case i is the same for any ``n``)."""
+    from agent.microworld.render import render
+    from agent.microworld.truth import generate_cases
+
+    for case in generate_cases(n, seed=seed, n_edits=n_edits, size=size):
+        yield Sample(id=case.id, instruction=case.instruction,
+                     load=lambda case=case: render(case.scene), case=case)
+
+
+def _opener(path: Path) -> Callable[[], Image.Image]:
+    def load() -> Image.Image:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    return load
+
+
+def folder_samples(folder: str | os.PathLike[str]) -> Iterator[Sample]:
+    """``X.png``/``.jpg``/``.webp`` with its instruction in ``X.txt``; optional masks
+    ``X.mask*.png`` and target ``X.target.png``."""
+    root = Path(folder)
+    for path in sorted(root.iterdir()):
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp") or "." in path.stem:
+            continue
+        text = path.with_suffix(".txt")
+        if not text.is_file():
+            raise _Refused(f"{path} has no instruction file {text.name}")
+        target = path.with_name(f"{path.stem}.target.png")
+        yield Sample(id=path.stem, instruction=text.read_text().strip(), load=_opener(path),
+                     masks=sorted(root.glob(f"{path.stem}.mask*.png")),
+                     target=target if target.is_file() else None)
+
+
+def jsonl_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
+    """One JSON object a line: ``image``, ``instruction``, optional ``id``, ``masks`` (list of
+    paths) and ``target``; paths relative to the file's folder."""
+    path = Path(path)
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        image = path.parent / row["image"]
+        yield Sample(id=str(row.get("id", i)), instruction=row["instruction"],
+                     load=_opener(image), masks=[path.parent / m for m in row.get("masks", [])],
+                     target=path.parent / row["target"] if row.get("target") else None)
+
+
+# -- strategies -------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    image: Image.Image
+    steps: int
+    stop_reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Runner:
+    """Builds the tools once and runs one strategy on one sample."""
+
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        from agent.artifacts import ArtifactStore
+        from agent.config import AgentConfig
+
+        self.args = args
+        self.store = ArtifactStore(out / "artifacts")
+        options: dict[str, Any] = {"seed": args.seed}
+        if args.max_steps is not None:
+            options["max_steps"] = args.max_steps
+        if args.max_retries is not None:
+            options["max_retries_per_step"] = args.max_retries
+        self.microworld = args.dataset == "microworld"
+        if self.microworld:
+            from agent.microworld.tools import (NoisyEditor, OracleCritic, OracleEditor,
+                                                OraclePlanner, OracleGrounder, World)
+
+            self.world = World()
+            self.editor = (NoisyEditor(self.world, p_wrong=args.p_wrong, p_bleed=args.p_bleed,
+                                       p_noop=args.p_noop)
+                           if args.editor == "noisy" else OracleEditor(self.world))
+            self.config = AgentConfig(**options)
+            self.components = dict(planner=OraclePlanner(self.world), critic=OracleCritic(self.world),
+                                   grounder=OracleGrounder(self.world), editors=self.editor)
+        else:
+            from tools.registry import build
+
+            self.config = AgentConfig(preset=args.preset, **options)
+            self.editor = build("editor", self.config.editors[0])
+            self.components = {}
+        self._agent: Any = None
+
+    def source(self, sample: Sample) -> Image.Image:
+        return self.world.add(sample.case) if self.microworld else sample.load()
+
+    def __call__(self, strategy: str, sample: Sample, source: Image.Image) -> Outcome:
+        if strategy == "single-shot":
+            image = self.editor.edit(source, sample.instruction, seed=self.config.seed,
+                                     num_inference_steps=self.config.num_inference_steps,
+                                     guidance_scale=self.config.guidance_scale)
+            return Outcome(image=image, steps=1, stop_reason="single_shot")
+        if self._agent is None:
+            from agent.factory import create_edit_agent
+
+            self._agent = create_edit_agent(self.config, artifacts=self.store, **self.components)
+        out = self._agent.invoke({"image": self.store.put(source), "instruction": sample.instruction})
+        edits = [s for s in out["steps"] if s["kind"] == "edit"]
+        return Outcome(image=self.store.open(out["result"]), steps=len(edits),
+                       stop_reason=out["stop_reason"],
+                       extra={"accepted": sum(1 for s in edits if s["accepted"])})
+
+
+def _execute(runner: _Runner, strategy: str, sample: Sample, source: Image.Image) -> Outcome:
+    """One run of one strategy (a seam for tests that count runs)."""
+    return runner(strategy, sample, source)
+
+
+# -- scoring ----------------------------------------------------------------------------------
+def _score(sample: Sample, source: Image.Image, result: Image.Image) -> dict[str, Any]:
+    from agent.microworld.scoring import score_case, score_edits
+
+    if sample.case is not None:
+        return score_case(sample.case, result).as_dict()
+    if not sample.masks:
+        return {}
+    import numpy as np
+    from PIL import Image
+
+    boxes = []
+    for path in sample.masks:  # each mask becomes its bounding box, like the micro-world's cells
+        with Image.open(path) as im:
+            ys, xs = np.nonzero(np.asarray(im.convert("L")) > 127)
+        if len(xs):
+            boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    if sample.target is None:  # no ground truth: only consistency means something
+        expected = source
+    else:
+        with Image.open(sample.target) as im:
+            expected = im.convert("RGB")
+    out = score_edits(source, result, expected, boxes).as_dict()
+    if sample.target is None:
+        out.update(edits=[], pf=None, edits_passed=None, success=None)
+    return out
+
+
+# -- files ------------------------------------------------------------------------------------
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    """The records of a results file. A line that does not parse (a run killed mid-write
+    leaves a truncated last line) is dropped, and the file is rewritten without it so that
+    appends start on a clean line."""
+    if not path.is_file():
+        return []
+    records, bad = [], False
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+            if not line.endswith("\n") or not isinstance(record, dict):
+                raise ValueError("incomplete line")
+            records.append(record)
+        except ValueError:
+            bad = True
+    if bad:
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def run_bench(samples: Sequence[Sample], strategies: Sequence[str], out: Path,
+              runner: _Runner, *, quiet: bool = False) -> list[dict[str, Any]]:
+    """Run what is not in ``out/results.jsonl`` yet; returns the records of ``samples``."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS
+    done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
+    todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
+    if done and not quiet:
+        print(f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
+              f"{len(samples) * len(strategies)} runs already in {path}", file=sys.stderr)
+    with open(path, "a") as f, tqdm(total=len(todo), unit="run", file=sys.stderr,
+                                      disable=True if quiet else None, dynamic_ncols=True) as bar:
+        for strategy, sample in todo:
+            bar.set_postfix_str(f"{strategy} {sample.id}", refresh=False)
+            source = runner.source(sample)
+            t0 = time.perf_counter()
+            outcome = _execute(runner, strategy, sample, source)
+            elapsed = time.perf_counter() - t0
+            folder = out / "images" / sample.id
+            folder.mkdir(parents=True, exist_ok=True)
+            files = {"source": "source.png", "result": f"{strategy.replace('+', '_')}.png"}
+            if not (folder / files["source"]).exists():
+                source.save(folder / files["source"])
+            if sample.case is not None:
+                files["truth"] = "truth.png"
+                if not (folder / "truth.png").exists():
+                    from agent.microworld.truth import intermediate
+
+                    intermediate(sample.case).save(folder / "truth.png")
+            outcome.image.save(folder / files["result"])
+            record = {
+                "id": sample.id, "strategy": strategy, "instruction": sample.instruction,
+                "n_edits": len(sample.case.edits) if sample.case else None,
+                "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
+                **_score(sample, source, outcome.image),
+                "steps": outcome.steps, "stop_reason": outcome.stop_reason,
+                "time_s": round(elapsed, 4), **outcome.extra,
+                "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
+                "finished_at": time.time(),
+            }
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            bar.update(1)
+    wanted = {(st, s.id) for s in samples for st in strategies}
+    return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+
+
+# -- report -----------------------------------------------------------------------------------
+def _mean(values: list[Any]) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else format(value, pattern)
+
+
+def summarise(records: list[dict[str, Any]], strategies: Sequence[str]) -> str:
+    """Markdown: one row per strategy, then prompt following per edit type."""
+    lines = ["| strategy | samples | PF (edits done) | PF score | consistent | PSNR out of target (dB) "
+             "| success | steps | time / sample (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    kinds: dict[str, dict[str, list[bool]]] = {}
+    for strategy in strategies:
+        rs = [r for r in records if r["strategy"] == strategy]
+        if not rs:
+            continue
+        consistent = _mean([r.get("consistent") for r in rs])
+        lines.append(" | ".join([
+            f"| {strategy}", str(len(rs)), _fmt(_mean([r.get("edits_passed") for r in rs]), ".1%"),
+            _fmt(_mean([r.get("pf") for r in rs]), ".3f"), _fmt(consistent, ".1%"),
+            _fmt(_mean([r.get("psnr") for r in rs]), ".1f"),
+            _fmt(_mean([r.get("success") for r in rs]), ".1%"),
+            _fmt(_mean([r["steps"] for r in rs]), ".2f"),
+            _fmt(_mean([r["time_s"] for r in rs]), ".3f")]) + " |")
+        for r in rs:
+            for e in r.get("edits") or []:
+                kinds.setdefault(strategy, {}).setdefault(e["kind"], []).append(e["passed"])
+    if kinds:
+        names = sorted({k for per in kinds.values() for k in per})
+        lines += ["", "Edits done, by type:", "",
+                  "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for strategy, per in kinds.items():
+            lines.append(f"| {strategy} | " + " | ".join(
+                _fmt(_mean(per.get(k, [])), ".1%") for k in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_html(records: list[dict[str, Any]], samples: Sequence[Sample],
+               strategies: Sequence[str], out: Path, *, limit: int) -> Path:
+    """``out/index.html``: a grid of source / ground truth / each strategy's result."""
+    by = {(r["id"], r["strategy"]): r for r in records}
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in ["source", "ground truth", *strategies])
+    rows = []
+    for sample in samples[:limit]:
+        first = next((by[(sample.id, st)] for st in strategies if (sample.id, st) in by), None)
+        if first is None:
+            continue
+        cells = [_img(first["images"].get("source")), _img(first["images"].get("truth"))]
+        for st in strategies:
+            r = by.get((sample.id, st))
+            if r is None:
+                cells.append("<td></td>")
+                continue
+            done = sum(e["passed"] for e in r.get("edits") or [])
+            verdict = {True: "success", False: "fail", None: ""}[r.get("success")]
+            steps = f"{r['steps']} step{'' if r['steps'] == 1 else 's'}"
+            note = (f"{done}/{len(r.get('edits') or [])} edits, "
+                    f"{'consistent' if r.get('consistent') else 'changed elsewhere'}, {steps}"
+                    if r.get("edits") else steps)
+            cells.append(_img(r["images"]["result"], f"<b class='{verdict}'>{verdict}</b> {note}"))
+        rows.append(f"<tr><td class='ins'><code>{html.escape(sample.id)}</code><br>"
+                    f"{html.escape(sample.instruction)}</td>{''.join(cells)}</tr>")
+    page = f"""<!doctype html><meta charset="utf-8"><title>{PROG} report</title>
+<style>body{{font:13px sans-serif;margin:16px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:center}}
+td.ins{{width:260px;text-align:left}} img{{width:160px;height:160px;image-rendering:pixelated}}
+.success{{color:#080}} .fail{{color:#b00}}</style>
+<h1>{PROG}: {len(rows)} of {len(samples)} samples</h1>
+<p>Results in <code>{RESULTS}</code>, table in <code>summary.md</code>.</p>
+<table><tr><th>instruction</th>{head}</tr>{''.join(rows)}</table>
+"""
+    path = out / "index.html"
+    _write_atomic(path, page)
+    return path
+
+
+def _img(src: str | None, caption: str = "") -> str:
+    if src is None:
+        return "<td>n/a</td>"
+    return f"<td><img src='{html.escape(src)}' alt=''><br>{caption}</td>"
+
+
+# -- the command ------------------------------------------------------------------------------
+def _edits(text: str) -> int | tuple[int, int]:
+    try:
+        lo, _, hi = text.partition("-")
+        value = (int(lo), int(hi)) if hi else int(lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or LO-HI, got {text!r}") from None
+    bounds = value if isinstance(value, tuple) else (value, value)
+    if not 1 <= bounds[0] <= bounds[1] <= 5:
+        raise argparse.ArgumentTypeError(f"edits must lie in 1..5, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Run editing strategies over a dataset "
+                                "and score them (see docs/microworld.md).")
+    p.add_argument("--dataset", default="microworld",
+                   help="'microworld' (default), a folder of X.png + X.txt, or a .jsonl file")
+    p.add_argument("--out", default="bench_out", help="output folder (default: %(default)s)")
+    p.add_argument("--strategy", default="single-shot,agent",
+                   help=f"comma-separated, of {', '.join(STRATEGIES)} (default: %(default)s)")
+    mw = p.add_argument_group("micro-world")
+    mw.add_argument("--n", type=int, default=100, help="number of cases (default: %(default)s)")
+    mw.add_argument("--seed", type=int, default=0, help="dataset and edit seed (default: %(default)s)")
+    mw.add_argument("--edits", type=_edits, default=3, help="edits per case: N or LO-HI in 1..5")
+    mw.add_argument("--size", type=int, default=128, help="canvas pixels, 64..512 (default: %(default)s)")
+    mw.add_argument("--editor", choices=("oracle", "noisy"), default="noisy")
+    mw.add_argument("--p-wrong", type=float, default=0.15, help="noisy: edit the wrong object")
+    mw.add_argument("--p-bleed", type=float, default=0.15, help="noisy: also edit a neighbour")
+    mw.add_argument("--p-noop", type=float, default=0.1, help="noisy: change nothing")
+    ext = p.add_argument_group("folder / JSONL datasets")
+    ext.add_argument("--preset", choices=sorted(PRESETS), default="dry-run")
+    agent = p.add_argument_group("agent")
+    agent.add_argument("--max-steps", type=int, default=None, help="AgentConfig.max_steps")
+    agent.add_argument("--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step")
+    p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mira-bench`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, list(sys.argv[1:] if argv is None else argv))
+    except _Refused as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
+        if s in NOT_IMPLEMENTED:
+            raise _Refused(f"--strategy {s!r} is not implemented yet (issue 4: "
+                           f"{NOT_IMPLEMENTED[s]})")
+    if not strategies:
+        raise _Refused("--strategy names no strategy")
+    if args.dataset == "microworld":
+        if args.n < 1:
+            raise _Refused(f"--n must be >= 1, got {args.n}")
+        if not 64 <= args.size <= 512:
+            raise _Refused(f"--size must be in 64..512, got {args.size}")
+        samples = list(microworld_samples(args.n, seed=args.seed, n_edits=args.edits, size=args.size))
+    else:
+        path = Path(args.dataset)
+        if path.is_dir():
+            samples = list(folder_samples(path))
+        elif path.suffix == ".jsonl" and path.is_file():
+            samples = list(jsonl_samples(path))
+        else:
+            raise _Refused(f"--dataset {args.dataset!r}: not 'microworld', a folder or a .jsonl file")
+    out = Path(args.out)
+    try:
+        runner = _Runner(args, out)
+    except ValueError as exc:
+        raise _Refused(str(exc)) from None
+    records = run_bench(samples, strategies, out, runner, quiet=args.quiet)
+    table = summarise(records, strategies)
+    command = " ".join(shlex.quote(a) for a in [PROG, *argv])
+    _write_atomic(out / "summary.md", f"# {PROG} summary\n\n`{command}`\n\n{table}")
+    write_html(records, samples, strategies, out, limit=args.html_samples)
+    print(table, end="")
+    print(f"results: {out / RESULTS}\nsummary: {out / 'summary.md'}\nreport:  {out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
