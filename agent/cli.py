@@ -61,6 +61,13 @@ DRY_RUN_NOTICE = (
 )
 
 
+TINY_NOTICE = (
+    "note: preset 'tiny' runs every real backend class (FLUX.2 [klein] editor, Qwen3-VL grounder, "
+    "EditScore critic) on tiny random weights: the images are noise and the critic's answers "
+    "are unreadable (so edits are rejected). It proves the wiring, not editing quality."
+)
+
+
 class _Refused(Exception):
     """A refusal reported as one line and exit status 2."""
 
@@ -100,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="root of the agent's content-addressed image store (default: "
                         "$XDG_CACHE_HOME/mira-agent/artifacts, i.e. ~/.cache/...; the images "
                         "you need are copied next to --out anyway)")
+    parser.add_argument("--backend-option", metavar="BACKEND.KEY=VALUE", action="append", default=[],
+                        help="an option for a backend's factory, e.g. "
+                        "mira-7b.checkpoint=/models/mira-7b or flux2-klein-9b.model=/models/klein "
+                        "(repeatable; see AgentConfig.backend_options)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite --out, its trace and its _steps/ images if they exist")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -289,6 +300,15 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None:
             options[field] = value
+    backend_options: dict[str, dict[str, str]] = {}
+    for item in args.backend_option:
+        name, dot, rest = item.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (name and dot and key and eq):
+            raise _Refused(f"--backend-option {item!r}: expected BACKEND.KEY=VALUE")
+        backend_options.setdefault(name, {})[key] = value
+    if backend_options:
+        options["backend_options"] = backend_options
     try:
         config = AgentConfig(**options)
     except ValidationError as exc:
@@ -314,8 +334,8 @@ def _run(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     image: str = str(input_path.resolve()) if input_path is not None else args.image
 
-    if config.preset == "dry-run":
-        print(DRY_RUN_NOTICE, file=sys.stderr)
+    if config.preset in ("dry-run", "tiny"):
+        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
     from agent.artifacts import ArtifactStore, default_artifacts_dir
     from agent.factory import create_edit_agent

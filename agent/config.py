@@ -7,7 +7,7 @@ Nodes read it; nothing deeper reads environment variables. Every field carries a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +24,40 @@ PRESETS: dict[str, dict[str, object]] = {
         "editors": ["paint"],
         "grounder": "side",
         "critic": "pixel-change",
+    },
+    # Every real backend class on tiny random weights (CPU, seconds): output is noise. The
+    # planner is the model-free split planner: a random-weight MIRA planner never writes a
+    # parseable instruction, so the loop would never reach act (it is tested on its own).
+    "tiny": {
+        "planner": "split",
+        "editors": ["flux2-klein-tiny"],
+        "grounder": "qwen-vl-tiny",
+        "critic": "editscore-tiny",
+    },
+    # Real stacks: need the weights on this machine (nothing is downloaded) and a GPU.
+    "flux2-klein": {
+        "planner": "mira-7b",
+        "editors": ["flux2-klein-9b"],
+        "grounder": "qwen3-vl-8b",
+        "critic": "editscore-qwen3-vl-8b",
+    },
+    "kontext": {
+        "planner": "mira-7b",
+        "editors": ["kontext-dev"],
+        "grounder": "qwen3-vl-8b",
+        "critic": "editscore-qwen3-vl-8b",
+    },
+    "qwen-edit": {
+        "planner": "mira-7b",
+        "editors": ["qwen-edit-2511"],
+        "grounder": "qwen3-vl-8b",
+        "critic": "editscore-qwen3-vl-8b",
+    },
+    "ip2p": {
+        "planner": "mira-7b",
+        "editors": ["ip2p"],
+        "grounder": "qwen3-vl-8b",
+        "critic": "editscore-qwen3-vl-8b",
     },
 }
 
@@ -48,6 +82,11 @@ class AgentConfig(BaseModel):
     )
     grounder: str | None = Field(default=None, description="grounder backend name")
     critic: str | None = Field(default=None, description="critic backend name")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="keyword options per backend name, passed to its factory, e.g. "
+        "{'mira-7b': {'checkpoint': '/models/mira-7b'}, 'flux2-klein-9b': {'model': '/models/klein'}}",
+    )
     strategy: Literal["mira", "mirage", "mira+mirage"] = Field(
         default="mira",
         description="how act edits: 'mira' = the planner picks each atomic edit, a whole-image "

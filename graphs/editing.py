@@ -292,7 +292,7 @@ class _Nodes:
 
     def _judge_step(self, critique: Critique) -> tuple[bool, str]:
         if not critique.valid:
-            return False, f"critic output could not be parsed: {critique.reasoning[:200]}"
+            return False, f"no valid critic score: {critique.reasoning[:200]}"
         overall = critique.overall
         if overall < self.cfg.min_step_score:
             return False, f"step score {overall:.2f} below min_step_score={self.cfg.min_step_score}"
@@ -300,7 +300,7 @@ class _Nodes:
 
     def _judge_progress(self, progress: Critique, previous: float | None) -> tuple[bool, str]:
         if not progress.valid:
-            return False, f"critic output could not be parsed: {progress.reasoning[:200]}"
+            return False, f"no valid critic score: {progress.reasoning[:200]}"
         if previous is not None and progress.overall < previous - self.cfg.regression_tolerance:
             return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
                            f"accepted {previous:.2f} - regression_tolerance")
@@ -355,7 +355,10 @@ def components_from(
 ) -> Components:
     """Resolve components: objects given win over backend names in the config."""
     if build is None:
-        from tools.registry import build
+        from tools.registry import build as registry_build
+
+        def build(kind: str, name: str) -> Any:
+            return registry_build(kind, name, **config.backend_options.get(name, {}))
 
     def need(kind: str, obj: Any, name: str | None) -> Any:
         if obj is not None:

@@ -161,7 +161,7 @@ def test_invalid_critique_rejects_never_scores(make_agent, image_path):
     out = make_agent(planner, ScriptedCritic([None]), max_retries_per_step=0).invoke(
         {"image": image_path, "instruction": "red"})
     (rec,) = edits(out)
-    assert not rec["accepted"] and "could not be parsed" in rec["reason"]
+    assert not rec["accepted"] and "no valid critic score" in rec["reason"]
     assert rec["scores"]["step"]["valid"] is False and rec["scores"]["step"]["overall"] is None
 
 
