@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--rho", type=float, default=0.6)
     ap.add_argument("--regions", default="1,3,5")
     ap.add_argument("--sequential", default="3", help="region counts also run one branch per call")
+    ap.add_argument("--branch-text", type=int, default=0,
+                    help="also run with region prompts padded to this many tokens (0: skip)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--tiny", action="store_true", help="tiny random model on the CPU: checks the script")
     args = ap.parse_args()
@@ -135,13 +137,14 @@ def main() -> None:
         return row
 
     def plain(steps: int):
-        return lambda: pipe(image=image, prompt=prompt, num_inference_steps=steps,
-                            guidance_scale=args.guidance, height=args.size, width=args.size,
-                            generator=torch.Generator().manual_seed(0), output_type="pil",
-                            **call_kwargs)
+        def run():
+            pipe(image=image, prompt=prompt, num_inference_steps=steps, guidance_scale=args.guidance,
+                 height=args.size, width=args.size, generator=torch.Generator().manual_seed(0),
+                 output_type="pil", **call_kwargs)
+        return run
 
-    def mirage(k: int, steps: int, max_batch: int = 8):
-        sampler = MirageFlux2(pipe, max_batch=max_batch,
+    def mirage(k: int, steps: int, max_batch: int = 8, branch_len: int | None = None):
+        sampler = MirageFlux2(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len,
                               text_encoder_out_layers=call_kwargs.get("text_encoder_out_layers"))
         extra = {k2: v for k2, v in call_kwargs.items() if k2 == "max_sequence_length"}
 
@@ -161,7 +164,10 @@ def main() -> None:
     for k in counts:
         rows.append(measure(f"MIRAGE {k} region{'s' * (k > 1)} (batched)", mirage(k, args.steps)))
         if k in sequential and k > 1:
-            rows.append(measure(f"MIRAGE {k} regions (sequential)", mirage(k, args.steps, max_batch=1)))
+            rows.append(measure(f"MIRAGE {k} regions (one branch per call)", mirage(k, args.steps, max_batch=1)))
+        if args.branch_text:
+            rows.append(measure(f"MIRAGE {k} region{'s' * (k > 1)} (batched, branch text {args.branch_text})",
+                                mirage(k, args.steps, branch_len=args.branch_text)))
 
     ref = rows[0]["denoise_s"]
     print(f"\n{dev}, {args.config} (random bf16 weights), {args.size}x{args.size}, {args.steps} steps, "

@@ -60,7 +60,8 @@ class MirageFlux2:
     """
 
     def __init__(self, pipe: Any, *, text_encoder_out_layers: tuple[int, ...] | None = None,
-                 max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True) -> None:
+                 max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True,
+                 branch_max_sequence_length: int | None = None) -> None:
         name = type(pipe).__name__
         if name not in ("Flux2KleinPipeline", "Flux2Pipeline"):
             raise TypeError(f"MirageFlux2 needs a Flux2KleinPipeline or Flux2Pipeline, got {name}")
@@ -71,6 +72,12 @@ class MirageFlux2:
         self.min_cells = min_cells
         self.batch_cfg = batch_cfg
         self.cell = pipe.vae_scale_factor * 2
+        # Region prompts are short, but the pipelines pad every prompt to max_sequence_length
+        # (512) and the transformer attends to the padding: 512 of a branch's ~1,200 tokens.
+        # A shorter length for the branches only cuts early-phase work ~40%, at the price of
+        # conditioning the branches on less padding than the model saw in training. None keeps
+        # the pipeline's length (exactly the plain pipeline's conditioning).
+        self.branch_max_sequence_length = branch_max_sequence_length
 
     # -- helpers ------------------------------------------------------------------------------
     def _encode_text(self, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,15 +217,20 @@ class MirageFlux2:
         cells = [snap_box(_scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
                  for r in regions]
 
-        # 3. Text: the full instruction first, then one atomic instruction per region
-        embeds, text_ids = self._encode_text([instruction] + [r.instruction for r in regions],
-                                             max_sequence_length)     # (1+K, L, D), (1+K, L, 4)
-        neg = self._encode_text([""], max_sequence_length) if self._cfg(guidance_scale) else None
+        # 3. Text: the full instruction (global branch), one atomic instruction per region
+        cfg = self._cfg(guidance_scale)
+        g_emb, g_ids = self._encode_text([instruction], max_sequence_length)   # (1, L, D), (1, L, 4)
+        g_neg = self._encode_text([""], max_sequence_length) if cfg else None
+        b_len = self.branch_max_sequence_length or max_sequence_length
+        if regions:
+            b_emb, b_ids = self._encode_text([r.instruction for r in regions], b_len)  # (K, Lb, D)
+        b_neg = (g_neg if b_len == max_sequence_length else self._encode_text([""], b_len)) \
+            if cfg and regions else None
 
         # 4. Encode the source once (trajectory target and reference) and each crop natively
         x0 = self._encode_image(work)                                  # (1, C, rows, cols)
         crops = [self._encode_image(work.crop(c.to_pixels(cell).as_tuple())) for c in cells]
-        dtype = embeds.dtype
+        dtype = g_emb.dtype
         x0 = x0.to(dtype)
         crops = [c.to(dtype) for c in crops]                           # each (1, C, h_k, w_k)
 
@@ -246,8 +258,8 @@ class MirageFlux2:
             for group in groups:
                 lat = torch.cat([z[j] for j in group])                 # (G, C, h, w)
                 v = self._velocity(lat, torch.cat([crops[j] for j in group]),
-                                   embeds[[1 + j for j in group]], text_ids[[1 + j for j in group]],
-                                   neg, timesteps[i], guidance_scale, calls, "early")
+                                   b_emb[group], b_ids[group],
+                                   b_neg, timesteps[i], guidance_scale, calls, "early")
                 for j, zj in zip(group, self._euler(lat, v, sig[i], sig[i + 1]).split(1)):
                     z[j] = zj
             if progress is not None:
@@ -277,7 +289,7 @@ class MirageFlux2:
             lat = x0.clone()
         else:
             for i in range(k_hand, n_steps):
-                v = self._velocity(lat, x0, embeds[:1], text_ids[:1], neg, timesteps[i],
+                v = self._velocity(lat, x0, g_emb, g_ids, g_neg, timesteps[i],
                                    guidance_scale, calls, "late")
                 lat = self._euler(lat, v, sig[i], sig[i + 1])
                 if background_replacement:
