@@ -177,3 +177,14 @@ def test_check_inputs(image, kw, match):
 def test_wrong_pipeline_type():
     with pytest.raises(TypeError, match="Flux2KleinPipeline"):
         MirageFlux2(object())
+
+
+def test_shorter_branch_text_shrinks_only_early_calls(image):
+    full = run(sampler(BASE), image, THREE)
+    short = run(sampler(BASE, branch_max_sequence_length=16), image, THREE)
+    early = lambda out: sorted({c["tokens"] for c in out.calls if c["phase"] == "early"})  # noqa: E731
+    late = lambda out: sorted({c["tokens"] for c in out.calls if c["phase"] == "late"})  # noqa: E731
+    assert late(short) == late(full)
+    assert all(s == f - (64 - 16) for s, f in zip(early(short), early(full)))  # tiny text length 64
+    bg = ~short.region_mask
+    assert torch.equal(short.latents[:, :, bg], short.source_latent[:, :, bg])
