@@ -12,11 +12,12 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+from typing_extensions import TypedDict
+
+from agent._io import write_atomic  # pydantic needs this one on Python < 3.12
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:  # PIL and numpy are imported on use: `import agent` stays light.
@@ -89,16 +90,9 @@ class ArtifactStore:
         data = _png_bytes(image)
         sha = hashlib.sha256(data).hexdigest()
         path = self._path_for(sha)
-        if not path.exists():
+        if not path.exists():  # same name, same bytes: an existing file is already right
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, data)
         return ImageRef(uri=path.as_uri(), sha256=sha, width=image.width, height=image.height)
 
     # -- reading -----------------------------------------------------------------------------

@@ -24,13 +24,13 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent._io import write_atomic
 from agent.config import PRESETS
 
 if TYPE_CHECKING:
@@ -213,17 +213,6 @@ def _score(sample: Sample, source: Image.Image, result: Image.Image) -> dict[str
 
 
 # -- files ------------------------------------------------------------------------------------
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_results(path: Path) -> list[dict[str, Any]]:
     """The records of a results file. A line that does not parse (a run killed mid-write
     leaves a truncated last line) is dropped, and the file is rewritten without it so that
@@ -240,7 +229,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             bad = True
     if bad:
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
@@ -368,7 +357,7 @@ td.ins{{width:260px;text-align:left}} img{{width:160px;height:160px;image-render
 <table><tr><th>instruction</th>{head}</tr>{''.join(rows)}</table>
 """
     path = out / "index.html"
-    _write_atomic(path, page)
+    write_atomic(path, page)
     return path
 
 
@@ -463,7 +452,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     records = run_bench(samples, strategies, out, runner, quiet=args.quiet)
     table = summarise(records, strategies)
     command = " ".join(shlex.quote(a) for a in [PROG, *argv])
-    _write_atomic(out / "summary.md", f"# {PROG} summary\n\n`{command}`\n\n{table}")
+    write_atomic(out / "summary.md", f"# {PROG} summary\n\n`{command}`\n\n{table}")
     write_html(records, samples, strategies, out, limit=args.html_samples)
     print(table, end="")
     print(f"results: {out / RESULTS}\nsummary: {out / 'summary.md'}\nreport:  {out / 'index.html'}")

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import unquote, urlparse
@@ -30,6 +29,7 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from agent.config import PRESETS, AgentConfig
+from agent._io import write_atomic
 from agent.errors import InvalidInputError, ToolError
 
 if TYPE_CHECKING:
@@ -161,27 +161,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _display(path: Path) -> str:
@@ -404,7 +383,7 @@ def _write_outputs(outputs: _Outputs, final: dict[str, Any], store: ArtifactStor
         record["output_file"] = None
         if record.get("output"):
             path = outputs.step_file(record)
-            _write_atomic(path, store.read_bytes(record["output"]))
+            write_atomic(path, store.read_bytes(record["output"]))
             record["output_file"] = os.path.relpath(path, outputs.out.parent)
             written.append(path)
 
@@ -433,8 +412,8 @@ def _write_outputs(outputs: _Outputs, final: dict[str, Any], store: ArtifactStor
         "config": config.model_dump(mode="json"),
         "steps": steps,
     }
-    _write_atomic(outputs.trace, (json.dumps(trace, indent=2, default=str) + "\n").encode())
-    _write_atomic(outputs.out, store.read_bytes(final["result"]))
+    write_atomic(outputs.trace, (json.dumps(trace, indent=2, default=str) + "\n").encode())
+    write_atomic(outputs.out, store.read_bytes(final["result"]))
     return written
 
 

@@ -28,7 +28,7 @@ def test_same_pixels_stored_once_and_no_temp_files_left(store):
     c = store.put(make_test_image(16, 16, seed=3))
     assert a == b and a["sha256"] != c["sha256"]
     files = [p for p in store.root.rglob("*") if p.is_file()]
-    assert len(files) == 2 and not any(p.name.startswith(".tmp-") for p in files)
+    assert len(files) == 2 and not any(p.name.startswith(".") for p in files)  # no temporary left
 
 
 def test_non_rgb_is_stored_as_rgb(store):
