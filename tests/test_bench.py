@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,15 @@ def test_folder_and_jsonl_datasets_run_with_a_preset(tmp_path, capsys):
                        "--out", str(out2), "-q"]) == 0
     (record,) = _records(out2)
     assert record["id"] == "a" and record["consistent"] is False  # painted outside the mask
+
+
+@pytest.mark.slow
+def test_console_script_runs(tmp_path):
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "mira-bench"
+    run = subprocess.run([str(exe), "--n", "2", "--edits", "1", "--editor", "oracle", "--strategy", "agent",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "| agent |" in (tmp_path / "run" / "summary.md").read_text()
