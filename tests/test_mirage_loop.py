@@ -120,3 +120,14 @@ def test_strategy_needs_a_groundable_setup(tmp_path):
 
 def test_box_type_in_regions():
     assert Box(x1=0, y1=0, x2=1, y2=1).area == 1
+
+
+def test_regional_editor_for_a_kontext_editor():
+    from tools.editors.tiny import tiny_flux_kontext_editor
+    from tools.mirage.flux_kontext import MirageKontext
+
+    editor = RegionalEditor.for_editor(tiny_flux_kontext_editor(), parser=StaticParser([("the left half", "make it red")]),
+                                       grounder=SideGrounder())
+    assert isinstance(editor.sampler, MirageKontext)
+    out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
+    assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]

@@ -22,7 +22,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tools.mirage.regions import CellBox, Region, batch_by_shape, owner_map, smooth3x3, snap_box
+from tools.mirage.regions import (
+    CellBox,
+    Region,
+    batch_by_shape,
+    owner_map,
+    scale_box,
+    smooth3x3,
+    snap_box,
+    work_image,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MirageFlux2", "MirageOutput"]
 
-MAX_AREA = 1024 * 1024  # the FLUX.2 pipelines resize larger references to ~1 MP
 
 
 @dataclass
@@ -211,10 +219,10 @@ class MirageFlux2:
 
         # 2. Working canvas: sides multiples of a cell, at most ~1 MP, boxes scaled with it
         src_w, src_h = image.size
-        work = _work_image(image.convert("RGB"), cell)
+        work = work_image(image.convert("RGB"), cell)
         sx, sy = work.width / src_w, work.height / src_h
         grid = (work.height // cell, work.width // cell)               # (rows, cols)
-        cells = [snap_box(_scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
+        cells = [snap_box(scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
                  for r in regions]
 
         # 3. Text: the full instruction (global branch), one atomic instruction per region
@@ -305,27 +313,6 @@ class MirageFlux2:
         if out.size != (src_w, src_h):
             out = out.resize((src_w, src_h), Image.LANCZOS)
         timings["decode_s"] = time.perf_counter() - t3
-        boxes = [_scale_box(c.to_pixels(cell), 1 / sx, 1 / sy).as_tuple() for c in cells]
+        boxes = [scale_box(c.to_pixels(cell), 1 / sx, 1 / sy).as_tuple() for c in cells]
         return MirageOutput(image=out, cells=cells, boxes=boxes, latents=lat, source_latent=x0,
                             region_mask=inside.cpu(), calls=calls, timings=timings, handover=handover)
-
-
-def _work_image(image: Image.Image, cell: int) -> Image.Image:
-    """The source resized (only if needed) to sides that are multiples of ``cell``, <= ~1 MP."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = min(1.0, (MAX_AREA / (w * h)) ** 0.5)
-    tw = max(cell, int(w * scale) // cell * cell)
-    th = max(cell, int(h * scale) // cell * cell)
-    return image if (tw, th) == (w, h) else image.resize((tw, th), Image.LANCZOS)
-
-
-def _scale_box(box: Any, sx: float, sy: float) -> Any:
-    from tools.contracts import Box
-
-    if sx == 1 and sy == 1:
-        return box
-    return Box(x1=int(box.x1 * sx), y1=int(box.y1 * sy),
-               x2=max(int(box.x1 * sx) + 1, round(box.x2 * sx)),
-               y2=max(int(box.y1 * sy) + 1, round(box.y2 * sy)))

@@ -17,8 +17,12 @@ from tools.contracts import Box
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
-__all__ = ["Region", "CellBox", "snap_box", "batch_by_shape", "owner_map", "smooth3x3"]
+__all__ = ["Region", "CellBox", "snap_box", "batch_by_shape", "owner_map", "smooth3x3",
+           "work_image", "scale_box", "MAX_AREA"]
+
+MAX_AREA = 1024 * 1024  # the FLUX pipelines resize larger references to ~1 MP
 
 
 class Region(BaseModel):
@@ -117,3 +121,23 @@ def owner_map(boxes: list[CellBox], strengths: list[torch.Tensor], grid: tuple[i
         window[wins] = s.float().cpu()[wins]
         owner[b.y1:b.y2, b.x1:b.x2][wins] = k
     return owner
+
+
+def work_image(image: Image.Image, cell: int) -> Image.Image:
+    """The source resized (only if needed) to sides that are multiples of ``cell``, <= ~1 MP."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = min(1.0, (MAX_AREA / (w * h)) ** 0.5)
+    tw = max(cell, int(w * scale) // cell * cell)
+    th = max(cell, int(h * scale) // cell * cell)
+    return image if (tw, th) == (w, h) else image.resize((tw, th), Image.LANCZOS)
+
+
+def scale_box(box: Box, sx: float, sy: float) -> Box:
+    """``box`` scaled by (sx, sy), at least one pixel on each side."""
+    if sx == 1 and sy == 1:
+        return box
+    return Box(x1=int(box.x1 * sx), y1=int(box.y1 * sy),
+               x2=max(int(box.x1 * sx) + 1, round(box.x2 * sx)),
+               y2=max(int(box.y1 * sy) + 1, round(box.y2 * sy)))

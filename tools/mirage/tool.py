@@ -58,7 +58,7 @@ class RegionalEditor:
 
     @classmethod
     def for_editor(cls, editor: Any, **kwargs: Any) -> RegionalEditor:
-        """Build on a FLUX.2 ``DiffusersEditor``'s pipeline, steps, guidance and call options
+        """Build on a FLUX.2 or FLUX.1-Kontext ``DiffusersEditor``'s pipeline, steps, guidance and call options
         (the pipeline is loaded now)."""
         from tools.mirage.flux2 import MirageFlux2
 
@@ -69,6 +69,10 @@ class RegionalEditor:
         kwargs.setdefault("num_inference_steps", editor.num_inference_steps)
         kwargs.setdefault("guidance_scale", editor.guidance_scale)
         kwargs.setdefault("sampler_kwargs", sampler_kwargs)
+        if type(pipe).__name__ == "FluxKontextPipeline":
+            from tools.mirage.flux_kontext import MirageKontext
+
+            return cls(MirageKontext(pipe), **kwargs)
         return cls(MirageFlux2(pipe, text_encoder_out_layers=layers), **kwargs)
 
     def find_regions(self, image: Image.Image, instruction: str) -> tuple[list[Region], dict[str, Any]]:
