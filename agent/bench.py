@@ -13,7 +13,7 @@ finishes; a rerun skips what is there, so an interrupted run resumes), ``images/
 ``summary.md`` (the table, also printed) and ``index.html`` (source / ground truth / result
 thumbnails for the first ``--html-samples`` samples).
 
-Exit status: 0 done; 2 a bad option (or a strategy not implemented yet); 130 interrupted.
+Exit status: 0 done; 2 a bad option (or a strategy the dataset cannot run); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ __all__ = ["main", "build_parser", "Sample", "microworld_samples", "folder_sampl
 
 PROG = "mira-bench"
 STRATEGIES = ("single-shot", "agent", "mirage", "mira+mirage")
-NOT_IMPLEMENTED = {"mirage": "the MIRAGE regional sampler", "mira+mirage": "MIRA planning with the MIRAGE sampler"}
+#: Strategies that need a diffusion pipeline to regionalise (MIRAGE): preset datasets only.
+REGIONAL = ("mirage", "mira+mirage")
 RESULTS = "results.jsonl"
 
 
@@ -157,7 +158,7 @@ class _Runner:
             self.config = AgentConfig(preset=args.preset, **options)
             self.editor = build("editor", self.config.editors[0])
             self.components = {}
-        self._agent: Any = None
+        self._agents: dict[str, Any] = {}
 
     def source(self, sample: Sample) -> Image.Image:
         return self.world.add(sample.case) if self.microworld else sample.load()
@@ -168,11 +169,15 @@ class _Runner:
                                      num_inference_steps=self.config.num_inference_steps,
                                      guidance_scale=self.config.guidance_scale)
             return Outcome(image=image, steps=1, stop_reason="single_shot")
-        if self._agent is None:
+        if strategy not in self._agents:  # "agent" is the config's own strategy (mira)
+            from agent.config import AgentConfig
             from agent.factory import create_edit_agent
 
-            self._agent = create_edit_agent(self.config, artifacts=self.store, **self.components)
-        out = self._agent.invoke({"image": self.store.put(source), "instruction": sample.instruction})
+            config = self.config if strategy == "agent" else AgentConfig.model_validate(
+                {**self.config.model_dump(exclude_unset=True), "strategy": strategy})
+            self._agents[strategy] = create_edit_agent(config, artifacts=self.store, **self.components)
+        out = self._agents[strategy].invoke({"image": self.store.put(source),
+                                             "instruction": sample.instruction})
         edits = [s for s in out["steps"] if s["kind"] == "edit"]
         return Outcome(image=self.store.open(out["result"]), steps=len(edits),
                        stop_reason=out["stop_reason"],
@@ -425,9 +430,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
-        if s in NOT_IMPLEMENTED:
-            raise _Refused(f"--strategy {s!r} is not implemented yet (issue 4: "
-                           f"{NOT_IMPLEMENTED[s]})")
+        if s in REGIONAL and args.dataset == "microworld":
+            raise _Refused(f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
+                           "micro-world's oracle/noisy editors are not one. Use a folder/JSONL "
+                           "--dataset with a --preset whose editor is FLUX.2 or Kontext (e.g. tiny)")
     if not strategies:
         raise _Refused("--strategy names no strategy")
     if args.dataset == "microworld":

@@ -72,10 +72,23 @@ def test_reports_table_and_html(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("strategy", ["mirage", "mira+mirage", "agent,mirage"])
-def test_strategies_of_issue_4_are_refused_clearly(tmp_path, capsys, strategy):
+def test_mirage_strategies_refused_on_the_microworld(tmp_path, capsys, strategy):
     assert bench.main(["--n", "1", "--out", str(tmp_path / "x"), "--strategy", strategy]) == 2
-    assert "not implemented yet (issue 4" in capsys.readouterr().err
+    assert "needs a FLUX diffusion editor" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_mirage_strategy_on_a_folder_with_the_tiny_preset(tmp_path):
+    pytest.importorskip("torch")
+    data = tmp_path / "data"
+    data.mkdir()
+    make_test_image(64, 64).save(data / "a.png")
+    (data / "a.txt").write_text("make the left side red")
+    out = tmp_path / "out"
+    assert bench.main(["--dataset", str(data), "--preset", "tiny", "--strategy", "mirage",
+                       "--max-steps", "1", "--out", str(out), "-q"]) == 0
+    (record,) = _records(out)
+    assert record["strategy"] == "mirage" and record["stop_reason"] in ("planner_stop", "budget_exhausted")
 
 
 def test_bad_options_exit_2(tmp_path, capsys):
