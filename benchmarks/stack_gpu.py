@@ -3,6 +3,7 @@
     python benchmarks/stack_gpu.py editors   # each editor, one edit at ~1 MP, default steps
     python benchmarks/stack_gpu.py vlm       # planner step, critic pass (Avg@N), grounder box;
                                              # decode tokens/s per cache mode vs the bandwidth floor
+    python benchmarks/stack_gpu.py vlm --modes fast   # only the fast decode loop (tools/vlm/_decode.py)
 
 Architectures come from tools/model_configs; tokenizers are the inline byte-level ones (any
 text, not the real vocabulary), so outputs are noise and every generate call is forced to
@@ -180,31 +181,54 @@ def build_vlm(env: Env, config_dir: str, *, side: int, shrink: dict | None = Non
     return vlm, family
 
 
-def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool) -> dict:
+MODES = {  # --modes key -> row label
+    "dynamic": "dynamic cache, eager",
+    "static": "static cache, eager",
+    "compile": "static cache + torch.compile",
+    "fast": "fast decode loop (static cache, compiled step)",
+}
+
+
+def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
+              modes: list[str] | None = None) -> dict:
     import torch
 
     from agent.testing import make_test_image
+    from tools.vlm._decode import fast_generate
 
+    modes = list(MODES) if modes is None else modes
     bw = env.bandwidth()
     results: dict = {"bandwidth_tb_s": bw / 1e12, "rows": []}
     # ~220 text tokens: the inline tokenizer is byte-level, one token per character
     text = ("Compare the original and the edited image and judge the edit. " * 4)[:220]
+    fast_compiled = compile_modes and env.cuda  # uncompiled on a CPU: a script check only
 
     def messages(images, prompt):
         return [{"role": "user", "content": [*({"type": "image", "image": im} for im in images),
                                               {"type": "text", "text": prompt}]}]
 
-    def generate(vlm, prompts, n, **kw):
+    def encode(vlm, prompts):
         texts, images = [], []
         for p in prompts:
             t, ims = vlm.render(p)
             texts.append(t)
             images += ims
-        inputs = vlm.processor(text=texts, images=images, padding=True, return_tensors="pt").to(vlm.device)
+        return vlm.processor(text=texts, images=images, padding=True, return_tensors="pt").to(vlm.device)
+
+    def generate(vlm, prompts, n, **kw):
+        inputs = encode(vlm, prompts)
         with torch.inference_mode():
             out = vlm.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=kw.pop("do_sample", False),
                                      pad_token_id=vlm.processor.tokenizer.pad_token_id, **kw)
         return inputs["input_ids"].shape[1], out.shape[1] - inputs["input_ids"].shape[1]
+
+    def fast(vlm, prompts, n, do_sample=False, num_return_sequences=1):
+        # min_new_tokens=n: random weights may emit EOS; every call makes exactly n tokens
+        inputs = encode(vlm, prompts)
+        out = fast_generate(vlm.model, dict(inputs), max_new_tokens=n, min_new_tokens=n,
+                            temperature=1.0 if do_sample else 0.0, num_return_sequences=num_return_sequences,
+                            pad_token_id=vlm.processor.tokenizer.pad_token_id, compile=fast_compiled)
+        return inputs["input_ids"].shape[1], out.shape[1]
 
     for config_dir, side, n_images, role in (("Qwen2.5-VL-7B-Instruct", 504, 2, "planner step / critic SC call"),
                                              ("Qwen3-VL-8B-Instruct", 512, 1, "grounder box")):
@@ -217,32 +241,40 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool) -> di
         img = make_test_image(side, side)
         prompt = messages([img] * n_images, text if n_images == 2 else 'Locate "the leftmost cup", output its bbox coordinates using JSON format.')
         n = 8 if env.tiny else new_tokens
-        modes = [("dynamic cache, eager", {"disable_compile": True}),
-                 ("static cache, eager", {"cache_implementation": "static", "disable_compile": True})]
-        if compile_modes and role.startswith("planner"):  # compile costs minutes: the planner only
-            modes.append(("static cache + torch.compile", {"cache_implementation": "static"}))
-        for mode, kw in modes:
-            generate(vlm, [prompt], 2, **dict(kw))  # warm-up (compiles in the compile mode)
-            generate(vlm, [prompt], n, **dict(kw))
+        runs = []  # (mode label, call(prompts, n, **kw), its fixed kwargs)
+        if "dynamic" in modes:
+            runs.append((MODES["dynamic"], generate, {"disable_compile": True}))
+        if "static" in modes:
+            runs.append((MODES["static"], generate, {"cache_implementation": "static", "disable_compile": True}))
+        if "compile" in modes and compile_modes and role.startswith("planner"):  # compile costs minutes
+            runs.append((MODES["compile"], generate, {"cache_implementation": "static"}))
+        if "fast" in modes:
+            runs.append((MODES["fast"], fast, {}))
+        for mode, call, kw in runs:
+            # warm-up with the timed shapes: a static cache of another length is another graph
+            call(vlm, [prompt], 1, **dict(kw))
+            call(vlm, [prompt], n, **dict(kw))
             env.reset_peak()
-            t_pre, (plen, _) = env.timed(lambda: generate(vlm, [prompt], 1, **dict(kw)))
-            t_all, (_, made) = env.timed(lambda: generate(vlm, [prompt], n, **dict(kw)))
+            t_pre, (plen, _) = env.timed(lambda: call(vlm, [prompt], 1, **dict(kw)))
+            t_all, (_, made) = env.timed(lambda: call(vlm, [prompt], n, **dict(kw)))
             tps = (made - 1) / max(t_all - t_pre, 1e-9)
             row = {"model": config_dir, "role": role, "mode": mode, "prompt_tokens": plen, "new_tokens": made,
                    "prefill_s": t_pre, "call_s": t_all, "decode_tok_s": tps, "floor_tok_s": floor,
                    "weights_gib": weights, "params_b": n_params / 1e9, "peak_gib": env.peak()}
             print(f"  {row}", flush=True)
             results["rows"].append(row)
-        # Avg@N critic passes: one sampled generate with N sequences vs N calls, best mode
-        kw = dict(modes[-1][1])
+        # Avg@N critic passes: one sampled call with N sequences vs N calls; the HF mode that ran
+        # last, and the fast decode loop
         if role.startswith("planner"):
-            for batch in (passes, 1):  # warm-up: each batch size is a new shape (a recompile)
-                generate(vlm, [prompt], 4, do_sample=True, num_return_sequences=batch, **dict(kw))
-            t_batched, _ = env.timed(lambda: generate(vlm, [prompt], n, do_sample=True, num_return_sequences=passes, **dict(kw)))
-            t_seq, _ = env.timed(lambda: [generate(vlm, [prompt], n, do_sample=True, **dict(kw)) for _ in range(passes)])
-            results["avg_at_n"] = {"passes": passes, "new_tokens": n, "mode": modes[-1][0],
-                                   "batched_s": t_batched, "sequential_s": t_seq}
-            print(f"  Avg@{passes}: batched {t_batched:.2f} s vs sequential {t_seq:.2f} s", flush=True)
+            for mode, call, kw in runs[-2:] if runs and runs[-1][1] is fast else runs[-1:]:
+                for batch in (passes, 1):  # warm-up: each batch size is a new shape (a new graph)
+                    call(vlm, [prompt], n, do_sample=True, num_return_sequences=batch, **dict(kw))
+                t_batched, _ = env.timed(lambda: call(vlm, [prompt], n, do_sample=True, num_return_sequences=passes, **dict(kw)))
+                t_seq, _ = env.timed(lambda: [call(vlm, [prompt], n, do_sample=True, **dict(kw)) for _ in range(passes)])
+                key = "avg_at_n_fast" if call is fast else "avg_at_n"
+                results[key] = {"passes": passes, "new_tokens": n, "mode": mode,
+                                "batched_s": t_batched, "sequential_s": t_seq}
+                print(f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s vs sequential {t_seq:.2f} s", flush=True)
         del vlm
         env.free()
     return results
@@ -255,6 +287,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=100)
     ap.add_argument("--passes", type=int, default=4)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"VLM decode modes to time, comma-separated: {','.join(MODES)}")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -273,17 +307,22 @@ def main() -> None:
                   f"{r['weights_gib']:.1f} | {r['peak_gib']:.1f} |")
         result = {"device": env.name, "editors": rows}
     else:
-        result = {"device": env.name, **bench_vlm(env, args.new_tokens, args.passes, not args.no_compile)}
+        modes = [m for m in args.modes.split(",") if m]
+        unknown = sorted(set(modes) - set(MODES))
+        if unknown:
+            ap.error(f"--modes: unknown {unknown}; choose from {list(MODES)}")
+        result = {"device": env.name, **bench_vlm(env, args.new_tokens, args.passes, not args.no_compile, modes)}
         print(f"\n{env.name}; memory bandwidth {result['bandwidth_tb_s']:.2f} TB/s (copy, read+write)\n")
         print("| model | role | cache | prompt tokens | prefill s | new tokens | decode tok/s | floor tok/s | weights GiB |")
         print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for r in result["rows"]:
             print(f"| {r['model']} | {r['role']} | {r['mode']} | {r['prompt_tokens']} | {r['prefill_s']:.3f} | "
                   f"{r['new_tokens']} | {r['decode_tok_s']:.1f} | {r['floor_tok_s']:.0f} | {r['weights_gib']:.1f} |")
-        if "avg_at_n" in result:
-            a = result["avg_at_n"]
-            print(f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): one batched call "
-                  f"{a['batched_s']:.2f} s, {a['passes']} calls {a['sequential_s']:.2f} s")
+        for key in ("avg_at_n", "avg_at_n_fast"):
+            if key in result:
+                a = result[key]
+                print(f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): one batched call "
+                      f"{a['batched_s']:.2f} s, {a['passes']} calls {a['sequential_s']:.2f} s")
     result["args"] = vars(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

@@ -15,10 +15,13 @@ critic's adapter on. ``with vlm.adapter(name):`` / ``with vlm.disable_adapter():
 state for a block of calls.
 
 Speed options (issue 8) are arguments of ``generate``: ``num_return_sequences`` samples N
-answers per prompt in one call (Avg@N), several prompts go in one padded batch,
-``cache_implementation="static"`` selects a static KV cache and ``compile`` torch.compile's the
-decoding step (transformers compiles automatically with a static cache on CUDA;
-``compile=False`` turns that off).
+answers per prompt in one call (Avg@N), several prompts go in one padded batch, and ``fast``
+picks the decoder. The fast decoder (``tools/vlm/_decode.py``) prefills once and replays a
+compiled one-token step on a static KV cache (CUDA graphs), with the N answers to a prompt
+sharing one prefill; it is the default on CUDA (``fast=None``). ``fast=False`` uses transformers'
+``generate``, where ``cache_implementation="static"`` selects a static KV cache and ``compile``
+torch.compile's the decoding step (transformers compiles automatically with a static cache on
+CUDA; ``compile=False`` turns that off).
 """
 
 from __future__ import annotations
@@ -214,6 +217,7 @@ class QwenVL:
         adapter: str | None = None,
         cache_implementation: str | None = None,
         compile: bool | None = None,
+        fast: bool | None = None,
     ) -> list[list[str]]:
         """Generate for several prompts in one padded batch; ``num_return_sequences`` answers each.
 
@@ -221,6 +225,13 @@ class QwenVL:
         ``temperature=0`` decodes greedily (then ``num_return_sequences`` must be 1); otherwise
         samples with ``top_p``/``top_k``, seeded by ``seed``. ``adapter`` names the peft adapter
         to use (None: base weights) unless an ``adapter()``/``disable_adapter()`` block holds one.
+
+        ``fast``: True decodes with ``tools.vlm._decode.fast_generate`` (compiled step unless
+        ``compile=False``); False with transformers' ``generate`` (``cache_implementation`` and
+        ``compile`` as documented there); None (default) picks the fast decoder when the model is
+        on CUDA, no ``cache_implementation`` is asked for and the model's generation config uses
+        nothing it lacks (see ``_fast_unsupported``). Greedy output is the same either way;
+        sampled answers differ draw by draw (another sampler), not in distribution.
         """
         # 1. check inputs
         if not prompts:
@@ -259,28 +270,59 @@ class QwenVL:
                 kwargs["top_k"] = top_k
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if cache_implementation is not None:
-            kwargs["cache_implementation"] = cache_implementation
-        if compile is False:
-            kwargs["disable_compile"] = True
-        elif compile:
-            self._compile()
+        unsupported = _fast_unsupported(self.model.generation_config)
+        if fast is None:
+            fast = self.device.startswith("cuda") and cache_implementation is None and not unsupported
+        elif fast and (unsupported or cache_implementation is not None):
+            raise ValueError(f"fast=True cannot honour cache_implementation={cache_implementation!r} "
+                             f"or generation-config settings {unsupported}; pass fast=False")
+        if fast:
+            kwargs = self._fast_kwargs(kwargs, temperature=temperature, top_p=top_p, top_k=top_k,
+                                       seed=seed, compile=compile is not False)
+        else:
+            if cache_implementation is not None:
+                kwargs["cache_implementation"] = cache_implementation
+            if compile is False:
+                kwargs["disable_compile"] = True
+            elif compile:
+                self._compile()
 
         # 4. generate with the right adapter, one call at a time per model and device
         with REGISTRY.device_lock(self.device), self._lock:
             self._check_adapter(adapter)
             self._set_state(self._active if self._forced else adapter)
-            if seed is not None:
-                torch.manual_seed(seed)
-            with torch.inference_mode():
-                out = self.model.generate(**inputs, **kwargs)  # (B * num_return_sequences, L)
+            if fast:
+                from tools.vlm._decode import fast_generate
+
+                new = fast_generate(self.model, dict(inputs), **kwargs)  # (B * n, T)
+            else:
+                if seed is not None:
+                    torch.manual_seed(seed)
+                with torch.inference_mode():
+                    out = self.model.generate(**inputs, **kwargs)  # (B * num_return_sequences, L)
+                new = out[:, prompt_len:]
 
         # 5. decode the new tokens only
-        decoded = tok.batch_decode(out[:, prompt_len:], skip_special_tokens=True,
+        decoded = tok.batch_decode(new, skip_special_tokens=True,
                                    clean_up_tokenization_spaces=False)
         decoded = [d.strip() for d in decoded]
         n = num_return_sequences
         return [decoded[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _fast_kwargs(self, kwargs: dict[str, Any], *, temperature: float, top_p: float | None,
+                     top_k: int | None, seed: int | None, compile: bool) -> dict[str, Any]:
+        """``fast_generate`` arguments equal to what ``model.generate`` would use: unset sampling
+        settings come from the model's generation config, then transformers' defaults."""
+        gen = self.model.generation_config
+        out = {"max_new_tokens": kwargs["max_new_tokens"], "seed": seed, "compile": compile,
+               "num_return_sequences": kwargs["num_return_sequences"],
+               "pad_token_id": kwargs["pad_token_id"], "eos_token_id": gen.eos_token_id,
+               "repetition_penalty": gen.repetition_penalty or 1.0,
+               "min_new_tokens": gen.min_new_tokens or 0, "temperature": temperature}
+        if temperature > 0:
+            out["top_k"] = top_k if top_k is not None else (gen.top_k if gen.top_k is not None else 50)
+            out["top_p"] = top_p if top_p is not None else gen.top_p
+        return out
 
     def _compile(self) -> None:
         """torch.compile the decoder forward once (lock held by caller or not needed)."""
@@ -291,6 +333,18 @@ class QwenVL:
 
             self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
             self._compiled = True
+
+
+def _fast_unsupported(gen: Any) -> list[str]:
+    """Generation-config settings that ``fast_generate`` does not implement and that would change
+    ``model.generate``'s output (names; empty when the fast decoder gives the same answers)."""
+    neutral = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+               "begin_suppress_tokens": (None,), "sequence_bias": (None,), "forced_bos_token_id": (None,),
+               "forced_eos_token_id": (None,), "min_p": (None,), "typical_p": (None, 1.0),
+               "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "min_length": (None, 0),
+               "exponential_decay_length_penalty": (None,), "stop_strings": (None,),
+               "num_beams": (None, 1), "renormalize_logits": (None, False)}
+    return [name for name, ok in neutral.items() if getattr(gen, name, None) not in ok]
 
 
 # -- processors without torchvision -------------------------------------------------------------
