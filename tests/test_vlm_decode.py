@@ -134,3 +134,20 @@ def test_compiled_step_matches_eager(prompts):
     assert torch.equal(compiled, eager)
     assert torch.equal(compiled, reference(vlm, inputs))
     clear_decode_state(vlm.model)
+
+
+def test_fast_path_honours_the_active_adapter(prompts):
+    """The critic decodes with its LoRA on and the grounder with it off, on one shared model."""
+    from tools.vlm.tiny import tiny_lora_config
+
+    vlm = tiny_qwen3vl(shared=False)
+    vlm.add_adapter("critic", tiny_lora_config())
+    asked = [prompts["long"]]
+    for adapter in ("critic", None, "critic"):  # switch back and forth on the same model
+        fast = vlm.generate(asked, max_new_tokens=NEW, adapter=adapter, fast=True, compile=False)
+        slow = vlm.generate(asked, max_new_tokens=NEW, adapter=adapter, fast=False)
+        assert fast == slow, adapter
+    on = vlm.generate(asked, max_new_tokens=NEW, adapter="critic", fast=True, compile=False)
+    off = vlm.generate(asked, max_new_tokens=NEW, adapter=None, fast=True, compile=False)
+    assert on != off  # the adapter changes the answer, so the comparison above means something
+    clear_decode_state(vlm.model)
