@@ -131,3 +131,14 @@ def test_regional_editor_for_a_kontext_editor():
     assert isinstance(editor.sampler, MirageKontext)
     out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
     assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]
+
+
+def test_regional_editor_for_a_qwen_edit_editor():
+    from tools.editors.tiny import tiny_qwen_edit_plus_editor
+    from tools.mirage.qwen_edit import MirageQwenEdit
+
+    editor = RegionalEditor.for_editor(tiny_qwen_edit_plus_editor(), parser=StaticParser([("the left half", "make it red")]),
+                                       grounder=SideGrounder())
+    assert isinstance(editor.sampler, MirageQwenEdit)
+    out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
+    assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]

@@ -58,7 +58,7 @@ class RegionalEditor:
 
     @classmethod
     def for_editor(cls, editor: Any, **kwargs: Any) -> RegionalEditor:
-        """Build on a FLUX.2 or FLUX.1-Kontext ``DiffusersEditor``'s pipeline, steps, guidance and call options
+        """Build on a FLUX.2, FLUX.1-Kontext or Qwen-Image-Edit ``DiffusersEditor``'s pipeline, steps, guidance and call options
         (the pipeline is loaded now)."""
         from tools.mirage.flux2 import MirageFlux2
 
@@ -69,6 +69,13 @@ class RegionalEditor:
         kwargs.setdefault("num_inference_steps", editor.num_inference_steps)
         kwargs.setdefault("guidance_scale", editor.guidance_scale)
         kwargs.setdefault("sampler_kwargs", sampler_kwargs)
+        if type(pipe).__name__ == "QwenImageEditPlusPipeline":
+            from tools.mirage.qwen_edit import MirageQwenEdit
+
+            kwargs["sampler_kwargs"] = {"negative_prompt": editor.negative_prompt,
+                                        **kwargs.get("sampler_kwargs", {})}
+            return cls(MirageQwenEdit(pipe, vae_image_size=editor.vae_image_size,
+                                      condition_image_size=editor.condition_image_size), **kwargs)
         if type(pipe).__name__ == "FluxKontextPipeline":
             from tools.mirage.flux_kontext import MirageKontext
 
