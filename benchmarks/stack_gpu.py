@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 EDITORS = {  # config dir -> (editor class path, image side)
     "FLUX.2-klein-9B": ("tools.editors.flux2:Flux2KleinEditor", 1024),
     "FLUX.2-klein-4B": ("tools.editors.flux2:Flux2KleinEditor", 1024),
+    "FLUX.2-dev": ("tools.editors.flux2:Flux2Editor", 1024),  # ~105 GiB of weights: an H200
     "FLUX.1-Kontext-dev": ("tools.editors.flux_kontext:FluxKontextEditor", 1024),
     "Qwen-Image-Edit-2511": ("tools.editors.qwen_edit:QwenImageEditPlusEditor", 1024),
     "instruct-pix2pix": ("tools.editors.ip2p:InstructPix2PixEditor", 512),
