@@ -52,7 +52,7 @@ def reference(vlm, inputs, **kw):
 @pytest.mark.parametrize("family", sorted(BUILDERS))
 @pytest.mark.parametrize("names", [("long", "two"), ("text", "two")])
 def test_greedy_matches_generate(family, names, prompts):
-    vlm = BUILDERS[family]()
+    vlm = BUILDERS[family](shared=False)
     inputs = encode(vlm, [prompts[n] for n in names])
     if len(names) == 2:
         assert (inputs["attention_mask"] == 0).any(), "the batch should need left padding"
@@ -64,7 +64,7 @@ def test_greedy_matches_generate(family, names, prompts):
 
 @pytest.mark.parametrize("family", sorted(BUILDERS))
 def test_eos_padding_min_new_tokens_and_penalty(family, prompts):
-    vlm = BUILDERS[family]()
+    vlm = BUILDERS[family](shared=False)
     inputs = encode(vlm, [prompts["long"], prompts["two"]])
     free = reference(vlm, inputs)
     # EOS ids that the random model emits early in different rows: rows end at different steps
@@ -80,7 +80,7 @@ def test_eos_padding_min_new_tokens_and_penalty(family, prompts):
 
 
 def test_sampling_shapes_and_seeds(prompts):
-    vlm = tiny_qwen25vl()
+    vlm = tiny_qwen25vl(shared=False)
     inputs = encode(vlm, [prompts["long"], prompts["two"]])
 
     def sample(seed, n=3):
@@ -101,7 +101,7 @@ def test_sampling_shapes_and_seeds(prompts):
 
 
 def test_checks_arguments(prompts):
-    vlm = tiny_qwen25vl()
+    vlm = tiny_qwen25vl(shared=False)
     inputs = dict(encode(vlm, [prompts["long"]]))
     with pytest.raises(ValueError, match="max_new_tokens"):
         fast_generate(vlm.model, inputs, max_new_tokens=0)
@@ -112,7 +112,7 @@ def test_checks_arguments(prompts):
 
 
 def test_qwenvl_generate_fast_option(prompts):
-    vlm = tiny_qwen3vl()
+    vlm = tiny_qwen3vl(shared=False)
     batch = [prompts["long"], prompts["two"]]
     slow = vlm.generate(batch, max_new_tokens=NEW, fast=False)
     fast = vlm.generate(batch, max_new_tokens=NEW, fast=True, compile=False)
@@ -127,7 +127,7 @@ def test_qwenvl_generate_fast_option(prompts):
 @pytest.mark.slow
 def test_compiled_step_matches_eager(prompts):
     """torch.compile of the decode step on a CPU (inductor; tens of seconds)."""
-    vlm = tiny_qwen25vl()
+    vlm = tiny_qwen25vl(shared=False)
     inputs = encode(vlm, [prompts["long"], prompts["two"]])
     eager = fast_generate(vlm.model, dict(inputs), max_new_tokens=NEW, compile=False)
     compiled = fast_generate(vlm.model, dict(inputs), max_new_tokens=NEW, compile=True)
