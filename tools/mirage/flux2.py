@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import (
     CellBox,
     Region,
@@ -58,7 +59,7 @@ class MirageOutput:
     handover: dict[str, Any] = field(default_factory=dict)     # filled with keep_intermediates
 
 
-class MirageFlux2:
+class MirageFlux2(RegionalSampler):
     """MIRAGE sampler over a built FLUX.2 pipeline.
 
     ``text_encoder_out_layers``: the text-encoder layers stacked into prompt embeddings (None
@@ -143,19 +144,7 @@ class MirageFlux2:
             v = uncond + guidance_scale * (cond - uncond)
         return v.permute(0, 2, 1).reshape(g, c, h, w)                 # tokens are row-major
 
-    @staticmethod
-    def _euler(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
-        """One flow-matching Euler step, with the arithmetic of FlowMatchEulerDiscreteScheduler."""
-        import torch
 
-        return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
-
-    def decode(self, lat: torch.Tensor) -> Image.Image:
-        """Decode a normalised (1, C, rows, cols) latent to a PIL image (the canvas size)."""
-        import torch
-
-        with torch.no_grad():
-            return self._decode(lat)
 
     def _decode(self, lat: torch.Tensor) -> Image.Image:
         import torch
@@ -168,18 +157,6 @@ class MirageFlux2:
         return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
 
     # -- the sampler --------------------------------------------------------------------------
-    def __call__(self, image: Image.Image, instruction: str, regions: list[Region],
-                 **kwargs: Any) -> MirageOutput:
-        """Edit ``image``: ``regions`` (pixel boxes in the source frame, each with its atomic
-        instruction) and the full ``instruction`` for the global branch. Keyword arguments:
-        ``rho`` (0 < rho <= 1; the last rho of the steps belong to the global branch),
-        ``num_inference_steps``, ``guidance_scale``, ``seed``, the ablation switches
-        ``target_replacement`` / ``background_replacement``, ``max_sequence_length``,
-        ``progress(done, total)`` and ``keep_intermediates`` (the handover canvas, for tests)."""
-        import torch
-
-        with torch.no_grad():
-            return self._sample(image, instruction, regions, **kwargs)
 
     def _sample(
         self,
@@ -204,13 +181,7 @@ class MirageFlux2:
         from PIL import Image
 
         # 1. Check inputs
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-        regions = [r if isinstance(r, Region) else Region.model_validate(r) for r in regions]
+        regions = self.check_inputs(instruction, regions, rho=rho, num_inference_steps=num_inference_steps)
         pipe, cell = self.pipe, self.cell
         device = pipe._execution_device
         t0 = time.perf_counter()

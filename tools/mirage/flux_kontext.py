@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tools.mirage.flux2 import MirageOutput
+from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import Region, batch_by_shape, owner_map, scale_box, smooth3x3, snap_box, work_image
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class _Text(NamedTuple):
         return _Text(self.emb[index], self.pooled[index], self.ids)
 
 
-class MirageKontext:
+class MirageKontext(RegionalSampler):
     """MIRAGE sampler over a built ``FluxKontextPipeline``; same call and output as
     ``MirageFlux2``.
 
@@ -145,19 +146,7 @@ class MirageKontext:
             v = uncond + true_cfg_scale * (cond - uncond)
         return v.transpose(1, 2).reshape(g, c4, h, w)                  # tokens are row-major
 
-    @staticmethod
-    def _euler(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
-        """One flow-matching Euler step, with the arithmetic of FlowMatchEulerDiscreteScheduler."""
-        import torch
 
-        return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
-
-    def decode(self, lat: torch.Tensor) -> Image.Image:
-        """Decode a (1, 4c, rows, cols) cell-layout latent to a PIL image (the canvas size)."""
-        import torch
-
-        with torch.no_grad():
-            return self._decode(lat)
 
     def _decode(self, lat: torch.Tensor) -> Image.Image:
         pipe, vae = self.pipe, self.pipe.vae
@@ -167,20 +156,6 @@ class MirageKontext:
         return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
 
     # -- the sampler --------------------------------------------------------------------------
-    def __call__(self, image: Image.Image, instruction: str, regions: list[Region],
-                 **kwargs: Any) -> MirageOutput:
-        """Edit ``image``: ``regions`` (pixel boxes in the source frame, each with its atomic
-        instruction) and the full ``instruction`` for the global branch. Keyword arguments:
-        ``rho`` (0 < rho <= 1; the last rho of the steps belong to the global branch),
-        ``num_inference_steps``, ``guidance_scale`` (the distilled guidance embedding),
-        ``true_cfg_scale`` and ``negative_prompt`` (true CFG when the scale is > 1), ``seed``,
-        the ablation switches ``target_replacement`` / ``background_replacement``,
-        ``max_sequence_length``, ``progress(done, total)`` and ``keep_intermediates`` (the
-        handover canvas, for tests)."""
-        import torch
-
-        with torch.no_grad():
-            return self._sample(image, instruction, regions, **kwargs)
 
     def _sample(
         self,
@@ -207,17 +182,11 @@ class MirageKontext:
         from PIL import Image
 
         # 1. Check inputs
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        regions = self.check_inputs(instruction, regions, rho=rho, num_inference_steps=num_inference_steps)
         if true_cfg_scale > 1 and negative_prompt is None:  # the pipeline would silently skip CFG
             raise ValueError(f"true_cfg_scale={true_cfg_scale!r} needs a negative_prompt")
         if not 1 <= max_sequence_length <= 512:
             raise ValueError(f"max_sequence_length must be in 1..512, got {max_sequence_length!r}")
-        regions = [r if isinstance(r, Region) else Region.model_validate(r) for r in regions]
         pipe, cell = self.pipe, self.cell
         device = pipe._execution_device
         t0 = time.perf_counter()

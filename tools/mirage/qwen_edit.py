@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tools.mirage.flux2 import MirageOutput
+from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import CellBox, Region, batch_by_shape, owner_map, scale_box, smooth3x3, snap_box
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ class _Text(NamedTuple):
                      torch.cat([F.pad(t.mask, (0, n - t.mask.shape[1])) for t in items]))
 
 
-class MirageQwenEdit:
+class MirageQwenEdit(RegionalSampler):
     """MIRAGE sampler over a built ``QwenImageEditPlusPipeline`` (2509 or 2511); same call as
     ``MirageKontext``, output ``MirageQwenOutput``.
 
@@ -166,6 +167,10 @@ class MirageQwenEdit:
     upscaling per side of a branch. ``feather_cells``: width of the soft paste edge.
     ``batch_cfg``: true CFG's two passes as one padded batch (faster; the pipeline runs two
     calls, which differs by float rounding only). ``max_batch``: most branches per call.
+
+    Call options as ``RegionalSampler``, with ``true_cfg_scale`` (true CFG against
+    ``negative_prompt`` when > 1; ``guidance_scale`` is accepted as its other name, as the Qwen
+    editor reads its guidance) and no ``max_sequence_length`` (Qwen does not pad prompts).
     """
 
     def __init__(self, pipe: Any, *, vae_image_size: int | None = None,
@@ -273,19 +278,7 @@ class MirageQwenEdit:
             v = comb * (torch.norm(cond, dim=-1, keepdim=True) / torch.norm(comb, dim=-1, keepdim=True))
         return v.transpose(1, 2).reshape(g, c4, h, w)                  # tokens are row-major
 
-    @staticmethod
-    def _euler(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
-        """One flow-matching Euler step, with the arithmetic of FlowMatchEulerDiscreteScheduler."""
-        import torch
 
-        return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
-
-    def decode(self, lat: torch.Tensor) -> Image.Image:
-        """Decode a (1, 4c, rows, cols) cell-layout latent to a PIL image (the canvas size)."""
-        import torch
-
-        with torch.no_grad():
-            return self._decode(lat)
 
     def _decode(self, lat: torch.Tensor) -> Image.Image:
         import torch
@@ -299,19 +292,6 @@ class MirageQwenEdit:
         return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
 
     # -- the sampler ------------------------------------------------------------------------------
-    def __call__(self, image: Image.Image, instruction: str, regions: list[Region],
-                 **kwargs: Any) -> MirageQwenOutput:
-        """Edit ``image``: ``regions`` (pixel boxes in the source frame, each with its atomic
-        instruction) and the full ``instruction`` for the global branch. Keyword arguments:
-        ``rho`` (0 < rho <= 1; the last rho of the steps belong to the global branch),
-        ``num_inference_steps``, ``true_cfg_scale`` (true CFG against ``negative_prompt`` when
-        > 1; ``guidance_scale`` is accepted as its other name, as the Qwen editor reads its
-        guidance), ``seed``, the ablation switches ``target_replacement`` /
-        ``background_replacement``, ``progress(done, total)`` and ``keep_intermediates``."""
-        import torch
-
-        with torch.no_grad():
-            return self._sample(image, instruction, regions, **kwargs)
 
     def _sample(
         self,
@@ -341,12 +321,7 @@ class MirageQwenEdit:
         from PIL import Image
 
         # 1. Check inputs
-        if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        regions = self.check_inputs(instruction, regions, rho=rho, num_inference_steps=num_inference_steps)
         if true_cfg_scale is not None and guidance_scale is not None and true_cfg_scale != guidance_scale:
             raise ValueError(f"guidance_scale={guidance_scale!r} and true_cfg_scale={true_cfg_scale!r} name "
                              "the same scale here; give one")
@@ -354,7 +329,6 @@ class MirageQwenEdit:
         cfg = scale > 1
         if cfg and not negative_prompt:  # the pipeline would silently skip CFG
             raise ValueError(f"true_cfg_scale={scale!r} needs a negative_prompt, got {negative_prompt!r}")
-        regions = [r if isinstance(r, Region) else Region.model_validate(r) for r in regions]
         pipe, cell = self.pipe, self.cell
         device = pipe._execution_device
         t0 = time.perf_counter()

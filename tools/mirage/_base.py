@@ -1,0 +1,63 @@
+"""What every MIRAGE sampler shares: gradient-free entry points, input checks, the Euler step.
+
+Each model family keeps its own readable ``_sample`` (numbered stages) and ``_decode``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tools.mirage.regions import Region
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = ["RegionalSampler"]
+
+
+class RegionalSampler:
+    """Base of the MIRAGE samplers: ``sampler(image, instruction, regions, **options)``."""
+
+    def __call__(self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any) -> Any:
+        """Edit ``image``: ``regions`` (pixel boxes in the source frame, each with its atomic
+        instruction) and the full ``instruction`` for the global branch. Options: ``rho``
+        (0 < rho <= 1; the last rho of the steps belong to the global branch),
+        ``num_inference_steps``, the family's guidance options, ``seed``, the ablation switches
+        ``target_replacement`` / ``background_replacement``, ``progress(done, total)`` and
+        ``keep_intermediates`` (the handover canvas, for tests)."""
+        import torch
+
+        with torch.no_grad():
+            return self._sample(image, instruction, regions, **kwargs)
+
+    def decode(self, lat: torch.Tensor) -> Image.Image:
+        """Decode a (1, C, rows, cols) canvas latent to a PIL image (the canvas size)."""
+        import torch
+
+        with torch.no_grad():
+            return self._decode(lat)
+
+    def _sample(self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _decode(self, lat: torch.Tensor) -> Image.Image:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_inputs(instruction: str, regions: list[Any], *, rho: float, num_inference_steps: int) -> list[Region]:
+        """Raise ``ValueError`` naming a bad argument; return the regions as ``Region``s."""
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        return [r if isinstance(r, Region) else Region.model_validate(r) for r in regions]
+
+    @staticmethod
+    def _euler(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        """One flow-matching Euler step, with the arithmetic of FlowMatchEulerDiscreteScheduler."""
+        import torch
+
+        return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
