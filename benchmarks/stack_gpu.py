@@ -92,9 +92,6 @@ def _load(path: str):
 
 # -- editors ----------------------------------------------------------------------------------
 def bench_editors(env: Env, names: list[str]) -> list[dict]:
-    from agent.testing import make_test_image
-    from tools.editors.tiny import TINY, TINY_CALL_KWARGS, build_from_configs
-
     rows = []
     for name in names:
         try:
@@ -110,37 +107,36 @@ def _bench_editor(env: Env, name: str) -> dict:
     from agent.testing import make_test_image
     from tools.editors.tiny import TINY, TINY_CALL_KWARGS, build_from_configs
 
-    if True:
-        cls_path, side = EDITORS[name]
-        config = name.replace("-9B", "-4B") if env.tiny else name
-        base = env.mem()
-        t = time.perf_counter()
-        if env.tiny:
-            pipe = build_from_configs(config, "float32", "cpu", overrides=TINY[config], seed=0)
-            side, kwargs = 64, {"call_kwargs": TINY_CALL_KWARGS[config]} if TINY_CALL_KWARGS[config] else {}
-        else:
-            pipe = build_from_configs(config, "bfloat16", "cuda", seed=0)
-            kwargs = {}
-        pipe.set_progress_bar_config(disable=True)
-        build_s = time.perf_counter() - t
-        weights = env.mem() - base
-        editor = _load(cls_path).from_pipeline(pipe, **kwargs)
-        image = make_test_image(side, side)
-        steps = editor.num_inference_steps
-        calls = []
-        model = getattr(pipe, "transformer", None) or pipe.unet
-        hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
-        env.timed(lambda: editor.edit(image, "make the car red", seed=0, num_inference_steps=2))  # warm-up
-        calls.clear()
-        env.reset_peak()
-        dt, out = env.timed(lambda: editor.edit(image, "make the car red", seed=0))
-        hook.remove()
-        row = {"backend": name, "steps": steps, "guidance": editor.guidance_scale, "model_calls": len(calls),
-               "size": f"{out.width}x{out.height}", "edit_s": dt, "weights_gib": weights,
-               "peak_gib": env.peak(), "build_s": build_s}
-        print(f"  {row}", flush=True)
-        del editor, pipe, model, out
-        return row
+    cls_path, side = EDITORS[name]
+    config = name.replace("-9B", "-4B") if env.tiny else name
+    base = env.mem()
+    t = time.perf_counter()
+    if env.tiny:
+        pipe = build_from_configs(config, "float32", "cpu", overrides=TINY[config], seed=0)
+        side, kwargs = 64, {"call_kwargs": TINY_CALL_KWARGS[config]} if TINY_CALL_KWARGS[config] else {}
+    else:
+        pipe = build_from_configs(config, "bfloat16", "cuda", seed=0)
+        kwargs = {}
+    pipe.set_progress_bar_config(disable=True)
+    build_s = time.perf_counter() - t
+    weights = env.mem() - base
+    editor = _load(cls_path).from_pipeline(pipe, **kwargs)
+    image = make_test_image(side, side)
+    steps = editor.num_inference_steps
+    calls = []
+    model = getattr(pipe, "transformer", None) or pipe.unet
+    hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    env.timed(lambda: editor.edit(image, "make the car red", seed=0, num_inference_steps=2))  # warm-up
+    calls.clear()
+    env.reset_peak()
+    dt, out = env.timed(lambda: editor.edit(image, "make the car red", seed=0))
+    hook.remove()
+    row = {"backend": name, "steps": steps, "guidance": editor.guidance_scale, "model_calls": len(calls),
+           "size": f"{out.width}x{out.height}", "edit_s": dt, "weights_gib": weights,
+           "peak_gib": env.peak(), "build_s": build_s}
+    print(f"  {row}", flush=True)
+    del editor, pipe, model, out
+    return row
 
 
 # -- VLMs -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Overwrite
 
-from agent.artifacts import ArtifactStore, ImageRef
+from agent.artifacts import ArtifactStore
 from agent.config import AgentConfig
 from agent.errors import FatalToolError, PlannerOutputError, RecoverableToolError
 from agent.images import check_instruction, load_image

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.mirage.regions import Region
+from tools.mirage.regions import CellBox, Region, owner_map, smooth3x3
 
 if TYPE_CHECKING:
     import torch
@@ -61,3 +61,30 @@ class RegionalSampler:
         import torch
 
         return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
+
+    @staticmethod
+    def _paste_branches(s: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, z: list[torch.Tensor],
+                        crops: list[torch.Tensor], cells: list[CellBox], grid: tuple[int, int], *,
+                        paste: bool, keep: bool, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """MIRAGE's handover for branches whose latents map 1:1 onto their cells (DESIGN 6.4).
+
+        The canvas is the noisy source s*eps + (1-s)*x0, (1, C, rows, cols); each branch latent
+        ``z[j]`` (1, C, h_j, w_j) is copied into the cells it owns, where ownership of an
+        overlapped cell goes to the branch that moved furthest from its own reference
+        trajectory (3x3-smoothed). Returns (canvas, inside mask (rows, cols), intermediates).
+        """
+        import torch
+
+        canvas = (s * eps + (1 - s) * x0).to(x0.dtype)
+        strengths = [smooth3x3(torch.linalg.vector_norm(
+            zj - (s * eps[:, :, c.y1:c.y2, c.x1:c.x2] + (1 - s) * crops[j]), dim=1)[0].float())
+            for j, (zj, c) in enumerate(zip(z, cells))]
+        owner = owner_map(cells, strengths, grid).to(x0.device)       # (rows, cols), -1 = background
+        if paste:
+            for j, c in enumerate(cells):
+                mine = owner[c.y1:c.y2, c.x1:c.x2] == j                # (h_j, w_j) bool
+                window = canvas[:, :, c.y1:c.y2, c.x1:c.x2]
+                window[:, :, mine] = z[j][:, :, mine]                  # copied, never resampled
+        kept = {"step": step, "canvas": canvas.clone(), "branches": [zj.clone() for zj in z],
+                "owner": owner.cpu()} if keep else {}
+        return canvas, owner >= 0, kept

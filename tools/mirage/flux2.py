@@ -27,9 +27,7 @@ from tools.mirage.regions import (
     CellBox,
     Region,
     batch_by_shape,
-    owner_map,
     scale_box,
-    smooth3x3,
     snap_box,
     work_image,
 )
@@ -246,20 +244,9 @@ class MirageFlux2(RegionalSampler):
         timings["early_s"] = time.perf_counter() - t1
 
         # 8. Handover: noisy source at the post-step sigma, region latents pasted into their cells
-        s = sig[k_hand]
-        canvas = (s * eps + (1 - s) * x0).to(dtype)                    # (1, C, rows, cols)
-        strengths = [smooth3x3(torch.linalg.vector_norm(
-            zj - (s * eps[:, :, c.y1:c.y2, c.x1:c.x2] + (1 - s) * crops[j]), dim=1)[0].float())
-            for j, (zj, c) in enumerate(zip(z, cells))]
-        owner = owner_map(cells, strengths, grid).to(device)           # (rows, cols), -1 = background
-        if target_replacement:
-            for j, c in enumerate(cells):
-                mine = owner[c.y1:c.y2, c.x1:c.x2] == j                # (h_k, w_k) bool
-                window = canvas[:, :, c.y1:c.y2, c.x1:c.x2]
-                window[:, :, mine] = z[j][:, :, mine]                  # copied, never resampled
-        inside = owner >= 0                                            # (rows, cols)
-        handover = {"step": k_hand, "canvas": canvas.clone(), "branches": [zj.clone() for zj in z],
-                    "owner": owner.cpu()} if keep_intermediates else {}
+        canvas, inside, handover = self._paste_branches(
+            sig[k_hand], eps, x0, z, crops, cells, grid, paste=target_replacement,
+            keep=keep_intermediates, step=k_hand)                      # (1, C, rows, cols), (rows, cols)
 
         # 9. Late phase: the global branch; the background follows the source's trajectory
         t2 = time.perf_counter()

@@ -96,7 +96,7 @@ def parse_editscore_output(text: str, *, score_range: int = DEFAULT_SCORE_RANGE,
         raw_scores, reasoning = None, ""
     if raw_scores is None:
         # JSON beyond repair: the list after a "score" key, else a bare answer "[a, b]"
-        match = (re.search(rf"""["']?scores?["']?\s*[:=]\s*\[([^\]]*)\]""", text, re.IGNORECASE)
+        match = (re.search(r"""["']?scores?["']?\s*[:=]\s*\[([^\]]*)\]""", text, re.IGNORECASE)
                  or re.fullmatch(rf"\s*\[\s*({_NUM}(?:\s*,\s*{_NUM})*)\s*\]\s*", text))
         if match is None:
             raise ScoreParseError("no score list in the answer")
