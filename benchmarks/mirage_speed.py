@@ -136,21 +136,44 @@ def main() -> None:
               f"{row['calls']} calls {row['shapes']}", flush=True)
         return row
 
+    # Each family: the plain call's guidance arguments, and its MIRAGE sampler with the same.
+    family = type(pipe).__name__
+    if family == "FluxKontextPipeline":
+        from tools.mirage.flux_kontext import MirageKontext
+
+        plain_guidance = {"guidance_scale": args.guidance, "max_area": args.size**2, "_auto_resize": False}
+        mirage_guidance = {"guidance_scale": args.guidance}
+
+        def make_sampler(max_batch: int, branch_len: int | None):
+            return MirageKontext(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len)
+    elif family == "QwenImageEditPlusPipeline":
+        from tools.mirage.qwen_edit import MirageQwenEdit
+
+        plain_guidance = mirage_guidance = {"true_cfg_scale": args.guidance, "negative_prompt": " "}
+
+        def make_sampler(max_batch: int, branch_len: int | None):  # Qwen does not pad its prompts
+            return MirageQwenEdit(pipe, max_batch=max_batch)
+    else:
+        plain_guidance = mirage_guidance = {"guidance_scale": args.guidance}
+
+        def make_sampler(max_batch: int, branch_len: int | None):
+            return MirageFlux2(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len,
+                               text_encoder_out_layers=call_kwargs.get("text_encoder_out_layers"))
+
     def plain(steps: int):
         def run():
-            pipe(image=image, prompt=prompt, num_inference_steps=steps, guidance_scale=args.guidance,
-                 height=args.size, width=args.size, generator=torch.Generator().manual_seed(0),
-                 output_type="pil", **call_kwargs)
+            pipe(image=image, prompt=prompt, num_inference_steps=steps, height=args.size, width=args.size,
+                 generator=torch.Generator().manual_seed(0), output_type="pil", **plain_guidance,
+                 **call_kwargs)
         return run
 
     def mirage(k: int, steps: int, max_batch: int = 8, branch_len: int | None = None):
-        sampler = MirageFlux2(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len,
-                              text_encoder_out_layers=call_kwargs.get("text_encoder_out_layers"))
+        sampler = make_sampler(max_batch, branch_len)
         extra = {k2: v for k2, v in call_kwargs.items() if k2 == "max_sequence_length"}
 
         def run():
             out = sampler(image, prompt, regions(k), rho=args.rho, num_inference_steps=steps,
-                          guidance_scale=args.guidance, seed=0, **extra)
+                          seed=0, **mirage_guidance, **extra)
             return {"phases_s": {k2: round(v, 3) for k2, v in out.timings.items()},
                     "cells": [list(c.shape) for c in out.cells]}
         return run
