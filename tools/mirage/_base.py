@@ -5,6 +5,7 @@ Each model family keeps its own readable ``_sample`` (numbered stages) and ``_de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tools.mirage.regions import CellBox, Region, owner_map, smooth3x3
@@ -12,6 +13,8 @@ from tools.mirage.regions import CellBox, Region, owner_map, smooth3x3
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from tools.contracts import ProgressFn
 
 __all__ = ["RegionalSampler"]
 
@@ -88,3 +91,31 @@ class RegionalSampler:
         kept = {"step": step, "canvas": canvas.clone(), "branches": [zj.clone() for zj in z],
                 "owner": owner.cpu()} if keep else {}
         return canvas, owner >= 0, kept
+
+    def _late_phase(self, lat: torch.Tensor, velocity: Callable[[torch.Tensor, Any], torch.Tensor],
+                    timesteps: Any, sig: torch.Tensor, start: int, eps: torch.Tensor, x0: torch.Tensor,
+                    inside: torch.Tensor, *, reset: bool, empty: bool,
+                    progress: ProgressFn | None) -> torch.Tensor:
+        """DESIGN 6.5: the global branch from step ``start``; after each step every cell outside
+        ``inside`` (rows, cols) is reset to the source's noisy trajectory s*eps + (1-s)*x0, so at
+        s = 0 the background is x0 exactly. ``velocity(lat, t)`` is the family's model call."""
+        import torch
+
+        if empty and reset:  # nothing to edit: every cell would be reset anyway
+            return x0.clone()
+        n_steps = len(timesteps)
+        for i in range(start, n_steps):
+            lat = self._euler(lat, velocity(lat, timesteps[i]), sig[i], sig[i + 1])
+            if reset:
+                s_next = sig[i + 1]
+                lat = torch.where(inside, lat, (s_next * eps + (1 - s_next) * x0).to(lat.dtype))
+            if progress is not None:
+                progress(i + 1, n_steps)
+        return lat
+
+    def _decode_to(self, lat: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+        """Decode the canvas latent and resize it back to the source ``size`` if they differ."""
+        from PIL import Image
+
+        out = self._decode(lat)
+        return out if out.size == size else out.resize(size, Image.LANCZOS)

@@ -440,25 +440,17 @@ class MirageQwenEdit(RegionalSampler):
 
         # 10. Late phase: the global branch; the background follows the source's trajectory
         t2 = time.perf_counter()
-        lat = canvas
-        if not regions and background_replacement:  # nothing to edit: every cell is reset
-            lat = x0.clone()
-        else:
-            for i in range(k_hand, n_steps):
-                v = self._velocity(lat, x0, g_text, g_neg, timesteps[i], scale, calls, "late")
-                lat = self._euler(lat, v, sig[i], sig[i + 1])
-                if background_replacement:
-                    s_next = sig[i + 1]
-                    lat = torch.where(inside, lat, (s_next * eps + (1 - s_next) * x0).to(lat.dtype))
-                if progress is not None:
-                    progress(i + 1, n_steps)
+
+        def global_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (1, C, rows, cols)
+            return self._velocity(x, x0, g_text, g_neg, t, scale, calls, "late")
+
+        lat = self._late_phase(canvas, global_velocity, timesteps, sig, k_hand, eps, x0, inside,
+                               reset=background_replacement, empty=not regions, progress=progress)
         timings["late_s"] = time.perf_counter() - t2
 
         # 11. Decode, back to the source size
         t3 = time.perf_counter()
-        out = self._decode(lat)
-        if out.size != (src_w, src_h):
-            out = out.resize((src_w, src_h), Image.LANCZOS)
+        out = self._decode_to(lat, (src_w, src_h))
         timings["decode_s"] = time.perf_counter() - t3
         boxes = [scale_box(cb.to_pixels(cell), 1 / sx, 1 / sy).as_tuple() for cb in cells]
         return MirageQwenOutput(image=out, cells=cells, boxes=boxes, latents=lat, source_latent=x0,
