@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent._io import write_atomic
+from tools._io import write_atomic
 from agent.config import PRESETS
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class _Runner:
     """Builds the tools once and runs one strategy on one sample."""
 
     def __init__(self, args: argparse.Namespace, out: Path) -> None:
-        from agent.artifacts import ArtifactStore
+        from tools.artifacts import ArtifactStore
         from agent.config import AgentConfig
 
         self.args = args

@@ -24,11 +24,11 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Overwrite
 
-from agent.artifacts import ArtifactStore
-from agent.config import AgentConfig
-from agent.errors import FatalToolError, PlannerOutputError, RecoverableToolError
-from agent.images import check_instruction, load_image
-from agent.state import EditState, InputState, OutputState, StepRecord
+from tools.artifacts import ArtifactStore
+from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
+from tools.images import check_instruction, load_image
+from graphs.context import EditContext, InputLimits
+from graphs.state import EditState, InputState, OutputState, StepRecord
 from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 
 __all__ = ["Components", "build_graph", "GRAPH_NAME"]
@@ -66,14 +66,18 @@ def _record(**fields: Any) -> StepRecord:
     return base  # type: ignore[return-value]
 
 
+def _critic_calls(context: EditContext) -> int:
+    """Critic calls per verify: 1, or 2 with the full-instruction regression check."""
+    return 2 if context.check_regression else 1
+
+
 class _Nodes:
     """Node and routing functions bound to one config and one set of components."""
 
-    def __init__(self, config: AgentConfig, components: Components) -> None:
-        self.cfg = config
+    def __init__(self, context: EditContext, limits: InputLimits, components: Components) -> None:
+        self.cfg = context
+        self.limits = limits
         self.c = components
-        # verify makes 1 critic call, 2 with the full-instruction regression check.
-        self.critic_calls = 2 if config.check_regression else 1
 
     # -- helpers ------------------------------------------------------------------------------
     def _budget_left(self, state: EditState, calls_needed: int) -> str | None:
@@ -103,13 +107,13 @@ class _Nodes:
         """Validate the caller's input, store the image, reset the working fields."""
         t0 = time.perf_counter()
         instruction = check_instruction(
-            state.get("instruction"), max_chars=self.cfg.max_instruction_chars
+            state.get("instruction"), max_chars=self.limits.max_instruction_chars
         )
         if "image" not in state:
             raise ValueError("input is missing 'image'")
         image = load_image(
-            state["image"], store=self.c.store, allowed_schemes=self.cfg.allowed_uri_schemes,
-            max_pixels=self.cfg.max_input_pixels,
+            state["image"], store=self.c.store, allowed_schemes=self.limits.allowed_uri_schemes,
+            max_pixels=self.limits.max_input_pixels,
         )
         source = self.c.store.put(image)
         self._emit({"event": "run_start", "source": source, "instruction": instruction})
@@ -184,7 +188,7 @@ class _Nodes:
         t0 = time.perf_counter()
         pending = state["pending"]
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
-        if (why := self._budget_left(state, 1 + self.critic_calls)) is not None:
+        if (why := self._budget_left(state, 1 + _critic_calls(self.cfg))) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
                              steps=[_record(kind="stop", step=step, attempt=attempt, reason=why)])
         name, editor = self.c.editors[attempt % len(self.c.editors)]
@@ -321,15 +325,20 @@ class _Nodes:
 
 
 def build_graph(
-    config: AgentConfig,
     components: Components,
     *,
+    context: EditContext | None = None,
+    limits: InputLimits | None = None,
     checkpointer: Any = None,
     name: str = GRAPH_NAME,
 ) -> Any:
-    """Compile the editing graph. With ``checkpointer=None`` a graph used as a subgraph
-    inherits its parent's checkpointer."""
-    nodes = _Nodes(config, components)
+    """Compile the editing graph over ``components``. ``context`` holds the per-run settings
+    (budgets, verify policy), ``limits`` the input refusals; both default to their dataclass
+    defaults. With ``checkpointer=None`` a graph used as a subgraph inherits its parent's
+    checkpointer."""
+    if not isinstance(components, Components):
+        raise TypeError(f"components must be a graphs.Components, got {components!r}")
+    nodes = _Nodes(context or EditContext(), limits or InputLimits(), components)
     builder = StateGraph(EditState, input_schema=InputState, output_schema=OutputState)
     builder.add_node("perceive", nodes.perceive)
     builder.add_node("plan", nodes.plan)
@@ -341,83 +350,3 @@ def build_graph(
     builder.add_conditional_edges("act", nodes.route, {"verify": "verify", "plan": "plan", "end": END})
     builder.add_conditional_edges("verify", nodes.route, {"plan": "plan", "act": "act", "end": END})
     return builder.compile(checkpointer=checkpointer, name=name)
-
-
-def components_from(
-    config: AgentConfig,
-    *,
-    store: ArtifactStore,
-    planner: Planner | None = None,
-    editors: Editor | Sequence[Editor] | dict[str, Editor] | None = None,
-    grounder: Grounder | None = None,
-    critic: Critic | None = None,
-    build: Callable[[str, str], Any] | None = None,
-) -> Components:
-    """Resolve components: objects given win over backend names in the config."""
-    if build is None:
-        from tools.registry import build as registry_build
-
-        def build(kind: str, name: str) -> Any:
-            return registry_build(kind, name, **config.backend_options.get(name, {}))
-
-    def need(kind: str, obj: Any, name: str | None) -> Any:
-        if obj is not None:
-            return obj
-        if name is None:
-            raise ValueError(
-                f"no {kind}: pass {kind}=... to create_edit_agent, name a {kind} backend in "
-                f"AgentConfig, or choose a preset (e.g. AgentConfig(preset='dry-run'))"
-            )
-        return build(kind, name)
-
-    if editors is None:
-        if not config.editors:
-            need("editor", None, None)
-        named = tuple((n, build("editor", n)) for n in config.editors)
-    elif isinstance(editors, dict):
-        named = tuple(editors.items())
-    elif isinstance(editors, (list, tuple)):
-        named = tuple((type(e).__name__ if i == 0 else f"{type(e).__name__}#{i}", e)
-                      for i, e in enumerate(editors))
-    else:
-        named = ((type(editors).__name__, editors),)
-    for label, editor in named:
-        if not callable(getattr(editor, "edit", None)):
-            raise TypeError(f"editor {label!r} has no edit() method: {editor!r}")
-    planner = need("planner", planner, config.planner)
-    critic = need("critic", critic, config.critic)
-    if not callable(getattr(planner, "next_action", None)):
-        raise TypeError(f"planner has no next_action() method: {planner!r}")
-    if not callable(getattr(critic, "critique", None)):
-        raise TypeError(f"critic has no critique() method: {critic!r}")
-    if grounder is None and config.grounder is not None:
-        grounder = build("grounder", config.grounder)
-    if config.strategy != "mira":
-        named = tuple((n, _regional(n, e, grounder, config)) for n, e in named)
-    if config.strategy == "mirage":  # one regional step for the whole instruction
-        from agent.policies import WholeInstructionPlanner
-
-        planner = WholeInstructionPlanner()
-    return Components(planner=planner, editors=named, critic=critic, store=store, grounder=grounder)
-
-
-def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentConfig) -> Any:
-    """The editor as a MIRAGE ``RegionalEditor`` (strategies 'mirage' and 'mira+mirage')."""
-    from tools.mirage.tool import RegionalEditor
-
-    if isinstance(editor, RegionalEditor):
-        return editor
-    if grounder is None or not hasattr(type(grounder), "vlm"):
-        raise ValueError(
-            f"strategy {config.strategy!r} parses and grounds with the grounder's VLM: name a "
-            f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
-        )
-    if type(editor).__name__ not in ("Flux2KleinEditor", "Flux2Editor", "FluxKontextEditor",
-                                     "QwenImageEditPlusEditor"):
-        raise ValueError(f"strategy {config.strategy!r} needs a FLUX.2, Kontext or Qwen-Image-Edit "
-                         f"editor for MIRAGE; editor "
-                         f"{name!r} is a {type(editor).__name__}")
-    from tools.mirage.parse import VLMInstructionParser
-
-    return RegionalEditor.for_editor(editor, parser=VLMInstructionParser(vlm=lambda: grounder.vlm),
-                                     grounder=grounder, rho=config.rho)

@@ -1,7 +1,7 @@
 """``langgraph dev`` serves the agent offline: run it over the SDK, fetch its images over HTTP.
 
-Starts the real server (``langgraph.json``: graph ``mira_edit`` from ``graphs/studio.py``,
-custom routes from ``graphs/http.py``) on a free loopback port, with its analytics and
+Starts the real server (``langgraph.json``: graph ``mira_edit`` from ``agent/studio.py``,
+custom routes from ``agent/http.py``) on a free loopback port, with its analytics and
 version check switched off and LangSmith tracing off, so it makes no outbound connection.
 """
 
