@@ -1,7 +1,11 @@
 """``AgentConfig``: the one settings object. Budgets, thresholds, backends, seeds.
 
-Nodes read it; nothing deeper reads environment variables. Every field carries a description
-(shown in ``AgentConfig.model_json_schema()`` and in LangGraph Studio).
+Which backends run, the strategy and the input limits are fixed when the graph is built. The
+budgets, verify policy, seeds, steps and guidance (``graphs.context.CONTEXT_KEYS``) become the
+graph's LangGraph context defaults: a run may override them with
+``graph.invoke(inputs, context={"max_steps": 1})``, and ``langgraph dev`` / LangGraph Studio
+shows them with these descriptions (tests/test_langgraph_dev.py reads them from the server).
+Nothing deeper reads environment variables. Every field carries a description.
 """
 
 from __future__ import annotations

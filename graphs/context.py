@@ -22,13 +22,30 @@ __all__ = ["EditContext", "InputLimits", "CONTEXT_KEYS"]
 
 
 def _desc(default: Any, description: str) -> Any:
+    """A field default carrying its description (read by ``describe`` and the JSON schema)."""
     return field(default=default, metadata={"description": description})
 
 
 @dataclass(kw_only=True, frozen=True)
 class EditContext:
-    """Per-run budgets and verify policy. Every field has a default; ``validated`` checks
-    types and ranges and names the key and value it refuses."""
+    """Per-run budgets and verify policy (the graph's ``context_schema``).
+
+    Every field has a default. Construction checks types and ranges and refuses an unknown
+    key, naming the key and its value: LangGraph builds the context from the ``context=`` dict
+    of ``invoke``/``stream`` (and the server from a run's or assistant's ``context``), so a
+    misspelt setting is an error, never silently dropped.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> EditContext:
+        # Runs before the generated __init__, whose own error for an unknown key
+        # ("unexpected keyword argument") does not say which keys exist.
+        unknown = sorted(set(kwargs) - CONTEXT_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown context key(s) {unknown!r} (given "
+                f"{ {k: kwargs[k] for k in unknown}!r}); known keys: {sorted(CONTEXT_KEYS)}"
+            )
+        return super().__new__(cls)
 
     # -- budgets ------------------------------------------------------------------------------
     max_steps: int = _desc(5, "most atomic edits the planner may issue (retries of one edit count once)")
@@ -84,18 +101,25 @@ class EditContext:
             )
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, base: EditContext | None = None) -> EditContext:
-        """``base`` (or the defaults) with ``values`` applied; an unknown key is a ``ValueError``
-        naming it and the known ones."""
+    def with_defaults(cls, defaults: EditContext) -> type[EditContext]:
+        """A subclass whose field defaults are ``defaults``' values: the context schema of one
+        graph, so a run's ``context={"max_steps": 1}`` changes that key and keeps the graph's
+        other settings (and the server shows the graph's own defaults)."""
+        fields = [
+            (f.name, f.type, field(default=getattr(defaults, f.name), metadata=f.metadata))
+            for f in dataclasses.fields(cls)
+        ]
+        schema = dataclasses.make_dataclass(
+            cls.__name__, fields, bases=(cls,), kw_only=True, frozen=True,
+            namespace={"__module__": cls.__module__, "__doc__": cls.__doc__},
+        )
+        return schema
+
+    def updated(self, values: Mapping[str, Any]) -> EditContext:
+        """A copy with ``values`` applied (checked as at construction)."""
         if not isinstance(values, Mapping):
-            raise TypeError(f"context must be a mapping of EditContext fields, got {values!r}")
-        unknown = sorted(set(values) - CONTEXT_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown context key(s) {unknown!r} (values "
-                f"{ {k: values[k] for k in unknown}!r}); known keys: {sorted(CONTEXT_KEYS)}"
-            )
-        return dataclasses.replace(base, **values) if base is not None else cls(**values)
+            raise TypeError(f"context must be a mapping of EditContext keys, got {values!r}")
+        return type(self)(**{**dataclasses.asdict(self), **values})
 
     def step_seed(self, step: int, attempt: int) -> int:
         """Seed of try ``attempt`` (0-based) of step ``step``: distinct, reproducible."""

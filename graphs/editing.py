@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from tools.artifacts import ArtifactStore
@@ -66,6 +67,24 @@ def _record(**fields: Any) -> StepRecord:
     return base  # type: ignore[return-value]
 
 
+def _judge_step(critique: Critique, ctx: EditContext) -> tuple[bool, str]:
+    if not critique.valid:
+        return False, f"no valid critic score: {critique.reasoning[:200]}"
+    overall = critique.overall
+    if overall < ctx.min_step_score:
+        return False, f"step score {overall:.2f} below min_step_score={ctx.min_step_score}"
+    return True, f"step score {overall:.2f}"
+
+def _judge_progress(progress: Critique, previous: float | None, ctx: EditContext) -> tuple[bool, str]:
+    if not progress.valid:
+        return False, f"no valid critic score: {progress.reasoning[:200]}"
+    if previous is not None and progress.overall < previous - ctx.regression_tolerance:
+        return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
+                       f"accepted {previous:.2f} - regression_tolerance")
+    return True, f"accepted; full-instruction score {progress.overall:.2f}"
+
+
+
 def _critic_calls(context: EditContext) -> int:
     """Critic calls per verify: 1, or 2 with the full-instruction regression check."""
     return 2 if context.check_regression else 1
@@ -75,19 +94,35 @@ class _Nodes:
     """Node and routing functions bound to one config and one set of components."""
 
     def __init__(self, context: EditContext, limits: InputLimits, components: Components) -> None:
-        self.cfg = context
+        self.defaults = context
         self.limits = limits
         self.c = components
 
+    def _context(self, runtime: Runtime[EditContext]) -> EditContext:
+        """This run's settings: the run's context, else the graph's defaults.
+
+        LangGraph builds the context from a ``context=`` dict through the schema (unknown keys
+        raise there). A graph embedded as a subgraph sees its parent's context: a plain dict is
+        read as this graph's keys (and checked); a parent's own typed context is not ours, so
+        the defaults apply.
+        """
+        ctx = runtime.context
+        if isinstance(ctx, EditContext):
+            return ctx
+        if isinstance(ctx, Mapping):
+            return self.defaults.updated(ctx)
+        return self.defaults
+
     # -- helpers ------------------------------------------------------------------------------
-    def _budget_left(self, state: EditState, calls_needed: int) -> str | None:
+    @staticmethod
+    def _budget_left(state: EditState, calls_needed: int, ctx: EditContext) -> str | None:
         """None if ``calls_needed`` more model calls fit the budgets, else the reason."""
         used = state.get("tool_calls", 0)
-        if used + calls_needed > self.cfg.max_tool_calls:
-            return f"tool-call budget spent ({used} of max_tool_calls={self.cfg.max_tool_calls})"
+        if used + calls_needed > ctx.max_tool_calls:
+            return f"tool-call budget spent ({used} of max_tool_calls={ctx.max_tool_calls})"
         spent = state.get("elapsed_s", 0.0)
-        if self.cfg.time_budget_s is not None and spent >= self.cfg.time_budget_s:
-            return f"time budget spent ({spent:.1f} s of time_budget_s={self.cfg.time_budget_s})"
+        if ctx.time_budget_s is not None and spent >= ctx.time_budget_s:
+            return f"time budget spent ({spent:.1f} s of time_budget_s={ctx.time_budget_s})"
         return None
 
     def _end(self, state: EditState, reason: str, **update: Any) -> dict[str, Any]:
@@ -126,9 +161,10 @@ class _Nodes:
         }
 
     # -- plan ---------------------------------------------------------------------------------
-    def plan(self, state: EditState) -> dict[str, Any]:
+    def plan(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        if (why := self._budget_left(state, 1)) is not None:
+        ctx = self._context(runtime)
+        if (why := self._budget_left(state, 1, ctx)) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
                              steps=[_record(kind="stop", step=state["step_count"], reason=why)])
         step = state["step_count"] + 1
@@ -174,27 +210,28 @@ class _Nodes:
             return end("no_progress", f"the planner repeated an accepted edit: {decision.instruction!r}")
         rejected = sum(1 for h in history if h["outcome"] == "rejected"
                        and h["instruction"] is not None and _norm(h["instruction"]) == key)
-        if rejected > self.cfg.max_repeats_of_rejected:
+        if rejected > ctx.max_repeats_of_rejected:
             return end("no_progress", f"{decision.instruction!r} was rejected {rejected} times")
-        if state["step_count"] >= self.cfg.max_steps:
-            return end("budget_exhausted", f"max_steps={self.cfg.max_steps} edits issued")
+        if state["step_count"] >= ctx.max_steps:
+            return end("budget_exhausted", f"max_steps={ctx.max_steps} edits issued")
         pending = {"step": step, "attempt": 0, "instruction": decision.instruction,
                    "planner": planner_out, "plan_s": dt}
         return {"next": "act", "pending": pending, "step_count": step,
                 "tool_calls": calls, "elapsed_s": dt}
 
     # -- act ----------------------------------------------------------------------------------
-    def act(self, state: EditState) -> dict[str, Any]:
+    def act(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
+        ctx = self._context(runtime)
         pending = state["pending"]
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
-        if (why := self._budget_left(state, 1 + _critic_calls(self.cfg))) is not None:
+        if (why := self._budget_left(state, 1 + _critic_calls(ctx), ctx)) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
                              steps=[_record(kind="stop", step=step, attempt=attempt, reason=why)])
         name, editor = self.c.editors[attempt % len(self.c.editors)]
-        args = {"instruction": instruction, "seed": self.cfg.step_seed(step, attempt),
-                "num_inference_steps": self.cfg.num_inference_steps,
-                "guidance_scale": self.cfg.guidance_scale}
+        args = {"instruction": instruction, "seed": ctx.step_seed(step, attempt),
+                "num_inference_steps": ctx.num_inference_steps,
+                "guidance_scale": ctx.guidance_scale}
         writer = get_stream_writer()
         writer({"event": "step_start", "step": step, "attempt": attempt, "tool": name,
                 "instruction": instruction})
@@ -233,8 +270,9 @@ class _Nodes:
                 "elapsed_s": candidate["act_s"]}
 
     # -- verify -------------------------------------------------------------------------------
-    def verify(self, state: EditState) -> dict[str, Any]:
+    def verify(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
+        ctx = self._context(runtime)
         pending, candidate = state["pending"], state["candidate"]
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
         store, critic = self.c.store, self.c.critic
@@ -246,11 +284,11 @@ class _Nodes:
         try:
             calls += 1
             step_critique = critic.critique(current, edited, instruction)
-            accepted, reason = self._judge_step(step_critique)
-            if accepted and self.cfg.check_regression:
+            accepted, reason = _judge_step(step_critique, ctx)
+            if accepted and ctx.check_regression:
                 calls += 1
                 progress = critic.critique(store.open(state["source"]), edited, state["instruction"])
-                accepted, reason = self._judge_progress(progress, self._last_progress(state))
+                accepted, reason = _judge_progress(progress, self._last_progress(state), ctx)
         except RecoverableToolError as exc:  # judged as a rejection: retry or re-plan
             step_critique = Critique.invalid(f"critic failed: {exc}")
             progress, accepted, reason = None, False, f"critic failed: {exc}"
@@ -279,13 +317,13 @@ class _Nodes:
             update.update(current=candidate["image"], result=candidate["image"], pending=None,
                           scores=scores["progress"] or scores["step"], next="plan",
                           history=[{"instruction": instruction, "outcome": "accepted", "reason": None}])
-            target = self.cfg.stop_when_satisfied
+            target = ctx.stop_when_satisfied
             if target is not None and progress is not None and progress.overall >= target:
                 update.update(next="end", stop_reason="critic_satisfied")
             return update
         # Rejected: the last accepted image stays current (the rollback). Retry the same edit
         # with a new seed / the next editor, or hand the rejection to the planner.
-        if attempt < self.cfg.max_retries_per_step:
+        if attempt < ctx.max_retries_per_step:
             update.update(next="act", pending={**pending, "attempt": attempt + 1})
         else:
             tries = attempt + 1
@@ -293,22 +331,6 @@ class _Nodes:
                 "instruction": instruction, "outcome": "rejected",
                 "reason": f"{reason} (after {tries} tr{'y' if tries == 1 else 'ies'})"}])
         return update
-
-    def _judge_step(self, critique: Critique) -> tuple[bool, str]:
-        if not critique.valid:
-            return False, f"no valid critic score: {critique.reasoning[:200]}"
-        overall = critique.overall
-        if overall < self.cfg.min_step_score:
-            return False, f"step score {overall:.2f} below min_step_score={self.cfg.min_step_score}"
-        return True, f"step score {overall:.2f}"
-
-    def _judge_progress(self, progress: Critique, previous: float | None) -> tuple[bool, str]:
-        if not progress.valid:
-            return False, f"no valid critic score: {progress.reasoning[:200]}"
-        if previous is not None and progress.overall < previous - self.cfg.regression_tolerance:
-            return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
-                           f"accepted {previous:.2f} - regression_tolerance")
-        return True, f"accepted; full-instruction score {progress.overall:.2f}"
 
     @staticmethod
     def _last_progress(state: EditState) -> float | None:
@@ -338,8 +360,12 @@ def build_graph(
     checkpointer."""
     if not isinstance(components, Components):
         raise TypeError(f"components must be a graphs.Components, got {components!r}")
-    nodes = _Nodes(context or EditContext(), limits or InputLimits(), components)
-    builder = StateGraph(EditState, input_schema=InputState, output_schema=OutputState)
+    if context is not None and not isinstance(context, EditContext):
+        raise TypeError(f"context must be an EditContext, got {context!r}")
+    defaults = context if context is not None else EditContext()
+    nodes = _Nodes(defaults, limits or InputLimits(), components)
+    builder = StateGraph(EditState, context_schema=EditContext.with_defaults(defaults),
+                         input_schema=InputState, output_schema=OutputState)
     builder.add_node("perceive", nodes.perceive)
     builder.add_node("plan", nodes.plan)
     builder.add_node("act", nodes.act)
