@@ -83,11 +83,10 @@ def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentCo
             f"strategy {config.strategy!r} parses and grounds with the grounder's VLM: name a "
             f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
         )
-    if type(editor).__name__ not in ("Flux2KleinEditor", "Flux2Editor", "FluxKontextEditor",
-                                     "QwenImageEditPlusEditor"):
-        raise ValueError(f"strategy {config.strategy!r} needs a FLUX.2, Kontext or Qwen-Image-Edit "
-                         f"editor for MIRAGE; editor "
-                         f"{name!r} is a {type(editor).__name__}")
+    if not getattr(editor, "supports_mirage", False):
+        raise ValueError(f"strategy {config.strategy!r} needs an editor whose family has a MIRAGE "
+                         f"sampler (supports_mirage, e.g. FLUX.2, Kontext or Qwen-Image-Edit); "
+                         f"editor {name!r} is {editor!r}")
     from tools.mirage.parse import VLMInstructionParser
 
     return RegionalEditor.for_editor(editor, parser=VLMInstructionParser(vlm=lambda: grounder.vlm),

@@ -88,7 +88,7 @@ def main() -> None:
     from agent.testing import make_test_image
     from tools.contracts import Box
     from tools.editors.tiny import build_from_configs
-    from tools.mirage.flux2 import MirageFlux2
+    from tools.editors import editor_for_pipeline
     from tools.mirage.regions import Region
 
     cuda = torch.cuda.is_available() and not args.tiny
@@ -136,29 +136,20 @@ def main() -> None:
               f"{row['calls']} calls {row['shapes']}", flush=True)
         return row
 
-    # Each family: the plain call's guidance arguments, and its MIRAGE sampler with the same.
-    family = type(pipe).__name__
-    if family == "FluxKontextPipeline":
-        from tools.mirage.flux_kontext import MirageKontext
+    # The family's editor, chosen by the pipeline's type: its plain-call guidance arguments and
+    # its MIRAGE sampler (the editor declares both; nothing here names a family).
+    editor = editor_for_pipeline(pipe, call_kwargs=call_kwargs)
+    plain_guidance = {k: v for k, v in editor._call_kwargs(pipe, image, prompt, args.steps, args.guidance,
+                                                           args.size, args.size).items()
+                      if k not in ("height", "width")}
+    if "_auto_resize" in plain_guidance:  # keep the reference at the generation size, as MIRAGE does
+        plain_guidance["_auto_resize"] = False
 
-        plain_guidance = {"guidance_scale": args.guidance, "max_area": args.size**2, "_auto_resize": False}
-        mirage_guidance = {"guidance_scale": args.guidance}
-
-        def make_sampler(max_batch: int, branch_len: int | None):
-            return MirageKontext(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len)
-    elif family == "QwenImageEditPlusPipeline":
-        from tools.mirage.qwen_edit import MirageQwenEdit
-
-        plain_guidance = mirage_guidance = {"true_cfg_scale": args.guidance, "negative_prompt": " "}
-
-        def make_sampler(max_batch: int, branch_len: int | None):  # Qwen does not pad its prompts
-            return MirageQwenEdit(pipe, max_batch=max_batch)
-    else:
-        plain_guidance = mirage_guidance = {"guidance_scale": args.guidance}
-
-        def make_sampler(max_batch: int, branch_len: int | None):
-            return MirageFlux2(pipe, max_batch=max_batch, branch_max_sequence_length=branch_len,
-                               text_encoder_out_layers=call_kwargs.get("text_encoder_out_layers"))
+    def make_sampler(max_batch: int, branch_len: int | None):
+        options = {"max_batch": max_batch}
+        if branch_len is not None:  # not every family pads its prompts (Qwen does not)
+            options["branch_max_sequence_length"] = branch_len
+        return editor.mirage_sampler(**options)
 
     def plain(steps: int):
         def run():
@@ -168,12 +159,11 @@ def main() -> None:
         return run
 
     def mirage(k: int, steps: int, max_batch: int = 8, branch_len: int | None = None):
-        sampler = make_sampler(max_batch, branch_len)
-        extra = {k2: v for k2, v in call_kwargs.items() if k2 == "max_sequence_length"}
+        sampler, extra = make_sampler(max_batch, branch_len)
 
         def run():
             out = sampler(image, prompt, regions(k), rho=args.rho, num_inference_steps=steps,
-                          seed=0, **mirage_guidance, **extra)
+                          seed=0, guidance_scale=args.guidance, **extra)
             return {"phases_s": {k2: round(v, 3) for k2, v in out.timings.items()},
                     "cells": [list(c.shape) for c in out.cells]}
         return run

@@ -142,3 +142,30 @@ def test_regional_editor_for_a_qwen_edit_editor():
     assert isinstance(editor.sampler, MirageQwenEdit)
     out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
     assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]
+
+
+def test_mirage_support_is_a_declared_capability_not_a_class_name(tmp_path):
+    """A family without a MIRAGE sampler is refused by what it declares; a class that only
+    borrows a supported family's name gets no sampler."""
+    from tools.editors.tiny import tiny_flux2_klein_editor, tiny_ip2p_editor
+
+    ip2p = tiny_ip2p_editor()
+    assert not ip2p.supports_mirage
+    with pytest.raises(ValueError, match="has no MIRAGE sampler"):
+        RegionalEditor.for_editor(ip2p)
+
+    class VLMGrounder(SideGrounder):
+        vlm = None  # what the strategy wiring asks of a grounder: a VLM to parse with
+
+    with pytest.raises(ValueError, match="needs an editor whose family has a MIRAGE sampler"):
+        create_edit_agent(AgentConfig(preset="dry-run", strategy="mira+mirage"), editors={"ip2p": ip2p},
+                          grounder=VLMGrounder(), artifacts=tmp_path)
+
+    class Flux2KleinPipeline:  # a look-alike: same class name, not the diffusers pipeline
+        vae_scale_factor = 8
+
+    with pytest.raises(TypeError, match="MirageFlux2 needs a Flux2KleinPipeline or Flux2Pipeline"):
+        MirageFlux2(Flux2KleinPipeline())
+    sampler, call = tiny_flux2_klein_editor().mirage_sampler()
+    assert isinstance(sampler, MirageFlux2) and sampler.layers == (1,)
+    assert call == {"max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"]}

@@ -5,8 +5,10 @@ a heavy backend costs nothing until it is used. A factory is called with the bac
 returns an object satisfying the kind's protocol (``tools.contracts``); keyword options come
 from ``AgentConfig.backend_options``.
 
-This module lists the backends of ``tools``; layers above add their own with ``register``
-(``agent`` registers its test doubles, e.g. the ``dry-run`` preset's ``"paint"`` editor).
+Each model family declares its own names in its own module (``BACKENDS``, e.g.
+``tools/editors/flux2.py``); the registry collects them from ``FAMILY_PACKAGES`` on first use.
+Layers above add their own with ``register`` (``agent`` registers its test doubles, e.g. the
+``dry-run`` preset's ``"paint"`` editor).
 """
 
 from __future__ import annotations
@@ -16,47 +18,41 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["Kind", "register", "available", "build"]
+from tools._discovery import declared
+
+__all__ = ["Kind", "FAMILY_PACKAGES", "register", "available", "build"]
 
 Kind = Literal["planner", "editor", "grounder", "critic"]
 _KINDS: tuple[str, ...] = ("planner", "editor", "grounder", "critic")
 
-_lock = threading.Lock()
-_entries: dict[str, dict[str, str | Callable[..., Any]]] = {
-    "planner": {
-        "mira-tiny": "tools.vlm.tiny:tiny_mira_planner",
-        "mira-7b": "tools.vlm.planner:mira_7b",
-        "mira-3b": "tools.vlm.planner:mira_3b",
-    },
-    "editor": {
-        "flux2-klein-tiny": "tools.editors.tiny:tiny_flux2_klein_editor",
-        "flux2-klein-base-tiny": "tools.editors.tiny:tiny_flux2_klein_base_editor",
-        "flux2-dev-tiny": "tools.editors.tiny:tiny_flux2_editor",
-        "kontext-tiny": "tools.editors.tiny:tiny_flux_kontext_editor",
-        "qwen-edit-tiny": "tools.editors.tiny:tiny_qwen_edit_plus_editor",
-        "ip2p-tiny": "tools.editors.tiny:tiny_ip2p_editor",
-        "flux2-klein-9b": "tools.editors.flux2:klein_9b",
-        "flux2-klein-4b": "tools.editors.flux2:klein_4b",
-        "flux2-klein-base-9b": "tools.editors.flux2:klein_base_9b",
-        "flux2-klein-base-4b": "tools.editors.flux2:klein_base_4b",
-        "flux2-dev": "tools.editors.flux2:dev",
-        "kontext-dev": "tools.editors.flux_kontext:kontext_dev",
-        "qwen-edit-2509": "tools.editors.qwen_edit:qwen_edit_2509",
-        "qwen-edit-2511": "tools.editors.qwen_edit:qwen_edit_2511",
-        "ip2p": "tools.editors.ip2p:instruct_pix2pix",
-    },
-    "grounder": {
-        "qwen-vl-tiny": "tools.vlm.tiny:tiny_grounder",
-        "qwen3-vl-8b": "tools.vlm.grounder:qwen3vl_8b",
-        "qwen2.5-vl-7b": "tools.vlm.grounder:qwen25vl_7b",
-    },
-    "critic": {
-        "editscore-tiny": "tools.vlm.tiny:tiny_editscore_critic",
-        "editscore-qwen3-vl-8b": "tools.vlm.critic:editscore_qwen3vl_8b",
-        "editscore-qwen3-vl-4b": "tools.vlm.critic:editscore_qwen3vl_4b",
-        "editscore-7b": "tools.vlm.critic:editscore_7b",
-    },
-}
+#: Packages whose public modules may declare ``BACKENDS`` (kind -> name -> factory attribute
+#: of that module): a model family lists its own names in its own module.
+FAMILY_PACKAGES: tuple[str, ...] = ("tools.editors", "tools.vlm")
+
+_lock = threading.RLock()
+#: kind -> name -> factory; filled from the families on first use, plus ``register`` calls.
+_entries: dict[str, dict[str, str | Callable[..., Any]]] = {kind: {} for kind in _KINDS}
+_discovered = False
+
+
+def _discover() -> None:
+    """Add the ``BACKENDS`` the family modules declare (once; they import no heavy library)."""
+    global _discovered
+    with _lock:
+        if _discovered:
+            return
+        for package in FAMILY_PACKAGES:
+            for module, backends in declared(package, "BACKENDS"):
+                for kind, names in backends.items():
+                    _check_kind(kind)
+                    for name, attr in names.items():
+                        target = f"{module}:{attr}"
+                        known = _entries[kind].get(name)
+                        if known is not None and known != target:
+                            raise ValueError(f"{kind} backend {name!r} is declared twice: "
+                                             f"{known!r} and {target!r}")
+                        _entries[kind][name] = target
+        _discovered = True
 
 
 def register(kind: Kind, name: str, factory: str | Callable[[], Any], *, replace: bool = False) -> None:
@@ -64,6 +60,7 @@ def register(kind: Kind, name: str, factory: str | Callable[[], Any], *, replace
     _check_kind(kind)
     if not isinstance(name, str) or not name:
         raise ValueError(f"backend name must be a non-empty string, got {name!r}")
+    _discover()  # so a name a family declares is never silently shadowed
     with _lock:
         if name in _entries[kind] and not replace:
             raise ValueError(f"{kind} backend {name!r} is already registered (pass replace=True)")
@@ -73,6 +70,7 @@ def register(kind: Kind, name: str, factory: str | Callable[[], Any], *, replace
 def available(kind: Kind) -> list[str]:
     """The registered backend names of one kind, sorted."""
     _check_kind(kind)
+    _discover()
     with _lock:
         return sorted(_entries[kind])
 
@@ -81,6 +79,7 @@ def build(kind: Kind, name: str, **options: Any) -> Any:
     """Build the backend ``name`` of ``kind``, passing ``options`` to its factory (e.g. a local
     checkpoint path); raises ``ValueError`` naming the known ones."""
     _check_kind(kind)
+    _discover()
     with _lock:
         factory = _entries[kind].get(name)
     if factory is None:

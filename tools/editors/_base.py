@@ -68,6 +68,16 @@ def import_diffusers() -> Any:
     return diffusers
 
 
+def is_pipeline(pipe: Any, pipeline_class: str) -> bool:
+    """Whether ``pipe`` is an instance of the diffusers class ``pipeline_class`` (or of a
+    subclass). A type check, never a name match: a look-alike class of the same name is no
+    such pipeline."""
+    cls = getattr(import_diffusers(), pipeline_class, None)
+    if cls is None:
+        raise ValueError(f"diffusers has no pipeline class {pipeline_class!r}")
+    return isinstance(pipe, cls)
+
+
 def factory_kwargs(options: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
     """Constructor arguments from a registry factory's options (JSON values, e.g. from
     ``AgentConfig.backend_options``): ``dtype``, ``device`` and ``cpu_offload`` become a
@@ -156,9 +166,21 @@ class DiffusersEditor:
     def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> DiffusersEditor:
         """An editor around an already-built pipeline (same keyword options as ``__init__``)."""
         expected = cls.pipeline_class
-        if expected and expected not in {c.__name__ for c in type(pipeline).__mro__}:
-            raise TypeError(f"{cls.__name__} drives a {expected}, got {type(pipeline).__name__}")
+        if expected and not is_pipeline(pipeline, expected):
+            raise TypeError(f"{cls.__name__} drives a {expected}, got {pipeline!r}")
         return cls(pipeline=pipeline, **kwargs)
+
+    # -- capabilities -------------------------------------------------------------------------
+    #: Whether ``mirage_sampler`` builds a MIRAGE regional sampler for this family. A family
+    #: with MIRAGE support sets it and overrides ``mirage_sampler`` in its own module.
+    supports_mirage: ClassVar[bool] = False
+
+    def mirage_sampler(self, **options: Any) -> tuple[Any, dict[str, Any]]:
+        """This family's MIRAGE sampler on this editor's pipeline (loaded now), and the keyword
+        arguments each sampler call needs (from this editor's call options). ``options`` go to
+        the sampler's constructor (e.g. ``max_batch``)."""
+        raise ValueError(f"{type(self).__name__} ({self.family}) has no MIRAGE sampler; "
+                         f"supports_mirage is False for {self!r}")
 
     def __repr__(self) -> str:
         source = repr(self.model) if self.model is not None else f"<{type(self._pipe).__name__}>"

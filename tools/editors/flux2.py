@@ -17,6 +17,29 @@ from __future__ import annotations
 from typing import Any
 
 from tools.editors._base import DiffusersEditor, factory_kwargs
+from tools.editors._random import (
+    FLUX_SCHEDULER,
+    TINY_FLUX2,
+    TINY_FLUX_VAE,
+    TINY_QWEN_TEXT,
+    RandomRecipe,
+    qwen2_tokenizer,
+    tiny_editor,
+)
+
+
+class _Flux2Mirage:
+    """MIRAGE support shared by both FLUX.2 editors (``tools.mirage.flux2.MirageFlux2``)."""
+
+    supports_mirage = True
+
+    def mirage_sampler(self: Any, **options: Any) -> tuple[Any, dict[str, Any]]:
+        from tools.mirage.flux2 import MirageFlux2
+
+        extra = dict(self.call_kwargs)
+        options.setdefault("text_encoder_out_layers", extra.pop("text_encoder_out_layers", None))
+        call = {k: v for k, v in extra.items() if k == "max_sequence_length"}
+        return MirageFlux2(self._pipeline(), **options), call
 
 __all__ = [
     "Flux2Editor",
@@ -26,6 +49,11 @@ __all__ = [
     "klein_9b",
     "klein_base_4b",
     "klein_base_9b",
+    "tiny_flux2_editor",
+    "tiny_flux2_klein_editor",
+    "tiny_flux2_klein_base_editor",
+    "RECIPES",
+    "BACKENDS",
 ]
 
 KLEIN_4B = "black-forest-labs/FLUX.2-klein-4B"
@@ -34,7 +62,7 @@ KLEIN_BASE_4B = "black-forest-labs/FLUX.2-klein-base-4B"
 KLEIN_BASE_9B = "black-forest-labs/FLUX.2-klein-base-9B"
 
 
-class Flux2Editor(DiffusersEditor):
+class Flux2Editor(_Flux2Mirage, DiffusersEditor):
     """FLUX.2 [dev] editor.
 
     Defaults (model card): 50 steps, ``guidance_scale`` 4.0 (embedded guidance); generation at
@@ -51,7 +79,7 @@ class Flux2Editor(DiffusersEditor):
     min_side = 64
 
 
-class Flux2KleinEditor(DiffusersEditor):
+class Flux2KleinEditor(_Flux2Mirage, DiffusersEditor):
     """FLUX.2 [klein] editor, distilled or base.
 
     Defaults (model cards): distilled 4 steps, ``guidance_scale`` 1.0 (no CFG), default model
@@ -127,3 +155,85 @@ def klein_base_4b(**options: Any) -> Flux2KleinEditor:
 def klein_base_9b(**options: Any) -> Flux2KleinEditor:
     """FLUX.2 [klein] base 9B (50 steps, CFG)."""
     return Flux2KleinEditor(**factory_kwargs(options, model=KLEIN_BASE_9B, distilled=False))
+
+
+# -- random weights (``tools.editors._random``) and registry names ------------------------------
+def _dev_parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+            "tokenizer": qwen2_tokenizer(256)}  # only its chat template and ids < 272 are used
+
+
+def _klein_parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+            "tokenizer": qwen2_tokenizer(configs["text_encoder"]["bos_token_id"]),
+            "is_distilled": bool(configs["model_index"]["is_distilled"])}
+
+
+#: Call arguments tiny pipelines need: out-layer indices that exist in a 2-layer text encoder,
+#: short prompt padding.
+_TINY_CALL = {"max_sequence_length": 64, "text_encoder_out_layers": (1,)}
+_TINY_KLEIN = {"transformer": TINY_FLUX2, "vae": TINY_FLUX_VAE, "text_encoder": TINY_QWEN_TEXT}
+
+#: Random-weight builds of this family: the real config folders, and tiny CPU variants.
+RECIPES = (
+    RandomRecipe(
+        pipeline_class=Flux2Editor.pipeline_class,
+        models={"transformer": ("diffusers", "Flux2Transformer2DModel"),
+                "vae": ("diffusers", "AutoencoderKLFlux2"),
+                "text_encoder": ("transformers", "Mistral3ForConditionalGeneration")},
+        parts=_dev_parts,
+        config_dirs=("FLUX.2-dev",),
+        tiny={"FLUX.2-dev": {
+            "transformer": TINY_FLUX2,
+            "vae": TINY_FLUX_VAE,
+            "text_encoder": {
+                "text_config": {"vocab_size": 272, "hidden_size": 16, "intermediate_size": 37,
+                                "head_dim": 4, "num_attention_heads": 4, "num_hidden_layers": 2,
+                                "num_key_value_heads": 2, "max_position_embeddings": 512},
+                "vision_config": {"hidden_size": 16, "head_dim": 4, "num_hidden_layers": 1,
+                                  "num_attention_heads": 4, "intermediate_size": 37, "image_size": 30,
+                                  "patch_size": 6},
+                "image_token_index": 268,
+            },
+        }},
+        tiny_call_kwargs={"FLUX.2-dev": _TINY_CALL},
+    ),
+    RandomRecipe(
+        pipeline_class=Flux2KleinEditor.pipeline_class,
+        models={"transformer": ("diffusers", "Flux2Transformer2DModel"),
+                "vae": ("diffusers", "AutoencoderKLFlux2"),
+                "text_encoder": ("transformers", "Qwen3ForCausalLM")},
+        parts=_klein_parts,
+        config_dirs=("FLUX.2-klein-4B", "FLUX.2-klein-9B", "FLUX.2-klein-base-4B", "FLUX.2-klein-base-9B"),
+        tiny={"FLUX.2-klein-4B": _TINY_KLEIN, "FLUX.2-klein-base-4B": _TINY_KLEIN},
+        tiny_call_kwargs={"FLUX.2-klein-4B": _TINY_CALL, "FLUX.2-klein-base-4B": _TINY_CALL},
+    ),
+)
+
+
+def tiny_flux2_editor(**options: Any) -> Flux2Editor:
+    """Tiny FLUX.2 [dev] (Mistral3 text encoder, embedded guidance)."""
+    return tiny_editor(Flux2Editor, "FLUX.2-dev", options)
+
+
+def tiny_flux2_klein_editor(**options: Any) -> Flux2KleinEditor:
+    """Tiny FLUX.2 [klein], distilled (no CFG)."""
+    return tiny_editor(Flux2KleinEditor, "FLUX.2-klein-4B", options)
+
+
+def tiny_flux2_klein_base_editor(**options: Any) -> Flux2KleinEditor:
+    """Tiny FLUX.2 [klein] base: CFG with the base default guidance 4.0."""
+    return tiny_editor(Flux2KleinEditor, "FLUX.2-klein-base-4B", options)
+
+
+#: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
+BACKENDS = {"editor": {
+    "flux2-klein-9b": "klein_9b",
+    "flux2-klein-4b": "klein_4b",
+    "flux2-klein-base-9b": "klein_base_9b",
+    "flux2-klein-base-4b": "klein_base_4b",
+    "flux2-dev": "dev",
+    "flux2-klein-tiny": "tiny_flux2_klein_editor",
+    "flux2-klein-base-tiny": "tiny_flux2_klein_base_editor",
+    "flux2-dev-tiny": "tiny_flux2_editor",
+}}

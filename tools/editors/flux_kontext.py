@@ -12,11 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tools.editors._base import DiffusersEditor, factory_kwargs
+from tools.editors._random import (
+    FLUX_SCHEDULER,
+    TINY_CLIP,
+    TINY_FLUX_VAE,
+    RandomRecipe,
+    clip_tokenizer,
+    t5_tokenizer,
+    tiny_editor,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["FluxKontextEditor", "kontext_dev"]
+__all__ = ["FluxKontextEditor", "kontext_dev", "tiny_flux_kontext_editor", "RECIPES", "BACKENDS"]
 
 
 class FluxKontextEditor(DiffusersEditor):
@@ -52,8 +61,53 @@ class FluxKontextEditor(DiffusersEditor):
         return {"guidance_scale": guidance, "height": height, "width": width,
                 "max_area": width * height, "_auto_resize": self.auto_resize}
 
+    supports_mirage = True
+
+    def mirage_sampler(self, **options: Any) -> tuple[Any, dict[str, Any]]:
+        """``tools.mirage.flux_kontext.MirageKontext`` on this editor's pipeline."""
+        from tools.mirage.flux_kontext import MirageKontext
+
+        call = {k: v for k, v in self.call_kwargs.items() if k == "max_sequence_length"}
+        return MirageKontext(self._pipeline(), **options), call
+
 
 def kontext_dev(**options: Any) -> FluxKontextEditor:
     """Registry factory: black-forest-labs/FLUX.1-Kontext-dev from the local cache; ``options``
     as ``factory_kwargs``."""
     return FluxKontextEditor(**factory_kwargs(options))
+
+
+# -- random weights (``tools.editors._random``) and registry names ------------------------------
+def _parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+            "tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
+
+
+#: Random-weight builds of this family: the real config folder, and a tiny CPU variant.
+RECIPES = (RandomRecipe(
+    pipeline_class=FluxKontextEditor.pipeline_class,
+    models={"transformer": ("diffusers", "FluxTransformer2DModel"), "vae": ("diffusers", "AutoencoderKL"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "text_encoder_2": ("transformers", "T5EncoderModel")},
+    parts=_parts,
+    config_dirs=("FLUX.1-Kontext-dev",),
+    tiny={"FLUX.1-Kontext-dev": {
+        "transformer": {"in_channels": 16, "num_layers": 1, "num_single_layers": 1,
+                        "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+                        "pooled_projection_dim": 32, "axes_dims_rope": [4, 4, 8]},
+        "vae": TINY_FLUX_VAE,
+        "text_encoder": TINY_CLIP,
+        "text_encoder_2": {"d_model": 32, "d_ff": 37, "d_kv": 8, "num_layers": 2, "num_heads": 4,
+                           "relative_attention_num_buckets": 8, "vocab_size": 128},
+    }},
+    tiny_call_kwargs={"FLUX.1-Kontext-dev": {"max_sequence_length": 32}},
+),)
+
+
+def tiny_flux_kontext_editor(**options: Any) -> FluxKontextEditor:
+    """Tiny FLUX.1-Kontext, reference image kept at the generation size (no auto-resize)."""
+    return tiny_editor(FluxKontextEditor, "FLUX.1-Kontext-dev", options, auto_resize=False)
+
+
+#: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
+BACKENDS = {"editor": {"kontext-dev": "kontext_dev", "kontext-tiny": "tiny_flux_kontext_editor"}}

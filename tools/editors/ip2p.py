@@ -11,11 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tools.editors._base import DiffusersEditor, _check_guidance, factory_kwargs
+from tools.editors._random import (
+    SD_SCHEDULER,
+    TINY_CLIP,
+    TINY_FLUX_VAE,
+    RandomRecipe,
+    clip_tokenizer,
+    tiny_editor,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["InstructPix2PixEditor", "instruct_pix2pix"]
+__all__ = ["InstructPix2PixEditor", "instruct_pix2pix", "tiny_ip2p_editor", "RECIPES", "BACKENDS"]
 
 
 class InstructPix2PixEditor(DiffusersEditor):
@@ -58,3 +66,38 @@ def instruct_pix2pix(**options: Any) -> InstructPix2PixEditor:
     """Registry factory: timbrooks/instruct-pix2pix from the local cache; ``options`` as
     ``factory_kwargs`` (e.g. ``model="/models/ip2p"``, ``dtype="float16"``)."""
     return InstructPix2PixEditor(**factory_kwargs(options))
+
+
+# -- random weights (``tools.editors._random``) and registry names ------------------------------
+def _parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"scheduler": diffusers.EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER),
+            "tokenizer": clip_tokenizer(), "safety_checker": None, "feature_extractor": None,
+            "requires_safety_checker": False}
+
+
+#: Random-weight builds of this family: the real config folder, and a tiny CPU variant.
+RECIPES = (RandomRecipe(
+    pipeline_class=InstructPix2PixEditor.pipeline_class,
+    models={"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+            "text_encoder": ("transformers", "CLIPTextModel")},
+    parts=_parts,
+    config_dirs=("instruct-pix2pix",),
+    tiny={"instruct-pix2pix": {
+        "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "sample_size": 16,
+                 "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                 "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+                 "cross_attention_dim": 32, "attention_head_dim": 8, "norm_num_groups": 8},
+        "vae": TINY_FLUX_VAE,
+        "text_encoder": TINY_CLIP,
+    }},
+    tiny_call_kwargs={"instruct-pix2pix": {}},
+),)
+
+
+def tiny_ip2p_editor(**options: Any) -> InstructPix2PixEditor:
+    """Tiny InstructPix2Pix (text and image CFG: one UNet pass on a batch of 3 per step)."""
+    return tiny_editor(InstructPix2PixEditor, "instruct-pix2pix", options)
+
+
+#: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
+BACKENDS = {"editor": {"ip2p": "instruct_pix2pix", "ip2p-tiny": "tiny_ip2p_editor"}}

@@ -18,11 +18,26 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from tools.editors._base import DiffusersEditor, factory_kwargs
+from tools.editors._random import (
+    QWEN_SCHEDULER,
+    TINY_QWEN_TEXT,
+    RandomRecipe,
+    qwen2_tokenizer,
+    qwen2vl_processor,
+    tiny_editor,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["QwenImageEditPlusEditor", "qwen_edit_2509", "qwen_edit_2511"]
+__all__ = [
+    "QwenImageEditPlusEditor",
+    "qwen_edit_2509",
+    "qwen_edit_2511",
+    "tiny_qwen_edit_plus_editor",
+    "RECIPES",
+    "BACKENDS",
+]
 
 QWEN_EDIT_2509 = "Qwen/Qwen-Image-Edit-2509"
 QWEN_EDIT_2511 = "Qwen/Qwen-Image-Edit-2511"
@@ -75,6 +90,19 @@ class QwenImageEditPlusEditor(DiffusersEditor):
             kwargs["negative_prompt"] = self.negative_prompt
         return kwargs
 
+    supports_mirage = True
+
+    def mirage_sampler(self, **options: Any) -> tuple[Any, dict[str, Any]]:
+        """``tools.mirage.qwen_edit.MirageQwenEdit`` on this editor's pipeline, with its
+        reference sizes and negative prompt."""
+        from tools.mirage.qwen_edit import MirageQwenEdit
+
+        options.setdefault("vae_image_size", self.vae_image_size)
+        options.setdefault("condition_image_size", self.condition_image_size)
+        call = {"negative_prompt": self.negative_prompt,
+                **{k: v for k, v in self.call_kwargs.items() if k == "max_sequence_length"}}
+        return MirageQwenEdit(self._pipeline(), **options), call
+
     def _run(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
 
@@ -98,3 +126,55 @@ def qwen_edit_2511(**options: Any) -> QwenImageEditPlusEditor:
     """Registry factory: Qwen/Qwen-Image-Edit-2511 from the local cache; ``options`` as
     ``factory_kwargs``."""
     return QwenImageEditPlusEditor(**factory_kwargs(options, model=QWEN_EDIT_2511))
+
+
+# -- random weights (``tools.editors._random``) and registry names ------------------------------
+def _parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    tokenizer = qwen2_tokenizer(configs["text_encoder"]["bos_token_id"])
+    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(QWEN_SCHEDULER),
+            "tokenizer": tokenizer,
+            "processor": qwen2vl_processor(tokenizer, configs["processor_preprocessor_config"])}
+
+
+_TINY = {
+    "transformer": {"in_channels": 16, "out_channels": 4, "num_layers": 1, "attention_head_dim": 16,
+                    "num_attention_heads": 2, "joint_attention_dim": 16, "axes_dims_rope": [8, 4, 4]},
+    "vae": {"base_dim": 8, "z_dim": 4, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1,
+            "latents_mean": [0.0] * 4, "latents_std": [1.0] * 4},
+    "text_encoder": {
+        **TINY_QWEN_TEXT, "vocab_size": 272,
+        "image_token_id": 268, "video_token_id": 269, "vision_start_token_id": 265,
+        "vision_end_token_id": 266, "vision_token_id": 267,
+        "rope_scaling": {"mrope_section": [2, 1, 1], "rope_type": "default", "type": "default"},
+        "text_config": {**TINY_QWEN_TEXT, "vision_start_token_id": 265, "vision_end_token_id": 266,
+                        "vision_token_id": 267,
+                        "rope_scaling": {"mrope_section": [2, 1, 1], "rope_type": "default",
+                                         "type": "default"}},
+        "vision_config": {"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                          "out_hidden_size": 16, "fullatt_block_indexes": [1], "window_size": 56},
+    },
+    "processor": {"min_pixels": 28 * 28, "max_pixels": 56 * 56},
+}
+
+#: Random-weight builds of this family: the real config folders, and tiny CPU variants.
+RECIPES = (RandomRecipe(
+    pipeline_class=QwenImageEditPlusEditor.pipeline_class,
+    models={"transformer": ("diffusers", "QwenImageTransformer2DModel"),
+            "vae": ("diffusers", "AutoencoderKLQwenImage"),
+            "text_encoder": ("transformers", "Qwen2_5_VLForConditionalGeneration")},
+    parts=_parts,
+    config_dirs=("Qwen-Image-Edit-2509", "Qwen-Image-Edit-2511"),
+    tiny={"Qwen-Image-Edit-2511": _TINY, "Qwen-Image-Edit-2509": _TINY},
+    tiny_call_kwargs={"Qwen-Image-Edit-2509": {}, "Qwen-Image-Edit-2511": {}},
+),)
+
+
+def tiny_qwen_edit_plus_editor(**options: Any) -> QwenImageEditPlusEditor:
+    """Tiny Qwen-Image-Edit-2511, with reference images at 64x64 (VAE) and 56x56 (VLM)."""
+    return tiny_editor(QwenImageEditPlusEditor, "Qwen-Image-Edit-2511", options,
+                       vae_image_size=64 * 64, condition_image_size=56 * 56)
+
+
+#: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
+BACKENDS = {"editor": {"qwen-edit-2509": "qwen_edit_2509", "qwen-edit-2511": "qwen_edit_2511",
+                       "qwen-edit-tiny": "tiny_qwen_edit_plus_editor"}}

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tools.editors._base import is_pipeline
 from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import (
     CellBox,
@@ -69,11 +70,10 @@ class MirageFlux2(RegionalSampler):
     def __init__(self, pipe: Any, *, text_encoder_out_layers: tuple[int, ...] | None = None,
                  max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True,
                  branch_max_sequence_length: int | None = None) -> None:
-        name = type(pipe).__name__
-        if name not in ("Flux2KleinPipeline", "Flux2Pipeline"):
-            raise TypeError(f"MirageFlux2 needs a Flux2KleinPipeline or Flux2Pipeline, got {name}")
+        self.is_klein = is_pipeline(pipe, "Flux2KleinPipeline")
+        if not (self.is_klein or is_pipeline(pipe, "Flux2Pipeline")):
+            raise TypeError(f"MirageFlux2 needs a Flux2KleinPipeline or Flux2Pipeline, got {pipe!r}")
         self.pipe = pipe
-        self.is_klein = name == "Flux2KleinPipeline"
         self.layers = text_encoder_out_layers
         self.max_batch = max_batch
         self.min_cells = min_cells

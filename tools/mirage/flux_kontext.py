@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from tools.editors._base import is_pipeline
 from tools.mirage.flux2 import MirageOutput
 from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import Region, batch_by_shape, scale_box, snap_box, work_image
@@ -65,9 +66,8 @@ class MirageKontext(RegionalSampler):
 
     def __init__(self, pipe: Any, *, max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True,
                  branch_max_sequence_length: int | None = None) -> None:
-        name = type(pipe).__name__
-        if name != "FluxKontextPipeline":
-            raise TypeError(f"MirageKontext needs a FluxKontextPipeline, got {name}")
+        if not is_pipeline(pipe, "FluxKontextPipeline"):
+            raise TypeError(f"MirageKontext needs a FluxKontextPipeline, got {pipe!r}")
         self.pipe = pipe
         self.max_batch = max_batch
         self.min_cells = min_cells

@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from tools.editors._base import is_pipeline
 from tools.mirage.flux2 import MirageOutput
 from tools.mirage._base import RegionalSampler
 from tools.mirage.regions import CellBox, Region, batch_by_shape, owner_map, scale_box, smooth3x3, snap_box
@@ -177,9 +178,8 @@ class MirageQwenEdit(RegionalSampler):
                  condition_image_size: int | None = None, context: float = 0.25, max_upscale: int = 4,
                  feather_cells: int = 2, max_batch: int = 8, min_cells: int = 4,
                  batch_cfg: bool = True) -> None:
-        name = type(pipe).__name__
-        if name != "QwenImageEditPlusPipeline":
-            raise TypeError(f"MirageQwenEdit needs a QwenImageEditPlusPipeline, got {name}")
+        if not is_pipeline(pipe, "QwenImageEditPlusPipeline"):
+            raise TypeError(f"MirageQwenEdit needs a QwenImageEditPlusPipeline, got {pipe!r}")
         if pipe.transformer.config.guidance_embeds:
             raise ValueError("guidance-distilled Qwen-Image transformers (guidance_embeds=True) are not supported")
         for arg, value in (("vae_image_size", vae_image_size), ("condition_image_size", condition_image_size)):

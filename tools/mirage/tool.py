@@ -58,29 +58,18 @@ class RegionalEditor:
 
     @classmethod
     def for_editor(cls, editor: Any, **kwargs: Any) -> RegionalEditor:
-        """Build on a FLUX.2, FLUX.1-Kontext or Qwen-Image-Edit ``DiffusersEditor``'s pipeline, steps, guidance and call options
-        (the pipeline is loaded now)."""
-        from tools.mirage.flux2 import MirageFlux2
-
-        pipe = editor._pipeline()
-        extra = dict(getattr(editor, "call_kwargs", {}))
-        layers = extra.pop("text_encoder_out_layers", None)
-        sampler_kwargs = {k: v for k, v in extra.items() if k == "max_sequence_length"}
+        """Build on an editor whose family supports MIRAGE (``editor.supports_mirage``): its
+        sampler on the editor's pipeline (loaded now), its steps, guidance and call options.
+        ``kwargs`` are ``RegionalEditor`` arguments; ``sampler_kwargs`` given here win over the
+        editor's."""
+        if not getattr(editor, "supports_mirage", False):
+            raise ValueError(f"editor {editor!r} has no MIRAGE sampler (supports_mirage is not "
+                             f"True); MIRAGE needs a family that declares one")
+        sampler, call = editor.mirage_sampler()
         kwargs.setdefault("num_inference_steps", editor.num_inference_steps)
         kwargs.setdefault("guidance_scale", editor.guidance_scale)
-        kwargs.setdefault("sampler_kwargs", sampler_kwargs)
-        if type(pipe).__name__ == "QwenImageEditPlusPipeline":
-            from tools.mirage.qwen_edit import MirageQwenEdit
-
-            kwargs["sampler_kwargs"] = {"negative_prompt": editor.negative_prompt,
-                                        **kwargs.get("sampler_kwargs", {})}
-            return cls(MirageQwenEdit(pipe, vae_image_size=editor.vae_image_size,
-                                      condition_image_size=editor.condition_image_size), **kwargs)
-        if type(pipe).__name__ == "FluxKontextPipeline":
-            from tools.mirage.flux_kontext import MirageKontext
-
-            return cls(MirageKontext(pipe), **kwargs)
-        return cls(MirageFlux2(pipe, text_encoder_out_layers=layers), **kwargs)
+        kwargs["sampler_kwargs"] = {**call, **(kwargs.get("sampler_kwargs") or {})}
+        return cls(sampler, **kwargs)
 
     def find_regions(self, image: Image.Image, instruction: str) -> tuple[list[Region], dict[str, Any]]:
         """Parse and ground: one region per (expression, edit) pair. Raises recoverable errors

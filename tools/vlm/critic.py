@@ -425,3 +425,8 @@ def _editscore(base: str, lora: str, num_passes: int, options: LoadOptions | Non
         return vlm
 
     return EditScoreCritic(load, num_passes=num_passes)
+
+
+#: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
+BACKENDS = {"critic": {"editscore-qwen3-vl-8b": "editscore_qwen3vl_8b",
+                      "editscore-qwen3-vl-4b": "editscore_qwen3vl_4b", "editscore-7b": "editscore_7b"}}

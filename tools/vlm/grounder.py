@@ -321,3 +321,7 @@ def _grounder(model: str, sam2_checkpoint: str | None, sam2_config: str,
         refiner = Sam2Refiner(lambda: load_sam2_predictor(path, config=sam2_config, options=options))
     return QwenVLGrounder(lambda: load_qwen_vl(model, options=options, what="grounder"),
                           refiner=refiner)
+
+
+#: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
+BACKENDS = {"grounder": {"qwen3-vl-8b": "qwen3vl_8b", "qwen2.5-vl-7b": "qwen25vl_7b"}}

@@ -198,3 +198,7 @@ def _mira(base: str, checkpoint: str | None, lora: str | None, options: LoadOpti
             f"MIRA checkpoint or LoRA; pass checkpoint=<local dir> or lora=<local dir> (this "
             f"package never downloads weights).", tool="planner")
     return MiraPlanner.from_pretrained(base, checkpoint=checkpoint, lora=lora, options=options)
+
+
+#: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
+BACKENDS = {"planner": {"mira-7b": "mira_7b", "mira-3b": "mira_3b"}}

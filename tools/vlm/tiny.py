@@ -226,3 +226,8 @@ def tiny_editscore_critic() -> Any:
         if "editscore" not in vlm.adapters:
             vlm.add_adapter("editscore", tiny_lora_config())
     return EditScoreCritic(vlm, max_new_tokens=24, retries=0)
+
+
+#: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
+BACKENDS = {"planner": {"mira-tiny": "tiny_mira_planner"}, "grounder": {"qwen-vl-tiny": "tiny_grounder"},
+            "critic": {"editscore-tiny": "tiny_editscore_critic"}}
