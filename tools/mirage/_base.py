@@ -1,11 +1,14 @@
-"""What every MIRAGE sampler shares: gradient-free entry points, input checks, the Euler step.
+"""What every MIRAGE sampler shares: the output type, gradient-free entry points, input
+checks, the Euler step, the handover paste and the late phase.
 
-Each model family keeps its own readable ``_sample`` (numbered stages) and ``_decode``.
+The FLUX family (FLUX.2, Kontext) shares one ``_sample`` (``tools/mirage/_flux.py``);
+Qwen-Image-Edit keeps its own, as it resizes crops where FLUX maps them 1:1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tools.mirage.regions import CellBox, Region, owner_map, smooth3x3
@@ -16,7 +19,22 @@ if TYPE_CHECKING:
 
     from tools.contracts import ProgressFn
 
-__all__ = ["RegionalSampler"]
+__all__ = ["RegionalSampler", "MirageOutput"]
+
+
+@dataclass
+class MirageOutput:
+    """The edited image (source size) and what the run did, for traces and tests."""
+
+    image: Image.Image
+    cells: list[CellBox]                    # each region's box in latent cells
+    boxes: list[tuple[int, int, int, int]]  # the same, pixel XYXY in the source frame
+    latents: torch.Tensor                   # final latent, (1, C, rows, cols), normalised
+    source_latent: torch.Tensor             # x0, the encoded source, (1, C, rows, cols)
+    region_mask: torch.Tensor               # (rows, cols) bool, union of the boxes
+    calls: list[dict[str, Any]] = field(default_factory=list)  # one per transformer call
+    timings: dict[str, float] = field(default_factory=dict)
+    handover: dict[str, Any] = field(default_factory=dict)     # filled with keep_intermediates
 
 
 class RegionalSampler:

@@ -1,8 +1,9 @@
-"""MIRAGE regional sampling on FLUX.1-Kontext [dev] - DESIGN 6, the algorithm of ``flux2.py``.
+"""MIRAGE regional sampling on FLUX.1-Kontext [dev] (``docs/mirage.md``).
 
 Kontext conditions on the source the same way FLUX.2 does: the reference image's latent
 tokens are appended to the sequence, with position ids whose first coordinate is 1 (0 for
-the tokens being denoised). So the sampler is ``MirageFlux2`` with Kontext's parts:
+the tokens being denoised). So the stages are the FLUX-family core (``tools/mirage/_flux.py``)
+and this module is the Kontext adapter:
 
     text        CLIP pooled embedding + T5 sequence (``encode_prompt``), text ids all zero
     guidance    [dev] is guidance-distilled: ``guidance_scale`` goes into the transformer's
@@ -26,19 +27,14 @@ that are multiples of 16 px, at most ~1 MP, and resizes the result back.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tools.editors._base import is_pipeline
-from tools.mirage.flux2 import MirageOutput
-from tools.mirage._base import RegionalSampler
-from tools.mirage.regions import Region, batch_by_shape, scale_box, snap_box, work_image
+from tools.mirage._flux import FluxFamilySampler, MirageOutput
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-    from tools.contracts import ProgressFn
 
 __all__ = ["MirageKontext", "MirageOutput"]
 
@@ -50,11 +46,15 @@ class _Text(NamedTuple):
     pooled: torch.Tensor
     ids: torch.Tensor
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.emb.dtype
+
     def take(self, index: list[int]) -> _Text:
         return _Text(self.emb[index], self.pooled[index], self.ids)
 
 
-class MirageKontext(RegionalSampler):
+class MirageKontext(FluxFamilySampler):
     """MIRAGE sampler over a built ``FluxKontextPipeline``; same call and output as
     ``MirageFlux2``.
 
@@ -64,16 +64,14 @@ class MirageKontext(RegionalSampler):
     to fewer T5 tokens than the global one (None = the same, as the pipeline pads).
     """
 
+    default_steps = 28
+
     def __init__(self, pipe: Any, *, max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True,
                  branch_max_sequence_length: int | None = None) -> None:
         if not is_pipeline(pipe, "FluxKontextPipeline"):
             raise TypeError(f"MirageKontext needs a FluxKontextPipeline, got {pipe!r}")
-        self.pipe = pipe
-        self.max_batch = max_batch
-        self.min_cells = min_cells
-        self.batch_cfg = batch_cfg
-        self.cell = pipe.vae_scale_factor * 2  # 8x VAE times 2x2 packing = 16 px per token
-        self.branch_max_sequence_length = branch_max_sequence_length
+        super().__init__(pipe, max_batch=max_batch, min_cells=min_cells, batch_cfg=batch_cfg,
+                         branch_max_sequence_length=branch_max_sequence_length)
 
     # -- layout -------------------------------------------------------------------------------
     def _to_cells(self, lat: torch.Tensor) -> torch.Tensor:
@@ -88,7 +86,44 @@ class MirageKontext(RegionalSampler):
         return self.pipe._unpack_latents(_tokens(lat).contiguous(), rows * self.cell, cols * self.cell,
                                          self.pipe.vae_scale_factor)
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- the Kontext adapter (see tools/mirage/_flux.py) ---------------------------------------
+    def _guidance(self, *, guidance_scale: float = 2.5, true_cfg_scale: float = 1.0,
+                  negative_prompt: str | None = None) -> dict[str, Any]:
+        return {"guidance_scale": guidance_scale, "true_cfg_scale": true_cfg_scale,
+                "negative_prompt": negative_prompt}
+
+    def _check_options(self, *, max_sequence_length: int, guidance: dict[str, Any]) -> None:
+        true_cfg_scale = guidance["true_cfg_scale"]
+        if true_cfg_scale > 1 and guidance["negative_prompt"] is None:  # the pipeline would skip CFG
+            raise ValueError(f"true_cfg_scale={true_cfg_scale!r} needs a negative_prompt")
+        if not 1 <= max_sequence_length <= 512:
+            raise ValueError(f"max_sequence_length must be in 1..512, got {max_sequence_length!r}")
+
+    def _negative_prompt(self, guidance: dict[str, Any]) -> str | None:
+        return guidance["negative_prompt"] if guidance["true_cfg_scale"] > 1 else None
+
+    def _noise(self, x0: torch.Tensor, generator: Any, device: Any) -> torch.Tensor:
+        """Drawn as the pipeline draws it (VAE layout, then packed into cells)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        rows, cols = x0.shape[2:]
+        vae_shape = (1, self.pipe.transformer.config.in_channels // 4, 2 * rows, 2 * cols)  # (1, c, 2r, 2c)
+        return self._to_cells(randn_tensor(vae_shape, generator=generator, device=device, dtype=x0.dtype))
+
+    def _schedule(self, grid: tuple[int, int], num_inference_steps: int, device: Any) -> Any:
+        """Sigmas linspace(1, 1/N, N) shifted by mu of the full canvas's token count."""
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift, retrieve_timesteps
+
+        conf = self.pipe.scheduler.config
+        mu = calculate_shift(grid[0] * grid[1], conf.get("base_image_seq_len", 256),
+                             conf.get("max_image_seq_len", 4096), conf.get("base_shift", 0.5),
+                             conf.get("max_shift", 1.15))
+        timesteps, _ = retrieve_timesteps(self.pipe.scheduler, num_inference_steps, device,
+                                          sigmas=np.linspace(1.0, 1 / num_inference_steps,
+                                                             num_inference_steps), mu=mu)
+        return timesteps
+
     def _encode_text(self, prompts: list[str], max_sequence_length: int) -> _Text:
         return _Text(*self.pipe.encode_prompt(prompt=prompts, prompt_2=None,
                                               device=self.pipe._execution_device,
@@ -109,19 +144,20 @@ class MirageKontext(RegionalSampler):
         return ids
 
     def _velocity(self, lat: torch.Tensor, ref: torch.Tensor, text: _Text, neg: _Text | None,
-                  t: torch.Tensor, guidance_scale: float, true_cfg_scale: float,
-                  calls: list[dict[str, Any]], phase: str) -> torch.Tensor:
+                  t: torch.Tensor, guidance: dict[str, Any], calls: list[dict[str, Any]],
+                  phase: str) -> torch.Tensor:
         """The model's velocity for latents ``lat`` (G, 4c, h, w) with reference latents ``ref``
         (G, 4c, h_r, w_r), prompts ``text`` (G rows). Returns (G, 4c, h, w)."""
         import torch
 
+        guidance_scale, true_cfg_scale = guidance["guidance_scale"], guidance["true_cfg_scale"]
         tr = self.pipe.transformer
         g, c4, h, w = lat.shape
         hidden = torch.cat([_tokens(lat), _tokens(ref)], dim=1)       # (G, h*w + h_r*w_r, 4c)
         ids = torch.cat([self._ids(h, w, 0, lat.dtype),                # denoised tokens: (0, y, x)
                          self._ids(*ref.shape[2:], 1, lat.dtype)])     # reference: (1, y, x), crop-local
         timestep = t.expand(g).to(lat.dtype) / 1000
-        guidance = (torch.full([g], guidance_scale, device=lat.device, dtype=torch.float32)
+        embedded = (torch.full([g], guidance_scale, device=lat.device, dtype=torch.float32)
                     if tr.config.guidance_embeds else None)
 
         def run(hs, txt: _Text, ts, gd):
@@ -132,21 +168,19 @@ class MirageKontext(RegionalSampler):
                       return_dict=False)[0][:, : h * w]                 # (G', h*w, 4c)
 
         if neg is None:
-            v = run(hidden, text, timestep, guidance)
+            v = run(hidden, text, timestep, embedded)
         else:  # true CFG, as the pipeline: negative + scale * (conditional - negative)
             n = _Text(neg.emb.expand(g, -1, -1), neg.pooled.expand(g, -1), neg.ids)
             if self.batch_cfg and n.emb.shape[1] == text.emb.shape[1]:  # txt_ids are shared
                 both = _Text(torch.cat([text.emb, n.emb]), torch.cat([text.pooled, n.pooled]), text.ids)
                 out = run(torch.cat([hidden, hidden]), both, torch.cat([timestep, timestep]),
-                          None if guidance is None else torch.cat([guidance, guidance]))
+                          None if embedded is None else torch.cat([embedded, embedded]))
                 cond, uncond = out[:g], out[g:]
             else:
-                cond = run(hidden, text, timestep, guidance)
-                uncond = run(hidden, n, timestep, guidance)
+                cond = run(hidden, text, timestep, embedded)
+                uncond = run(hidden, n, timestep, embedded)
             v = uncond + true_cfg_scale * (cond - uncond)
         return v.transpose(1, 2).reshape(g, c4, h, w)                  # tokens are row-major
-
-
 
     def _decode(self, lat: torch.Tensor) -> Image.Image:
         pipe, vae = self.pipe, self.pipe.vae
@@ -154,126 +188,6 @@ class MirageKontext(RegionalSampler):
         raw = raw / vae.config.scaling_factor + vae.config.shift_factor
         pixels = vae.decode(raw.to(vae.dtype), return_dict=False)[0]
         return pipe.image_processor.postprocess(pixels, output_type="pil")[0]
-
-    # -- the sampler --------------------------------------------------------------------------
-
-    def _sample(
-        self,
-        image: Image.Image,
-        instruction: str,
-        regions: list[Region],
-        *,
-        rho: float = 0.6,
-        num_inference_steps: int = 28,
-        guidance_scale: float = 2.5,
-        true_cfg_scale: float = 1.0,
-        negative_prompt: str | None = None,
-        seed: int | None = None,
-        target_replacement: bool = True,
-        background_replacement: bool = True,
-        max_sequence_length: int = 512,
-        progress: ProgressFn | None = None,
-        keep_intermediates: bool = False,
-    ) -> MirageOutput:
-        import numpy as np
-        import torch
-        from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift, retrieve_timesteps
-        from diffusers.utils.torch_utils import randn_tensor
-
-        # 1. Check inputs
-        regions = self.check_inputs(instruction, regions, rho=rho, num_inference_steps=num_inference_steps)
-        if true_cfg_scale > 1 and negative_prompt is None:  # the pipeline would silently skip CFG
-            raise ValueError(f"true_cfg_scale={true_cfg_scale!r} needs a negative_prompt")
-        if not 1 <= max_sequence_length <= 512:
-            raise ValueError(f"max_sequence_length must be in 1..512, got {max_sequence_length!r}")
-        pipe, cell = self.pipe, self.cell
-        device = pipe._execution_device
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        calls: list[dict[str, Any]] = []
-
-        # 2. Working canvas: sides multiples of a cell, at most ~1 MP, boxes scaled with it
-        src_w, src_h = image.size
-        work = work_image(image.convert("RGB"), cell)
-        sx, sy = work.width / src_w, work.height / src_h
-        grid = (work.height // cell, work.width // cell)               # (rows, cols)
-        cells = [snap_box(scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
-                 for r in regions]
-
-        # 3. Text: the full instruction (global branch), one atomic instruction per region
-        cfg = true_cfg_scale > 1
-        g_text = self._encode_text([instruction], max_sequence_length)          # (1, L, D), (1, P)
-        g_neg = self._encode_text([negative_prompt], max_sequence_length) if cfg else None
-        b_len = self.branch_max_sequence_length or max_sequence_length
-        if regions:
-            b_text = self._encode_text([r.instruction for r in regions], b_len)  # (K, Lb, D), (K, P)
-        b_neg = (g_neg if b_len == max_sequence_length else self._encode_text([negative_prompt], b_len)) \
-            if cfg and regions else None
-
-        # 4. Encode the source once (trajectory target and reference) and each crop natively
-        dtype = g_text.emb.dtype
-        x0 = self._encode_image(work).to(dtype)                        # (1, 4c, rows, cols)
-        crops = [self._encode_image(work.crop(c.to_pixels(cell).as_tuple())).to(dtype)
-                 for c in cells]                                       # each (1, 4c, h_k, w_k)
-
-        # 5. One noise tensor for the whole latent, drawn as the pipeline draws it (VAE layout,
-        #    then packed); branches take their windows of it
-        generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
-        vae_shape = (1, pipe.transformer.config.in_channels // 4, 2 * grid[0], 2 * grid[1])  # (1, c, 2r, 2c)
-        eps = self._to_cells(randn_tensor(vae_shape, generator=generator, device=device,
-                                          dtype=dtype))                # (1, 4c, rows, cols)
-
-        # 6. Timesteps: the plain pipeline's schedule for the full canvas (mu from its token
-        #    count), shared by the branches whatever their size
-        conf = pipe.scheduler.config
-        mu = calculate_shift(grid[0] * grid[1], conf.get("base_image_seq_len", 256),
-                             conf.get("max_image_seq_len", 4096), conf.get("base_shift", 0.5),
-                             conf.get("max_shift", 1.15))
-        timesteps, _ = retrieve_timesteps(pipe.scheduler, num_inference_steps, device,
-                                          sigmas=np.linspace(1.0, 1 / num_inference_steps,
-                                                             num_inference_steps), mu=mu)
-        sig = pipe.scheduler.sigmas.to(device)                         # (N+1,), ends at 0
-        n_steps = len(timesteps)
-        k_hand = round((1 - rho) * n_steps) if regions and target_replacement else 0
-        timings["prepare_s"] = time.perf_counter() - t0
-
-        # 7. Early phase: region branches only, same-shaped branches batched
-        t1 = time.perf_counter()
-        z = [eps[:, :, c.y1:c.y2, c.x1:c.x2].clone() for c in cells]  # each (1, 4c, h_k, w_k)
-        groups = batch_by_shape(cells, self.max_batch)
-        for i in range(k_hand):
-            for group in groups:
-                lat = torch.cat([z[j] for j in group])                 # (G, 4c, h, w)
-                v = self._velocity(lat, torch.cat([crops[j] for j in group]), b_text.take(group),
-                                   b_neg, timesteps[i], guidance_scale, true_cfg_scale, calls, "early")
-                for j, zj in zip(group, self._euler(lat, v, sig[i], sig[i + 1]).split(1)):
-                    z[j] = zj
-            if progress is not None:
-                progress(i + 1, n_steps)
-        timings["early_s"] = time.perf_counter() - t1
-
-        # 8. Handover: noisy source at the post-step sigma, region latents pasted into their cells
-        canvas, inside, handover = self._paste_branches(
-            sig[k_hand], eps, x0, z, crops, cells, grid, paste=target_replacement,
-            keep=keep_intermediates, step=k_hand)                      # (1, C, rows, cols), (rows, cols)
-
-        # 9. Late phase: the global branch; the background follows the source's trajectory
-        t2 = time.perf_counter()
-
-        def global_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (1, C, rows, cols)
-            return self._velocity(x, x0, g_text, g_neg, t, guidance_scale, true_cfg_scale, calls, "late")
-
-        lat = self._late_phase(canvas, global_velocity, timesteps, sig, k_hand, eps, x0, inside,
-                               reset=background_replacement, empty=not regions, progress=progress)
-        timings["late_s"] = time.perf_counter() - t2
-
-        # 10. Decode, back to the source size
-        t3 = time.perf_counter()
-        out = self._decode_to(lat, (src_w, src_h))
-        timings["decode_s"] = time.perf_counter() - t3
-        boxes = [scale_box(c.to_pixels(cell), 1 / sx, 1 / sy).as_tuple() for c in cells]
-        return MirageOutput(image=out, cells=cells, boxes=boxes, latents=lat, source_latent=x0,
-                            region_mask=inside.cpu(), calls=calls, timings=timings, handover=handover)
 
 
 def _tokens(lat: torch.Tensor) -> torch.Tensor:
