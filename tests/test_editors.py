@@ -100,19 +100,13 @@ def _count_transformer_calls(editor: DiffusersEditor, **edit_kwargs) -> list[int
 
 
 # -- every backend, end to end ----------------------------------------------------------------
+# The editor contract (size, mode, progress, same seed same pixels) is tests/test_contract_protocols.py.
 @pytest.mark.parametrize("name", list(FACTORIES))
-def test_edit_end_to_end(editors, image, name):
+def test_another_seed_gives_other_pixels(editors, image, name):
     editor = editors[name]
-    calls: list[tuple[int, int]] = []
-    out = editor.edit(image, "make the sky red", seed=3, num_inference_steps=2,
-                      progress=lambda i, n: calls.append((i, n)))
-    assert out.mode == "RGB" and out.size == image.size == (72, 56)
-    assert calls == [(1, 2), (2, 2)]
-    same = editor.edit(image, "make the sky red", seed=3, num_inference_steps=2)
+    one = editor.edit(image, "make the sky red", seed=3, num_inference_steps=2)
     other = editor.edit(image, "make the sky red", seed=4, num_inference_steps=2)
-    assert np.array_equal(_pixels(out), _pixels(same)), "same seed, different pixels"
-    assert not np.array_equal(_pixels(out), _pixels(other)), "different seed, same pixels"
-
+    assert not np.array_equal(_pixels(one), _pixels(other)), "different seed, same pixels"
 
 def test_progress_counts_the_steps_asked(editors, image):
     calls: list[tuple[int, int]] = []

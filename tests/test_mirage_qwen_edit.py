@@ -89,28 +89,18 @@ def R(x1, y1, x2, y2, text="make it red"):
 THREE = [R(64, 48, 128, 112), R(100, 90, 170, 150, "make it blue"), R(0, 0, 200, 160, "add a hat")]
 
 
-def test_zero_regions_give_the_vae_reconstruction(pipe, image):
-    m = MirageQwenEdit(pipe)
-    out = run(m, image, [])
-    assert out.calls == []  # nothing to denoise
-    assert out.image.size == (W, H)
-    assert np.array_equal(np.asarray(out.image), np.asarray(m.decode(out.source_latent)))
+def test_source_latent_is_the_pipelines_reference_latent(pipe, image):
+    out = run(MirageQwenEdit(pipe), image, [])
     # x0 is exactly the pipeline's own reference latent (same resize, argmax, latents_mean/std)
     pixels = pipe.image_processor.preprocess(image, H, W).unsqueeze(2)
     with torch.no_grad():
         _, ref = pipe.prepare_latents([pixels], 1, 4, H, W, torch.float32, "cpu", None)
     assert torch.equal(out.source_latent.flatten(2).transpose(1, 2), ref)  # cell layout = packed tokens
 
-
-def test_background_latent_ends_exactly_at_the_source_latent(pipe, image):
-    out = run(MirageQwenEdit(pipe), image, THREE, true_cfg_scale=3.0)
-    assert out.upscales == [2, 1, 1]
-    bg = ~out.region_mask
-    assert bg.any() and out.region_mask.any()
-    assert out.latents.shape == (1, 16, *GRID)  # (1, 4c, rows, cols), tiny c = 4
-    assert torch.equal(out.latents[:, :, bg], out.source_latent[:, :, bg])
-    assert not torch.equal(out.latents[:, :, out.region_mask], out.source_latent[:, :, out.region_mask])
-
+def test_small_boxes_are_upscaled_and_a_full_image_box_is_not(pipe, image):
+    assert run(MirageQwenEdit(pipe), image, THREE, true_cfg_scale=3.0).upscales == [2, 1, 1]
+    full = run(MirageQwenEdit(pipe), image, [R(0, 0, W, H, "edit the things")], rho=0.5)
+    assert full.upscales == [1] and full.windows == [CellBox(0, 0, GRID[1], GRID[0])]
 
 @pytest.mark.parametrize("kw", [{"rho": 1.0}, {"target_replacement": False}, {"background_replacement": False}])
 def test_no_early_phase_and_the_ablations(kw, pipe, image):
@@ -122,31 +112,6 @@ def test_no_early_phase_and_the_ablations(kw, pipe, image):
         assert sum(c["phase"] == "early" for c in out.calls) == 0
     else:  # background follows the global branch freely
         assert not torch.equal(out.latents[:, :, bg], out.source_latent[:, :, bg])
-
-
-@pytest.mark.parametrize("rho", [1.0, 0.5])
-def test_full_image_region_equals_the_plain_pipeline(rho, pipe, image):
-    # rho = 1: no early phase, the global branch alone is the plain pipeline. rho = 0.5: a
-    # full-image branch (window = canvas, f = 1, no feathered side) with the global text is also
-    # the plain pipeline: checks the branch's crop, condition image, noise window and schedule.
-    m = MirageQwenEdit(pipe)
-    out = run(m, image, [R(0, 0, W, H, "edit the things")], rho=rho)
-    assert out.upscales == [1] and out.windows == [CellBox(0, 0, GRID[1], GRID[0])]
-    assert sum(c["phase"] == "early" for c in out.calls) == round((1 - rho) * STEPS)
-    assert np.array_equal(np.asarray(out.image), np.asarray(plain(pipe, image)))
-
-
-@pytest.mark.parametrize("batch_cfg, exact", [(False, True), (True, False)])
-def test_true_cfg_equals_the_plain_pipeline(batch_cfg, exact, pipe, image):
-    m = MirageQwenEdit(pipe, batch_cfg=batch_cfg)
-    out = run(m, image, [R(0, 0, W, H)], rho=1.0, true_cfg_scale=3.0, negative_prompt="blurry")
-    assert len(out.calls) == (STEPS if batch_cfg else 2 * STEPS)
-    a = np.asarray(out.image, dtype=np.int16)
-    b = np.asarray(plain(pipe, image, true_cfg_scale=3.0, negative_prompt="blurry"), dtype=np.int16)
-    if exact:
-        assert np.array_equal(a, b)
-    else:  # the two passes as one padded batch instead of two calls: float rounding only
-        assert np.abs(a - b).max() <= 2
 
 
 def test_soft_blend_pastes_the_branch_inside_and_blends_at_the_edges(pipe, image):
@@ -225,17 +190,12 @@ def test_feather_mask_spares_canvas_borders():
     assert feather_mask(CellBox(4, 4, 8, 8), GRID, 0).eq(1).all()   # feather 0: a hard edge
 
 
-def test_odd_sizes_come_back_at_their_size(pipe, image):
+def test_odd_sizes_use_the_pipelines_canvas(pipe, image):
     from PIL import Image
 
-    odd = image.resize((110, 85), Image.BILINEAR)
-    seen = []
-    out = run(MirageQwenEdit(pipe), odd, [R(5, 5, 60, 60)], progress=lambda i, n: seen.append((i, n)))
+    out = run(MirageQwenEdit(pipe), image.resize((110, 85), Image.BILINEAR), [R(5, 5, 60, 60)])
     assert out.image.size == (110, 85)
     assert out.latents.shape[2:] == (12, 16)  # canvas calculate_dimensions(W * H, 110 / 85) = 256x192
-    assert seen == [(i, STEPS) for i in range(1, STEPS + 1)]
-    assert all(0 <= v <= 110 for b in out.boxes for v in b)
-
 
 def test_sizes_come_from_the_module_or_the_constructor(pipe, image):
     from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
@@ -253,19 +213,11 @@ def test_sizes_come_from_the_module_or_the_constructor(pipe, image):
                        small.source_latent)
 
 
-@pytest.mark.parametrize("kw, match", [({"rho": 0}, "rho"),
-                                       ({"num_inference_steps": 0}, "num_inference_steps"),
-                                       ({"true_cfg_scale": 2.0, "negative_prompt": None}, "negative_prompt"),
+@pytest.mark.parametrize("kw, match", [({"true_cfg_scale": 2.0, "negative_prompt": None}, "negative_prompt"),
                                        ({"true_cfg_scale": 2.0, "guidance_scale": 3.0}, "same scale")])
 def test_check_inputs(pipe, image, kw, match):
     with pytest.raises(ValueError, match=match):
         run(MirageQwenEdit(pipe), image, [], **kw)
-
-
-def test_wrong_pipeline_type():
-    with pytest.raises(TypeError, match="QwenImageEditPlusPipeline"):
-        MirageQwenEdit(object())
-
 
 def test_on_the_tiny_editors_pipeline_and_sizes(image):
     """How ``RegionalEditor.for_editor`` would build it: the editor's pipeline, reference sizes

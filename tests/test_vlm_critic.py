@@ -4,9 +4,7 @@ the critic, off for grounding), and a fake chat model."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import math
 
 import numpy as np
@@ -268,43 +266,23 @@ def test_missing_weights_raise_model_not_found(tmp_path, saved):
 
 
 # -- chat model --------------------------------------------------------------------------------
-def _recording_chat(answers):
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    class RecordingChat(GenericFakeChatModel):
-        seen: list = []
-
-        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-            self.seen.append(messages)
-            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    return RecordingChat(messages=iter([AIMessage(content=a) for a in answers]), seen=[])
-
-
-def _decode(block):
-    url = block["image_url"]["url"]
-    assert url.startswith("data:image/png;base64,")
-    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
-
-
-def test_chat_model_critic_sends_editscore_prompts_with_images(images):
-    chat = _recording_chat([answer([20, 15], "sc"), answer([25, 10], "pq")])
+def test_chat_model_critic_sends_editscore_prompts_with_images(images, recording_chat, decode_block):
+    chat = recording_chat([answer([20, 15], "sc"), answer([25, 10], "pq")])
     result = ChatModelCritic(chat).critique(*images, INSTRUCTION)
     assert result.valid and result.overall == pytest.approx(math.sqrt(24))
     assert result.reasoning == "SC: sc\nPQ: pq"
     (sc_msg,), (pq_msg,) = chat.seen
     assert [b["type"] for b in sc_msg.content] == ["image_url", "image_url", "text"]
-    assert _decode(sc_msg.content[0]).tobytes() == images[0].tobytes()
-    assert _decode(sc_msg.content[1]).tobytes() == images[1].tobytes()
+    assert decode_block(sc_msg.content[0]).tobytes() == images[0].tobytes()
+    assert decode_block(sc_msg.content[1]).tobytes() == images[1].tobytes()
     assert sc_msg.content[2]["text"] == sc_prompt(INSTRUCTION)
     assert [b["type"] for b in pq_msg.content] == ["image_url", "text"]
-    assert _decode(pq_msg.content[0]).tobytes() == images[1].tobytes()
+    assert decode_block(pq_msg.content[0]).tobytes() == images[1].tobytes()
     assert pq_msg.content[1]["text"] == pq_prompt()
 
 
-def test_chat_model_critic_garbage_is_invalid(images):
-    chat = _recording_chat(["I cannot rate this.", answer([25, 25])])
+def test_chat_model_critic_garbage_is_invalid(images, recording_chat):
+    chat = recording_chat(["I cannot rate this.", answer([25, 25])])
     result = ChatModelCritic(chat, retries=0).critique(*images, INSTRUCTION)
     assert not result.valid and result.overall is None and "could not be parsed" in result.reasoning
 

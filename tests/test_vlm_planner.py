@@ -3,8 +3,6 @@ built tokenizer, recorded-style answers injected at the text level, and a fake c
 
 from __future__ import annotations
 
-import base64
-import io
 
 import pytest
 from PIL import Image
@@ -141,28 +139,8 @@ def test_missing_weights_raise_model_not_found(tmp_path):
 
 
 # -- chat model --------------------------------------------------------------------------------
-def _recording_chat(answers):
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    class RecordingChat(GenericFakeChatModel):
-        seen: list = []
-
-        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-            self.seen.append(messages)
-            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    return RecordingChat(messages=iter([AIMessage(content=a) for a in answers]), seen=[])
-
-
-def _decode(block):
-    url = block["image_url"]["url"]
-    assert url.startswith("data:image/png;base64,")
-    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
-
-
-def test_chat_model_planner_sends_the_template_and_both_images(images):
-    chat = _recording_chat(["Sure.\nNEXT_EDITING_INSTRUCTION: make the car red", "<stop>", "???"])
+def test_chat_model_planner_sends_the_template_and_both_images(images, recording_chat, decode_block):
+    chat = recording_chat(["Sure.\nNEXT_EDITING_INSTRUCTION: make the car red", "<stop>", "???"])
     planner = ChatModelPlanner(chat, image_size=48)
     decision = planner.next_action(*images, INSTRUCTION, [])
     assert decision.instruction == "make the car red"
@@ -170,7 +148,7 @@ def test_chat_model_planner_sends_the_template_and_both_images(images):
     assert message.type == "human"
     kinds = [b["type"] for b in message.content]
     assert kinds == ["text", "image_url", "text", "image_url", "text"]
-    first, second = _decode(message.content[1]), _decode(message.content[3])
+    first, second = decode_block(message.content[1]), decode_block(message.content[3])
     assert first.size == (48, 32) and first.getpixel((5, 5)) == (200, 30, 30)
     assert second.getpixel((5, 5)) == (30, 30, 200)
     text = "<image>".join(b["text"] for b in message.content if b["type"] == "text")
