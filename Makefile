@@ -28,9 +28,12 @@ demo: setup
 	$(BIN)/mira-edit examples/shapes.png "make the left side red, then make the right side blue" \
 		--preset dry-run --out outputs/shapes_edited.png --force
 
-# The machine-checked style: the layer contract (pyproject.toml [tool.importlinter]).
+# The machine-checked style (config in pyproject.toml): the layer contract, lint and import
+# order, and the type check of the public API and the graph.
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/ruff check --extend-ignore E501 .
+	$(BIN)/pyright
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools._io import write_atomic
 from agent.config import PRESETS
+from tools._io import write_atomic
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,8 +130,8 @@ class _Runner:
     """Builds the tools once and runs one strategy on one sample."""
 
     def __init__(self, args: argparse.Namespace, out: Path) -> None:
-        from tools.artifacts import ArtifactStore
         from agent.config import AgentConfig
+        from tools.artifacts import ArtifactStore
 
         self.args = args
         self.store = ArtifactStore(out / "artifacts")
@@ -142,8 +142,14 @@ class _Runner:
             options["max_retries_per_step"] = args.max_retries
         self.microworld = args.dataset == "microworld"
         if self.microworld:
-            from agent.microworld.tools import (NoisyEditor, OracleCritic, OracleEditor,
-                                                OraclePlanner, OracleGrounder, World)
+            from agent.microworld.tools import (
+                NoisyEditor,
+                OracleCritic,
+                OracleEditor,
+                OracleGrounder,
+                OraclePlanner,
+                World,
+            )
 
             self.world = World()
             self.editor = (NoisyEditor(self.world, p_wrong=args.p_wrong, p_bleed=args.p_bleed,

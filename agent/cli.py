@@ -316,8 +316,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.preset in ("dry-run", "tiny"):
         print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
-    from tools.artifacts import ArtifactStore, default_artifacts_dir
     from agent.factory import create_edit_agent
+    from tools.artifacts import ArtifactStore, default_artifacts_dir
 
     root = config.artifacts_dir if config.artifacts_dir is not None else default_artifacts_dir()
     try:

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tools import registry
-from tools.registry import Kind
 from graphs.context import CONTEXT_KEYS, EditContext, InputLimits
+from tools import registry
 from tools.images import SUPPORTED_URI_SCHEMES
+from tools.registry import Kind
 
 __all__ = ["AgentConfig", "PRESETS"]
 

@@ -6,14 +6,17 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tools.artifacts import ArtifactStore, ImageRef
 from agent.config import AgentConfig
+from tools.artifacts import ArtifactStore, ImageRef
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # langgraph is imported when an agent is built: `import agent` stays light
     from collections.abc import Sequence
 
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import Checkpointer
     from PIL import Image
 
+    from graphs.editing import EditGraph
     from tools.contracts import Critic, Editor, Grounder, Planner
 
 __all__ = ["create_edit_agent", "edit_image", "EditResult"]
@@ -36,9 +39,9 @@ def create_edit_agent(
     editors: Editor | Sequence[Editor] | dict[str, Editor] | None = None,
     grounder: Grounder | None = None,
     critic: Critic | None = None,
-    checkpointer: Any = None,
+    checkpointer: Checkpointer = None,
     artifacts: ArtifactStore | str | os.PathLike[str] | None = None,
-) -> Any:
+) -> EditGraph:
     """Build the editing agent: a compiled LangGraph graph.
 
     Call it with ``agent.invoke({"image": ..., "instruction": ...})``; ``image`` is a path, a
@@ -79,12 +82,14 @@ class EditResult:
         return [self.store.open(s["output"]) for s in self.steps if s.get("output")]
 
 
-def edit_image(image: Image.Image | str | os.PathLike[str], instruction: str, **options: Any) -> EditResult:
+def edit_image(image: Image.Image | str | os.PathLike[str] | ImageRef, instruction: str,
+               **options: Any) -> EditResult:
     """Edit one image in one call. ``options`` are ``create_edit_agent`` keywords (planner,
     editors, grounder, critic, artifacts, checkpointer, config) or ``AgentConfig`` fields
     (``preset="dry-run"``, ``max_steps=3``, ...)."""
     from PIL import Image
 
+    from graphs.state import InputState
     from tools.images import load_image
 
     components = {k: options.pop(k) for k in _COMPONENT_OPTIONS if k in options}
@@ -94,11 +99,18 @@ def edit_image(image: Image.Image | str | os.PathLike[str], instruction: str, **
     elif options:
         config = AgentConfig.model_validate({**config.model_dump(exclude_unset=True), **options})
     store = _store(components.pop("artifacts", None), config)
+    source: str | ImageRef
     if isinstance(image, Image.Image):  # state is JSON-only: store the pixels, pass the ref
-        image = store.put(load_image(image, max_pixels=config.max_input_pixels))
+        source = store.put(load_image(image, max_pixels=config.max_input_pixels))
+    elif isinstance(image, (str, os.PathLike)):  # InputState.image: a str path or URI
+        source = os.fspath(image)
+    else:  # an ImageRef of the store, or anything else: perceive accepts or refuses it
+        source = image
     agent = create_edit_agent(config, artifacts=store, **components)
-    run_config = {"configurable": {"thread_id": os.urandom(8).hex()}} if components.get("checkpointer") else None
-    out = agent.invoke({"image": image, "instruction": instruction}, run_config)
+    run_config: RunnableConfig | None = (
+        {"configurable": {"thread_id": os.urandom(8).hex()}} if components.get("checkpointer") else None
+    )
+    out = agent.invoke(InputState(image=source, instruction=instruction), run_config)
     return EditResult(image=store.open(out["result"]), result=out["result"],
                       stop_reason=out["stop_reason"], steps=out["steps"], scores=out["scores"],
                       store=store)

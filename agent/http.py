@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tools.artifacts import ArtifactStore
 from agent.studio import artifacts_root
+from tools.artifacts import ArtifactStore
 
 __all__ = ["create_app", "app"]
 

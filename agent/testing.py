@@ -17,9 +17,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tools.contracts import Box, Critique, Grounding, HistoryItem, PlannerDecision, ProgressFn
 from tools.errors import GroundingError
 from tools.prompts import parse_planner_output
-from tools.contracts import Box, Critique, Grounding, HistoryItem, PlannerDecision, ProgressFn
 
 if TYPE_CHECKING:
     import numpy as np

@@ -87,8 +87,8 @@ def main() -> None:
 
     from agent.testing import make_test_image
     from tools.contracts import Box
-    from tools.editors.tiny import build_from_configs
     from tools.editors import editor_for_pipeline
+    from tools.editors.tiny import build_from_configs
     from tools.mirage.regions import Region
 
     cuda = torch.cuda.is_available() and not args.tiny

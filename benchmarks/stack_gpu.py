@@ -78,7 +78,7 @@ class Env:
         for _ in range(5):
             dt, _ = self.timed(lambda: y.copy_(x))
             times.append(dt)
-        del x, y
+        x = y = None  # free the memory (the timed lambda above closes over both names)
         self.free()
         return 2 * 2**32 / sorted(times)[2]
 
@@ -135,7 +135,7 @@ def _bench_editor(env: Env, name: str) -> dict:
            "size": f"{out.width}x{out.height}", "edit_s": dt, "weights_gib": weights,
            "peak_gib": env.peak(), "build_s": build_s}
     print(f"  {row}", flush=True)
-    del editor, pipe, model, out
+    editor = pipe = model = out = None  # free the memory (the timed lambda closes over editor)
     return row
 
 
@@ -272,7 +272,7 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
                 results[key] = {"passes": passes, "new_tokens": n, "mode": mode,
                                 "batched_s": t_batched, "sequential_s": t_seq}
                 print(f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s vs sequential {t_seq:.2f} s", flush=True)
-        del vlm
+        vlm = None  # free the memory (the timed lambdas close over vlm)
         env.free()
     return results
 

@@ -6,7 +6,11 @@ Names load on first use (``langgraph`` is heavy): ``import graphs`` stays light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from graphs.context import EditContext, InputLimits
+    from graphs.editing import GRAPH_NAME, Components, build_graph
 
 __all__ = ["GRAPH_NAME", "Components", "build_graph", "EditContext", "InputLimits"]
 

@@ -147,25 +147,28 @@ _EXCLUSIVE_LOW = {"time_budget_s"}
 CONTEXT_KEYS = frozenset(_RULES)
 
 
-def _check(name: str, value: Any) -> None:
+def _check(name: str, value: object) -> None:
+    """Raise ``ValueError`` naming ``name`` and ``value`` unless it has the field's type and
+    lies in its range (``_RULES``)."""
     kind, low, high = _RULES[name]
     if value is None and name in _OPTIONAL:
         return
-    ok_type = (
-        isinstance(value, bool)
-        if kind is bool
-        else isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    )
-    if not ok_type:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"context {name}={value!r} must be a bool")
+        return
+    numeric = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, numeric):
         raise ValueError(f"context {name}={value!r} must be a {kind.__name__}"
                          f"{' or None' if name in _OPTIONAL else ''}")
-    if kind is bool:
-        return
-    too_low = low is not None and (value <= low if name in _EXCLUSIVE_LOW else value < low)
+    too_low = False
+    if low is not None:
+        too_low = value <= low if name in _EXCLUSIVE_LOW else value < low
     if too_low or (high is not None and value > high):
         lo = "" if low is None else f"{'>' if name in _EXCLUSIVE_LOW else '>='} {low}"
         hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"context {name}={value!r} is out of range: must be {' and '.join(x for x in (lo, hi) if x)}")
+        raise ValueError(f"context {name}={value!r} is out of range: must be "
+                         f"{' and '.join(x for x in (lo, hi) if x)}")
 
 
 @dataclass(kw_only=True, frozen=True)

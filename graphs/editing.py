@@ -22,19 +22,23 @@ from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
+from langgraph.types import Checkpointer, Overwrite
 
+from graphs.context import EditContext, InputLimits
+from graphs.state import Candidate, EditState, InputState, OutputState, Pending, StepRecord
 from tools.artifacts import ArtifactStore
+from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
 from tools.images import check_instruction, load_image
-from graphs.context import EditContext, InputLimits
-from graphs.state import EditState, InputState, OutputState, StepRecord
-from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 
-__all__ = ["Components", "build_graph", "GRAPH_NAME"]
+__all__ = ["Components", "build_graph", "GRAPH_NAME", "EditGraph"]
 
 GRAPH_NAME = "mira_edit_agent"
+
+#: The compiled editing graph: its state, context, input and output schemas.
+EditGraph = CompiledStateGraph[EditState, EditContext, InputState, OutputState]
 
 
 @dataclass(frozen=True)
@@ -68,21 +72,30 @@ def _record(**fields: Any) -> StepRecord:
 
 
 def _judge_step(critique: Critique, ctx: EditContext) -> tuple[bool, str]:
-    if not critique.valid:
+    overall = critique.overall  # None exactly when the critique is not valid
+    if not critique.valid or overall is None:
         return False, f"no valid critic score: {critique.reasoning[:200]}"
-    overall = critique.overall
     if overall < ctx.min_step_score:
         return False, f"step score {overall:.2f} below min_step_score={ctx.min_step_score}"
     return True, f"step score {overall:.2f}"
 
 def _judge_progress(progress: Critique, previous: float | None, ctx: EditContext) -> tuple[bool, str]:
-    if not progress.valid:
+    overall = progress.overall  # None exactly when the critique is not valid
+    if not progress.valid or overall is None:
         return False, f"no valid critic score: {progress.reasoning[:200]}"
-    if previous is not None and progress.overall < previous - ctx.regression_tolerance:
-        return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
+    if previous is not None and overall < previous - ctx.regression_tolerance:
+        return False, (f"regression: full-instruction score {overall:.2f} < last "
                        f"accepted {previous:.2f} - regression_tolerance")
-    return True, f"accepted; full-instruction score {progress.overall:.2f}"
+    return True, f"accepted; full-instruction score {overall:.2f}"
 
+
+
+def _in_flight(state: EditState) -> Pending:
+    """The pending edit; its absence is a bug of the graph's wiring, not of the caller."""
+    pending = state.get("pending")
+    if pending is None:
+        raise RuntimeError("act and verify need a pending edit in state (plan writes it); got none")
+    return pending
 
 
 def _critic_calls(context: EditContext) -> int:
@@ -202,20 +215,21 @@ class _Nodes:
                                             planner=planner_out, reason=why,
                                             timings={"plan_s": dt})])
 
-        if decision.stop:
+        instruction = decision.instruction  # None exactly on stop (PlannerDecision checks it)
+        if instruction is None:
             return end("planner_stop", "the planner said the instruction is complete")
-        key = _norm(decision.instruction)  # type: ignore[arg-type]
+        key = _norm(instruction)
         history = state.get("history", [])
         if any(h["outcome"] == "accepted" and _norm(h["instruction"]) == key for h in history):
-            return end("no_progress", f"the planner repeated an accepted edit: {decision.instruction!r}")
+            return end("no_progress", f"the planner repeated an accepted edit: {instruction!r}")
         rejected = sum(1 for h in history if h["outcome"] == "rejected"
                        and h["instruction"] is not None and _norm(h["instruction"]) == key)
         if rejected > ctx.max_repeats_of_rejected:
-            return end("no_progress", f"{decision.instruction!r} was rejected {rejected} times")
+            return end("no_progress", f"{instruction!r} was rejected {rejected} times")
         if state["step_count"] >= ctx.max_steps:
             return end("budget_exhausted", f"max_steps={ctx.max_steps} edits issued")
-        pending = {"step": step, "attempt": 0, "instruction": decision.instruction,
-                   "planner": planner_out, "plan_s": dt}
+        pending = Pending(step=step, attempt=0, instruction=instruction,
+                          planner=planner_out, plan_s=dt)
         return {"next": "act", "pending": pending, "step_count": step,
                 "tool_calls": calls, "elapsed_s": dt}
 
@@ -223,7 +237,7 @@ class _Nodes:
     def act(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
         ctx = self._context(runtime)
-        pending = state["pending"]
+        pending = _in_flight(state)
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
         if (why := self._budget_left(state, 1 + _critic_calls(ctx), ctx)) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
@@ -264,8 +278,8 @@ class _Nodes:
         info: dict[str, Any] = {}
         if isinstance(edited, EditOutput):
             edited, info = edited.image, edited.info
-        candidate = {"image": self.c.store.put(edited), "tool": name, "args": args, "info": info,
-                     "act_s": time.perf_counter() - t0}
+        candidate = Candidate(image=self.c.store.put(edited), tool=name, args=args, info=info,
+                              act_s=time.perf_counter() - t0)
         return {"next": "verify", "candidate": candidate, "tool_calls": state["tool_calls"] + 1,
                 "elapsed_s": candidate["act_s"]}
 
@@ -273,7 +287,9 @@ class _Nodes:
     def verify(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
         ctx = self._context(runtime)
-        pending, candidate = state["pending"], state["candidate"]
+        pending, candidate = _in_flight(state), state.get("candidate")
+        if candidate is None:
+            raise RuntimeError("verify needs a candidate in state (act writes it); got none")
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
         store, critic = self.c.store, self.c.critic
         current = store.open(state["current"])
@@ -318,7 +334,8 @@ class _Nodes:
                           scores=scores["progress"] or scores["step"], next="plan",
                           history=[{"instruction": instruction, "outcome": "accepted", "reason": None}])
             target = ctx.stop_when_satisfied
-            if target is not None and progress is not None and progress.overall >= target:
+            overall = progress.overall if progress is not None else None
+            if target is not None and overall is not None and overall >= target:
                 update.update(next="end", stop_reason="critic_satisfied")
             return update
         # Rejected: the last accepted image stays current (the rollback). Retry the same edit
@@ -351,9 +368,9 @@ def build_graph(
     *,
     context: EditContext | None = None,
     limits: InputLimits | None = None,
-    checkpointer: Any = None,
+    checkpointer: Checkpointer = None,
     name: str = GRAPH_NAME,
-) -> Any:
+) -> EditGraph:
     """Compile the editing graph over ``components``. ``context`` holds the per-run settings
     (budgets, verify policy), ``limits`` the input refusals; both default to their dataclass
     defaults. With ``checkpointer=None`` a graph used as a subgraph inherits its parent's

@@ -17,6 +17,8 @@ from tools.artifacts import ImageRef
 __all__ = [
     "StopReason",
     "StepRecord",
+    "Pending",
+    "Candidate",
     "InputState",
     "OutputState",
     "EditState",
@@ -69,6 +71,35 @@ class OutputState(TypedDict):
     scores: dict[str, Any]
 
 
+class Pending(TypedDict):
+    """The atomic edit in flight: written by plan, its ``attempt`` raised by verify on a retry."""
+
+    #: 1-based planner step.
+    step: int
+    #: 0-based try of this step's edit.
+    attempt: int
+    #: the atomic instruction the editor gets.
+    instruction: str
+    #: the planner's output: {"raw": text, "action": {"stop", "instruction"}}.
+    planner: dict[str, Any]
+    #: seconds plan took to produce it.
+    plan_s: float
+
+
+class Candidate(TypedDict):
+    """act's output awaiting verification (written by act, cleared by verify)."""
+
+    #: the edited image in the artifact store.
+    image: ImageRef
+    #: the editor's label and the arguments it ran with (seed included).
+    tool: str
+    args: dict[str, Any]
+    #: extra trace information from the tool (e.g. MIRAGE regions).
+    info: dict[str, Any]
+    #: seconds act took.
+    act_s: float
+
+
 class _Working(TypedDict, total=False):
     #: the input as stored in the artifact store (written by perceive).
     source: ImageRef
@@ -76,10 +107,10 @@ class _Working(TypedDict, total=False):
     current: ImageRef
     #: what the planner sees of earlier steps: accepted/rejected/error items (plan, verify).
     history: Annotated[list[dict[str, Any]], operator.add]
-    #: the atomic edit in flight: {"step", "attempt", "instruction", "planner", "plan_s"} (plan).
-    pending: dict[str, Any] | None
-    #: act's output awaiting verification: {"image", "tool", "args", "act_s"} (act).
-    candidate: dict[str, Any] | None
+    #: the atomic edit in flight (plan; verify raises its attempt on a retry).
+    pending: Pending | None
+    #: act's output awaiting verification (act).
+    candidate: Candidate | None
     #: planner steps issued so far (plan).
     step_count: int
     #: model calls made so far, all tools (every node that calls one).

@@ -94,3 +94,15 @@ def test_agent_config_and_context_agree():
         field = next(f for f in __import__("dataclasses").fields(EditContext) if f.name == key)
         assert schema[key]["description"] == field.metadata["description"], key
     assert AgentConfig(max_steps=2, seed=3).context() == EditContext(max_steps=2, seed=3)
+
+
+def test_the_factory_returns_a_compiled_state_graph_with_the_schemas(make_agent):
+    from langgraph.graph.state import CompiledStateGraph
+
+    from graphs.state import EditState, InputState, OutputState
+
+    graph = make_agent(_planner(), ScriptedCritic([]))
+    assert isinstance(graph, CompiledStateGraph)
+    assert graph.builder.state_schema is EditState
+    assert graph.builder.input_schema is InputState and graph.builder.output_schema is OutputState
+    assert issubclass(graph.builder.context_schema, EditContext)

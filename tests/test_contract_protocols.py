@@ -78,6 +78,7 @@ def test_editor_contract(name, single_thread):
 # -- planner ----------------------------------------------------------------------------------
 def _chat_planner():
     from conftest import _recording_chat
+
     from tools.vlm.planner import ChatModelPlanner
 
     return ChatModelPlanner(_recording_chat(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"]),
@@ -117,6 +118,7 @@ def test_planner_contract(name):
 # -- critic -----------------------------------------------------------------------------------
 def _chat_critic():
     from conftest import _recording_chat
+
     from tools.vlm.critic import ChatModelCritic
 
     answer = json.dumps({"reasoning": "ok", "score": [20, 15]})

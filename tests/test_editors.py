@@ -28,8 +28,8 @@ from tools.editors import (  # noqa: E402
     FluxKontextEditor,
     InstructPix2PixEditor,
     QwenImageEditPlusEditor,
+    tiny,  # noqa: E402
 )
-from tools.editors import tiny  # noqa: E402
 from tools.models import REGISTRY, LoadOptions, ModelNotFoundError  # noqa: E402
 
 FACTORIES = {

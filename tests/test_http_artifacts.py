@@ -153,8 +153,8 @@ def test_corrupt_artifact_is_500_not_served(client, ref, root):
 
 
 def test_studio_root_follows_the_env_var(root, monkeypatch, tmp_path):
-    from agent.studio import artifacts_root
     from agent import default_artifacts_dir
+    from agent.studio import artifacts_root
 
     assert artifacts_root() == root
     monkeypatch.setenv("MIRA_ARTIFACTS_DIR", "")

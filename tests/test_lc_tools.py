@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.testing import PaintEditor, PixelChangeCritic, ScriptedPlanner, SideGrounder, make_test_image
+from agent.testing import (
+    PaintEditor,
+    PixelChangeCritic,
+    ScriptedPlanner,
+    SideGrounder,
+    make_test_image,
+)
 from tools.contracts import Box, Grounding
 from tools.lc import CriticTool, EditorTool, GrounderTool, PlannerTool
 

@@ -8,7 +8,6 @@ import pytest
 
 from agent.microworld import KINDS, PHRASINGS, Edit, EditError, generate_cases, join, parse, phrase
 from agent.microworld.language import CONNECTIVES, parse_spans
-
 from tests.test_microworld_scene import hand_scene
 
 EDITS = {

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.microworld import apply_edit, apply_edits, generate_cases, intermediate, make_case, render, score_case
+from agent.microworld import (
+    apply_edit,
+    apply_edits,
+    generate_cases,
+    intermediate,
+    make_case,
+    render,
+    score_case,
+)
 from agent.microworld.edits import other_targets
 
 

@@ -12,7 +12,13 @@ from agent.testing import PixelChangeCritic, ScriptedPlanner, SideGrounder, make
 from tools.contracts import Box  # noqa: E402
 from tools.editors.tiny import TINY_CALL_KWARGS, tiny_pipeline  # noqa: E402
 from tools.mirage.flux2 import MirageFlux2  # noqa: E402
-from tools.mirage.parse import EditPair, RegionParseError, StaticParser, VLMInstructionParser, parse_edit_pairs  # noqa: E402
+from tools.mirage.parse import (  # noqa: E402
+    EditPair,
+    RegionParseError,
+    StaticParser,
+    VLMInstructionParser,
+    parse_edit_pairs,
+)
 from tools.mirage.tool import RegionalEditor, RegionalEditTool  # noqa: E402
 
 KLEIN = "FLUX.2-klein-4B"

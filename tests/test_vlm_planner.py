@@ -3,7 +3,6 @@ built tokenizer, recorded-style answers injected at the text level, and a fake c
 
 from __future__ import annotations
 
-
 import pytest
 from PIL import Image
 

@@ -14,7 +14,6 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
-
 from urllib.parse import unquote, urlparse
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12

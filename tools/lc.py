@@ -13,8 +13,8 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
 
 from tools.artifacts import ArtifactStore, ImageRef
-from tools.errors import RecoverableToolError
 from tools.contracts import Critic, Editor, Grounder, HistoryItem, Planner
+from tools.errors import RecoverableToolError
 
 __all__ = ["EditorTool", "GrounderTool", "CriticTool", "PlannerTool"]
 

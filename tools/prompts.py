@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from tools.errors import PlannerOutputError
 from tools.contracts import PlannerDecision
+from tools.errors import PlannerOutputError
 
 __all__ = ["MIRA_PLANNER_TEMPLATE", "STOP_TOKEN", "render_planner_prompt", "parse_planner_output"]
 

@@ -21,7 +21,15 @@ from agent.microworld.edits import (
 )
 from agent.microworld.language import PHRASINGS, join, parse, parse_spans, phrase
 from agent.microworld.render import object_mask, render
-from agent.microworld.scene import CATEGORIES, PALETTE, PATTERNS, Background, Obj, Scene, generate_scene
+from agent.microworld.scene import (
+    CATEGORIES,
+    PALETTE,
+    PATTERNS,
+    Background,
+    Obj,
+    Scene,
+    generate_scene,
+)
 from agent.microworld.scoring import Score, Thresholds, score_case, score_edits
 from agent.microworld.tools import (
     NoisyEditor,

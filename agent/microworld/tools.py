@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from tools.errors import FatalToolError, GroundingError, RecoverableToolError
 from agent.microworld.edits import (
     Edit,
     EditError,
@@ -35,6 +34,7 @@ from agent.microworld.scene import Scene, cell_box
 from agent.microworld.scoring import Score, Thresholds, score_edits
 from agent.microworld.truth import Case, target_box
 from tools.contracts import Box, Critique, Grounding, HistoryItem, PlannerDecision, ProgressFn
+from tools.errors import FatalToolError, GroundingError, RecoverableToolError
 
 if TYPE_CHECKING:
     import numpy as np

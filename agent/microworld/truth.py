@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.microworld.edits import Edit, cell_coords, apply_edits, sample_edits
+from agent.microworld.edits import Edit, apply_edits, cell_coords, sample_edits
 from agent.microworld.language import PHRASINGS, join, phrase
 from agent.microworld.render import object_mask, render
 from agent.microworld.scene import Scene, cell_box, generate_scene

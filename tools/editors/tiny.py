@@ -23,7 +23,11 @@ from tools.editors._random import (
     t5_tokenizer,
     tiny_pipeline,
 )
-from tools.editors.flux2 import tiny_flux2_editor, tiny_flux2_klein_base_editor, tiny_flux2_klein_editor
+from tools.editors.flux2 import (
+    tiny_flux2_editor,
+    tiny_flux2_klein_base_editor,
+    tiny_flux2_klein_editor,
+)
 from tools.editors.flux_kontext import tiny_flux_kontext_editor
 from tools.editors.ip2p import tiny_ip2p_editor
 from tools.editors.qwen_edit import tiny_qwen_edit_plus_editor

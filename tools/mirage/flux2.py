@@ -96,7 +96,10 @@ class MirageFlux2(FluxFamilySampler):
 
     def _schedule(self, grid: tuple[int, int], num_inference_steps: int, device: Any) -> Any:
         import numpy as np
-        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu, retrieve_timesteps
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import (
+            compute_empirical_mu,
+            retrieve_timesteps,
+        )
 
         pipe = self.pipe
         sigmas_in = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

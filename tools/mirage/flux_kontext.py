@@ -113,7 +113,10 @@ class MirageKontext(FluxFamilySampler):
     def _schedule(self, grid: tuple[int, int], num_inference_steps: int, device: Any) -> Any:
         """Sigmas linspace(1, 1/N, N) shifted by mu of the full canvas's token count."""
         import numpy as np
-        from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift, retrieve_timesteps
+        from diffusers.pipelines.flux.pipeline_flux_kontext import (
+            calculate_shift,
+            retrieve_timesteps,
+        )
 
         conf = self.pipe.scheduler.config
         mu = calculate_shift(grid[0] * grid[1], conf.get("base_image_seq_len", 256),

@@ -53,7 +53,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tools.editors._base import is_pipeline
 from tools.mirage._base import MirageOutput, RegionalSampler
-from tools.mirage.regions import CellBox, Region, batch_by_shape, owner_map, scale_box, smooth3x3, snap_box
+from tools.mirage.regions import (
+    CellBox,
+    Region,
+    batch_by_shape,
+    owner_map,
+    scale_box,
+    smooth3x3,
+    snap_box,
+)
 
 if TYPE_CHECKING:
     import torch

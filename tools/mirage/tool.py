@@ -16,8 +16,8 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
 
 from tools.artifacts import ArtifactStore, ImageRef
-from tools.errors import GroundingError, RecoverableToolError
 from tools.contracts import Box, EditOutput, Grounder
+from tools.errors import GroundingError, RecoverableToolError
 from tools.mirage.parse import InstructionParser
 from tools.mirage.regions import Region
 from tools.models import REGISTRY

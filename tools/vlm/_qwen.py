@@ -359,7 +359,9 @@ def processor_without_video(family: Family) -> type:
     """
     if family not in _PROCESSOR_CLASSES:
         if family == "qwen2.5":
-            from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor as base
+            from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import (
+                Qwen2_5_VLProcessor as base,
+            )
         elif family == "qwen3":
             from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor as base
         else:

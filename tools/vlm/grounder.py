@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tools.errors import GroundingError
 from tools.contracts import Box, Grounding
+from tools.errors import GroundingError
 from tools.models import LoadOptions, resolve_local
 from tools.vlm._common import Lazy, fit_longest_side
 

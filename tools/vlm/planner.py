@@ -16,10 +16,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tools.errors import PlannerOutputError
-from tools.prompts import parse_planner_output, render_planner_prompt
 from tools.contracts import HistoryItem, PlannerDecision
+from tools.errors import PlannerOutputError
 from tools.models import LoadOptions, ModelNotFoundError, resolve_local
+from tools.prompts import parse_planner_output, render_planner_prompt
 from tools.vlm._common import Lazy, fit_longest_side, image_url_block, message_text
 
 if TYPE_CHECKING:
