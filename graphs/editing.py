@@ -2,7 +2,7 @@
 
 Every routing decision is a conditional edge with an explicit path map, so the drawn graph
 shows all of them. Nodes keep pixels out of state: they read and write images through the
-artifact store and pass ``ImageRef``s. Semantics: DESIGN sections 3-4.
+artifact store and pass ``ImageRef``s. Semantics: ``docs/architecture.md``.
 
 Routes:
 - plan  -> act (an edit) | plan (unparseable planner output, fed back) | END (stop, budget,

@@ -1,4 +1,7 @@
-"""MIRAGE invariants (DESIGN 6) on tiny random FLUX.2 pipelines: wiring, not quality."""
+"""FLUX.2-only MIRAGE behaviour on tiny random pipelines (region geometry, batching, ablations).
+
+The invariants every sampler family keeps are tests/test_contract_mirage.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""MIRAGE invariants (DESIGN 6) on the tiny random FLUX.1-Kontext pipeline: wiring, not quality."""
+"""Kontext-only MIRAGE behaviour on the tiny random FLUX.1-Kontext pipeline: wiring, not quality.
+
+The invariants every sampler family keeps are tests/test_contract_mirage.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""MIRAGE invariants (DESIGN 6) on a tiny random Qwen-Image-Edit-2511 pipeline: wiring, not quality.
+"""Qwen-Image-Edit-only MIRAGE behaviour on a tiny random 2511 pipeline: wiring, not quality.
+
+The invariants every sampler family keeps are tests/test_contract_mirage.py.
 
 The pipeline module's reference sizes (``VAE_IMAGE_SIZE``, ``CONDITION_IMAGE_SIZE``) are set small
 around each call and restored afterwards (``qwen_sizes``); the VAE area here is 256x192 so the

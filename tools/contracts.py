@@ -156,7 +156,7 @@ class Grounder(Protocol):
 
 # -- critic -----------------------------------------------------------------------------------
 class Critique(BaseModel):
-    """EditScore-style scores on a 0..10 scale (DESIGN 8).
+    """EditScore-style scores on a 0..10 scale (``tools/vlm/critic.py``).
 
     SC = min(prompt_following, consistency), PQ = min(naturalness, artifacts),
     overall = sqrt(SC * PQ). ``valid`` is False when the model's output could not be parsed;

@@ -1,6 +1,6 @@
 """Model loading shared by every backend: once per process, locked, offline-safe.
 
-Three ways to get a model (issue 3):
+Three ways to get a model:
 - a hub id or local directory, loaded with ``from_pretrained`` from local files only (no
   download is ever attempted; a missing model raises ``ModelNotFoundError`` saying where it
   looked and how to provide it);

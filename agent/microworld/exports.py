@@ -4,7 +4,7 @@ stream as JSONL plus PNG files.
 
 - ``edit_pairs``: (source, atomic instruction, target) for single-edit editors.
 - ``planner_tuples``: (original, current, full instruction, next atomic edit or ``<stop>``),
-  MIRA's step-wise SFT tuples (DESIGN 7), including corrective samples where the current
+  MIRA's step-wise SFT tuples (the MIRA paper's training data format), including corrective samples where the current
   image holds a wrong edit and the answer is the edit that undoes it.
 - ``grounding_pairs``: (image, referring expression, box) for every expression of every object.
 - ``critic_tuples``: (source, edited, atomic instruction, scores) for a correct edit and for

@@ -52,6 +52,7 @@ __all__ = [
     "tiny_flux2_editor",
     "tiny_flux2_klein_editor",
     "tiny_flux2_klein_base_editor",
+    "EDITORS",
     "RECIPES",
     "BACKENDS",
 ]
@@ -225,6 +226,9 @@ def tiny_flux2_klein_base_editor(**options: Any) -> Flux2KleinEditor:
     """Tiny FLUX.2 [klein] base: CFG with the base default guidance 4.0."""
     return tiny_editor(Flux2KleinEditor, "FLUX.2-klein-base-4B", options)
 
+
+#: The editor classes of this family (``tools.editors.editor_classes``).
+EDITORS = (Flux2Editor, Flux2KleinEditor)
 
 #: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
 BACKENDS = {"editor": {

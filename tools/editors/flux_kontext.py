@@ -25,7 +25,7 @@ from tools.editors._random import (
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["FluxKontextEditor", "kontext_dev", "tiny_flux_kontext_editor", "RECIPES", "BACKENDS"]
+__all__ = ["FluxKontextEditor", "kontext_dev", "tiny_flux_kontext_editor", "EDITORS", "RECIPES", "BACKENDS"]
 
 
 class FluxKontextEditor(DiffusersEditor):
@@ -108,6 +108,9 @@ def tiny_flux_kontext_editor(**options: Any) -> FluxKontextEditor:
     """Tiny FLUX.1-Kontext, reference image kept at the generation size (no auto-resize)."""
     return tiny_editor(FluxKontextEditor, "FLUX.1-Kontext-dev", options, auto_resize=False)
 
+
+#: The editor classes of this family (``tools.editors.editor_classes``).
+EDITORS = (FluxKontextEditor,)
 
 #: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
 BACKENDS = {"editor": {"kontext-dev": "kontext_dev", "kontext-tiny": "tiny_flux_kontext_editor"}}

@@ -23,7 +23,7 @@ from tools.editors._random import (
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["InstructPix2PixEditor", "instruct_pix2pix", "tiny_ip2p_editor", "RECIPES", "BACKENDS"]
+__all__ = ["InstructPix2PixEditor", "instruct_pix2pix", "tiny_ip2p_editor", "EDITORS", "RECIPES", "BACKENDS"]
 
 
 class InstructPix2PixEditor(DiffusersEditor):
@@ -98,6 +98,9 @@ def tiny_ip2p_editor(**options: Any) -> InstructPix2PixEditor:
     """Tiny InstructPix2Pix (text and image CFG: one UNet pass on a batch of 3 per step)."""
     return tiny_editor(InstructPix2PixEditor, "instruct-pix2pix", options)
 
+
+#: The editor classes of this family (``tools.editors.editor_classes``).
+EDITORS = (InstructPix2PixEditor,)
 
 #: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
 BACKENDS = {"editor": {"ip2p": "instruct_pix2pix", "ip2p-tiny": "tiny_ip2p_editor"}}

@@ -35,6 +35,7 @@ __all__ = [
     "qwen_edit_2509",
     "qwen_edit_2511",
     "tiny_qwen_edit_plus_editor",
+    "EDITORS",
     "RECIPES",
     "BACKENDS",
 ]
@@ -174,6 +175,9 @@ def tiny_qwen_edit_plus_editor(**options: Any) -> QwenImageEditPlusEditor:
     return tiny_editor(QwenImageEditPlusEditor, "Qwen-Image-Edit-2511", options,
                        vae_image_size=64 * 64, condition_image_size=56 * 56)
 
+
+#: The editor classes of this family (``tools.editors.editor_classes``).
+EDITORS = (QwenImageEditPlusEditor,)
 
 #: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
 BACKENDS = {"editor": {"qwen-edit-2509": "qwen_edit_2509", "qwen-edit-2511": "qwen_edit_2511",

@@ -87,7 +87,7 @@ class RegionalSampler:
     def _paste_branches(s: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, z: list[torch.Tensor],
                         crops: list[torch.Tensor], cells: list[CellBox], grid: tuple[int, int], *,
                         paste: bool, keep: bool, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """MIRAGE's handover for branches whose latents map 1:1 onto their cells (DESIGN 6.4).
+        """MIRAGE's handover for branches whose latents map 1:1 onto their cells (``docs/mirage.md``, handover).
 
         The canvas is the noisy source s*eps + (1-s)*x0, (1, C, rows, cols); each branch latent
         ``z[j]`` (1, C, h_j, w_j) is copied into the cells it owns, where ownership of an
@@ -114,7 +114,7 @@ class RegionalSampler:
                     timesteps: Any, sig: torch.Tensor, start: int, eps: torch.Tensor, x0: torch.Tensor,
                     inside: torch.Tensor, *, reset: bool, empty: bool,
                     progress: ProgressFn | None) -> torch.Tensor:
-        """DESIGN 6.5: the global branch from step ``start``; after each step every cell outside
+        """The late phase (``docs/mirage.md``): the global branch from step ``start``; after each step every cell outside
         ``inside`` (rows, cols) is reset to the source's noisy trajectory s*eps + (1-s)*x0, so at
         s = 0 the background is x0 exactly. ``velocity(lat, t)`` is the family's model call."""
         import torch

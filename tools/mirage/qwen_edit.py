@@ -1,4 +1,4 @@
-"""MIRAGE regional sampling on Qwen-Image-Edit-2509/2511 - DESIGN 6, the algorithm of ``flux2.py``.
+"""MIRAGE regional sampling on Qwen-Image-Edit-2509/2511 (``docs/mirage.md``).
 
 ``QwenImageEditPlusPipeline`` resizes every input image twice, to module constants of
 ``diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus``: ``VAE_IMAGE_SIZE`` (~1 MP, the

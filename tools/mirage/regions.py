@@ -1,4 +1,4 @@
-"""MIRAGE region geometry, shared by every model family (DESIGN 6, step 3 and 4).
+"""MIRAGE region geometry, shared by every model family (``docs/mirage.md``: prepare and handover).
 
 Cells: a latent token covers ``cell`` x ``cell`` pixels (16 for FLUX.2: 8x VAE, 2x2 patches).
 A region's box is snapped outward to whole cells, grown to a minimum size, shifted inward at

@@ -1,7 +1,7 @@
 """Fast decoding for Qwen2.5-VL / Qwen3-VL: one prefill, then a compiled one-token step on a
 static KV cache, with no host-device synchronisation per token.
 
-Why (issue 3, item 8): on an H100, HF ``generate`` decodes a 7B Qwen-VL at ~30 tok/s (dynamic
+Why: on an H100, HF ``generate`` decodes a 7B Qwen-VL at ~30 tok/s (dynamic
 cache) and ~95 tok/s with a static cache and transformers' own torch.compile; the memory
 bandwidth floor is ~195 tok/s. The remaining time is Python and launch overhead around each
 step (logits processors, stopping criteria that read a flag back per token, cache bookkeeping).

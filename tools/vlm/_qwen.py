@@ -1,6 +1,6 @@
 """Qwen2.5-VL / Qwen3-VL through transformers: load once, switch peft adapters, generate.
 
-Three ways to get a ``QwenVL`` (DESIGN 10):
+Three ways to get a ``QwenVL``:
 - ``load_qwen_vl(model)``: a hub id or local directory, from local files only (a missing model
   raises ``ModelNotFoundError``); one shared object per ``(weights, dtype, device)`` through
   ``REGISTRY``, so a grounder and a critic naming the same base weights load them once;
@@ -14,7 +14,7 @@ and the switch happens under the model's lock, so a grounding call can never run
 critic's adapter on. ``with vlm.adapter(name):`` / ``with vlm.disable_adapter():`` hold that
 state for a block of calls.
 
-Speed options (issue 8) are arguments of ``generate``: ``num_return_sequences`` samples N
+Speed options are arguments of ``generate``: ``num_return_sequences`` samples N
 answers per prompt in one call (Avg@N), several prompts go in one padded batch, and ``fast``
 picks the decoder. The fast decoder (``tools/vlm/_decode.py``) prefills once and replays a
 compiled one-token step on a static KV cache (CUDA graphs), with the N answers to a prompt

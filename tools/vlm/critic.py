@@ -1,4 +1,4 @@
-"""EditScore critics (DESIGN 8): a local Qwen-VL + EditScore LoRA, or any chat model.
+"""EditScore critics: a local Qwen-VL + EditScore LoRA, or any chat model.
 
 One pass = two VLM answers: semantic consistency on (source, edited, instruction) giving
 ``[prompt following, overediting consistency]``, and perceptual quality on the edited image

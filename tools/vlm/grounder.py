@@ -1,4 +1,4 @@
-"""Qwen-VL box grounding (DESIGN 6 step 2, DESIGN 9), with optional SAM2 masks.
+"""Qwen-VL box grounding (MIRAGE's ground step, ``docs/mirage.md``), with optional SAM2 masks.
 
 The VLM answers a JSON list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}``. Two coordinate
 conventions, both converted to source pixels here:

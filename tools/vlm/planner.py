@@ -1,4 +1,4 @@
-"""MIRA planners (DESIGN 7): a local Qwen2.5-VL policy, or any langchain-core chat model.
+"""MIRA planners: a local Qwen2.5-VL policy, or any langchain-core chat model.
 
 Both render the published MIRA template (``tools.prompts.MIRA_PLANNER_TEMPLATE``) with the
 original image and the latest edited image in place of its two ``<image>`` markers, and parse

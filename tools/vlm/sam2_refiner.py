@@ -1,4 +1,4 @@
-"""SAM2 refinement of grounding boxes into masks (DESIGN 9).
+"""SAM2 refinement of grounding boxes into masks.
 
 ``SAM2ImagePredictor.set_image`` once per image (the expensive image encoder), then one cheap
 ``predict(box=...)`` per box. Models are built from the ``sam2`` package's own hydra configs plus
