@@ -38,8 +38,17 @@ if TYPE_CHECKING:
 
     from agent.microworld.truth import Case
 
-__all__ = ["main", "build_parser", "Sample", "microworld_samples", "folder_samples",
-           "jsonl_samples", "run_bench", "summarise", "STRATEGIES"]
+__all__ = [
+    "main",
+    "build_parser",
+    "Sample",
+    "microworld_samples",
+    "folder_samples",
+    "jsonl_samples",
+    "run_bench",
+    "summarise",
+    "STRATEGIES",
+]
 
 PROG = "mira-bench"
 STRATEGIES = ("single-shot", "agent", "mirage", "mira+mirage")
@@ -67,15 +76,20 @@ class Sample:
     target: Path | None = None
 
 
-def microworld_samples(n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3,
-                       size: int = 128) -> Iterator[Sample]:
+def microworld_samples(
+    n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3, size: int = 128
+) -> Iterator[Sample]:
     """The first ``n`` micro-world cases of ``seed`` (case i is the same for any ``n``)."""
     from agent.microworld.render import render
     from agent.microworld.truth import generate_cases
 
     for case in generate_cases(n, seed=seed, n_edits=n_edits, size=size):
-        yield Sample(id=case.id, instruction=case.instruction,
-                     load=lambda case=case: render(case.scene), case=case)
+        yield Sample(
+            id=case.id,
+            instruction=case.instruction,
+            load=lambda case=case: render(case.scene),
+            case=case,
+        )
 
 
 def _opener(path: Path) -> Callable[[], Image.Image]:
@@ -84,6 +98,7 @@ def _opener(path: Path) -> Callable[[], Image.Image]:
 
         with Image.open(path) as im:
             return im.convert("RGB")
+
     return load
 
 
@@ -98,9 +113,13 @@ def folder_samples(folder: str | os.PathLike[str]) -> Iterator[Sample]:
         if not text.is_file():
             raise _Refused(f"{path} has no instruction file {text.name}")
         target = path.with_name(f"{path.stem}.target.png")
-        yield Sample(id=path.stem, instruction=text.read_text().strip(), load=_opener(path),
-                     masks=sorted(root.glob(f"{path.stem}.mask*.png")),
-                     target=target if target.is_file() else None)
+        yield Sample(
+            id=path.stem,
+            instruction=text.read_text().strip(),
+            load=_opener(path),
+            masks=sorted(root.glob(f"{path.stem}.mask*.png")),
+            target=target if target.is_file() else None,
+        )
 
 
 def jsonl_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
@@ -112,9 +131,13 @@ def jsonl_samples(path: str | os.PathLike[str]) -> Iterator[Sample]:
             continue
         row = json.loads(line)
         image = path.parent / row["image"]
-        yield Sample(id=str(row.get("id", i)), instruction=row["instruction"],
-                     load=_opener(image), masks=[path.parent / m for m in row.get("masks", [])],
-                     target=path.parent / row["target"] if row.get("target") else None)
+        yield Sample(
+            id=str(row.get("id", i)),
+            instruction=row["instruction"],
+            load=_opener(image),
+            masks=[path.parent / m for m in row.get("masks", [])],
+            target=path.parent / row["target"] if row.get("target") else None,
+        )
 
 
 # -- strategies -------------------------------------------------------------------------------
@@ -152,12 +175,20 @@ class _Runner:
             )
 
             self.world = World()
-            self.editor = (NoisyEditor(self.world, p_wrong=args.p_wrong, p_bleed=args.p_bleed,
-                                       p_noop=args.p_noop)
-                           if args.editor == "noisy" else OracleEditor(self.world))
+            self.editor = (
+                NoisyEditor(
+                    self.world, p_wrong=args.p_wrong, p_bleed=args.p_bleed, p_noop=args.p_noop
+                )
+                if args.editor == "noisy"
+                else OracleEditor(self.world)
+            )
             self.config = AgentConfig(**options)
-            self.components = dict(planner=OraclePlanner(self.world), critic=OracleCritic(self.world),
-                                   grounder=OracleGrounder(self.world), editors=self.editor)
+            self.components = dict(
+                planner=OraclePlanner(self.world),
+                critic=OracleCritic(self.world),
+                grounder=OracleGrounder(self.world),
+                editors=self.editor,
+            )
         else:
             from tools.registry import build
 
@@ -171,23 +202,38 @@ class _Runner:
 
     def __call__(self, strategy: str, sample: Sample, source: Image.Image) -> Outcome:
         if strategy == "single-shot":
-            image = self.editor.edit(source, sample.instruction, seed=self.config.seed,
-                                     num_inference_steps=self.config.num_inference_steps,
-                                     guidance_scale=self.config.guidance_scale)
+            image = self.editor.edit(
+                source,
+                sample.instruction,
+                seed=self.config.seed,
+                num_inference_steps=self.config.num_inference_steps,
+                guidance_scale=self.config.guidance_scale,
+            )
             return Outcome(image=image, steps=1, stop_reason="single_shot")
         if strategy not in self._agents:  # "agent" is the config's own strategy (mira)
             from agent.config import AgentConfig
             from agent.factory import create_edit_agent
 
-            config = self.config if strategy == "agent" else AgentConfig.model_validate(
-                {**self.config.model_dump(exclude_unset=True), "strategy": strategy})
-            self._agents[strategy] = create_edit_agent(config, artifacts=self.store, **self.components)
-        out = self._agents[strategy].invoke({"image": self.store.put(source),
-                                             "instruction": sample.instruction})
+            config = (
+                self.config
+                if strategy == "agent"
+                else AgentConfig.model_validate(
+                    {**self.config.model_dump(exclude_unset=True), "strategy": strategy}
+                )
+            )
+            self._agents[strategy] = create_edit_agent(
+                config, artifacts=self.store, **self.components
+            )
+        out = self._agents[strategy].invoke(
+            {"image": self.store.put(source), "instruction": sample.instruction}
+        )
         edits = [s for s in out["steps"] if s["kind"] == "edit"]
-        return Outcome(image=self.store.open(out["result"]), steps=len(edits),
-                       stop_reason=out["stop_reason"],
-                       extra={"accepted": sum(1 for s in edits if s["accepted"])})
+        return Outcome(
+            image=self.store.open(out["result"]),
+            steps=len(edits),
+            stop_reason=out["stop_reason"],
+            extra={"accepted": sum(1 for s in edits if s["accepted"])},
+        )
 
 
 def _execute(runner: _Runner, strategy: str, sample: Sample, source: Image.Image) -> Outcome:
@@ -244,8 +290,14 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_bench(samples: Sequence[Sample], strategies: Sequence[str], out: Path,
-              runner: _Runner, *, quiet: bool = False) -> list[dict[str, Any]]:
+def run_bench(
+    samples: Sequence[Sample],
+    strategies: Sequence[str],
+    out: Path,
+    runner: _Runner,
+    *,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
     """Run what is not in ``out/results.jsonl`` yet; returns the records of ``samples``."""
     from tqdm import tqdm
 
@@ -254,10 +306,21 @@ def run_bench(samples: Sequence[Sample], strategies: Sequence[str], out: Path,
     done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
     todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
     if done and not quiet:
-        print(f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
-              f"{len(samples) * len(strategies)} runs already in {path}", file=sys.stderr)
-    with open(path, "a") as f, tqdm(total=len(todo), unit="run", file=sys.stderr,
-                                      disable=True if quiet else None, dynamic_ncols=True) as bar:
+        print(
+            f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
+            f"{len(samples) * len(strategies)} runs already in {path}",
+            file=sys.stderr,
+        )
+    with (
+        open(path, "a") as f,
+        tqdm(
+            total=len(todo),
+            unit="run",
+            file=sys.stderr,
+            disable=True if quiet else None,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for strategy, sample in todo:
             bar.set_postfix_str(f"{strategy} {sample.id}", refresh=False)
             source = runner.source(sample)
@@ -277,12 +340,16 @@ def run_bench(samples: Sequence[Sample], strategies: Sequence[str], out: Path,
                     intermediate(sample.case).save(folder / "truth.png")
             outcome.image.save(folder / files["result"])
             record = {
-                "id": sample.id, "strategy": strategy, "instruction": sample.instruction,
+                "id": sample.id,
+                "strategy": strategy,
+                "instruction": sample.instruction,
                 "n_edits": len(sample.case.edits) if sample.case else None,
                 "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
                 **_score(sample, source, outcome.image),
-                "steps": outcome.steps, "stop_reason": outcome.stop_reason,
-                "time_s": round(elapsed, 4), **outcome.extra,
+                "steps": outcome.steps,
+                "stop_reason": outcome.stop_reason,
+                "time_s": round(elapsed, 4),
+                **outcome.extra,
                 "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
                 "finished_at": time.time(),
             }
@@ -305,36 +372,62 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def summarise(records: list[dict[str, Any]], strategies: Sequence[str]) -> str:
     """Markdown: one row per strategy, then prompt following per edit type."""
-    lines = ["| strategy | samples | PF (edits done) | PF score | consistent | PSNR out of target (dB) "
-             "| success | steps | time / sample (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| strategy | samples | PF (edits done) | PF score | consistent | PSNR out of target (dB) "
+        "| success | steps | time / sample (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     kinds: dict[str, dict[str, list[bool]]] = {}
     for strategy in strategies:
         rs = [r for r in records if r["strategy"] == strategy]
         if not rs:
             continue
         consistent = _mean([r.get("consistent") for r in rs])
-        lines.append(" | ".join([
-            f"| {strategy}", str(len(rs)), _fmt(_mean([r.get("edits_passed") for r in rs]), ".1%"),
-            _fmt(_mean([r.get("pf") for r in rs]), ".3f"), _fmt(consistent, ".1%"),
-            _fmt(_mean([r.get("psnr") for r in rs]), ".1f"),
-            _fmt(_mean([r.get("success") for r in rs]), ".1%"),
-            _fmt(_mean([r["steps"] for r in rs]), ".2f"),
-            _fmt(_mean([r["time_s"] for r in rs]), ".3f")]) + " |")
+        lines.append(
+            " | ".join(
+                [
+                    f"| {strategy}",
+                    str(len(rs)),
+                    _fmt(_mean([r.get("edits_passed") for r in rs]), ".1%"),
+                    _fmt(_mean([r.get("pf") for r in rs]), ".3f"),
+                    _fmt(consistent, ".1%"),
+                    _fmt(_mean([r.get("psnr") for r in rs]), ".1f"),
+                    _fmt(_mean([r.get("success") for r in rs]), ".1%"),
+                    _fmt(_mean([r["steps"] for r in rs]), ".2f"),
+                    _fmt(_mean([r["time_s"] for r in rs]), ".3f"),
+                ]
+            )
+            + " |"
+        )
         for r in rs:
             for e in r.get("edits") or []:
                 kinds.setdefault(strategy, {}).setdefault(e["kind"], []).append(e["passed"])
     if kinds:
         names = sorted({k for per in kinds.values() for k in per})
-        lines += ["", "Edits done, by type:", "",
-                  "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [
+            "",
+            "Edits done, by type:",
+            "",
+            "| strategy | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for strategy, per in kinds.items():
-            lines.append(f"| {strategy} | " + " | ".join(
-                _fmt(_mean(per.get(k, [])), ".1%") for k in names) + " |")
+            lines.append(
+                f"| {strategy} | "
+                + " | ".join(_fmt(_mean(per.get(k, [])), ".1%") for k in names)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def write_html(records: list[dict[str, Any]], samples: Sequence[Sample],
-               strategies: Sequence[str], out: Path, *, limit: int) -> Path:
+def write_html(
+    records: list[dict[str, Any]],
+    samples: Sequence[Sample],
+    strategies: Sequence[str],
+    out: Path,
+    *,
+    limit: int,
+) -> Path:
     """``out/index.html``: a grid of source / ground truth / each strategy's result."""
     by = {(r["id"], r["strategy"]): r for r in records}
     head = "".join(f"<th>{html.escape(x)}</th>" for x in ["source", "ground truth", *strategies])
@@ -352,12 +445,17 @@ def write_html(records: list[dict[str, Any]], samples: Sequence[Sample],
             done = sum(e["passed"] for e in r.get("edits") or [])
             verdict = {True: "success", False: "fail", None: ""}[r.get("success")]
             steps = f"{r['steps']} step{'' if r['steps'] == 1 else 's'}"
-            note = (f"{done}/{len(r.get('edits') or [])} edits, "
-                    f"{'consistent' if r.get('consistent') else 'changed elsewhere'}, {steps}"
-                    if r.get("edits") else steps)
+            note = (
+                f"{done}/{len(r.get('edits') or [])} edits, "
+                f"{'consistent' if r.get('consistent') else 'changed elsewhere'}, {steps}"
+                if r.get("edits")
+                else steps
+            )
             cells.append(_img(r["images"]["result"], f"<b class='{verdict}'>{verdict}</b> {note}"))
-        rows.append(f"<tr><td class='ins'><code>{html.escape(sample.id)}</code><br>"
-                    f"{html.escape(sample.instruction)}</td>{''.join(cells)}</tr>")
+        rows.append(
+            f"<tr><td class='ins'><code>{html.escape(sample.id)}</code><br>"
+            f"{html.escape(sample.instruction)}</td>{''.join(cells)}</tr>"
+        )
     page = f"""<!doctype html><meta charset="utf-8"><title>{PROG} report</title>
 <style>body{{font:13px sans-serif;margin:16px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:center}}
@@ -365,7 +463,7 @@ td.ins{{width:260px;text-align:left}} img{{width:160px;height:160px;image-render
 .success{{color:#080}} .fail{{color:#b00}}</style>
 <h1>{PROG}: {len(rows)} of {len(samples)} samples</h1>
 <p>Results in <code>{RESULTS}</code>, table in <code>summary.md</code>.</p>
-<table><tr><th>instruction</th>{head}</tr>{''.join(rows)}</table>
+<table><tr><th>instruction</th>{head}</tr>{"".join(rows)}</table>
 """
     path = out / "index.html"
     write_atomic(path, page)
@@ -392,18 +490,31 @@ def _edits(text: str) -> int | tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Run editing strategies over a dataset "
-                                "and score them (see docs/microworld.md).")
-    p.add_argument("--dataset", default="microworld",
-                   help="'microworld' (default), a folder of X.png + X.txt, or a .jsonl file")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run editing strategies over a dataset "
+        "and score them (see docs/microworld.md).",
+    )
+    p.add_argument(
+        "--dataset",
+        default="microworld",
+        help="'microworld' (default), a folder of X.png + X.txt, or a .jsonl file",
+    )
     p.add_argument("--out", default="bench_out", help="output folder (default: %(default)s)")
-    p.add_argument("--strategy", default="single-shot,agent",
-                   help=f"comma-separated, of {', '.join(STRATEGIES)} (default: %(default)s)")
+    p.add_argument(
+        "--strategy",
+        default="single-shot,agent",
+        help=f"comma-separated, of {', '.join(STRATEGIES)} (default: %(default)s)",
+    )
     mw = p.add_argument_group("micro-world")
     mw.add_argument("--n", type=int, default=100, help="number of cases (default: %(default)s)")
-    mw.add_argument("--seed", type=int, default=0, help="dataset and edit seed (default: %(default)s)")
+    mw.add_argument(
+        "--seed", type=int, default=0, help="dataset and edit seed (default: %(default)s)"
+    )
     mw.add_argument("--edits", type=_edits, default=3, help="edits per case: N or LO-HI in 1..5")
-    mw.add_argument("--size", type=int, default=128, help="canvas pixels, 64..512 (default: %(default)s)")
+    mw.add_argument(
+        "--size", type=int, default=128, help="canvas pixels, 64..512 (default: %(default)s)"
+    )
     mw.add_argument("--editor", choices=("oracle", "noisy"), default="noisy")
     mw.add_argument("--p-wrong", type=float, default=0.15, help="noisy: edit the wrong object")
     mw.add_argument("--p-bleed", type=float, default=0.15, help="noisy: also edit a neighbour")
@@ -412,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--preset", choices=sorted(PRESETS), default="dry-run")
     agent = p.add_argument_group("agent")
     agent.add_argument("--max-steps", type=int, default=None, help="AgentConfig.max_steps")
-    agent.add_argument("--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step")
+    agent.add_argument(
+        "--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step"
+    )
     p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -437,9 +550,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if s not in STRATEGIES:
             raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
         if s in REGIONAL and args.dataset == "microworld":
-            raise _Refused(f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
-                           "micro-world's oracle/noisy editors are not one. Use a folder/JSONL "
-                           "--dataset with a --preset whose editor is FLUX.2 or Kontext (e.g. tiny)")
+            raise _Refused(
+                f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
+                "micro-world's oracle/noisy editors are not one. Use a folder/JSONL "
+                "--dataset with a --preset whose editor is FLUX.2 or Kontext (e.g. tiny)"
+            )
     if not strategies:
         raise _Refused("--strategy names no strategy")
     if args.dataset == "microworld":
@@ -447,7 +562,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise _Refused(f"--n must be >= 1, got {args.n}")
         if not 64 <= args.size <= 512:
             raise _Refused(f"--size must be in 64..512, got {args.size}")
-        samples = list(microworld_samples(args.n, seed=args.seed, n_edits=args.edits, size=args.size))
+        samples = list(
+            microworld_samples(args.n, seed=args.seed, n_edits=args.edits, size=args.size)
+        )
     else:
         path = Path(args.dataset)
         if path.is_dir():
@@ -455,7 +572,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         elif path.suffix == ".jsonl" and path.is_file():
             samples = list(jsonl_samples(path))
         else:
-            raise _Refused(f"--dataset {args.dataset!r}: not 'microworld', a folder or a .jsonl file")
+            raise _Refused(
+                f"--dataset {args.dataset!r}: not 'microworld', a folder or a .jsonl file"
+            )
     out = Path(args.out)
     try:
         runner = _Runner(args, out)

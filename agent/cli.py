@@ -89,33 +89,73 @@ def build_parser() -> argparse.ArgumentParser:
         "2 bad option or input / output exists, 130 interrupted.",
     )
     parser.add_argument("image", metavar="IMAGE", help="the image to edit (a path; read only)")
-    parser.add_argument("instruction", metavar="INSTRUCTION",
-                        help="what to do, possibly several edits in one sentence")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                        help="stack of backends (default: %(default)s; 'dry-run' uses test "
-                        "doubles that paint tints, not models)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default=None,
-                        help=f"how edits are made (default: {_default('strategy')})")
-    parser.add_argument("--out", metavar="PATH", default=None,
-                        help="result PNG (default: ./<input stem>_edited.png)")
-    parser.add_argument("--max-steps", metavar="N", type=int, default=None,
-                        help=f"most atomic edits the planner may issue (default: "
-                        f"{_default('max_steps')})")
-    parser.add_argument("--seed", metavar="N", type=int, default=None,
-                        help=f"base seed of the edits (default: {_default('seed')})")
-    parser.add_argument("--artifacts", metavar="DIR", default=None,
-                        help="root of the agent's content-addressed image store (default: "
-                        "$XDG_CACHE_HOME/mira-agent/artifacts, i.e. ~/.cache/...; the images "
-                        "you need are copied next to --out anyway)")
-    parser.add_argument("--backend-option", metavar="BACKEND.KEY=VALUE", action="append", default=[],
-                        help="an option for a backend's factory, e.g. "
-                        "mira-7b.checkpoint=/models/mira-7b or flux2-klein-9b.model=/models/klein "
-                        "(repeatable; see AgentConfig.backend_options)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite --out, its trace and its _steps/ images if they exist")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bar and no per-step lines (the summary, errors and "
-                        "the dry-run notice are still printed)")
+    parser.add_argument(
+        "instruction",
+        metavar="INSTRUCTION",
+        help="what to do, possibly several edits in one sentence",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="stack of backends (default: %(default)s; 'dry-run' uses test "
+        "doubles that paint tints, not models)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=None,
+        help=f"how edits are made (default: {_default('strategy')})",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        default=None,
+        help="result PNG (default: ./<input stem>_edited.png)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"most atomic edits the planner may issue (default: {_default('max_steps')})",
+    )
+    parser.add_argument(
+        "--seed",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"base seed of the edits (default: {_default('seed')})",
+    )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        default=None,
+        help="root of the agent's content-addressed image store (default: "
+        "$XDG_CACHE_HOME/mira-agent/artifacts, i.e. ~/.cache/...; the images "
+        "you need are copied next to --out anyway)",
+    )
+    parser.add_argument(
+        "--backend-option",
+        metavar="BACKEND.KEY=VALUE",
+        action="append",
+        default=[],
+        help="an option for a backend's factory, e.g. "
+        "mira-7b.checkpoint=/models/mira-7b or flux2-klein-9b.model=/models/klein "
+        "(repeatable; see AgentConfig.backend_options)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --out, its trace and its _steps/ images if they exist",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no per-step lines (the summary, errors and "
+        "the dry-run notice are still printed)",
+    )
     return parser
 
 
@@ -184,26 +224,33 @@ class _Outputs:
             raise _Refused(f"--out {_display(self.out)} must end in .png (the result is a PNG)")
         if input_path is not None:
             if _same_file(self.out, input_path):
-                raise _Refused(f"--out {_display(self.out)} is the input image; the input is "
-                               "never overwritten: choose another --out")
+                raise _Refused(
+                    f"--out {_display(self.out)} is the input image; the input is "
+                    "never overwritten: choose another --out"
+                )
             if _same_file(self.trace, input_path) or _same_file(self.steps_dir, input_path.parent):
-                raise _Refused(f"the outputs of --out {_display(self.out)} would overwrite the "
-                               "input image: choose another --out")
+                raise _Refused(
+                    f"the outputs of --out {_display(self.out)} would overwrite the "
+                    "input image: choose another --out"
+                )
         if self.out.is_dir():
             raise _Refused(f"--out {_display(self.out)} is a directory; give a file name")
         if self.steps_dir.exists() and not self.steps_dir.is_dir():
             raise _Refused(f"{_display(self.steps_dir)} exists and is not a directory")
         if self.out.parent.exists() and not self.out.parent.is_dir():
-            raise _Refused(f"--out {_display(self.out)}: {_display(self.out.parent)} is not a "
-                           "directory")
+            raise _Refused(
+                f"--out {_display(self.out)}: {_display(self.out.parent)} is not a directory"
+            )
         if force:
             return
         for path in (self.out, self.trace):
             if os.path.lexists(path):
                 raise _Refused(f"{_display(path)} already exists; pass --force to overwrite it")
         if self.steps_dir.is_dir() and any(self.steps_dir.iterdir()):
-            raise _Refused(f"{_display(self.steps_dir)} already exists and is not empty; pass "
-                           "--force to overwrite it")
+            raise _Refused(
+                f"{_display(self.steps_dir)} already exists and is not empty; pass "
+                "--force to overwrite it"
+            )
 
     def step_file(self, record: dict[str, Any]) -> Path:
         verdict = "accepted" if record["accepted"] else "rejected"
@@ -220,10 +267,15 @@ class _Progress:
         self.quiet = quiet
         self._tqdm = tqdm
         # disable=None: no bar when stderr is not a terminal (logs, CI); --quiet: never.
-        self.bar = tqdm(total=max_steps, unit="step", file=sys.stderr,
-                        disable=True if quiet else None, dynamic_ncols=True, leave=False,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
-                        "steps [{elapsed}{postfix}]")
+        self.bar = tqdm(
+            total=max_steps,
+            unit="step",
+            file=sys.stderr,
+            disable=True if quiet else None,
+            dynamic_ncols=True,
+            leave=False,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]",
+        )
 
     def _line(self, text: str) -> None:
         if not self.quiet:
@@ -244,15 +296,18 @@ class _Progress:
         elif kind == "step_start":
             self.bar.set_postfix_str(f"try {event['attempt'] + 1} {event['tool']}")
         elif kind == "tool_progress":
-            self.bar.set_postfix_str(f"try {event['attempt'] + 1} {event['tool']} "
-                                     f"{event['done']}/{event['total']}")
+            self.bar.set_postfix_str(
+                f"try {event['attempt'] + 1} {event['tool']} {event['done']}/{event['total']}"
+            )
         elif kind == "step_end":
             verdict = "accepted" if event.get("accepted") else "rejected"
             if event.get("accepted"):
                 self.bar.n = event["step"]
                 self.bar.refresh()
-            self._line(f"step {event['step']} try {event['attempt'] + 1}: {verdict} "
-                       f"({_one_line(event.get('reason', ''))})")
+            self._line(
+                f"step {event['step']} try {event['attempt'] + 1}: {verdict} "
+                f"({_one_line(event.get('reason', ''))})"
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -274,8 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"preset": args.preset}
-    for option, field in (("strategy", "strategy"), ("max_steps", "max_steps"),
-                          ("seed", "seed"), ("artifacts", "artifacts_dir")):
+    for option, field in (
+        ("strategy", "strategy"),
+        ("max_steps", "max_steps"),
+        ("seed", "seed"),
+        ("artifacts", "artifacts_dir"),
+    ):
         value = getattr(args, option)
         if value is not None:
             options[field] = value
@@ -307,8 +366,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         instruction = check_instruction(args.instruction, max_chars=config.max_instruction_chars)
-        load_image(args.image, allowed_schemes=config.allowed_uri_schemes,
-                   max_pixels=config.max_input_pixels)
+        load_image(
+            args.image,
+            allowed_schemes=config.allowed_uri_schemes,
+            max_pixels=config.max_input_pixels,
+        )
     except InvalidInputError as exc:
         raise _Refused(str(exc)) from None
     image: str = str(input_path.resolve()) if input_path is not None else args.image
@@ -332,8 +394,9 @@ def _run(args: argparse.Namespace) -> int:
     progress = _Progress(config.max_steps, quiet=args.quiet)
     final: dict[str, Any] | None = None
     try:
-        for mode, data in agent.stream({"image": image, "instruction": instruction},
-                                       stream_mode=["custom", "values"]):
+        for mode, data in agent.stream(
+            {"image": image, "instruction": instruction}, stream_mode=["custom", "values"]
+        ):
             if mode == "custom" and isinstance(data, dict):
                 progress(data)
             elif mode == "values":
@@ -351,8 +414,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     try:
-        written = _write_outputs(outputs, final, store, config=config, image=image,
-                                 instruction=instruction)
+        written = _write_outputs(
+            outputs, final, store, config=config, image=image, instruction=instruction
+        )
     except OSError as exc:
         _err(_one_line(f"cannot write the outputs: {exc}"))
         return 1
@@ -369,8 +433,15 @@ def _stop_record(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     return steps[-1] if steps and steps[-1].get("kind") != "edit" else None
 
 
-def _write_outputs(outputs: _Outputs, final: dict[str, Any], store: ArtifactStore, *,
-                   config: AgentConfig, image: str, instruction: str) -> list[Path]:
+def _write_outputs(
+    outputs: _Outputs,
+    final: dict[str, Any],
+    store: ArtifactStore,
+    *,
+    config: AgentConfig,
+    image: str,
+    instruction: str,
+) -> list[Path]:
     """Intermediates, then the trace, then the result (so a result implies the rest)."""
     steps = [dict(s) for s in final.get("steps", [])]
     outputs.out.parent.mkdir(parents=True, exist_ok=True)
@@ -422,14 +493,22 @@ def _summary(final: dict[str, Any], outputs: _Outputs, written: list[Path]) -> N
     accepted = _accepted(steps)
     tried = sum(1 for s in steps if s.get("kind") == "edit")
     stop_record = _stop_record(steps)
-    detail = f" ({_one_line(stop_record['reason'])})" if stop_record and stop_record.get("reason") else ""
-    lines = [f"stop reason: {final['stop_reason']}{detail}",
-             f"accepted edits: {len(accepted)} of {tried} tried"]
+    detail = (
+        f" ({_one_line(stop_record['reason'])})"
+        if stop_record and stop_record.get("reason")
+        else ""
+    )
+    lines = [
+        f"stop reason: {final['stop_reason']}{detail}",
+        f"accepted edits: {len(accepted)} of {tried} tried",
+    ]
     lines += [f"  {i}. {s['args'].get('instruction', '?')}" for i, s in enumerate(accepted, 1)]
     overall = (final.get("scores") or {}).get("overall")
     if overall is not None:
         lines.append(f"score: {overall:.2f} / 10")
-    lines += [f"result: {_display(outputs.out)}",
-              f"trace:  {_display(outputs.trace)}",
-              f"steps:  {_display(outputs.steps_dir)}/ ({len(written)} images)"]
+    lines += [
+        f"result: {_display(outputs.out)}",
+        f"trace:  {_display(outputs.trace)}",
+        f"steps:  {_display(outputs.steps_dir)}/ ({len(written)} images)",
+    ]
     print("\n".join(lines))

@@ -122,39 +122,52 @@ class AgentConfig(BaseModel):
         "picks each atomic edit and MIRAGE edits only its grounded region",
     )
     rho: float = Field(
-        default=0.6, gt=0, le=1,
+        default=0.6,
+        gt=0,
+        le=1,
         description="MIRAGE: share of the denoising steps run by the global branch (the first "
         "1-rho run the region branches alone)",
     )
 
     # -- budgets ------------------------------------------------------------------------------
     max_steps: int = Field(
-        default=5, ge=1, le=100,
+        default=5,
+        ge=1,
+        le=100,
         description="most atomic edits the planner may issue (retries of one edit count once)",
     )
     max_retries_per_step: int = Field(
-        default=1, ge=0, le=20,
+        default=1,
+        ge=0,
+        le=20,
         description="after verify rejects an edit, how many times the same edit is retried with "
         "a new seed (or the next editor) before the planner is asked again",
     )
     max_tool_calls: int = Field(
-        default=40, ge=1, le=10_000,
+        default=40,
+        ge=1,
+        le=10_000,
         description="most model calls of a run: planner, editor, grounder and critic together",
     )
     time_budget_s: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="wall-clock budget in seconds; checked before each tool call, so a running "
         "call is never cut off",
     )
     max_repeats_of_rejected: int = Field(
-        default=1, ge=0, le=20,
+        default=1,
+        ge=0,
+        le=20,
         description="how often the planner may propose again an edit whose retries were all "
         "rejected before the run ends with stop_reason='no_progress'",
     )
 
     # -- verify -------------------------------------------------------------------------------
     min_step_score: float = Field(
-        default=6.0, ge=0, le=10,
+        default=6.0,
+        ge=0,
+        le=10,
         description="least critic Overall (0..10) for an atomic edit to be accepted",
     )
     check_regression: bool = Field(
@@ -166,13 +179,17 @@ class AgentConfig(BaseModel):
         default=0.5, ge=0, le=10, description="allowed drop of the full-instruction Overall"
     )
     stop_when_satisfied: float | None = Field(
-        default=None, ge=0, le=10,
+        default=None,
+        ge=0,
+        le=10,
         description="if set (needs check_regression), stop with 'critic_satisfied' once the "
         "full-instruction Overall reaches this value",
     )
 
     # -- editing ------------------------------------------------------------------------------
-    seed: int = Field(default=0, ge=0, description="base seed; step i, try j uses a seed derived from it")
+    seed: int = Field(
+        default=0, ge=0, description="base seed; step i, try j uses a seed derived from it"
+    )
     num_inference_steps: int | None = Field(
         default=None, ge=1, description="denoising steps per edit; None = the editor's default"
     )
@@ -189,7 +206,9 @@ class AgentConfig(BaseModel):
     max_input_pixels: int = Field(
         default=4096 * 4096, ge=1, description="largest input image accepted, in pixels (w*h)"
     )
-    max_instruction_chars: int = Field(default=2000, ge=1, description="longest instruction accepted")
+    max_instruction_chars: int = Field(
+        default=2000, ge=1, description="longest instruction accepted"
+    )
     allowed_uri_schemes: tuple[str, ...] = Field(
         default=SUPPORTED_URI_SCHEMES,
         description=f"URI schemes accepted for the input image, a subset of {SUPPORTED_URI_SCHEMES}",
@@ -213,11 +232,15 @@ class AgentConfig(BaseModel):
     @model_validator(mode="after")
     def _fill_from_preset(self) -> AgentConfig:
         if self.stop_when_satisfied is not None and not self.check_regression:
-            raise ValueError("stop_when_satisfied needs check_regression=True (it reads that score)")
+            raise ValueError(
+                "stop_when_satisfied needs check_regression=True (it reads that score)"
+            )
         if self.preset is not None:
             for key, value in PRESETS[self.preset].items():
                 if not getattr(self, key):
-                    object.__setattr__(self, key, tuple(value) if isinstance(value, list) else value)
+                    object.__setattr__(
+                        self, key, tuple(value) if isinstance(value, list) else value
+                    )
         return self
 
     def context(self) -> EditContext:
@@ -226,9 +249,11 @@ class AgentConfig(BaseModel):
 
     def limits(self) -> InputLimits:
         """The input refusals the graph applies (fixed when it is built)."""
-        return InputLimits(max_input_pixels=self.max_input_pixels,
-                           max_instruction_chars=self.max_instruction_chars,
-                           allowed_uri_schemes=self.allowed_uri_schemes)
+        return InputLimits(
+            max_input_pixels=self.max_input_pixels,
+            max_instruction_chars=self.max_instruction_chars,
+            allowed_uri_schemes=self.allowed_uri_schemes,
+        )
 
     def step_seed(self, step: int, attempt: int) -> int:
         """Seed of try ``attempt`` (0-based) of step ``step``: distinct, reproducible."""

@@ -39,16 +39,26 @@ def as_tool(agent: Any, *, name: str = "edit_image", description: str = _DESCRIP
 
     def run(image: str, instruction: str, config: RunnableConfig) -> tuple[str, dict[str, Any]]:
         out = agent.invoke({"image": image, "instruction": instruction}, config)
-        accepted = [s["args"].get("instruction") for s in out["steps"]
-                    if s["kind"] == "edit" and s["accepted"]]
-        summary = {"result": out["result"], "stop_reason": out["stop_reason"],
-                   "accepted_edits": accepted, "scores": out["scores"]}
+        accepted = [
+            s["args"].get("instruction")
+            for s in out["steps"]
+            if s["kind"] == "edit" and s["accepted"]
+        ]
+        summary = {
+            "result": out["result"],
+            "stop_reason": out["stop_reason"],
+            "accepted_edits": accepted,
+            "scores": out["scores"],
+        }
         return json.dumps(summary), out
 
     # LangChain finds the config parameter by its annotation; this module's annotations are
     # strings (``from __future__``) naming a lazily imported class, so resolve it here.
     run.__annotations__["config"] = RunnableConfig
     return StructuredTool.from_function(
-        func=run, name=name, description=description, args_schema=EditImageArgs,
+        func=run,
+        name=name,
+        description=description,
+        args_schema=EditImageArgs,
         response_format="content_and_artifact",
     )

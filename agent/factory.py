@@ -24,11 +24,15 @@ __all__ = ["create_edit_agent", "edit_image", "EditResult"]
 _COMPONENT_OPTIONS = ("planner", "editors", "grounder", "critic", "artifacts", "checkpointer")
 
 
-def _store(artifacts: ArtifactStore | str | os.PathLike[str] | None, config: AgentConfig) -> ArtifactStore:
+def _store(
+    artifacts: ArtifactStore | str | os.PathLike[str] | None, config: AgentConfig
+) -> ArtifactStore:
     if isinstance(artifacts, ArtifactStore):
         return artifacts
     if artifacts is not None and not isinstance(artifacts, (str, os.PathLike)):
-        raise TypeError(f"artifacts must be an ArtifactStore or a directory path, got {artifacts!r}")
+        raise TypeError(
+            f"artifacts must be an ArtifactStore or a directory path, got {artifacts!r}"
+        )
     return ArtifactStore(artifacts if artifacts is not None else config.artifacts_dir)
 
 
@@ -60,10 +64,12 @@ def create_edit_agent(
     elif not isinstance(config, AgentConfig):
         raise TypeError(f"config must be an AgentConfig, got {type(config).__name__}: {config!r}")
     store = _store(artifacts, config)
-    components = components_from(config, store=store, planner=planner, editors=editors,
-                                 grounder=grounder, critic=critic)
-    return build_graph(components, context=config.context(), limits=config.limits(),
-                       checkpointer=checkpointer)
+    components = components_from(
+        config, store=store, planner=planner, editors=editors, grounder=grounder, critic=critic
+    )
+    return build_graph(
+        components, context=config.context(), limits=config.limits(), checkpointer=checkpointer
+    )
 
 
 @dataclass
@@ -82,8 +88,9 @@ class EditResult:
         return [self.store.open(s["output"]) for s in self.steps if s.get("output")]
 
 
-def edit_image(image: Image.Image | str | os.PathLike[str] | ImageRef, instruction: str,
-               **options: Any) -> EditResult:
+def edit_image(
+    image: Image.Image | str | os.PathLike[str] | ImageRef, instruction: str, **options: Any
+) -> EditResult:
     """Edit one image in one call. ``options`` are ``create_edit_agent`` keywords (planner,
     editors, grounder, critic, artifacts, checkpointer, config) or ``AgentConfig`` fields
     (``preset="dry-run"``, ``max_steps=3``, ...)."""
@@ -108,9 +115,16 @@ def edit_image(image: Image.Image | str | os.PathLike[str] | ImageRef, instructi
         source = image
     agent = create_edit_agent(config, artifacts=store, **components)
     run_config: RunnableConfig | None = (
-        {"configurable": {"thread_id": os.urandom(8).hex()}} if components.get("checkpointer") else None
+        {"configurable": {"thread_id": os.urandom(8).hex()}}
+        if components.get("checkpointer")
+        else None
     )
     out = agent.invoke(InputState(image=source, instruction=instruction), run_config)
-    return EditResult(image=store.open(out["result"]), result=out["result"],
-                      stop_reason=out["stop_reason"], steps=out["steps"], scores=out["scores"],
-                      store=store)
+    return EditResult(
+        image=store.open(out["result"]),
+        result=out["result"],
+        stop_reason=out["stop_reason"],
+        steps=out["steps"],
+        scores=out["scores"],
+        store=store,
+    )

@@ -64,8 +64,11 @@ def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
             return Response(status_code=304, headers=headers)
         try:
             if request.method == "HEAD":
-                return Response(b"", media_type="image/png",
-                                headers={**headers, "Content-Length": str(path.stat().st_size)})
+                return Response(
+                    b"",
+                    media_type="image/png",
+                    headers={**headers, "Content-Length": str(path.stat().st_size)},
+                )
             data = current.read_bytes(sha)  # re-checks the bytes against the hash
         except FileNotFoundError:
             return PlainTextResponse("no such artifact", 404)

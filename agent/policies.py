@@ -18,9 +18,15 @@ class WholeInstructionPlanner:
     regional step handles every target. After a rejection or error it stops too (the loop's
     retries already ran), so a single-step strategy never re-plans."""
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem]) -> PlannerDecision:
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem],
+    ) -> PlannerDecision:
         if history:
             return PlannerDecision(raw="<stop>", stop=True)
-        return PlannerDecision(raw=f"NEXT_EDITING_INSTRUCTION: {instruction}", stop=False,
-                               instruction=instruction)
+        return PlannerDecision(
+            raw=f"NEXT_EDITING_INSTRUCTION: {instruction}", stop=False, instruction=instruction
+        )

@@ -38,10 +38,18 @@ __all__ = [
 
 #: Colour names the PaintEditor understands, RGB.
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-    "yellow": (240, 210, 40), "orange": (245, 140, 20), "purple": (140, 50, 170),
-    "pink": (240, 120, 180), "cyan": (40, 200, 220), "white": (250, 250, 250),
-    "black": (15, 15, 15), "gray": (128, 128, 128), "grey": (128, 128, 128),
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 210, 40),
+    "orange": (245, 140, 20),
+    "purple": (140, 50, 170),
+    "pink": (240, 120, 180),
+    "cyan": (40, 200, 220),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
     "brown": (130, 80, 40),
 }
 
@@ -59,8 +67,9 @@ class _Queue:
         with self._lock:
             self.calls.append(call)
             if not self._items:
-                raise RuntimeError(f"{self._owner} ran out of scripted outputs after "
-                                   f"{len(self.calls) - 1} calls")
+                raise RuntimeError(
+                    f"{self._owner} ran out of scripted outputs after {len(self.calls) - 1} calls"
+                )
             return self._items.pop(0)
 
     @property
@@ -89,10 +98,16 @@ class ScriptedPlanner:
     def remaining(self) -> int:
         return self._queue.remaining
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem]) -> PlannerDecision:
-        item = self._queue.pop({"instruction": instruction, "history": list(history),
-                                "current_size": current.size})
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem],
+    ) -> PlannerDecision:
+        item = self._queue.pop(
+            {"instruction": instruction, "history": list(history), "current_size": current.size}
+        )
         if isinstance(item, BaseException):
             raise item
         if isinstance(item, PlannerDecision):
@@ -111,14 +126,20 @@ class SplitPlanner:
     order, skipping parts already accepted; stops when every part is accepted. Stateless: it
     reads progress from the history, so one instance serves parallel runs."""
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem]) -> PlannerDecision:
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem],
+    ) -> PlannerDecision:
         parts = [p.strip(" .") for p in _CONNECTIVES.split(instruction) if p and p.strip(" .")]
         done = {h.instruction for h in history if h.outcome == "accepted"}
         for part in parts:
             if part not in done:
-                return PlannerDecision(raw=f"NEXT_EDITING_INSTRUCTION: {part}", stop=False,
-                                       instruction=part)
+                return PlannerDecision(
+                    raw=f"NEXT_EDITING_INSTRUCTION: {part}", stop=False, instruction=part
+                )
         return PlannerDecision(raw="<stop>", stop=True)
 
 
@@ -135,7 +156,12 @@ def _region(instruction: str, width: int, height: int) -> Box:
     elif "bottom" in words or "lower" in words:
         y1 = height // 2
     if "center" in words or "centre" in words or "middle" in words:
-        x1, y1, x2, y2 = width // 4, height // 4, max(width // 4 + 1, 3 * width // 4), max(height // 4 + 1, 3 * height // 4)
+        x1, y1, x2, y2 = (
+            width // 4,
+            height // 4,
+            max(width // 4 + 1, 3 * width // 4),
+            max(height // 4 + 1, 3 * height // 4),
+        )
     return Box(x1=x1, y1=y1, x2=x2, y2=y2)
 
 
@@ -154,15 +180,22 @@ class PaintEditor:
         self.strength = strength
         self.seed_jitter = seed_jitter
 
-    def edit(self, image: Image.Image, instruction: str, *, seed: int | None = None,
-             num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             progress: ProgressFn | None = None) -> Image.Image:
+    def edit(
+        self,
+        image: Image.Image,
+        instruction: str,
+        *,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Image.Image:
         import numpy as np
 
         steps = num_inference_steps or 4
         box = _region(instruction, image.width, image.height)
         arr = np.asarray(image.convert("RGB")).astype(np.float32)
-        patch = arr[box.y1:box.y2, box.x1:box.x2]
+        patch = arr[box.y1 : box.y2, box.x1 : box.x2]
         words = re.findall(r"[a-z]+", instruction.lower())
         colour = next((COLOURS[w] for w in words if w in COLOURS), None)
         if colour is None:
@@ -187,8 +220,13 @@ def _as_critique(item: float | Critique | None) -> Critique:
     if isinstance(item, Critique):
         return item
     score = float(item)
-    return Critique(prompt_following=score, consistency=score, naturalness=score,
-                    artifacts=score, reasoning=f"scripted score {score}")
+    return Critique(
+        prompt_following=score,
+        consistency=score,
+        naturalness=score,
+        artifacts=score,
+        reasoning=f"scripted score {score}",
+    )
 
 
 class ScriptedCritic:
@@ -208,8 +246,14 @@ class ScriptedCritic:
     def remaining(self) -> int:
         return self._queue.remaining
 
-    def critique(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> Critique:
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
         item = self._queue.pop({"instruction": instruction, "masked": mask is not None})
         if isinstance(item, BaseException):
             raise item
@@ -224,13 +268,24 @@ class PixelChangeCritic:
     def __init__(self, *, min_changed: float = 0.005) -> None:
         self.min_changed = min_changed
 
-    def critique(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> Critique:
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
         import numpy as np
 
         if source.size != edited.size:
-            return Critique(prompt_following=8, consistency=0, naturalness=8, artifacts=8,
-                            reasoning=f"size changed {source.size} -> {edited.size}")
+            return Critique(
+                prompt_following=8,
+                consistency=0,
+                naturalness=8,
+                artifacts=8,
+                reasoning=f"size changed {source.size} -> {edited.size}",
+            )
         a = np.asarray(source.convert("RGB"), dtype=np.int16)
         b = np.asarray(edited.convert("RGB"), dtype=np.int16)
         changed = np.abs(a - b).max(axis=-1) > 8
@@ -238,8 +293,13 @@ class PixelChangeCritic:
             changed = changed & mask
         frac = float(changed.mean())
         pf = 8.0 if frac > self.min_changed else 0.0
-        return Critique(prompt_following=pf, consistency=10.0, naturalness=8.0, artifacts=8.0,
-                        reasoning=f"{frac:.1%} of pixels changed")
+        return Critique(
+            prompt_following=pf,
+            consistency=10.0,
+            naturalness=8.0,
+            artifacts=8.0,
+            reasoning=f"{frac:.1%} of pixels changed",
+        )
 
 
 # -- grounder ---------------------------------------------------------------------------------
@@ -254,9 +314,21 @@ class SideGrounder:
         if expression in self.boxes:
             return Grounding(expression=expression, boxes=[self.boxes[expression]])
         words = set(re.findall(r"[a-z]+", expression.lower()))
-        if not words & {"left", "right", "top", "bottom", "upper", "lower", "center", "centre", "middle"}:
+        if not words & {
+            "left",
+            "right",
+            "top",
+            "bottom",
+            "upper",
+            "lower",
+            "center",
+            "centre",
+            "middle",
+        }:
             raise GroundingError(f"no region found for {expression!r}", tool="SideGrounder")
-        return Grounding(expression=expression, boxes=[_region(expression, image.width, image.height)])
+        return Grounding(
+            expression=expression, boxes=[_region(expression, image.width, image.height)]
+        )
 
 
 def make_test_image(width: int = 64, height: int = 48, *, seed: int = 0) -> Image.Image:
@@ -265,8 +337,14 @@ def make_test_image(width: int = 64, height: int = 48, *, seed: int = 0) -> Imag
     from PIL import Image, ImageDraw
 
     y, x = np.mgrid[0:height, 0:width]
-    arr = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1),
-                    np.full_like(x, 96 + 8 * (seed % 16))], axis=-1).astype(np.uint8)
+    arr = np.stack(
+        [
+            x * 255 // max(1, width - 1),
+            y * 255 // max(1, height - 1),
+            np.full_like(x, 96 + 8 * (seed % 16)),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
     image = Image.fromarray(arr, "RGB")
     draw = ImageDraw.Draw(image)
     for i, colour in enumerate(((255, 255, 255), (20, 20, 20), (200, 60, 60))):
@@ -276,8 +354,14 @@ def make_test_image(width: int = 64, height: int = 48, *, seed: int = 0) -> Imag
 
 
 # -- micro-world oracle and noisy tools (agent.microworld.tools), loaded on first use ---------
-_MICROWORLD_TOOLS = ("World", "OracleEditor", "NoisyEditor", "OracleCritic", "OraclePlanner",
-                     "OracleGrounder")
+_MICROWORLD_TOOLS = (
+    "World",
+    "OracleEditor",
+    "NoisyEditor",
+    "OracleCritic",
+    "OraclePlanner",
+    "OracleGrounder",
+)
 __all__ += list(_MICROWORLD_TOOLS)
 
 

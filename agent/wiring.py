@@ -48,8 +48,10 @@ def components_from(
     elif isinstance(editors, dict):
         named = tuple(editors.items())
     elif isinstance(editors, (list, tuple)):
-        named = tuple((type(e).__name__ if i == 0 else f"{type(e).__name__}#{i}", e)
-                      for i, e in enumerate(editors))
+        named = tuple(
+            (type(e).__name__ if i == 0 else f"{type(e).__name__}#{i}", e)
+            for i, e in enumerate(editors)
+        )
     else:
         named = ((type(editors).__name__, editors),)
     for label, editor in named:
@@ -84,10 +86,16 @@ def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentCo
             f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
         )
     if not getattr(editor, "supports_mirage", False):
-        raise ValueError(f"strategy {config.strategy!r} needs an editor whose family has a MIRAGE "
-                         f"sampler (supports_mirage, e.g. FLUX.2, Kontext or Qwen-Image-Edit); "
-                         f"editor {name!r} is {editor!r}")
+        raise ValueError(
+            f"strategy {config.strategy!r} needs an editor whose family has a MIRAGE "
+            f"sampler (supports_mirage, e.g. FLUX.2, Kontext or Qwen-Image-Edit); "
+            f"editor {name!r} is {editor!r}"
+        )
     from tools.mirage.parse import VLMInstructionParser
 
-    return RegionalEditor.for_editor(editor, parser=VLMInstructionParser(vlm=lambda: grounder.vlm),
-                                     grounder=grounder, rho=config.rho)
+    return RegionalEditor.for_editor(
+        editor,
+        parser=VLMInstructionParser(vlm=lambda: grounder.vlm),
+        grounder=grounder,
+        rho=config.rho,
+    )

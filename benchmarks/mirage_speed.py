@@ -25,8 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 LAYOUTS = {
     1: [(384, 320, 640, 650)],
     3: [(64, 320, 320, 650), (384, 320, 640, 650), (704, 320, 960, 650)],
-    5: [(20, 340, 200, 640), (222, 340, 402, 640), (424, 340, 604, 640), (626, 340, 806, 640),
-        (828, 340, 1008, 640)],
+    5: [
+        (20, 340, 200, 640),
+        (222, 340, 402, 640),
+        (424, 340, 604, 640),
+        (626, 340, 806, 640),
+        (828, 340, 1008, 640),
+    ],
 }
 
 
@@ -64,7 +69,11 @@ class CallMeter:
         shapes: dict[str, int] = {}
         for b, t in self.calls:
             shapes[f"{b}x{t}"] = shapes.get(f"{b}x{t}", 0) + 1
-        return {"calls": len(self.calls), "token_rows": sum(b * t for b, t in self.calls), "shapes": shapes}
+        return {
+            "calls": len(self.calls),
+            "token_rows": sum(b * t for b, t in self.calls),
+            "shapes": shapes,
+        }
 
 
 def main() -> None:
@@ -76,10 +85,16 @@ def main() -> None:
     ap.add_argument("--rho", type=float, default=0.6)
     ap.add_argument("--regions", default="1,3,5")
     ap.add_argument("--sequential", default="3", help="region counts also run one branch per call")
-    ap.add_argument("--branch-text", type=int, default=0,
-                    help="also run with region prompts padded to this many tokens (0: skip)")
+    ap.add_argument(
+        "--branch-text",
+        type=int,
+        default=0,
+        help="also run with region prompts padded to this many tokens (0: skip)",
+    )
     ap.add_argument("--json", default=None)
-    ap.add_argument("--tiny", action="store_true", help="tiny random model on the CPU: checks the script")
+    ap.add_argument(
+        "--tiny", action="store_true", help="tiny random model on the CPU: checks the script"
+    )
     args = ap.parse_args()
 
     import torch
@@ -115,9 +130,13 @@ def main() -> None:
     prompt = "make the leftmost statue marble, turn the middle one gold and the rightmost one red"
 
     def regions(k: int) -> list[Region]:
-        return [Region(instruction=f"edit number {i}", box=Box(x1=int(a * scale), y1=int(b * scale),
-                                                               x2=int(c * scale), y2=int(d * scale)))
-                for i, (a, b, c, d) in enumerate(LAYOUTS[k])]
+        return [
+            Region(
+                instruction=f"edit number {i}",
+                box=Box(x1=int(a * scale), y1=int(b * scale), x2=int(c * scale), y2=int(d * scale)),
+            )
+            for i, (a, b, c, d) in enumerate(LAYOUTS[k])
+        ]
 
     def measure(name: str, fn) -> dict:
         sync()
@@ -129,20 +148,34 @@ def main() -> None:
         extra = fn() or {}
         sync()
         total = time.perf_counter() - t
-        row = {"variant": name, "total_s": total, "denoise_s": meter.denoise_s,
-               "peak_extra_gib": (peak() - base) / 2**30,
-               **meter.summary(), **extra}
-        print(f"  {name}: denoise {row['denoise_s']:.2f} s, total {total:.2f} s, "
-              f"{row['calls']} calls {row['shapes']}", flush=True)
+        row = {
+            "variant": name,
+            "total_s": total,
+            "denoise_s": meter.denoise_s,
+            "peak_extra_gib": (peak() - base) / 2**30,
+            **meter.summary(),
+            **extra,
+        }
+        print(
+            f"  {name}: denoise {row['denoise_s']:.2f} s, total {total:.2f} s, "
+            f"{row['calls']} calls {row['shapes']}",
+            flush=True,
+        )
         return row
 
     # The family's editor, chosen by the pipeline's type: its plain-call guidance arguments and
     # its MIRAGE sampler (the editor declares both; nothing here names a family).
     editor = editor_for_pipeline(pipe, call_kwargs=call_kwargs)
-    plain_guidance = {k: v for k, v in editor._call_kwargs(pipe, image, prompt, args.steps, args.guidance,
-                                                           args.size, args.size).items()
-                      if k not in ("height", "width")}
-    if "_auto_resize" in plain_guidance:  # keep the reference at the generation size, as MIRAGE does
+    plain_guidance = {
+        k: v
+        for k, v in editor._call_kwargs(
+            pipe, image, prompt, args.steps, args.guidance, args.size, args.size
+        ).items()
+        if k not in ("height", "width")
+    }
+    if (
+        "_auto_resize" in plain_guidance
+    ):  # keep the reference at the generation size, as MIRAGE does
         plain_guidance["_auto_resize"] = False
 
     def make_sampler(max_batch: int, branch_len: int | None):
@@ -153,22 +186,45 @@ def main() -> None:
 
     def plain(steps: int):
         def run():
-            pipe(image=image, prompt=prompt, num_inference_steps=steps, height=args.size, width=args.size,
-                 generator=torch.Generator().manual_seed(0), output_type="pil", **plain_guidance,
-                 **call_kwargs)
+            pipe(
+                image=image,
+                prompt=prompt,
+                num_inference_steps=steps,
+                height=args.size,
+                width=args.size,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pil",
+                **plain_guidance,
+                **call_kwargs,
+            )
+
         return run
 
     def mirage(k: int, steps: int, max_batch: int = 8, branch_len: int | None = None):
         sampler, extra = make_sampler(max_batch, branch_len)
 
         def run():
-            out = sampler(image, prompt, regions(k), rho=args.rho, num_inference_steps=steps,
-                          seed=0, guidance_scale=args.guidance, **extra)
-            return {"phases_s": {k2: round(v, 3) for k2, v in out.timings.items()},
-                    "cells": [list(c.shape) for c in out.cells]}
+            out = sampler(
+                image,
+                prompt,
+                regions(k),
+                rho=args.rho,
+                num_inference_steps=steps,
+                seed=0,
+                guidance_scale=args.guidance,
+                **extra,
+            )
+            return {
+                "phases_s": {k2: round(v, 3) for k2, v in out.timings.items()},
+                "cells": [list(c.shape) for c in out.cells],
+            }
+
         return run
 
-    print(f"{dev}: {args.config} built in {build_s:.1f} s, {weights_gib:.1f} GiB of weights", flush=True)
+    print(
+        f"{dev}: {args.config} built in {build_s:.1f} s, {weights_gib:.1f} GiB of weights",
+        flush=True,
+    )
     measure("warm-up plain", plain(2))
     measure("warm-up mirage", mirage(3, 3))
     rows = [measure("plain pipeline", plain(args.steps))]
@@ -177,22 +233,46 @@ def main() -> None:
     for k in counts:
         rows.append(measure(f"MIRAGE {k} region{'s' * (k > 1)} (batched)", mirage(k, args.steps)))
         if k in sequential and k > 1:
-            rows.append(measure(f"MIRAGE {k} regions (one branch per call)", mirage(k, args.steps, max_batch=1)))
+            rows.append(
+                measure(
+                    f"MIRAGE {k} regions (one branch per call)", mirage(k, args.steps, max_batch=1)
+                )
+            )
         if args.branch_text:
-            rows.append(measure(f"MIRAGE {k} region{'s' * (k > 1)} (batched, branch text {args.branch_text})",
-                                mirage(k, args.steps, branch_len=args.branch_text)))
+            rows.append(
+                measure(
+                    f"MIRAGE {k} region{'s' * (k > 1)} (batched, branch text {args.branch_text})",
+                    mirage(k, args.steps, branch_len=args.branch_text),
+                )
+            )
 
     ref = rows[0]["denoise_s"]
-    print(f"\n{dev}, {args.config} (random bf16 weights), {args.size}x{args.size}, {args.steps} steps, "
-          f"guidance {args.guidance}, rho {args.rho}\n")
-    print("| variant | denoise s | vs plain | transformer calls | token rows | total s | peak above weights GiB |")
+    print(
+        f"\n{dev}, {args.config} (random bf16 weights), {args.size}x{args.size}, {args.steps} steps, "
+        f"guidance {args.guidance}, rho {args.rho}\n"
+    )
+    print(
+        "| variant | denoise s | vs plain | transformer calls | token rows | total s | peak above weights GiB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['denoise_s']:.2f} | {r['denoise_s'] / ref:.2f}x | {r['calls']} | "
-              f"{r['token_rows']:,} | {r['total_s']:.2f} | {r['peak_extra_gib']:.2f} |")
+        print(
+            f"| {r['variant']} | {r['denoise_s']:.2f} | {r['denoise_s'] / ref:.2f}x | {r['calls']} | "
+            f"{r['token_rows']:,} | {r['total_s']:.2f} | {r['peak_extra_gib']:.2f} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": dev, "args": vars(args), "build_s": build_s,
-                                               "weights_gib": weights_gib, "rows": rows}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": dev,
+                    "args": vars(args),
+                    "build_s": build_s,
+                    "weights_gib": weights_gib,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

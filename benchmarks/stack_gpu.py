@@ -39,7 +39,9 @@ class Env:
         self.tiny = tiny
         self.cuda = torch.cuda.is_available() and not tiny
         self.device = "cuda" if self.cuda else "cpu"
-        self.name = torch.cuda.get_device_name() if self.cuda else "CPU (tiny models; script check only)"
+        self.name = (
+            torch.cuda.get_device_name() if self.cuda else "CPU (tiny models; script check only)"
+        )
 
     def sync(self) -> None:
         if self.cuda:
@@ -113,7 +115,10 @@ def _bench_editor(env: Env, name: str) -> dict:
     t = time.perf_counter()
     if env.tiny:
         pipe = build_from_configs(config, "float32", "cpu", overrides=TINY[config], seed=0)
-        side, kwargs = 64, {"call_kwargs": TINY_CALL_KWARGS[config]} if TINY_CALL_KWARGS[config] else {}
+        side, kwargs = (
+            64,
+            {"call_kwargs": TINY_CALL_KWARGS[config]} if TINY_CALL_KWARGS[config] else {},
+        )
     else:
         pipe = build_from_configs(config, "bfloat16", "cuda", seed=0)
         kwargs = {}
@@ -126,14 +131,24 @@ def _bench_editor(env: Env, name: str) -> dict:
     calls = []
     model = getattr(pipe, "transformer", None) or pipe.unet
     hook = model.register_forward_pre_hook(lambda m, a: calls.append(1))
-    env.timed(lambda: editor.edit(image, "make the car red", seed=0, num_inference_steps=2))  # warm-up
+    env.timed(
+        lambda: editor.edit(image, "make the car red", seed=0, num_inference_steps=2)
+    )  # warm-up
     calls.clear()
     env.reset_peak()
     dt, out = env.timed(lambda: editor.edit(image, "make the car red", seed=0))
     hook.remove()
-    row = {"backend": name, "steps": steps, "guidance": editor.guidance_scale, "model_calls": len(calls),
-           "size": f"{out.width}x{out.height}", "edit_s": dt, "weights_gib": weights,
-           "peak_gib": env.peak(), "build_s": build_s}
+    row = {
+        "backend": name,
+        "steps": steps,
+        "guidance": editor.guidance_scale,
+        "model_calls": len(calls),
+        "size": f"{out.width}x{out.height}",
+        "edit_s": dt,
+        "weights_gib": weights,
+        "peak_gib": env.peak(),
+        "build_s": build_s,
+    }
     print(f"  {row}", flush=True)
     editor = pipe = model = out = None  # free the memory (the timed lambda closes over editor)
     return row
@@ -157,22 +172,33 @@ def build_vlm(env: Env, config_dir: str, *, side: int, shrink: dict | None = Non
     raw = json.loads((CONFIG_ROOT / config_dir / "config.json").read_text())
     for key, value in (shrink or {}).items():  # for checking this path on a CPU
         section, _, name = key.partition(".")
-        (raw if section == "text_config" and "text_config" not in raw else raw[section])[name] = value
+        (raw if section == "text_config" and "text_config" not in raw else raw[section])[name] = (
+            value
+        )
     tok = tiny_tokenizer(family)
     ids = _token_ids(tok)
     raw.update(ids)
     text = raw["text_config"] if "text_config" in raw else raw  # Qwen2.5-VL's config is flat
-    text.update(eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
+    text.update(
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+    )
     model_type = raw.pop("model_type")
     config = AutoConfig.for_model(model_type, **raw)
     patch = 16 if family == "qwen3" else 14
-    pre = Qwen2VLImageProcessorPil(size={"shortest_edge": (2 * patch) ** 2, "longest_edge": side * side},
-                                   patch_size=patch, merge_size=2, temporal_patch_size=2)
-    processor = processor_without_video(family)(image_processor=pre, tokenizer=tok,
-                                                chat_template=CHAT_TEMPLATES[family])
+    pre = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": (2 * patch) ** 2, "longest_edge": side * side},
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
+    )
+    processor = processor_without_video(family)(
+        image_processor=pre, tokenizer=tok, chat_template=CHAT_TEMPLATES[family]
+    )
     device = "cuda" if env.cuda else "cpu"
-    vlm = qwen_vl_from_config(config, processor, seed=0, options=LoadOptions(dtype="bfloat16", device=device))
+    vlm = qwen_vl_from_config(
+        config, processor, seed=0, options=LoadOptions(dtype="bfloat16", device=device)
+    )
     vlm.model.generation_config.eos_token_id = config.text_config.eos_token_id
     vlm.model.generation_config.pad_token_id = config.text_config.pad_token_id
     return vlm, family
@@ -186,8 +212,9 @@ MODES = {  # --modes key -> row label
 }
 
 
-def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
-              modes: list[str] | None = None) -> dict:
+def bench_vlm(
+    env: Env, new_tokens: int, passes: int, compile_modes: bool, modes: list[str] | None = None
+) -> dict:
     import torch
 
     from agent.testing import make_test_image
@@ -201,8 +228,15 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
     fast_compiled = compile_modes and env.cuda  # uncompiled on a CPU: a script check only
 
     def messages(images, prompt):
-        return [{"role": "user", "content": [*({"type": "image", "image": im} for im in images),
-                                              {"type": "text", "text": prompt}]}]
+        return [
+            {
+                "role": "user",
+                "content": [
+                    *({"type": "image", "image": im} for im in images),
+                    {"type": "text", "text": prompt},
+                ],
+            }
+        ]
 
     def encode(vlm, prompts):
         texts, images = [], []
@@ -210,25 +244,42 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
             t, ims = vlm.render(p)
             texts.append(t)
             images += ims
-        return vlm.processor(text=texts, images=images, padding=True, return_tensors="pt").to(vlm.device)
+        return vlm.processor(text=texts, images=images, padding=True, return_tensors="pt").to(
+            vlm.device
+        )
 
     def generate(vlm, prompts, n, **kw):
         inputs = encode(vlm, prompts)
         with torch.inference_mode():
-            out = vlm.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=kw.pop("do_sample", False),
-                                     pad_token_id=vlm.processor.tokenizer.pad_token_id, **kw)
+            out = vlm.model.generate(
+                **inputs,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=kw.pop("do_sample", False),
+                pad_token_id=vlm.processor.tokenizer.pad_token_id,
+                **kw,
+            )
         return inputs["input_ids"].shape[1], out.shape[1] - inputs["input_ids"].shape[1]
 
     def fast(vlm, prompts, n, do_sample=False, num_return_sequences=1):
         # min_new_tokens=n: random weights may emit EOS; every call makes exactly n tokens
         inputs = encode(vlm, prompts)
-        out = fast_generate(vlm.model, dict(inputs), max_new_tokens=n, min_new_tokens=n,
-                            temperature=1.0 if do_sample else 0.0, num_return_sequences=num_return_sequences,
-                            pad_token_id=vlm.processor.tokenizer.pad_token_id, compile=fast_compiled)
+        out = fast_generate(
+            vlm.model,
+            dict(inputs),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            temperature=1.0 if do_sample else 0.0,
+            num_return_sequences=num_return_sequences,
+            pad_token_id=vlm.processor.tokenizer.pad_token_id,
+            compile=fast_compiled,
+        )
         return inputs["input_ids"].shape[1], out.shape[1]
 
-    for config_dir, side, n_images, role in (("Qwen2.5-VL-7B-Instruct", 504, 2, "planner step / critic SC call"),
-                                             ("Qwen3-VL-8B-Instruct", 512, 1, "grounder box")):
+    for config_dir, side, n_images, role in (
+        ("Qwen2.5-VL-7B-Instruct", 504, 2, "planner step / critic SC call"),
+        ("Qwen3-VL-8B-Instruct", 512, 1, "grounder box"),
+    ):
         base = env.mem()
         vlm, family = build_vlm(env, config_dir, side=side)
         weights = env.mem() - base
@@ -236,14 +287,27 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
         lm_bytes = 2 * sum(p.numel() for n, p in vlm.model.named_parameters() if "visual" not in n)
         floor = bw / lm_bytes if env.cuda else float("nan")
         img = make_test_image(side, side)
-        prompt = messages([img] * n_images, text if n_images == 2 else 'Locate "the leftmost cup", output its bbox coordinates using JSON format.')
+        prompt = messages(
+            [img] * n_images,
+            text
+            if n_images == 2
+            else 'Locate "the leftmost cup", output its bbox coordinates using JSON format.',
+        )
         n = 8 if env.tiny else new_tokens
         runs = []  # (mode label, call(prompts, n, **kw), its fixed kwargs)
         if "dynamic" in modes:
             runs.append((MODES["dynamic"], generate, {"disable_compile": True}))
         if "static" in modes:
-            runs.append((MODES["static"], generate, {"cache_implementation": "static", "disable_compile": True}))
-        if "compile" in modes and compile_modes and role.startswith("planner"):  # compile costs minutes
+            runs.append(
+                (
+                    MODES["static"],
+                    generate,
+                    {"cache_implementation": "static", "disable_compile": True},
+                )
+            )
+        if (
+            "compile" in modes and compile_modes and role.startswith("planner")
+        ):  # compile costs minutes
             runs.append((MODES["compile"], generate, {"cache_implementation": "static"}))
         if "fast" in modes:
             runs.append((MODES["fast"], fast, {}))
@@ -255,9 +319,20 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
             t_pre, (plen, _) = env.timed(lambda: call(vlm, [prompt], 1, **dict(kw)))
             t_all, (_, made) = env.timed(lambda: call(vlm, [prompt], n, **dict(kw)))
             tps = (made - 1) / max(t_all - t_pre, 1e-9)
-            row = {"model": config_dir, "role": role, "mode": mode, "prompt_tokens": plen, "new_tokens": made,
-                   "prefill_s": t_pre, "call_s": t_all, "decode_tok_s": tps, "floor_tok_s": floor,
-                   "weights_gib": weights, "params_b": n_params / 1e9, "peak_gib": env.peak()}
+            row = {
+                "model": config_dir,
+                "role": role,
+                "mode": mode,
+                "prompt_tokens": plen,
+                "new_tokens": made,
+                "prefill_s": t_pre,
+                "call_s": t_all,
+                "decode_tok_s": tps,
+                "floor_tok_s": floor,
+                "weights_gib": weights,
+                "params_b": n_params / 1e9,
+                "peak_gib": env.peak(),
+            }
             print(f"  {row}", flush=True)
             results["rows"].append(row)
         # Avg@N critic passes: one sampled call with N sequences vs N calls; the HF mode that ran
@@ -266,12 +341,28 @@ def bench_vlm(env: Env, new_tokens: int, passes: int, compile_modes: bool,
             for mode, call, kw in runs[-2:] if runs and runs[-1][1] is fast else runs[-1:]:
                 for batch in (passes, 1):  # warm-up: each batch size is a new shape (a new graph)
                     call(vlm, [prompt], n, do_sample=True, num_return_sequences=batch, **dict(kw))
-                t_batched, _ = env.timed(lambda: call(vlm, [prompt], n, do_sample=True, num_return_sequences=passes, **dict(kw)))
-                t_seq, _ = env.timed(lambda: [call(vlm, [prompt], n, do_sample=True, **dict(kw)) for _ in range(passes)])
+                t_batched, _ = env.timed(
+                    lambda: call(
+                        vlm, [prompt], n, do_sample=True, num_return_sequences=passes, **dict(kw)
+                    )
+                )
+                t_seq, _ = env.timed(
+                    lambda: [
+                        call(vlm, [prompt], n, do_sample=True, **dict(kw)) for _ in range(passes)
+                    ]
+                )
                 key = "avg_at_n_fast" if call is fast else "avg_at_n"
-                results[key] = {"passes": passes, "new_tokens": n, "mode": mode,
-                                "batched_s": t_batched, "sequential_s": t_seq}
-                print(f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s vs sequential {t_seq:.2f} s", flush=True)
+                results[key] = {
+                    "passes": passes,
+                    "new_tokens": n,
+                    "mode": mode,
+                    "batched_s": t_batched,
+                    "sequential_s": t_seq,
+                }
+                print(
+                    f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s vs sequential {t_seq:.2f} s",
+                    flush=True,
+                )
         vlm = None  # free the memory (the timed lambdas close over vlm)
         env.free()
     return results
@@ -284,8 +375,11 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=100)
     ap.add_argument("--passes", type=int, default=4)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--modes", default=",".join(MODES),
-                    help=f"VLM decode modes to time, comma-separated: {','.join(MODES)}")
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"VLM decode modes to time, comma-separated: {','.join(MODES)}",
+    )
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -300,26 +394,39 @@ def main() -> None:
             if "error" in r:
                 print(f"| {r['backend']} | failed: {r['error'][:80]} | | | | | |")
                 continue
-            print(f"| {r['backend']} | {r['size']} | {r['steps']} | {r['model_calls']} | {r['edit_s']:.2f} | "
-                  f"{r['weights_gib']:.1f} | {r['peak_gib']:.1f} |")
+            print(
+                f"| {r['backend']} | {r['size']} | {r['steps']} | {r['model_calls']} | {r['edit_s']:.2f} | "
+                f"{r['weights_gib']:.1f} | {r['peak_gib']:.1f} |"
+            )
         result = {"device": env.name, "editors": rows}
     else:
         modes = [m for m in args.modes.split(",") if m]
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
             ap.error(f"--modes: unknown {unknown}; choose from {list(MODES)}")
-        result = {"device": env.name, **bench_vlm(env, args.new_tokens, args.passes, not args.no_compile, modes)}
-        print(f"\n{env.name}; memory bandwidth {result['bandwidth_tb_s']:.2f} TB/s (copy, read+write)\n")
-        print("| model | role | cache | prompt tokens | prefill s | new tokens | decode tok/s | floor tok/s | weights GiB |")
+        result = {
+            "device": env.name,
+            **bench_vlm(env, args.new_tokens, args.passes, not args.no_compile, modes),
+        }
+        print(
+            f"\n{env.name}; memory bandwidth {result['bandwidth_tb_s']:.2f} TB/s (copy, read+write)\n"
+        )
+        print(
+            "| model | role | cache | prompt tokens | prefill s | new tokens | decode tok/s | floor tok/s | weights GiB |"
+        )
         print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for r in result["rows"]:
-            print(f"| {r['model']} | {r['role']} | {r['mode']} | {r['prompt_tokens']} | {r['prefill_s']:.3f} | "
-                  f"{r['new_tokens']} | {r['decode_tok_s']:.1f} | {r['floor_tok_s']:.0f} | {r['weights_gib']:.1f} |")
+            print(
+                f"| {r['model']} | {r['role']} | {r['mode']} | {r['prompt_tokens']} | {r['prefill_s']:.3f} | "
+                f"{r['new_tokens']} | {r['decode_tok_s']:.1f} | {r['floor_tok_s']:.0f} | {r['weights_gib']:.1f} |"
+            )
         for key in ("avg_at_n", "avg_at_n_fast"):
             if key in result:
                 a = result[key]
-                print(f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): one batched call "
-                      f"{a['batched_s']:.2f} s, {a['passes']} calls {a['sequential_s']:.2f} s")
+                print(
+                    f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): one batched call "
+                    f"{a['batched_s']:.2f} s, {a['passes']} calls {a['sequential_s']:.2f} s"
+                )
     result["args"] = vars(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

@@ -34,13 +34,25 @@ def main() -> None:
 
     case = make_case(args.seed, n_edits=3, size=512)
     source = render(case.scene)
-    regions = [Region(instruction=text, box=Box(**dict(zip(("x1", "y1", "x2", "y2"), target_box(case.scene, e)))))
-               for e, text in zip(case.edits, case.atomic)]
+    regions = [
+        Region(
+            instruction=text,
+            box=Box(**dict(zip(("x1", "y1", "x2", "y2"), target_box(case.scene, e)))),
+        )
+        for e, text in zip(case.edits, case.atomic)
+    ]
     family = "FLUX.2-klein-base-4B"
     sampler = MirageFlux2(tiny_pipeline(family), text_encoder_out_layers=(1,))
-    out = sampler(source, case.instruction, regions, rho=0.6, num_inference_steps=10, seed=0,
-                  max_sequence_length=TINY_CALL_KWARGS[family]["max_sequence_length"],
-                  keep_intermediates=True)
+    out = sampler(
+        source,
+        case.instruction,
+        regions,
+        rho=0.6,
+        num_inference_steps=10,
+        seed=0,
+        max_sequence_length=TINY_CALL_KWARGS[family]["max_sequence_length"],
+        keep_intermediates=True,
+    )
     cell = sampler.cell
 
     # (a) the source with requested boxes (thin) and snapped cell boxes (thick)
@@ -66,14 +78,21 @@ def main() -> None:
             draw.rectangle((x * cell, y * cell, (x + 1) * cell - 2, (y + 1) * cell - 2), fill=fill)
 
     pad, caption = 12, 70
-    sheet = Image.new("RGB", (2 * source.width + 3 * pad, source.height + 2 * pad + caption), "white")
+    sheet = Image.new(
+        "RGB", (2 * source.width + 3 * pad, source.height + 2 * pad + caption), "white"
+    )
     sheet.paste(left, (pad, pad))
     sheet.paste(right, (2 * pad + source.width, pad))
     draw = ImageDraw.Draw(sheet)
     y = source.height + 2 * pad
-    draw.text((pad, y), "(a) target boxes (thin) and the latent cells MIRAGE edits (thick)", fill="black")
-    draw.text((2 * pad + source.width, y), "(b) owner of each 16-px cell at the handover; grey = background",
-              fill="black")
+    draw.text(
+        (pad, y), "(a) target boxes (thin) and the latent cells MIRAGE edits (thick)", fill="black"
+    )
+    draw.text(
+        (2 * pad + source.width, y),
+        "(b) owner of each 16-px cell at the handover; grey = background",
+        fill="black",
+    )
     for k, text in enumerate(case.atomic):
         draw.text((pad, y + 16 + 14 * k), f"{k + 1}. {text}", fill=COLOURS[k % len(COLOURS)])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,9 @@ class EditContext:
         return super().__new__(cls)
 
     # -- budgets ------------------------------------------------------------------------------
-    max_steps: int = _desc(5, "most atomic edits the planner may issue (retries of one edit count once)")
+    max_steps: int = _desc(
+        5, "most atomic edits the planner may issue (retries of one edit count once)"
+    )
     max_retries_per_step: int = _desc(
         1,
         "after verify rejects an edit, how many times the same edit is retried with a new seed "
@@ -110,7 +112,11 @@ class EditContext:
             for f in dataclasses.fields(cls)
         ]
         schema = dataclasses.make_dataclass(
-            cls.__name__, fields, bases=(cls,), kw_only=True, frozen=True,
+            cls.__name__,
+            fields,
+            bases=(cls,),
+            kw_only=True,
+            frozen=True,
             namespace={"__module__": cls.__module__, "__doc__": cls.__doc__},
         )
         return schema
@@ -159,16 +165,20 @@ def _check(name: str, value: object) -> None:
         return
     numeric = (int, float) if kind is float else (int,)
     if isinstance(value, bool) or not isinstance(value, numeric):
-        raise ValueError(f"context {name}={value!r} must be a {kind.__name__}"
-                         f"{' or None' if name in _OPTIONAL else ''}")
+        raise ValueError(
+            f"context {name}={value!r} must be a {kind.__name__}"
+            f"{' or None' if name in _OPTIONAL else ''}"
+        )
     too_low = False
     if low is not None:
         too_low = value <= low if name in _EXCLUSIVE_LOW else value < low
     if too_low or (high is not None and value > high):
         lo = "" if low is None else f"{'>' if name in _EXCLUSIVE_LOW else '>='} {low}"
         hi = "" if high is None else f"<= {high}"
-        raise ValueError(f"context {name}={value!r} is out of range: must be "
-                         f"{' and '.join(x for x in (lo, hi) if x)}")
+        raise ValueError(
+            f"context {name}={value!r} is out of range: must be "
+            f"{' and '.join(x for x in (lo, hi) if x)}"
+        )
 
 
 @dataclass(kw_only=True, frozen=True)

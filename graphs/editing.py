@@ -64,8 +64,19 @@ def _norm(instruction: str) -> str:
 
 def _record(**fields: Any) -> StepRecord:
     base: dict[str, Any] = dict(
-        kind="edit", step=0, attempt=0, planner=None, tool=None, args={}, input=None,
-        output=None, scores={}, accepted=False, info={}, reason="", timings={},
+        kind="edit",
+        step=0,
+        attempt=0,
+        planner=None,
+        tool=None,
+        args={},
+        input=None,
+        output=None,
+        scores={},
+        accepted=False,
+        info={},
+        reason="",
+        timings={},
     )
     base.update(fields)
     return base  # type: ignore[return-value]
@@ -79,15 +90,19 @@ def _judge_step(critique: Critique, ctx: EditContext) -> tuple[bool, str]:
         return False, f"step score {overall:.2f} below min_step_score={ctx.min_step_score}"
     return True, f"step score {overall:.2f}"
 
-def _judge_progress(progress: Critique, previous: float | None, ctx: EditContext) -> tuple[bool, str]:
+
+def _judge_progress(
+    progress: Critique, previous: float | None, ctx: EditContext
+) -> tuple[bool, str]:
     overall = progress.overall  # None exactly when the critique is not valid
     if not progress.valid or overall is None:
         return False, f"no valid critic score: {progress.reasoning[:200]}"
     if previous is not None and overall < previous - ctx.regression_tolerance:
-        return False, (f"regression: full-instruction score {overall:.2f} < last "
-                       f"accepted {previous:.2f} - regression_tolerance")
+        return False, (
+            f"regression: full-instruction score {overall:.2f} < last "
+            f"accepted {previous:.2f} - regression_tolerance"
+        )
     return True, f"accepted; full-instruction score {overall:.2f}"
-
 
 
 def _in_flight(state: EditState) -> Pending:
@@ -140,8 +155,14 @@ class _Nodes:
 
     def _end(self, state: EditState, reason: str, **update: Any) -> dict[str, Any]:
         """Update that ends the run on the last accepted image."""
-        return {"next": "end", "stop_reason": reason, "result": state["current"],
-                "pending": None, "candidate": None, **update}
+        return {
+            "next": "end",
+            "stop_reason": reason,
+            "result": state["current"],
+            "pending": None,
+            "candidate": None,
+            **update,
+        }
 
     @staticmethod
     def _emit(event: dict[str, Any]) -> None:
@@ -160,17 +181,28 @@ class _Nodes:
         if "image" not in state:
             raise ValueError("input is missing 'image'")
         image = load_image(
-            state["image"], store=self.c.store, allowed_schemes=self.limits.allowed_uri_schemes,
+            state["image"],
+            store=self.c.store,
+            allowed_schemes=self.limits.allowed_uri_schemes,
             max_pixels=self.limits.max_input_pixels,
         )
         source = self.c.store.put(image)
         self._emit({"event": "run_start", "source": source, "instruction": instruction})
         return {  # "image" becomes the stored ref: a data: URL must not ride in every checkpoint
-            "image": source, "instruction": instruction, "source": source, "current": source,
+            "image": source,
+            "instruction": instruction,
+            "source": source,
+            "current": source,
             "result": source,
-            "steps": Overwrite([]), "history": Overwrite([]), "scores": {},
-            "pending": None, "candidate": None, "step_count": 0, "tool_calls": 0,
-            "elapsed_s": Overwrite(time.perf_counter() - t0), "next": "plan",
+            "steps": Overwrite([]),
+            "history": Overwrite([]),
+            "scores": {},
+            "pending": None,
+            "candidate": None,
+            "step_count": 0,
+            "tool_calls": 0,
+            "elapsed_s": Overwrite(time.perf_counter() - t0),
+            "next": "plan",
         }
 
     # -- plan ---------------------------------------------------------------------------------
@@ -178,42 +210,87 @@ class _Nodes:
         t0 = time.perf_counter()
         ctx = self._context(runtime)
         if (why := self._budget_left(state, 1, ctx)) is not None:
-            return self._end(state, "budget_exhausted", elapsed_s=0.0,
-                             steps=[_record(kind="stop", step=state["step_count"], reason=why)])
+            return self._end(
+                state,
+                "budget_exhausted",
+                elapsed_s=0.0,
+                steps=[_record(kind="stop", step=state["step_count"], reason=why)],
+            )
         step = state["step_count"] + 1
         store = self.c.store
         try:
             decision = self.c.planner.next_action(
-                store.open(state["source"]), store.open(state["current"]),
-                state["instruction"], self._history(state),
+                store.open(state["source"]),
+                store.open(state["current"]),
+                state["instruction"],
+                self._history(state),
             )
         except PlannerOutputError as exc:
             dt = time.perf_counter() - t0
             reason = f"planner output could not be parsed: {exc}"
             return {
-                "next": "plan", "tool_calls": state["tool_calls"] + 1, "elapsed_s": dt,
+                "next": "plan",
+                "tool_calls": state["tool_calls"] + 1,
+                "elapsed_s": dt,
                 "history": [{"instruction": None, "outcome": "error", "reason": reason}],
-                "steps": [_record(kind="plan_error", step=step, tool="planner",
-                                  planner={"raw": exc.raw, "action": None},
-                                  reason=reason, timings={"plan_s": dt})],
+                "steps": [
+                    _record(
+                        kind="plan_error",
+                        step=step,
+                        tool="planner",
+                        planner={"raw": exc.raw, "action": None},
+                        reason=reason,
+                        timings={"plan_s": dt},
+                    )
+                ],
             }
         except FatalToolError as exc:
-            return self._end(state, "error", tool_calls=state["tool_calls"] + 1,
-                             elapsed_s=time.perf_counter() - t0,
-                             steps=[_record(kind="plan_error", step=step, tool="planner",
-                                            reason=f"planner failed: {exc}")])
+            return self._end(
+                state,
+                "error",
+                tool_calls=state["tool_calls"] + 1,
+                elapsed_s=time.perf_counter() - t0,
+                steps=[
+                    _record(
+                        kind="plan_error",
+                        step=step,
+                        tool="planner",
+                        reason=f"planner failed: {exc}",
+                    )
+                ],
+            )
         dt = time.perf_counter() - t0
-        planner_out = {"raw": decision.raw,
-                       "action": {"stop": decision.stop, "instruction": decision.instruction}}
+        planner_out = {
+            "raw": decision.raw,
+            "action": {"stop": decision.stop, "instruction": decision.instruction},
+        }
         calls = state["tool_calls"] + 1
-        self._emit({"event": "plan", "step": step, "stop": decision.stop,
-                    "instruction": decision.instruction})
+        self._emit(
+            {
+                "event": "plan",
+                "step": step,
+                "stop": decision.stop,
+                "instruction": decision.instruction,
+            }
+        )
 
         def end(reason: str, why: str) -> dict[str, Any]:
-            return self._end(state, reason, tool_calls=calls, elapsed_s=dt,
-                             steps=[_record(kind="stop", step=step, tool="planner",
-                                            planner=planner_out, reason=why,
-                                            timings={"plan_s": dt})])
+            return self._end(
+                state,
+                reason,
+                tool_calls=calls,
+                elapsed_s=dt,
+                steps=[
+                    _record(
+                        kind="stop",
+                        step=step,
+                        tool="planner",
+                        planner=planner_out,
+                        reason=why,
+                        timings={"plan_s": dt},
+                    )
+                ],
+            )
 
         instruction = decision.instruction  # None exactly on stop (PlannerDecision checks it)
         if instruction is None:
@@ -222,16 +299,27 @@ class _Nodes:
         history = state.get("history", [])
         if any(h["outcome"] == "accepted" and _norm(h["instruction"]) == key for h in history):
             return end("no_progress", f"the planner repeated an accepted edit: {instruction!r}")
-        rejected = sum(1 for h in history if h["outcome"] == "rejected"
-                       and h["instruction"] is not None and _norm(h["instruction"]) == key)
+        rejected = sum(
+            1
+            for h in history
+            if h["outcome"] == "rejected"
+            and h["instruction"] is not None
+            and _norm(h["instruction"]) == key
+        )
         if rejected > ctx.max_repeats_of_rejected:
             return end("no_progress", f"{instruction!r} was rejected {rejected} times")
         if state["step_count"] >= ctx.max_steps:
             return end("budget_exhausted", f"max_steps={ctx.max_steps} edits issued")
-        pending = Pending(step=step, attempt=0, instruction=instruction,
-                          planner=planner_out, plan_s=dt)
-        return {"next": "act", "pending": pending, "step_count": step,
-                "tool_calls": calls, "elapsed_s": dt}
+        pending = Pending(
+            step=step, attempt=0, instruction=instruction, planner=planner_out, plan_s=dt
+        )
+        return {
+            "next": "act",
+            "pending": pending,
+            "step_count": step,
+            "tool_calls": calls,
+            "elapsed_s": dt,
+        }
 
     # -- act ----------------------------------------------------------------------------------
     def act(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
@@ -240,19 +328,41 @@ class _Nodes:
         pending = _in_flight(state)
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
         if (why := self._budget_left(state, 1 + _critic_calls(ctx), ctx)) is not None:
-            return self._end(state, "budget_exhausted", elapsed_s=0.0,
-                             steps=[_record(kind="stop", step=step, attempt=attempt, reason=why)])
+            return self._end(
+                state,
+                "budget_exhausted",
+                elapsed_s=0.0,
+                steps=[_record(kind="stop", step=step, attempt=attempt, reason=why)],
+            )
         name, editor = self.c.editors[attempt % len(self.c.editors)]
-        args = {"instruction": instruction, "seed": ctx.step_seed(step, attempt),
-                "num_inference_steps": ctx.num_inference_steps,
-                "guidance_scale": ctx.guidance_scale}
+        args = {
+            "instruction": instruction,
+            "seed": ctx.step_seed(step, attempt),
+            "num_inference_steps": ctx.num_inference_steps,
+            "guidance_scale": ctx.guidance_scale,
+        }
         writer = get_stream_writer()
-        writer({"event": "step_start", "step": step, "attempt": attempt, "tool": name,
-                "instruction": instruction})
+        writer(
+            {
+                "event": "step_start",
+                "step": step,
+                "attempt": attempt,
+                "tool": name,
+                "instruction": instruction,
+            }
+        )
 
         def progress(done: int, total: int) -> None:
-            writer({"event": "tool_progress", "step": step, "attempt": attempt, "tool": name,
-                    "done": done, "total": total})
+            writer(
+                {
+                    "event": "tool_progress",
+                    "step": step,
+                    "attempt": attempt,
+                    "tool": name,
+                    "done": done,
+                    "total": total,
+                }
+            )
 
         source = state["current"]
         try:
@@ -260,28 +370,69 @@ class _Nodes:
         except RecoverableToolError as exc:
             dt = time.perf_counter() - t0
             reason = f"{name} failed: {exc}"
-            writer({"event": "step_end", "step": step, "attempt": attempt, "accepted": False,
-                    "reason": reason})
-            return {"next": "plan", "pending": None, "tool_calls": state["tool_calls"] + 1,
-                    "elapsed_s": dt,
-                    "history": [{"instruction": instruction, "outcome": "error", "reason": reason}],
-                    "steps": [_record(kind="tool_error", step=step, attempt=attempt,
-                                      planner=pending["planner"] if attempt == 0 else None,
-                                      tool=name, args=args, input=source, reason=reason,
-                                      timings={"act_s": dt})]}
+            writer(
+                {
+                    "event": "step_end",
+                    "step": step,
+                    "attempt": attempt,
+                    "accepted": False,
+                    "reason": reason,
+                }
+            )
+            return {
+                "next": "plan",
+                "pending": None,
+                "tool_calls": state["tool_calls"] + 1,
+                "elapsed_s": dt,
+                "history": [{"instruction": instruction, "outcome": "error", "reason": reason}],
+                "steps": [
+                    _record(
+                        kind="tool_error",
+                        step=step,
+                        attempt=attempt,
+                        planner=pending["planner"] if attempt == 0 else None,
+                        tool=name,
+                        args=args,
+                        input=source,
+                        reason=reason,
+                        timings={"act_s": dt},
+                    )
+                ],
+            }
         except FatalToolError as exc:
-            return self._end(state, "error", tool_calls=state["tool_calls"] + 1,
-                             elapsed_s=time.perf_counter() - t0,
-                             steps=[_record(kind="tool_error", step=step, attempt=attempt,
-                                            tool=name, args=args, input=source,
-                                            reason=f"{name} failed: {exc}")])
+            return self._end(
+                state,
+                "error",
+                tool_calls=state["tool_calls"] + 1,
+                elapsed_s=time.perf_counter() - t0,
+                steps=[
+                    _record(
+                        kind="tool_error",
+                        step=step,
+                        attempt=attempt,
+                        tool=name,
+                        args=args,
+                        input=source,
+                        reason=f"{name} failed: {exc}",
+                    )
+                ],
+            )
         info: dict[str, Any] = {}
         if isinstance(edited, EditOutput):
             edited, info = edited.image, edited.info
-        candidate = Candidate(image=self.c.store.put(edited), tool=name, args=args, info=info,
-                              act_s=time.perf_counter() - t0)
-        return {"next": "verify", "candidate": candidate, "tool_calls": state["tool_calls"] + 1,
-                "elapsed_s": candidate["act_s"]}
+        candidate = Candidate(
+            image=self.c.store.put(edited),
+            tool=name,
+            args=args,
+            info=info,
+            act_s=time.perf_counter() - t0,
+        )
+        return {
+            "next": "verify",
+            "candidate": candidate,
+            "tool_calls": state["tool_calls"] + 1,
+            "elapsed_s": candidate["act_s"],
+        }
 
     # -- verify -------------------------------------------------------------------------------
     def verify(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
@@ -303,36 +454,82 @@ class _Nodes:
             accepted, reason = _judge_step(step_critique, ctx)
             if accepted and ctx.check_regression:
                 calls += 1
-                progress = critic.critique(store.open(state["source"]), edited, state["instruction"])
+                progress = critic.critique(
+                    store.open(state["source"]), edited, state["instruction"]
+                )
                 accepted, reason = _judge_progress(progress, self._last_progress(state), ctx)
         except RecoverableToolError as exc:  # judged as a rejection: retry or re-plan
             step_critique = Critique.invalid(f"critic failed: {exc}")
             progress, accepted, reason = None, False, f"critic failed: {exc}"
         except FatalToolError as exc:
-            return self._end(state, "error", tool_calls=calls, elapsed_s=time.perf_counter() - t0,
-                             steps=[_record(kind="tool_error", step=step, attempt=attempt,
-                                            tool="critic", input=state["current"],
-                                            output=candidate["image"],
-                                            reason=f"critic failed: {exc}")])
+            return self._end(
+                state,
+                "error",
+                tool_calls=calls,
+                elapsed_s=time.perf_counter() - t0,
+                steps=[
+                    _record(
+                        kind="tool_error",
+                        step=step,
+                        attempt=attempt,
+                        tool="critic",
+                        input=state["current"],
+                        output=candidate["image"],
+                        reason=f"critic failed: {exc}",
+                    )
+                ],
+            )
         dt = time.perf_counter() - t0
 
-        scores = {"step": step_critique.summary(),
-                  "progress": progress.summary() if progress is not None else None}
-        record = _record(kind="edit", step=step, attempt=attempt,
-                         planner=pending["planner"] if attempt == 0 else None,
-                         tool=candidate["tool"], args=candidate["args"], input=state["current"],
-                         output=candidate["image"], scores=scores, accepted=accepted,
-                         info=candidate.get("info", {}),
-                         reason=reason, timings={"plan_s": pending["plan_s"] if attempt == 0 else 0.0,
-                                                 "act_s": candidate["act_s"], "verify_s": dt})
-        self._emit({"event": "step_end", "step": step, "attempt": attempt, "accepted": accepted,
-                    "reason": reason, "overall": step_critique.overall, "output": candidate["image"]})
-        update: dict[str, Any] = {"tool_calls": calls, "elapsed_s": dt, "steps": [record],
-                                  "candidate": None}
+        scores = {
+            "step": step_critique.summary(),
+            "progress": progress.summary() if progress is not None else None,
+        }
+        record = _record(
+            kind="edit",
+            step=step,
+            attempt=attempt,
+            planner=pending["planner"] if attempt == 0 else None,
+            tool=candidate["tool"],
+            args=candidate["args"],
+            input=state["current"],
+            output=candidate["image"],
+            scores=scores,
+            accepted=accepted,
+            info=candidate.get("info", {}),
+            reason=reason,
+            timings={
+                "plan_s": pending["plan_s"] if attempt == 0 else 0.0,
+                "act_s": candidate["act_s"],
+                "verify_s": dt,
+            },
+        )
+        self._emit(
+            {
+                "event": "step_end",
+                "step": step,
+                "attempt": attempt,
+                "accepted": accepted,
+                "reason": reason,
+                "overall": step_critique.overall,
+                "output": candidate["image"],
+            }
+        )
+        update: dict[str, Any] = {
+            "tool_calls": calls,
+            "elapsed_s": dt,
+            "steps": [record],
+            "candidate": None,
+        }
         if accepted:
-            update.update(current=candidate["image"], result=candidate["image"], pending=None,
-                          scores=scores["progress"] or scores["step"], next="plan",
-                          history=[{"instruction": instruction, "outcome": "accepted", "reason": None}])
+            update.update(
+                current=candidate["image"],
+                result=candidate["image"],
+                pending=None,
+                scores=scores["progress"] or scores["step"],
+                next="plan",
+                history=[{"instruction": instruction, "outcome": "accepted", "reason": None}],
+            )
             target = ctx.stop_when_satisfied
             overall = progress.overall if progress is not None else None
             if target is not None and overall is not None and overall >= target:
@@ -344,9 +541,17 @@ class _Nodes:
             update.update(next="act", pending={**pending, "attempt": attempt + 1})
         else:
             tries = attempt + 1
-            update.update(next="plan", pending=None, history=[{
-                "instruction": instruction, "outcome": "rejected",
-                "reason": f"{reason} (after {tries} tr{'y' if tries == 1 else 'ies'})"}])
+            update.update(
+                next="plan",
+                pending=None,
+                history=[
+                    {
+                        "instruction": instruction,
+                        "outcome": "rejected",
+                        "reason": f"{reason} (after {tries} tr{'y' if tries == 1 else 'ies'})",
+                    }
+                ],
+            )
         return update
 
     @staticmethod
@@ -381,8 +586,12 @@ def build_graph(
         raise TypeError(f"context must be an EditContext, got {context!r}")
     defaults = context if context is not None else EditContext()
     nodes = _Nodes(defaults, limits or InputLimits(), components)
-    builder = StateGraph(EditState, context_schema=EditContext.with_defaults(defaults),
-                         input_schema=InputState, output_schema=OutputState)
+    builder = StateGraph(
+        EditState,
+        context_schema=EditContext.with_defaults(defaults),
+        input_schema=InputState,
+        output_schema=OutputState,
+    )
     builder.add_node("perceive", nodes.perceive)
     builder.add_node("plan", nodes.plan)
     builder.add_node("act", nodes.act)
@@ -390,6 +599,8 @@ def build_graph(
     builder.add_edge(START, "perceive")
     builder.add_edge("perceive", "plan")
     builder.add_conditional_edges("plan", nodes.route, {"act": "act", "plan": "plan", "end": END})
-    builder.add_conditional_edges("act", nodes.route, {"verify": "verify", "plan": "plan", "end": END})
+    builder.add_conditional_edges(
+        "act", nodes.route, {"verify": "verify", "plan": "plan", "end": END}
+    )
     builder.add_conditional_edges("verify", nodes.route, {"plan": "plan", "act": "act", "end": END})
     return builder.compile(checkpointer=checkpointer, name=name)

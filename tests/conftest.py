@@ -31,9 +31,14 @@ def make_agent(store):
 
     def build(planner, critic, editors=None, checkpointer=None, **fields):
         config = AgentConfig(**fields)
-        return create_edit_agent(config, planner=planner, critic=critic,
-                                 editors=editors if editors is not None else PaintEditor(),
-                                 checkpointer=checkpointer, artifacts=store)
+        return create_edit_agent(
+            config,
+            planner=planner,
+            critic=critic,
+            editors=editors if editors is not None else PaintEditor(),
+            checkpointer=checkpointer,
+            artifacts=store,
+        )
 
     return build
 

@@ -56,8 +56,11 @@ def test_ref_pointing_outside_the_root_refused(store, tmp_path):
     outside = tmp_path / "elsewhere" / f"{ref['sha256']}.png"
     outside.parent.mkdir()
     outside.write_bytes(store.path(ref).read_bytes())
-    for uri in (outside.as_uri(), store.root.as_uri() + "/../elsewhere/" + outside.name,
-                "http://example.com/" + outside.name):
+    for uri in (
+        outside.as_uri(),
+        store.root.as_uri() + "/../elsewhere/" + outside.name,
+        "http://example.com/" + outside.name,
+    ):
         with pytest.raises(ValueError):
             store.open({**ref, "uri": uri})
 

@@ -57,8 +57,24 @@ def test_truncated_last_line_is_dropped_and_redone(tmp_path, monkeypatch):
 
 def test_reports_table_and_html(tmp_path, capsys):
     out = tmp_path / "run"
-    assert bench.main(["--n", "5", "--edits", "2", "--out", str(out), "--html-samples", "3",
-                       "--editor", "oracle", "-q"]) == 0
+    assert (
+        bench.main(
+            [
+                "--n",
+                "5",
+                "--edits",
+                "2",
+                "--out",
+                str(out),
+                "--html-samples",
+                "3",
+                "--editor",
+                "oracle",
+                "-q",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     summary = (out / "summary.md").read_text()
     assert "| single-shot | 5 | 100.0% |" in summary and "| agent | 5 | 100.0% |" in summary
@@ -85,10 +101,29 @@ def test_mirage_strategy_on_a_folder_with_the_tiny_preset(tmp_path):
     make_test_image(64, 64).save(data / "a.png")
     (data / "a.txt").write_text("make the left side red")
     out = tmp_path / "out"
-    assert bench.main(["--dataset", str(data), "--preset", "tiny", "--strategy", "mirage",
-                       "--max-steps", "1", "--out", str(out), "-q"]) == 0
+    assert (
+        bench.main(
+            [
+                "--dataset",
+                str(data),
+                "--preset",
+                "tiny",
+                "--strategy",
+                "mirage",
+                "--max-steps",
+                "1",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     (record,) = _records(out)
-    assert record["strategy"] == "mirage" and record["stop_reason"] in ("planner_stop", "budget_exhausted")
+    assert record["strategy"] == "mirage" and record["stop_reason"] in (
+        "planner_stop",
+        "budget_exhausted",
+    )
 
 
 def test_bad_options_exit_2(tmp_path, capsys):
@@ -116,12 +151,32 @@ def test_folder_and_jsonl_datasets_run_with_a_preset(tmp_path, capsys):
     assert len(records) == 4
     assert records[("img0", "single-shot")]["consistent"] is True  # the paint stays left
     assert "consistent" not in records[("img1", "agent")]  # no masks: nothing to compare
-    (tmp_path / "set.jsonl").write_text(json.dumps(
-        {"id": "a", "image": "data/img0.png", "instruction": "make the right side blue",
-         "masks": ["data/img0.mask0.png"]}) + "\n")
+    (tmp_path / "set.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "image": "data/img0.png",
+                "instruction": "make the right side blue",
+                "masks": ["data/img0.mask0.png"],
+            }
+        )
+        + "\n"
+    )
     out2 = tmp_path / "jsonl"
-    assert bench.main(["--dataset", str(tmp_path / "set.jsonl"), "--strategy", "single-shot",
-                       "--out", str(out2), "-q"]) == 0
+    assert (
+        bench.main(
+            [
+                "--dataset",
+                str(tmp_path / "set.jsonl"),
+                "--strategy",
+                "single-shot",
+                "--out",
+                str(out2),
+                "-q",
+            ]
+        )
+        == 0
+    )
     (record,) = _records(out2)
     assert record["id"] == "a" and record["consistent"] is False  # painted outside the mask
 
@@ -132,7 +187,23 @@ def test_console_script_runs(tmp_path):
     import sys
 
     exe = Path(sys.executable).parent / "mira-bench"
-    run = subprocess.run([str(exe), "--n", "2", "--edits", "1", "--editor", "oracle", "--strategy", "agent",
-                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(exe),
+            "--n",
+            "2",
+            "--edits",
+            "1",
+            "--editor",
+            "oracle",
+            "--strategy",
+            "agent",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert "| agent |" in (tmp_path / "run" / "summary.md").read_text()

@@ -45,13 +45,17 @@ def picture(_isolated) -> Path:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` with the sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def accepted(trace: dict) -> list[str]:
-    return [s["args"]["instruction"] for s in trace["steps"]
-            if s["kind"] == "edit" and s["accepted"]]
+    return [
+        s["args"]["instruction"] for s in trace["steps"] if s["kind"] == "edit" and s["accepted"]
+    ]
 
 
 def use_critic(monkeypatch, critic) -> None:
@@ -71,9 +75,21 @@ def test_console_script_runs_the_demo(tmp_path):
     out = tmp_path / "outputs" / "shapes_edited.png"  # the folder does not exist yet
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [str(script), "examples/shapes.png", DEMO_INSTRUCTION, "--preset", "dry-run",
-         "--out", str(out), "--force"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(script),
+            "examples/shapes.png",
+            DEMO_INSTRUCTION,
+            "--preset",
+            "dry-run",
+            "--out",
+            str(out),
+            "--force",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "test doubles" in proc.stderr and "not models" in proc.stderr
@@ -114,10 +130,13 @@ def test_default_out_trace_and_steps(picture, capsys):
     assert trace["result"]["width"] == 64
     for step in trace["steps"]:  # every step with an output names its file, which exists
         if step["output"] is not None:
-            assert (out.parent / step["output_file"]).read_bytes() == \
-                Path(step["output"]["uri"].removeprefix("file://")).read_bytes()
+            assert (out.parent / step["output_file"]).read_bytes() == Path(
+                step["output"]["uri"].removeprefix("file://")
+            ).read_bytes()
     assert sorted(p.name for p in Path("pic_edited_steps").iterdir()) == [
-        "step01_try1_accepted.png", "step02_try1_accepted.png"]
+        "step01_try1_accepted.png",
+        "step02_try1_accepted.png",
+    ]
     assert picture.read_bytes() == before
 
     captured = capsys.readouterr()
@@ -132,15 +151,33 @@ def test_default_out_trace_and_steps(picture, capsys):
 def test_rejected_tries_are_written_too(picture, monkeypatch):
     # step 1: try 1 scores 2 (rejected), try 2 scores 8 and 8 (accepted); step 2: 8, 8.
     use_critic(monkeypatch, ScriptedCritic([2, 8, 8, 8, 8]))
-    assert main([str(picture), "make the left side red, then make the right side blue",
-                 "--out", "res/out.png", "--seed", "7", "--max-steps", "3", "-q"]) == 0
+    assert (
+        main(
+            [
+                str(picture),
+                "make the left side red, then make the right side blue",
+                "--out",
+                "res/out.png",
+                "--seed",
+                "7",
+                "--max-steps",
+                "3",
+                "-q",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in Path("res/out_steps").iterdir())
-    assert names == ["step01_try1_rejected.png", "step01_try2_accepted.png",
-                     "step02_try1_accepted.png"]
+    assert names == [
+        "step01_try1_rejected.png",
+        "step01_try2_accepted.png",
+        "step02_try1_accepted.png",
+    ]
     trace = json.loads(Path("res/out.trace.json").read_text())
     assert trace["config"]["seed"] == 7 and trace["config"]["max_steps"] == 3
     assert [s["output_file"] for s in trace["steps"] if s["kind"] == "edit"] == [
-        f"out_steps/{n}" for n in names]
+        f"out_steps/{n}" for n in names
+    ]
 
 
 def test_quiet_keeps_the_dry_run_notice_and_summary(picture, capsys):
@@ -186,8 +223,10 @@ def test_fatal_editor_error_exits_1_with_outputs(picture, monkeypatch, capsys):
     trace = json.loads(Path("pic_edited.trace.json").read_text())
     assert trace["stop_reason"] == "error"
     assert "out of memory" in trace["stop_detail"]
-    assert Path("pic_edited.png").read_bytes() == Path(
-        trace["source"]["uri"].removeprefix("file://")).read_bytes()
+    assert (
+        Path("pic_edited.png").read_bytes()
+        == Path(trace["source"]["uri"].removeprefix("file://")).read_bytes()
+    )
     assert "stop reason: error" in capsys.readouterr().out
 
 
@@ -218,14 +257,22 @@ def _refused(argv, tmp_path, capsys, *needles):
 def test_refuses_out_equal_to_input(picture, tmp_path, capsys):
     for out in (str(picture), "pic.png", "./sub/../pic.png"):
         Path("sub").mkdir(exist_ok=True)
-        _refused([str(picture), "make it red", "--out", out, "--force"], tmp_path, capsys,
-                 "is the input image")
+        _refused(
+            [str(picture), "make it red", "--out", out, "--force"],
+            tmp_path,
+            capsys,
+            "is the input image",
+        )
 
 
 def test_refuses_out_that_is_a_link_to_the_input(picture, tmp_path, capsys):
     Path("link.png").symlink_to(picture)
-    _refused([str(picture), "make it red", "--out", "link.png", "--force"], tmp_path, capsys,
-             "is the input image")
+    _refused(
+        [str(picture), "make it red", "--out", "link.png", "--force"],
+        tmp_path,
+        capsys,
+        "is the input image",
+    )
 
 
 def test_refuses_existing_out_without_force(picture, tmp_path, capsys):
@@ -236,21 +283,27 @@ def test_refuses_existing_out_without_force(picture, tmp_path, capsys):
     _refused([str(picture), "make it red"], tmp_path, capsys, "pic_edited.trace.json")
 
 
-@pytest.mark.parametrize(("option", "value", "needle"), [
-    ("--max-steps", "0", "--max-steps 0"),
-    ("--max-steps", "101", "--max-steps 101"),
-    ("--seed", "-1", "--seed -1"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--max-steps", "0", "--max-steps 0"),
+        ("--max-steps", "101", "--max-steps 101"),
+        ("--seed", "-1", "--seed -1"),
+    ],
+)
 def test_refuses_bad_config_values(picture, tmp_path, capsys, option, value, needle):
     line = _refused([str(picture), "make it red", option, value], tmp_path, capsys, needle)
     assert "greater than" in line or "less than" in line
 
 
-@pytest.mark.parametrize("argv", [
-    ["--max-steps", "two"],
-    ["--preset", "diffusers"],
-    ["--strategy", "regional"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--max-steps", "two"],
+        ["--preset", "diffusers"],
+        ["--strategy", "regional"],
+    ],
+)
 def test_argparse_refusals(picture, tmp_path, capsys, argv):
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as exc:
@@ -280,22 +333,29 @@ def test_refuses_out_without_png_suffix(picture, tmp_path, capsys):
 
 def test_refuses_out_that_is_a_directory(picture, tmp_path, capsys):
     Path("dir.png").mkdir()
-    _refused([str(picture), "make it red", "--out", "dir.png", "--force"], tmp_path, capsys,
-             "directory")
+    _refused(
+        [str(picture), "make it red", "--out", "dir.png", "--force"], tmp_path, capsys, "directory"
+    )
 
 
 def test_refuses_outputs_that_would_clobber_the_input(tmp_path, capsys):
     steps = Path("res_steps")
     steps.mkdir()
     make_test_image(32, 32).save(steps / "step01_try1_accepted.png")
-    _refused([str(steps / "step01_try1_accepted.png"), "make it red", "--out", "res.png",
-              "--force"], tmp_path, capsys, "overwrite the input")
+    _refused(
+        [str(steps / "step01_try1_accepted.png"), "make it red", "--out", "res.png", "--force"],
+        tmp_path,
+        capsys,
+        "overwrite the input",
+    )
 
 
 # -- import cost ------------------------------------------------------------------------------
 def test_import_cli_is_light():
-    code = ("import sys, json, agent.cli; print(json.dumps(sorted(m for m in ('langgraph', "
-            "'tqdm', 'PIL', 'numpy', 'torch', 'langchain_core') if m in sys.modules)))")
+    code = (
+        "import sys, json, agent.cli; print(json.dumps(sorted(m for m in ('langgraph', "
+        "'tqdm', 'PIL', 'numpy', 'torch', 'langchain_core') if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
@@ -305,15 +365,28 @@ def test_help_lists_the_options(capsys):
         main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--preset", "--strategy", "--out", "--max-steps", "--seed", "--artifacts",
-                   "--force", "--quiet", "dry-run"):
+    for option in (
+        "--preset",
+        "--strategy",
+        "--out",
+        "--max-steps",
+        "--seed",
+        "--artifacts",
+        "--force",
+        "--quiet",
+        "dry-run",
+    ):
         assert option in text
 
 
 def test_strategy_the_preset_cannot_run_is_refused(picture, tmp_path, capsys):
     before = snapshot(tmp_path)
-    assert main([str(picture), "make it red", "--strategy", "mirage", "--out",
-                 str(tmp_path / "o.png")]) == 2
+    assert (
+        main(
+            [str(picture), "make it red", "--strategy", "mirage", "--out", str(tmp_path / "o.png")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--strategy mirage" in err and "grounder's VLM" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before

@@ -17,14 +17,17 @@ def test_defaults_and_descriptions():
     assert all(field.get("description") for field in schema["properties"].values())
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"max_steps": 0}, ["max_steps", "0"]),
-    ({"min_step_score": 11}, ["min_step_score", "11"]),
-    ({"preset": "flux9"}, ["unknown preset", "'flux9'", "dry-run"]),
-    ({"allowed_uri_schemes": ("http",)}, ["unsupported URI schemes", "http"]),
-    ({"max_stepz": 3}, ["max_stepz"]),
-    ({"stop_when_satisfied": 8, "check_regression": False}, ["stop_when_satisfied"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"max_steps": 0}, ["max_steps", "0"]),
+        ({"min_step_score": 11}, ["min_step_score", "11"]),
+        ({"preset": "flux9"}, ["unknown preset", "'flux9'", "dry-run"]),
+        ({"allowed_uri_schemes": ("http",)}, ["unsupported URI schemes", "http"]),
+        ({"max_stepz": 3}, ["max_stepz"]),
+        ({"stop_when_satisfied": 8, "check_regression": False}, ["stop_when_satisfied"]),
+    ],
+)
 def test_clear_validation_errors(kwargs, words):
     with pytest.raises(ValidationError) as info:
         AgentConfig(**kwargs)
@@ -45,9 +48,13 @@ def test_components_override_config(store, image_path):
 
 def test_missing_component_says_how_to_provide_it(store):
     with pytest.raises(ValueError, match=r"no planner: pass planner=.*preset"):
-        create_edit_agent(AgentConfig(), editors=PaintEditor(), critic=ScriptedCritic([]), artifacts=store)
+        create_edit_agent(
+            AgentConfig(), editors=PaintEditor(), critic=ScriptedCritic([]), artifacts=store
+        )
     with pytest.raises(ValueError, match="no editor"):
-        create_edit_agent(AgentConfig(), planner=SplitPlanner(), critic=ScriptedCritic([]), artifacts=store)
+        create_edit_agent(
+            AgentConfig(), planner=SplitPlanner(), critic=ScriptedCritic([]), artifacts=store
+        )
     with pytest.raises(TypeError, match="no edit"):
         create_edit_agent(AgentConfig(preset="dry-run"), editors=[object()], artifacts=store)
     with pytest.raises(TypeError, match="AgentConfig"):
@@ -62,7 +69,9 @@ def test_registry_unknown_and_custom_backends(store, image_path):
     registry.register("planner", "test-stopper", lambda: ScriptedPlanner(["<stop>"]), replace=True)
     with pytest.raises(ValueError, match="already registered"):
         registry.register("planner", "test-stopper", SplitPlanner)
-    agent = create_edit_agent(AgentConfig(preset="dry-run", planner="test-stopper"), artifacts=store)
+    agent = create_edit_agent(
+        AgentConfig(preset="dry-run", planner="test-stopper"), artifacts=store
+    )
     assert agent.invoke({"image": image_path, "instruction": "x"})["stop_reason"] == "planner_stop"
 
 

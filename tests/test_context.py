@@ -19,8 +19,7 @@ def _edits(out):
 
 def test_context_max_steps_1_makes_exactly_one_edit(make_agent, image_path):
     graph = make_agent(_planner(), ScriptedCritic([8] * 10), check_regression=False)
-    out = graph.invoke({"image": image_path, "instruction": "many edits"},
-                       context={"max_steps": 1})
+    out = graph.invoke({"image": image_path, "instruction": "many edits"}, context={"max_steps": 1})
     assert len(_edits(out)) == 1 and _edits(out)[0]["accepted"]
     assert out["stop_reason"] == "budget_exhausted"
     assert "max_steps=1" in out["steps"][-1]["reason"]
@@ -50,8 +49,13 @@ def test_context_seed_changes_the_editor_seed(make_agent, image_path):
             seeds.append(kw["seed"])
             return super().edit(image, instruction, **kw)
 
-    graph = make_agent(_planner(), ScriptedCritic([8] * 10), editors=SeedEditor(),
-                       check_regression=False, max_steps=1)
+    graph = make_agent(
+        _planner(),
+        ScriptedCritic([8] * 10),
+        editors=SeedEditor(),
+        check_regression=False,
+        max_steps=1,
+    )
     graph.invoke({"image": image_path, "instruction": "x"})
     graph.invoke({"image": image_path, "instruction": "x"}, context={"seed": 7})
     assert seeds == [AgentConfig().step_seed(1, 0), AgentConfig(seed=7).step_seed(1, 0)]
@@ -63,13 +67,16 @@ def test_unknown_context_key_is_a_clear_error(make_agent, image_path):
         graph.invoke({"image": image_path, "instruction": "x"}, context={"max_stepz": 1})
 
 
-@pytest.mark.parametrize(("key", "value", "match"), [
-    ("max_steps", 0, r"max_steps=0 is out of range: must be >= 1 and <= 100"),
-    ("max_steps", "3", r"max_steps='3' must be a int"),
-    ("check_regression", 1, r"check_regression=1 must be a bool"),
-    ("time_budget_s", 0, r"time_budget_s=0 is out of range: must be > 0"),
-    ("min_step_score", 11.0, r"min_step_score=11.0 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("max_steps", 0, r"max_steps=0 is out of range: must be >= 1 and <= 100"),
+        ("max_steps", "3", r"max_steps='3' must be a int"),
+        ("check_regression", 1, r"check_regression=1 must be a bool"),
+        ("time_budget_s", 0, r"time_budget_s=0 is out of range: must be > 0"),
+        ("min_step_score", 11.0, r"min_step_score=11.0 is out of range"),
+    ],
+)
 def test_invalid_context_value_is_a_clear_error(make_agent, image_path, key, value, match):
     graph = make_agent(_planner(), ScriptedCritic([8] * 10))
     with pytest.raises(ValueError, match=match):

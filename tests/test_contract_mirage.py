@@ -37,15 +37,15 @@ def R(x1, y1, x2, y2, text="make it red"):
 @dataclass
 class Family:
     name: str
-    size: tuple[int, int]                              # (W, H) of the test image = the canvas
-    make: Callable[..., Any]                           # sampler(**constructor options)
-    options: dict[str, Any]                            # call options (no CFG)
-    plain: Callable[..., Any]                          # plain(sampler, image, seed, **options)
-    three: list[Region]                                # three boxes, overlapping, not the whole image
-    wrong_type: str                                    # in the TypeError for a wrong pipeline
-    cfg: dict[str, Any] | None = None                  # options that turn CFG on
-    one_to_one: bool = True                            # crop latents pasted 1:1 into their cells
-    text_len: int | None = None                        # prompt padding, when branch text can be shorter
+    size: tuple[int, int]  # (W, H) of the test image = the canvas
+    make: Callable[..., Any]  # sampler(**constructor options)
+    options: dict[str, Any]  # call options (no CFG)
+    plain: Callable[..., Any]  # plain(sampler, image, seed, **options)
+    three: list[Region]  # three boxes, overlapping, not the whole image
+    wrong_type: str  # in the TypeError for a wrong pipeline
+    cfg: dict[str, Any] | None = None  # options that turn CFG on
+    one_to_one: bool = True  # crop latents pasted 1:1 into their cells
+    text_len: int | None = None  # prompt padding, when branch text can be shorter
     sizes: Callable[[], AbstractContextManager[Any]] = nullcontext
 
 
@@ -53,23 +53,43 @@ class Family:
 def _flux2_plain(config_dir: str) -> Callable[..., Any]:
     def plain(m, image, seed=3, **options):
         c = m.pipe.transformer.config.in_channels
-        eps = torch.randn((1, c, image.height // 16, image.width // 16),
-                          generator=torch.Generator().manual_seed(seed))
+        eps = torch.randn(
+            (1, c, image.height // 16, image.width // 16),
+            generator=torch.Generator().manual_seed(seed),
+        )
         options = {k: v for k, v in options.items() if k != "max_sequence_length"}
-        return m.pipe(image=image, prompt=PROMPT, latents=eps, num_inference_steps=STEPS,
-                      output_type="pil", **options, **TINY_CALL_KWARGS[config_dir]).images[0]
+        return m.pipe(
+            image=image,
+            prompt=PROMPT,
+            latents=eps,
+            num_inference_steps=STEPS,
+            output_type="pil",
+            **options,
+            **TINY_CALL_KWARGS[config_dir],
+        ).images[0]
+
     return plain
 
 
 def _flux2(name: str, config_dir: str, guidance: float, cfg: dict[str, Any] | None) -> Family:
     return Family(
-        name=name, size=(192, 128),
-        make=lambda **kw: MirageFlux2(tiny_pipeline(config_dir), text_encoder_out_layers=(1,), **kw),
-        options={"guidance_scale": guidance,
-                 "max_sequence_length": TINY_CALL_KWARGS[config_dir]["max_sequence_length"]},
+        name=name,
+        size=(192, 128),
+        make=lambda **kw: MirageFlux2(
+            tiny_pipeline(config_dir), text_encoder_out_layers=(1,), **kw
+        ),
+        options={
+            "guidance_scale": guidance,
+            "max_sequence_length": TINY_CALL_KWARGS[config_dir]["max_sequence_length"],
+        },
         plain=_flux2_plain(config_dir),
-        three=[R(10, 10, 60, 50), R(40, 30, 120, 100, "make it blue"), R(150, 90, 170, 100, "add a hat")],
-        wrong_type="Flux2KleinPipeline", cfg=cfg,
+        three=[
+            R(10, 10, 60, 50),
+            R(40, 30, 120, 100, "make it blue"),
+            R(150, 90, 170, 100, "add a hat"),
+        ],
+        wrong_type="Flux2KleinPipeline",
+        cfg=cfg,
         text_len=TINY_CALL_KWARGS[config_dir]["max_sequence_length"],
     )
 
@@ -81,12 +101,23 @@ _KONTEXT = "FLUX.1-Kontext-dev"
 def _kontext_plain(m, image, seed=3, **options):
     pipe = m.pipe
     c = pipe.transformer.config.in_channels // 4
-    noise = torch.randn((1, c, 2 * (image.height // 16), 2 * (image.width // 16)),
-                        generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(
+        (1, c, 2 * (image.height // 16), 2 * (image.width // 16)),
+        generator=torch.Generator().manual_seed(seed),
+    )
     latents = pipe._pack_latents(noise, 1, c, *noise.shape[2:])
-    return pipe(image=image, prompt=PROMPT, latents=latents, num_inference_steps=STEPS,
-                height=image.height, width=image.width, max_area=image.width * image.height,
-                _auto_resize=False, output_type="pil", **options).images[0]
+    return pipe(
+        image=image,
+        prompt=PROMPT,
+        latents=latents,
+        num_inference_steps=STEPS,
+        height=image.height,
+        width=image.width,
+        max_area=image.width * image.height,
+        _auto_resize=False,
+        output_type="pil",
+        **options,
+    ).images[0]
 
 
 # -- Qwen-Image-Edit ----------------------------------------------------------------------------
@@ -115,9 +146,14 @@ def qwen_pipe():
     exercised (the shared tiny one has mean 0, std 1); built once."""
     if not _QWEN_PIPE:
         cfg = dict(TINY["Qwen-Image-Edit-2511"])
-        cfg["vae"] = {**cfg["vae"], "latents_mean": [0.1, -0.2, 0.05, 0.3],
-                      "latents_std": [0.5, 1.5, 0.8, 1.2]}
-        _QWEN_PIPE.append(build_from_configs("Qwen-Image-Edit-2511", "float32", "cpu", overrides=cfg, seed=0))
+        cfg["vae"] = {
+            **cfg["vae"],
+            "latents_mean": [0.1, -0.2, 0.05, 0.3],
+            "latents_std": [0.5, 1.5, 0.8, 1.2],
+        }
+        _QWEN_PIPE.append(
+            build_from_configs("Qwen-Image-Edit-2511", "float32", "cpu", overrides=cfg, seed=0)
+        )
     return _QWEN_PIPE[0]
 
 
@@ -125,31 +161,57 @@ def _qwen_plain(m, image, seed=3, **options):
     pipe = m.pipe
     c = pipe.transformer.config.in_channels // 4
     rows, cols = image.height // 16, image.width // 16
-    noise = torch.randn((1, 1, c, 2 * rows, 2 * cols), generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(
+        (1, 1, c, 2 * rows, 2 * cols), generator=torch.Generator().manual_seed(seed)
+    )
     latents = pipe._pack_latents(noise, 1, c, *noise.shape[3:])
     with qwen_sizes():
-        return pipe(image=image, prompt=PROMPT, latents=latents, num_inference_steps=STEPS,
-                    height=image.height, width=image.width, output_type="pil", **options).images[0]
+        return pipe(
+            image=image,
+            prompt=PROMPT,
+            latents=latents,
+            num_inference_steps=STEPS,
+            height=image.height,
+            width=image.width,
+            output_type="pil",
+            **options,
+        ).images[0]
 
 
 FAMILIES = [
-    _flux2("flux2-klein", "FLUX.2-klein-4B", 4.0, None),          # distilled: guidance ignored
+    _flux2("flux2-klein", "FLUX.2-klein-4B", 4.0, None),  # distilled: guidance ignored
     _flux2("flux2-klein-base", "FLUX.2-klein-base-4B", 1.0, {"guidance_scale": 4.0}),
-    _flux2("flux2-dev", "FLUX.2-dev", 4.0, None),                   # embedded guidance, one pass
+    _flux2("flux2-dev", "FLUX.2-dev", 4.0, None),  # embedded guidance, one pass
     Family(
-        name="kontext", size=(128, 96), make=lambda **kw: MirageKontext(tiny_pipeline(_KONTEXT), **kw),
-        options={"guidance_scale": 2.5, "max_sequence_length": TINY_CALL_KWARGS[_KONTEXT]["max_sequence_length"]},
+        name="kontext",
+        size=(128, 96),
+        make=lambda **kw: MirageKontext(tiny_pipeline(_KONTEXT), **kw),
+        options={
+            "guidance_scale": 2.5,
+            "max_sequence_length": TINY_CALL_KWARGS[_KONTEXT]["max_sequence_length"],
+        },
         plain=_kontext_plain,
-        three=[R(10, 10, 60, 50), R(40, 30, 100, 90, "make it blue"), R(110, 80, 120, 90, "add a hat")],
+        three=[
+            R(10, 10, 60, 50),
+            R(40, 30, 100, 90, "make it blue"),
+            R(110, 80, 120, 90, "add a hat"),
+        ],
         wrong_type="FluxKontextPipeline",
         cfg={"true_cfg_scale": 3.0, "negative_prompt": "blurry"},
         text_len=TINY_CALL_KWARGS[_KONTEXT]["max_sequence_length"],
     ),
     Family(
-        name="qwen-edit", size=(_QWEN_W, _QWEN_H), make=lambda **kw: MirageQwenEdit(qwen_pipe(), **kw),
-        options={"true_cfg_scale": 1.0}, plain=_qwen_plain,
+        name="qwen-edit",
+        size=(_QWEN_W, _QWEN_H),
+        make=lambda **kw: MirageQwenEdit(qwen_pipe(), **kw),
+        options={"true_cfg_scale": 1.0},
+        plain=_qwen_plain,
         # box 0 is upscaled 2x (4x4 cells), box 1 overlaps it, box 2 is large
-        three=[R(64, 48, 128, 112), R(100, 90, 170, 150, "make it blue"), R(0, 0, 200, 160, "add a hat")],
+        three=[
+            R(64, 48, 128, 112),
+            R(100, 90, 170, 150, "make it blue"),
+            R(0, 0, 200, 160, "add a hat"),
+        ],
         wrong_type="QwenImageEditPlusPipeline",
         cfg={"true_cfg_scale": 3.0, "negative_prompt": "blurry"},
         one_to_one=False,  # crops are upscaled and blended with a soft edge
@@ -174,7 +236,12 @@ def image_for(family: Family, size: tuple[int, int] | None = None):
 
 def run(family: Family, m, image, regions, **kw):
     with family.sizes():
-        return m(image, PROMPT, regions, **{"num_inference_steps": STEPS, "seed": 3, **family.options, **kw})
+        return m(
+            image,
+            PROMPT,
+            regions,
+            **{"num_inference_steps": STEPS, "seed": 3, **family.options, **kw},
+        )
 
 
 def _pixels(img) -> np.ndarray:
@@ -196,7 +263,9 @@ def test_background_latent_ends_exactly_at_the_source_latent(family):
     assert bg.any() and out.region_mask.any()
     assert out.latents.shape[2:] == (family.size[1] // 16, family.size[0] // 16)  # (rows, cols)
     assert torch.equal(out.latents[:, :, bg], out.source_latent[:, :, bg])
-    assert not torch.equal(out.latents[:, :, out.region_mask], out.source_latent[:, :, out.region_mask])
+    assert not torch.equal(
+        out.latents[:, :, out.region_mask], out.source_latent[:, :, out.region_mask]
+    )
 
 
 @pytest.mark.parametrize("rho", [1.0, 0.5])
@@ -209,7 +278,9 @@ def test_full_image_region_equals_the_plain_pipeline(family, rho):
     w, h = family.size
     out = run(family, m, image, [R(0, 0, w, h, PROMPT)], rho=rho)
     assert sum(c["phase"] == "early" for c in out.calls) == round((1 - rho) * STEPS)
-    assert np.array_equal(np.asarray(out.image), np.asarray(family.plain(m, image, **family.options)))
+    assert np.array_equal(
+        np.asarray(out.image), np.asarray(family.plain(m, image, **family.options))
+    )
 
 
 @pytest.mark.parametrize("batch_cfg", [False, True])
@@ -236,9 +307,9 @@ def test_region_latents_are_pasted_without_resampling(family):
     h = out.handover
     assert h["step"] == round((1 - 0.6) * STEPS)
     for j, c in enumerate(out.cells):
-        mine = h["owner"][c.y1:c.y2, c.x1:c.x2] == j
+        mine = h["owner"][c.y1 : c.y2, c.x1 : c.x2] == j
         assert mine.any()
-        window = h["canvas"][:, :, c.y1:c.y2, c.x1:c.x2]
+        window = h["canvas"][:, :, c.y1 : c.y2, c.x1 : c.x2]
         assert torch.equal(window[:, :, mine], h["branches"][j][:, :, mine])
         assert tuple(h["branches"][j].shape[2:]) == c.shape  # crop-sized, 1:1 with its cells
 
@@ -259,15 +330,26 @@ def test_odd_sizes_progress_and_seeds(family):
     assert not np.array_equal(np.asarray(out.image), np.asarray(other.image))
 
 
-@pytest.mark.parametrize("kw, match", [({"rho": 0}, "rho"), ({"rho": 1.5}, "rho"),
-                                       ({"num_inference_steps": 0}, "num_inference_steps"),
-                                       ({"instruction": " "}, "instruction")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"rho": 0}, "rho"),
+        ({"rho": 1.5}, "rho"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"instruction": " "}, "instruction"),
+    ],
+)
 def test_check_inputs_name_the_argument(family, kw, match):
     m = family.make()
     kw = dict(kw)  # the parameter dict is shared by every family
     instruction = kw.pop("instruction", PROMPT)
     with pytest.raises(ValueError, match=match), family.sizes():
-        m(image_for(family), instruction, [], **{"num_inference_steps": STEPS, **family.options, **kw})
+        m(
+            image_for(family),
+            instruction,
+            [],
+            **{"num_inference_steps": STEPS, **family.options, **kw},
+        )
 
 
 def test_wrong_pipeline_type(family):

@@ -21,7 +21,12 @@ from tools.contracts import Critique, EditOutput, Grounding, HistoryItem, Planne
 from tools.errors import GroundingError, PlannerOutputError
 from tools.registry import available, build
 
-DOUBLES = {"planner": {"split"}, "editor": {"paint"}, "grounder": {"side"}, "critic": {"pixel-change"}}
+DOUBLES = {
+    "planner": {"split"},
+    "editor": {"paint"},
+    "grounder": {"side"},
+    "critic": {"pixel-change"},
+}
 
 
 def offline(kind: str) -> list[str]:
@@ -64,8 +69,14 @@ def test_editor_contract(name, single_thread):
     image = make_test_image(72, 56)  # not a multiple of 16: exercises any resize back
     before = image.tobytes()
     calls: list[tuple[int, int]] = []
-    out = editor.edit(image, "make the left side red", seed=3, num_inference_steps=2,
-                      guidance_scale=None, progress=lambda i, n: calls.append((i, n)))
+    out = editor.edit(
+        image,
+        "make the left side red",
+        seed=3,
+        num_inference_steps=2,
+        guidance_scale=None,
+        progress=lambda i, n: calls.append((i, n)),
+    )
     result = out.image if isinstance(out, EditOutput) else out
     assert result.mode == "RGB" and result.size == image.size
     assert calls == [(1, 2), (2, 2)]
@@ -81,8 +92,9 @@ def _chat_planner():
 
     from tools.vlm.planner import ChatModelPlanner
 
-    return ChatModelPlanner(_recording_chat(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"]),
-                            image_size=48)
+    return ChatModelPlanner(
+        _recording_chat(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"]), image_size=48
+    )
 
 
 PLANNERS = {
@@ -103,8 +115,9 @@ def test_planner_contract(name):
     histories = [[], [HistoryItem(instruction="make the left red", outcome="accepted")]]
     for history in histories:
         try:
-            decision = planner.next_action(original, current, "make the left red and the right blue",
-                                           history)
+            decision = planner.next_action(
+                original, current, "make the left red and the right blue", history
+            )
         except PlannerOutputError as exc:  # e.g. a random-weight model's garbage
             assert isinstance(exc.raw, str)
             continue
@@ -122,7 +135,9 @@ def _chat_critic():
     from tools.vlm.critic import ChatModelCritic
 
     answer = json.dumps({"reasoning": "ok", "score": [20, 15]})
-    return ChatModelCritic(_recording_chat([answer, json.dumps({"reasoning": "ok", "score": [25, 10]})] * 2))
+    return ChatModelCritic(
+        _recording_chat([answer, json.dumps({"reasoning": "ok", "score": [25, 10]})] * 2)
+    )
 
 
 CRITICS = {
@@ -145,7 +160,12 @@ def test_critic_contract(name):
         result = critic.critique(source, edited, "make the left side red", **kw)
         assert isinstance(result, Critique) and isinstance(result.reasoning, str)
         if result.valid:
-            scores = [result.prompt_following, result.consistency, result.naturalness, result.artifacts]
+            scores = [
+                result.prompt_following,
+                result.consistency,
+                result.naturalness,
+                result.artifacts,
+            ]
             assert all(0 <= s <= 10 for s in scores) and 0 <= result.overall <= 10
         else:
             assert result.overall is None

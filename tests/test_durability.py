@@ -34,10 +34,16 @@ SqliteSaver = pytest.importorskip("langgraph.checkpoint.sqlite").SqliteSaver
 
 REPO = Path(__file__).resolve().parents[1]
 
-FOUR_PARTS = ("make the left side red, then make the right side blue, "
-              "then make the top green and make the bottom yellow")
-PARTS = ["make the left side red", "make the right side blue",
-         "make the top green", "make the bottom yellow"]
+FOUR_PARTS = (
+    "make the left side red, then make the right side blue, "
+    "then make the top green and make the bottom yellow"
+)
+PARTS = [
+    "make the left side red",
+    "make the right side blue",
+    "make the top green",
+    "make the bottom yellow",
+]
 # Every step repaints half the image; the pixel-change critic would call the second half a
 # regression against the full instruction (nearly all pixels changed), so that check is off.
 CONFIG = AgentConfig(max_steps=6, check_regression=False)
@@ -107,8 +113,13 @@ def _accepted_edits(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _reference_result(tmp_path: Path, image: str, instruction: str) -> dict[str, Any]:
     """The output of the same run without any crash (no checkpointer)."""
-    agent = create_edit_agent(CONFIG, planner=SplitPlanner(), editors=PaintEditor(),
-                              critic=PixelChangeCritic(), artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        CONFIG,
+        planner=SplitPlanner(),
+        editors=PaintEditor(),
+        critic=PixelChangeCritic(),
+        artifacts=tmp_path / "art",
+    )
     return agent.invoke({"image": image, "instruction": instruction})
 
 
@@ -118,8 +129,14 @@ def test_crash_in_act_resumes_without_repeating_finished_steps(tmp_path: Path) -
     make_test_image(64, 48, seed=1).save(image)
     saver, conn = _sqlite_saver(tmp_path / "checkpoints.db")
     planner, editor, critic = RecordingPlanner(), CrashOnceEditor(crash_on=3), CountingCritic()
-    agent = create_edit_agent(CONFIG, planner=planner, editors={"paint": editor}, critic=critic,
-                              checkpointer=saver, artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        CONFIG,
+        planner=planner,
+        editors={"paint": editor},
+        critic=critic,
+        checkpointer=saver,
+        artifacts=tmp_path / "art",
+    )
     config = {"configurable": {"thread_id": "t1"}}
 
     with pytest.raises(RuntimeError, match="simulated editor crash"):
@@ -129,7 +146,9 @@ def test_crash_in_act_resumes_without_repeating_finished_steps(tmp_path: Path) -
     snapshot = agent.get_state(config)
     assert snapshot.next == ("act",)
     assert snapshot.values["pending"]["instruction"] == PARTS[2]
-    assert [s["args"]["instruction"] for s in _accepted_edits(snapshot.values["steps"])] == PARTS[:2]
+    assert [s["args"]["instruction"] for s in _accepted_edits(snapshot.values["steps"])] == PARTS[
+        :2
+    ]
     assert editor.calls == PARTS[:3]
     assert planner.decisions == PARTS[:3]
 
@@ -234,8 +253,12 @@ def _checkpoint_count(db: Path) -> int:
         conn.close()
 
 
-def _kill_and_resume(tmp_path: Path, durability: str, *, resume_in_process: bool = False,
-                     ) -> tuple[dict[str, Any], dict, dict, int]:
+def _kill_and_resume(
+    tmp_path: Path,
+    durability: str,
+    *,
+    resume_in_process: bool = False,
+) -> tuple[dict[str, Any], dict, dict, int]:
     """Run the worker until step 3's edit, SIGKILL it, resume in a new process (or in this
     one). Returns the resume's result, the editor and planner calls per run, the killed pid."""
     script = tmp_path / "worker.py"
@@ -244,23 +267,37 @@ def _kill_and_resume(tmp_path: Path, durability: str, *, resume_in_process: bool
     make_test_image(64, 48, seed=2).save(image)
     db, art = tmp_path / "checkpoints.db", tmp_path / "art"
     log, marker = tmp_path / "calls.log", tmp_path / "editing-step-3"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
 
     def argv(mode: str) -> list[str]:
-        return [sys.executable, str(script), mode, durability, str(db), str(art), str(image),
-                FOUR_PARTS, str(log), str(marker)]
+        return [
+            sys.executable,
+            str(script),
+            mode,
+            durability,
+            str(db),
+            str(art),
+            str(image),
+            FOUR_PARTS,
+            str(log),
+            str(marker),
+        ]
 
     first_output = tmp_path / "first.out"
     with first_output.open("wb") as sink:
-        first = subprocess.Popen(argv("first"), cwd=tmp_path, env=env, stdout=sink,
-                                 stderr=subprocess.STDOUT)
+        first = subprocess.Popen(
+            argv("first"), cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 20
         while not marker.exists():
             if first.poll() is not None:
-                pytest.fail(f"first process exited early ({first.returncode}):\n"
-                            f"{first_output.read_text()}")
+                pytest.fail(
+                    f"first process exited early ({first.returncode}):\n{first_output.read_text()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("first process never reached step 3's edit")
             time.sleep(0.02)
@@ -282,16 +319,21 @@ def _kill_and_resume(tmp_path: Path, durability: str, *, resume_in_process: bool
         worker = runpy.run_path(str(script), run_name="durability_worker")
         result = json.loads(json.dumps(worker["run"](*argv("resume")[2:])))
     else:
-        second = subprocess.run(argv("resume"), cwd=tmp_path, env=env, capture_output=True,
-                                text=True, timeout=30)
+        second = subprocess.run(
+            argv("resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        )
         assert second.returncode == 0, second.stderr
         result = json.loads(second.stdout.strip().splitlines()[-1])
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    edits = {mode: [text for m, _, kind, text in calls if m == mode and kind == "edit"]
-             for mode in ("first", "resume")}
-    plans = {mode: [text for m, _, kind, text in calls if m == mode and kind == "plan"]
-             for mode in ("first", "resume")}
+    edits = {
+        mode: [text for m, _, kind, text in calls if m == mode and kind == "edit"]
+        for mode in ("first", "resume")
+    }
+    plans = {
+        mode: [text for m, _, kind, text in calls if m == mode and kind == "plan"]
+        for mode in ("first", "resume")
+    }
     assert {pid for m, pid, *_ in calls if m == "first"} == {first.pid}
 
     out = result["out"]
@@ -348,9 +390,11 @@ def test_killed_process_resumes_with_default_async_durability(tmp_path: Path) ->
     assert resumed_from >= result["steps_before"]  # edits recorded on disk were not redone
     assert plans["resume"][-1] is None
     elapsed = time.monotonic() - t0
-    print(f"\nkill-and-resume (async durability) took {elapsed:.1f} s; on disk: "
-          f"{result['steps_before']} trace records, next={result['next_before']}; "
-          f"edits redone: {edits['resume'][:-1]}")
+    print(
+        f"\nkill-and-resume (async durability) took {elapsed:.1f} s; on disk: "
+        f"{result['steps_before']} trace records, next={result['next_before']}; "
+        f"edits redone: {edits['resume'][:-1]}"
+    )
     assert elapsed < 60  # a hang guard
 
 
@@ -360,15 +404,24 @@ TWO_PARTS = "make the left side red and make the top blue"
 
 def _largest_rows(conn: sqlite3.Connection) -> dict[str, int]:
     """Largest blob per column of the SqliteSaver tables (schema checked first)."""
-    columns = {table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-               for table in ("checkpoints", "writes")}
+    columns = {
+        table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for table in ("checkpoints", "writes")
+    }
     assert {"checkpoint", "metadata"} <= columns["checkpoints"], columns
     assert {"value", "channel"} <= columns["writes"], columns
-    cp, md = conn.execute("SELECT MAX(LENGTH(checkpoint)), MAX(LENGTH(metadata)) FROM checkpoints").fetchone()
+    cp, md = conn.execute(
+        "SELECT MAX(LENGTH(checkpoint)), MAX(LENGTH(metadata)) FROM checkpoints"
+    ).fetchone()
     (wr,) = conn.execute("SELECT MAX(LENGTH(value)) FROM writes").fetchone()
     (n,) = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()
-    return {"checkpoint": cp, "metadata": md, "write": wr, "checkpoints": n,
-            "largest": max(cp, md, wr)}
+    return {
+        "checkpoint": cp,
+        "metadata": md,
+        "write": wr,
+        "checkpoints": n,
+        "largest": max(cp, md, wr),
+    }
 
 
 def test_checkpoint_size_does_not_depend_on_image_size(tmp_path: Path) -> None:
@@ -377,11 +430,18 @@ def test_checkpoint_size_does_not_depend_on_image_size(tmp_path: Path) -> None:
         image = tmp_path / f"in-{width:04d}x{height:04d}.png"  # same path length for both
         make_test_image(width, height, seed=3).save(image)
         saver, conn = _sqlite_saver(tmp_path / f"cp-{width}.db")
-        agent = create_edit_agent(AgentConfig(), planner=SplitPlanner(), editors=PaintEditor(),
-                                  critic=PixelChangeCritic(), checkpointer=saver,
-                                  artifacts=tmp_path / "art")
-        out = agent.invoke({"image": str(image), "instruction": TWO_PARTS},
-                           {"configurable": {"thread_id": f"size-{width}"}})
+        agent = create_edit_agent(
+            AgentConfig(),
+            planner=SplitPlanner(),
+            editors=PaintEditor(),
+            critic=PixelChangeCritic(),
+            checkpointer=saver,
+            artifacts=tmp_path / "art",
+        )
+        out = agent.invoke(
+            {"image": str(image), "instruction": TWO_PARTS},
+            {"configurable": {"thread_id": f"size-{width}"}},
+        )
         assert out["stop_reason"] == "planner_stop"
         assert len(_accepted_edits(out["steps"])) == 2
         assert (out["result"]["width"], out["result"]["height"]) == (width, height)
@@ -406,14 +466,22 @@ def test_data_url_input_is_not_copied_into_every_checkpoint(tmp_path: Path) -> N
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     assert len(url) > 100_000
     saver, conn = _sqlite_saver(tmp_path / "cp.db")
-    agent = create_edit_agent(AgentConfig(), planner=SplitPlanner(), editors=PaintEditor(),
-                              critic=PixelChangeCritic(), checkpointer=saver,
-                              artifacts=tmp_path / "art")
-    out = agent.invoke({"image": url, "instruction": TWO_PARTS},
-                       {"configurable": {"thread_id": "data-url"}})
+    agent = create_edit_agent(
+        AgentConfig(),
+        planner=SplitPlanner(),
+        editors=PaintEditor(),
+        critic=PixelChangeCritic(),
+        checkpointer=saver,
+        artifacts=tmp_path / "art",
+    )
+    out = agent.invoke(
+        {"image": url, "instruction": TWO_PARTS}, {"configurable": {"thread_id": "data-url"}}
+    )
     assert out["stop_reason"] == "planner_stop"
-    rows = [(json.loads(md)["step"], len(cp)) for cp, md in
-            conn.execute("SELECT checkpoint, metadata FROM checkpoints")]
+    rows = [
+        (json.loads(md)["step"], len(cp))
+        for cp, md in conn.execute("SELECT checkpoint, metadata FROM checkpoints")
+    ]
     # The input itself must be checkpointed (steps -1 and 0: before perceive); nothing later.
     after_perceive = [size for step, size in rows if step >= 1]
     print(f"\ncheckpoint sizes after perceive with a {len(url)} B data: URL: {after_perceive}")
@@ -428,13 +496,20 @@ def test_new_input_on_a_finished_thread_starts_a_fresh_run(tmp_path: Path) -> No
     make_test_image(40, 56, seed=5).save(second_image)
     saver, conn = _sqlite_saver(tmp_path / "cp.db")
     planner = RecordingPlanner()
-    agent = create_edit_agent(CONFIG, planner=planner, editors=PaintEditor(),
-                              critic=PixelChangeCritic(), checkpointer=saver,
-                              artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        CONFIG,
+        planner=planner,
+        editors=PaintEditor(),
+        critic=PixelChangeCritic(),
+        checkpointer=saver,
+        artifacts=tmp_path / "art",
+    )
     config = {"configurable": {"thread_id": "reused"}}
 
-    first = agent.invoke({"image": str(first_image),
-                          "instruction": "make the left side red and make the top blue"}, config)
+    first = agent.invoke(
+        {"image": str(first_image), "instruction": "make the left side red and make the top blue"},
+        config,
+    )
     assert first["stop_reason"] == "planner_stop"
     assert len(_accepted_edits(first["steps"])) == 2
     assert agent.get_state(config).next == ()
@@ -444,9 +519,14 @@ def test_new_input_on_a_finished_thread_starts_a_fresh_run(tmp_path: Path) -> No
     second_parts = ["make the left side red", "make the bottom green", "make the right side cyan"]
     planner.decisions.clear()
     planner.history_lengths.clear()
-    second = agent.invoke({"image": str(second_image),
-                           "instruction": "make the left side red, then make the bottom green "
-                                          "and make the right side cyan"}, config)
+    second = agent.invoke(
+        {
+            "image": str(second_image),
+            "instruction": "make the left side red, then make the bottom green "
+            "and make the right side cyan",
+        },
+        config,
+    )
 
     assert second["stop_reason"] == "planner_stop"
     assert planner.decisions == [*second_parts, None]

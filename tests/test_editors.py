@@ -40,7 +40,13 @@ FACTORIES = {
     "flux2-klein-base": tiny.tiny_flux2_klein_base_editor,
     "qwen-edit-plus": tiny.tiny_qwen_edit_plus_editor,
 }
-CLASSES = [InstructPix2PixEditor, FluxKontextEditor, Flux2Editor, Flux2KleinEditor, QwenImageEditPlusEditor]
+CLASSES = [
+    InstructPix2PixEditor,
+    FluxKontextEditor,
+    Flux2Editor,
+    Flux2KleinEditor,
+    QwenImageEditPlusEditor,
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,10 +114,12 @@ def test_another_seed_gives_other_pixels(editors, image, name):
     other = editor.edit(image, "make the sky red", seed=4, num_inference_steps=2)
     assert not np.array_equal(_pixels(one), _pixels(other)), "different seed, same pixels"
 
+
 def test_progress_counts_the_steps_asked(editors, image):
     calls: list[tuple[int, int]] = []
-    editors["flux2-klein"].edit(image, "blue", seed=0, num_inference_steps=3,
-                                progress=lambda i, n: calls.append((i, n)))
+    editors["flux2-klein"].edit(
+        image, "blue", seed=0, num_inference_steps=3, progress=lambda i, n: calls.append((i, n))
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -146,8 +154,14 @@ def test_concurrent_edits_on_one_shared_pipeline(image):
     seeds = [11, 12, 13, 14]
     alone = [_pixels(editors[0].edit(image, "red", seed=s, num_inference_steps=3)) for s in seeds]
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda i: _pixels(editors[i % 2].edit(image, "red", seed=seeds[i],
-                                                                        num_inference_steps=3)), range(4)))
+        together = list(
+            pool.map(
+                lambda i: _pixels(
+                    editors[i % 2].edit(image, "red", seed=seeds[i], num_inference_steps=3)
+                ),
+                range(4),
+            )
+        )
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
 
 
@@ -165,7 +179,10 @@ def test_klein_defaults():
     assert Flux2KleinEditor("/x").num_inference_steps == 4
     base = Flux2KleinEditor(distilled=False)
     assert (base.model, base.num_inference_steps, base.guidance_scale) == (
-        "black-forest-labs/FLUX.2-klein-base-9B", 50, 4.0)
+        "black-forest-labs/FLUX.2-klein-base-9B",
+        50,
+        4.0,
+    )
     assert Flux2KleinEditor().model == "black-forest-labs/FLUX.2-klein-9B"
     with pytest.raises(ValueError, match="distilled"):
         Flux2KleinEditor(pipeline=tiny.tiny_pipeline("FLUX.2-klein-4B"), distilled=False)
@@ -179,14 +196,17 @@ def test_qwen_cfg_and_scoped_reference_sizes(editors):
     pipe = editor._pipeline()
     during: list[tuple[int, int]] = []
     handle = pipe.transformer.register_forward_hook(
-        lambda *_: during.append((module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE)))
+        lambda *_: during.append((module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE))
+    )
     try:
         editor.edit(make_test_image(64, 64), "red", seed=0, num_inference_steps=2)  # guidance 4
     finally:
         handle.remove()
     assert len(during) == 4  # CFG: two passes per step
     assert set(during) == {(64 * 64, 56 * 56)}
-    assert (module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE) == shipped == (1024 * 1024, 384 * 384)
+    assert (
+        (module.VAE_IMAGE_SIZE, module.CONDITION_IMAGE_SIZE) == shipped == (1024 * 1024, 384 * 384)
+    )
     assert _count_transformer_calls(editor, num_inference_steps=2, guidance_scale=1.0) == [1, 1]
 
 
@@ -197,8 +217,9 @@ def test_ip2p_runs_three_branch_guidance(editors):
 # -- where pipelines come from ----------------------------------------------------------------
 def test_from_pipeline(image):
     pipe = tiny.tiny_pipeline("FLUX.2-klein-4B")
-    editor = Flux2KleinEditor.from_pipeline(pipe, call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"],
-                                            max_area=64 * 64)
+    editor = Flux2KleinEditor.from_pipeline(
+        pipe, call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"], max_area=64 * 64
+    )
     assert editor.distilled and editor.num_inference_steps == 4 and editor.model is None
     assert editor._pipeline() is pipe
     assert editor.edit(image, "red", seed=0, num_inference_steps=1).size == (72, 56)
@@ -209,8 +230,11 @@ def test_from_pipeline(image):
 def test_local_directory_loads_once_through_the_registry(tmp_path, image):
     folder = tmp_path / "klein-tiny"
     tiny.tiny_pipeline("FLUX.2-klein-4B").save_pretrained(folder)
-    kwargs = dict(options=LoadOptions(device="cpu", dtype="float32"),
-                  call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"], max_area=64 * 64)
+    kwargs = dict(
+        options=LoadOptions(device="cpu", dtype="float32"),
+        call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"],
+        max_area=64 * 64,
+    )
     first, second = Flux2KleinEditor(str(folder), **kwargs), Flux2KleinEditor(str(folder), **kwargs)
     a = first.edit(image, "red", seed=1, num_inference_steps=2)
     b = second.edit(image, "red", seed=1, num_inference_steps=2)
@@ -219,7 +243,9 @@ def test_local_directory_loads_once_through_the_registry(tmp_path, image):
     assert REGISTRY.loads.count(key) == 1
     assert a.size == (72, 56) and np.array_equal(_pixels(a), _pixels(b))
     with pytest.raises(ValueError, match="distilled"):  # a distilled checkpoint, asked as base
-        Flux2KleinEditor(str(folder), distilled=False, options=LoadOptions(device="cpu")).edit(image, "red")
+        Flux2KleinEditor(str(folder), distilled=False, options=LoadOptions(device="cpu")).edit(
+            image, "red"
+        )
     REGISTRY.evict(key)
 
 
@@ -251,8 +277,9 @@ REAL_FACTORIES = {
     "qwen-image-edit-2509": "tools.editors.qwen_edit:qwen_edit_2509",
     "qwen-image-edit-2511": "tools.editors.qwen_edit:qwen_edit_2511",
 }
-TINY_FACTORIES = {f"tiny-{name}": f"tools.editors.tiny:{factory.__name__}"
-                  for name, factory in FACTORIES.items()}
+TINY_FACTORIES = {
+    f"tiny-{name}": f"tools.editors.tiny:{factory.__name__}" for name, factory in FACTORIES.items()
+}
 
 
 def _resolve(spec: str):
@@ -280,8 +307,14 @@ def test_tiny_factories_build_editors(name):
 def test_factory_options_reach_the_editor():
     from tools.editors.flux2 import klein_base_4b
 
-    editor = klein_base_4b(model="/models/klein", dtype="float16", device="cpu", num_inference_steps=8)
-    assert (editor.model, editor.num_inference_steps, editor.distilled) == ("/models/klein", 8, False)
+    editor = klein_base_4b(
+        model="/models/klein", dtype="float16", device="cpu", num_inference_steps=8
+    )
+    assert (editor.model, editor.num_inference_steps, editor.distilled) == (
+        "/models/klein",
+        8,
+        False,
+    )
     assert editor.options == LoadOptions(dtype="float16", device="cpu")
     with pytest.raises(ValueError, match="dtype"):
         klein_base_4b(dtype="int8")
@@ -292,7 +325,9 @@ def test_graph_ends_with_error_when_the_model_is_missing(tmp_path, empty_hf_cach
 
     path = tmp_path / "in.png"
     make_test_image(64, 64).save(path)
-    agent = create_edit_agent(AgentConfig(preset="dry-run"), editors=klein_9b(), artifacts=tmp_path / "store")
+    agent = create_edit_agent(
+        AgentConfig(preset="dry-run"), editors=klein_9b(), artifacts=tmp_path / "store"
+    )
     out = agent.invoke({"image": str(path), "instruction": "make it red"})
     assert out["stop_reason"] == "error"
     assert (out["result"]["width"], out["result"]["height"]) == (64, 64)  # the input, kept
@@ -300,18 +335,21 @@ def test_graph_ends_with_error_when_the_model_is_missing(tmp_path, empty_hf_cach
 
 
 # -- argument checks --------------------------------------------------------------------------
-@pytest.mark.parametrize("bad, name", [
-    ({"image": "photo.png"}, "image"),
-    ({"instruction": "  "}, "instruction"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 1.5}, "seed"),
-    ({"num_inference_steps": 0}, "num_inference_steps"),
-    ({"guidance_scale": -1.0}, "guidance_scale"),
-    ({"guidance_scale": float("nan")}, "guidance_scale"),
-    ({"progress": 3}, "progress"),
-    ({"height": 64}, "height"),
-    ({"width": 0, "height": 64}, "width"),
-])
+@pytest.mark.parametrize(
+    "bad, name",
+    [
+        ({"image": "photo.png"}, "image"),
+        ({"instruction": "  "}, "instruction"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"guidance_scale": -1.0}, "guidance_scale"),
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        ({"progress": 3}, "progress"),
+        ({"height": 64}, "height"),
+        ({"width": 0, "height": 64}, "width"),
+    ],
+)
 def test_check_inputs_names_the_argument(bad, name, image):
     editor = Flux2KleinEditor("/never/loaded")  # checks run before any loading
     args = {"image": image, "instruction": "make it red", **bad}
@@ -319,14 +357,17 @@ def test_check_inputs_names_the_argument(bad, name, image):
         editor.edit(args.pop("image"), args.pop("instruction"), **args)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"model": "a/b", "pipeline": object()}, "model or pipeline"),
-    ({"model": ""}, "model"),
-    ({"max_area": 10}, "max_area"),
-    ({"min_area": 10**9}, "min_area"),
-    ({"num_inference_steps": -2}, "num_inference_steps"),
-    ({"call_kwargs": {"generator": None}}, "call_kwargs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"model": "a/b", "pipeline": object()}, "model or pipeline"),
+        ({"model": ""}, "model"),
+        ({"max_area": 10}, "max_area"),
+        ({"min_area": 10**9}, "min_area"),
+        ({"num_inference_steps": -2}, "num_inference_steps"),
+        ({"call_kwargs": {"generator": None}}, "call_kwargs"),
+    ],
+)
 def test_constructor_checks(kwargs, name):
     with pytest.raises(ValueError, match=name):
         FluxKontextEditor(**kwargs)
@@ -342,8 +383,16 @@ def test_editor_options_checked():
 
 
 # -- configs: tiny and real size through one code path ----------------------------------------
-@pytest.mark.parametrize("config_dir", ["FLUX.2-klein-9B", "FLUX.2-dev", "Qwen-Image-Edit-2511",
-                                        "FLUX.1-Kontext-dev", "instruct-pix2pix"])
+@pytest.mark.parametrize(
+    "config_dir",
+    [
+        "FLUX.2-klein-9B",
+        "FLUX.2-dev",
+        "Qwen-Image-Edit-2511",
+        "FLUX.1-Kontext-dev",
+        "instruct-pix2pix",
+    ],
+)
 def test_build_from_configs_real_size_on_meta(config_dir):
     counts = json.loads((tiny.CONFIG_ROOT / "PARAM_COUNTS.json").read_text())[config_dir]
     pipe = tiny.build_from_configs(config_dir, "bfloat16", "meta")
@@ -358,7 +407,10 @@ def test_build_from_configs_real_size_on_meta(config_dir):
 def test_tiny_pipelines_are_built_from_the_real_configs():
     pipe = tiny.tiny_pipeline("FLUX.2-klein-4B")
     assert pipe.vae_scale_factor == 8  # 4-block VAE, as the real one
-    assert pipe.config.is_distilled and not tiny.tiny_pipeline("FLUX.2-klein-base-4B").config.is_distilled
+    assert (
+        pipe.config.is_distilled
+        and not tiny.tiny_pipeline("FLUX.2-klein-base-4B").config.is_distilled
+    )
     assert pipe.transformer.config.rope_theta == 2000  # untouched real value
     with pytest.raises(ValueError, match="config_dir"):
         tiny.build_from_configs("FLUX.3", "float32", "meta")
@@ -370,9 +422,14 @@ def test_tiny_pipelines_are_built_from_the_real_configs():
 def test_whole_graph_with_a_tiny_editor(tmp_path):
     path = tmp_path / "in.png"
     make_test_image(64, 64).save(path)
-    agent = create_edit_agent(AgentConfig(preset="dry-run", max_steps=2),
-                              editors=tiny.tiny_flux2_klein_editor(), artifacts=tmp_path / "store")
-    out = agent.invoke({"image": str(path), "instruction": "make the left side red and the top blue"})
+    agent = create_edit_agent(
+        AgentConfig(preset="dry-run", max_steps=2),
+        editors=tiny.tiny_flux2_klein_editor(),
+        artifacts=tmp_path / "store",
+    )
+    out = agent.invoke(
+        {"image": str(path), "instruction": "make the left side red and the top blue"}
+    )
     assert out["stop_reason"] in {"planner_stop", "budget_exhausted"}
     assert (out["result"]["width"], out["result"]["height"]) == (64, 64)
     edits = [s for s in out["steps"] if s["kind"] == "edit"]
@@ -380,8 +437,10 @@ def test_whole_graph_with_a_tiny_editor(tmp_path):
 
 
 def test_importing_the_package_loads_no_heavy_library():
-    code = ("import sys, tools.editors, tools.editors.tiny; "
-            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, tools.editors, tools.editors.tiny; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -390,10 +449,12 @@ def test_importing_the_package_loads_no_heavy_library():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tiny_klein_on_cuda(image):
-    pipe = tiny.build_from_configs("FLUX.2-klein-4B", "bfloat16", "cuda",
-                                   overrides=tiny.TINY["FLUX.2-klein-4B"], seed=0)
-    editor = Flux2KleinEditor.from_pipeline(pipe, call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"],
-                                            max_area=128 * 128)
+    pipe = tiny.build_from_configs(
+        "FLUX.2-klein-4B", "bfloat16", "cuda", overrides=tiny.TINY["FLUX.2-klein-4B"], seed=0
+    )
+    editor = Flux2KleinEditor.from_pipeline(
+        pipe, call_kwargs=tiny.TINY_CALL_KWARGS["FLUX.2-klein-4B"], max_area=128 * 128
+    )
     a = editor.edit(image, "red", seed=5, num_inference_steps=2)
     b = editor.edit(image, "red", seed=5, num_inference_steps=2)
     assert a.size == (72, 56) and np.array_equal(_pixels(a), _pixels(b))

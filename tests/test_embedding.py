@@ -43,8 +43,14 @@ def test_agent_as_subgraph_node_streams_and_inherits_checkpointer(make_agent, im
     parent = builder.compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "p1"}}
 
-    chunks = list(parent.stream({"image": image_path, "instruction": INSTRUCTION}, config,
-                                stream_mode="custom", subgraphs=True))
+    chunks = list(
+        parent.stream(
+            {"image": image_path, "instruction": INSTRUCTION},
+            config,
+            stream_mode="custom",
+            subgraphs=True,
+        )
+    )
     progress = [(ns, ev) for ns, ev in chunks if ev["event"] == "tool_progress"]
     assert progress and all(ns and ns[0].startswith("editor:") for ns, _ in progress)
 
@@ -61,7 +67,11 @@ def test_agent_as_tool_in_a_tool_node(make_agent, image_path):
     assert tool.name == "edit_image"
     assert set(tool.args) == {"image", "instruction"}
 
-    call = {"name": "edit_image", "id": "call-1", "args": {"image": image_path, "instruction": INSTRUCTION}}
+    call = {
+        "name": "edit_image",
+        "id": "call-1",
+        "args": {"image": image_path, "instruction": INSTRUCTION},
+    }
     builder = StateGraph(MessagesState)
     builder.add_node("tools", ToolNode([tool]))
     builder.add_edge(START, "tools")
@@ -69,8 +79,14 @@ def test_agent_as_tool_in_a_tool_node(make_agent, image_path):
     graph = builder.compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "chat-1"}}
 
-    chunks = list(graph.stream({"messages": [AIMessage(content="", tool_calls=[call])]}, config,
-                               stream_mode="custom", subgraphs=True))
+    chunks = list(
+        graph.stream(
+            {"messages": [AIMessage(content="", tool_calls=[call])]},
+            config,
+            stream_mode="custom",
+            subgraphs=True,
+        )
+    )
     assert any(ev["event"] == "tool_progress" for _, ev in chunks)
 
     message = graph.get_state(config).values["messages"][-1]
@@ -83,6 +99,12 @@ def test_agent_as_tool_in_a_tool_node(make_agent, image_path):
 
 def test_tool_called_directly(make_agent, image_path):
     tool = as_tool(make_agent(SplitPlanner(), PixelChangeCritic()), name="paint")
-    msg = tool.invoke({"type": "tool_call", "id": "c", "name": "paint",
-                       "args": {"image": image_path, "instruction": "make the top green"}})
+    msg = tool.invoke(
+        {
+            "type": "tool_call",
+            "id": "c",
+            "name": "paint",
+            "args": {"image": image_path, "instruction": "make the top green"},
+        }
+    )
     assert json.loads(msg.content)["accepted_edits"] == ["make the top green"]

@@ -12,9 +12,11 @@ import pytest
 
 def test_families_declare_their_backends_and_tiny_recipes():
     """A family's registry names and tiny recipe live in its own module."""
-    code = ("import json, tools.registry as r; "
-            "print(json.dumps({k: {n: r._entries[k][n] for n in r.available(k)} "
-            "for k in ('planner', 'editor', 'grounder', 'critic')}))")
+    code = (
+        "import json, tools.registry as r; "
+        "print(json.dumps({k: {n: r._entries[k][n] for n in r.available(k)} "
+        "for k in ('planner', 'editor', 'grounder', 'critic')}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     entries = json.loads(out.stdout)
     assert entries["editor"]["flux2-klein-tiny"] == "tools.editors.flux2:tiny_flux2_klein_editor"

@@ -49,10 +49,17 @@ def test_planner_stop_at_once_returns_the_stored_input(make_agent, image_path, s
 
 
 def test_two_accepted_edits_then_stop(make_agent, image_path, store):
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
-                               "next_editing_instruction:  make the right blue ", "STOP"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "next_editing_instruction:  make the right blue ",
+            "STOP",
+        ]
+    )
     critic = ScriptedCritic([8, 8, 8, 9])  # step, progress for each edit
-    out = make_agent(planner, critic).invoke({"image": image_path, "instruction": "red left, blue right"})
+    out = make_agent(planner, critic).invoke(
+        {"image": image_path, "instruction": "red left, blue right"}
+    )
     assert out["stop_reason"] == "planner_stop"
     assert accepted(out) == ["make the left red", "make the right blue"]
     e1, e2 = edits(out)
@@ -63,18 +70,23 @@ def test_two_accepted_edits_then_stop(make_agent, image_path, store):
     # the planner saw the accepted edits in its history
     seen = planner.calls[2]["history"]
     assert [(h.instruction, h.outcome) for h in seen] == [
-        ("make the left red", "accepted"), ("make the right blue", "accepted")]
+        ("make the left red", "accepted"),
+        ("make the right blue", "accepted"),
+    ]
     # pixels: the left half changed in step 1, the right half in step 2
     img = store.open(out["result"])
     src = store.open(e1["input"])
-    assert img.getpixel((5, 24)) != src.getpixel((5, 24)) and img.getpixel((60, 24)) != src.getpixel((60, 24))
+    assert img.getpixel((5, 24)) != src.getpixel((5, 24)) and img.getpixel(
+        (60, 24)
+    ) != src.getpixel((60, 24))
 
 
 def test_max_steps_ends_with_budget_exhausted_on_last_accepted(make_agent, image_path):
     planner = ScriptedPlanner([f"NEXT_EDITING_INSTRUCTION: edit {i} red" for i in range(5)])
     critic = ScriptedCritic([8] * 10)
     out = make_agent(planner, critic, max_steps=2, check_regression=False).invoke(
-        {"image": image_path, "instruction": "many edits"})
+        {"image": image_path, "instruction": "many edits"}
+    )
     assert out["stop_reason"] == "budget_exhausted"
     assert accepted(out) == ["edit 0 red", "edit 1 red"]
     assert out["result"] == edits(out)[-1]["output"]
@@ -87,7 +99,8 @@ def test_tool_call_budget_stops_before_a_call_that_does_not_fit(make_agent, imag
     critic = ScriptedCritic([8] * 10)
     # plan(1) act(1) verify(1) = 3 per step; 7 calls: two steps, then plan, then no room for act.
     out = make_agent(planner, critic, max_tool_calls=7, check_regression=False).invoke(
-        {"image": image_path, "instruction": "many edits"})
+        {"image": image_path, "instruction": "many edits"}
+    )
     assert out["stop_reason"] == "budget_exhausted"
     assert len(accepted(out)) == 2
     assert "max_tool_calls=7" in out["steps"][-1]["reason"]
@@ -96,8 +109,9 @@ def test_tool_call_budget_stops_before_a_call_that_does_not_fit(make_agent, imag
 def test_time_budget(make_agent, image_path):
     planner = ScriptedPlanner([f"NEXT_EDITING_INSTRUCTION: edit {i} red" for i in range(5)])
     editor = CountingEditor(delay=0.3)
-    out = make_agent(planner, ScriptedCritic([8] * 10), editors=editor, time_budget_s=0.2,
-                     check_regression=False).invoke({"image": image_path, "instruction": "x"})
+    out = make_agent(
+        planner, ScriptedCritic([8] * 10), editors=editor, time_budget_s=0.2, check_regression=False
+    ).invoke({"image": image_path, "instruction": "x"})
     assert out["stop_reason"] == "budget_exhausted"
     assert len(editor.log) == 1  # the running call was not cut off; the next was not started
     assert "time budget" in out["steps"][-1]["reason"]
@@ -107,8 +121,9 @@ def test_retry_with_new_seed_after_rejection_and_rollback(make_agent, image_path
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the top green", "<stop>"])
     editor = CountingEditor()
     critic = ScriptedCritic([2.0, 8.0])  # first try rejected, retry accepted
-    out = make_agent(planner, critic, editors=editor, max_retries_per_step=1,
-                     check_regression=False).invoke({"image": image_path, "instruction": "green top"})
+    out = make_agent(
+        planner, critic, editors=editor, max_retries_per_step=1, check_regression=False
+    ).invoke({"image": image_path, "instruction": "green top"})
     assert out["stop_reason"] == "planner_stop"
     first, second = edits(out)
     assert (first["step"], first["attempt"], first["accepted"]) == (1, 0, False)
@@ -120,11 +135,17 @@ def test_retry_with_new_seed_after_rejection_and_rollback(make_agent, image_path
 
 
 def test_retries_used_up_go_back_to_plan_with_feedback(make_agent, image_path):
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the top green",
-                               "NEXT_EDITING_INSTRUCTION: make the top a bit greener", "<stop>"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the top green",
+            "NEXT_EDITING_INSTRUCTION: make the top a bit greener",
+            "<stop>",
+        ]
+    )
     critic = ScriptedCritic([1.0, 1.5, 8.0])
     out = make_agent(planner, critic, max_retries_per_step=1, check_regression=False).invoke(
-        {"image": image_path, "instruction": "green top"})
+        {"image": image_path, "instruction": "green top"}
+    )
     history = planner.calls[1]["history"]
     assert [(h.instruction, h.outcome) for h in history] == [("make the top green", "rejected")]
     assert "after 2 tries" in history[0].reason and "below min_step_score" in history[0].reason
@@ -135,19 +156,26 @@ def test_retries_used_up_go_back_to_plan_with_feedback(make_agent, image_path):
 def test_second_editor_used_on_retry(make_agent, image_path):
     a, b = CountingEditor(), CountingEditor()
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make it red", "<stop>"])
-    out = make_agent(planner, ScriptedCritic([0.0, 9.0]), editors={"a": a, "b": b},
-                     check_regression=False).invoke({"image": image_path, "instruction": "red"})
+    out = make_agent(
+        planner, ScriptedCritic([0.0, 9.0]), editors={"a": a, "b": b}, check_regression=False
+    ).invoke({"image": image_path, "instruction": "red"})
     assert [s["tool"] for s in edits(out)] == ["a", "b"]
     assert len(a.log) == len(b.log) == 1
 
 
 def test_regression_against_last_accepted_is_rejected(make_agent, image_path):
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
-                               "NEXT_EDITING_INSTRUCTION: make the right blue", "<stop>"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "NEXT_EDITING_INSTRUCTION: make the right blue",
+            "<stop>",
+        ]
+    )
     # edit 1: step 8, progress 7 -> accepted. edit 2: step 8 but progress 5 (< 7 - 0.5).
     critic = ScriptedCritic([8, 7, 8, 5])
     out = make_agent(planner, critic, max_retries_per_step=0).invoke(
-        {"image": image_path, "instruction": "red left and blue right"})
+        {"image": image_path, "instruction": "red left and blue right"}
+    )
     first, second = edits(out)
     assert first["accepted"] and not second["accepted"]
     assert second["reason"].startswith("regression")
@@ -159,17 +187,20 @@ def test_regression_against_last_accepted_is_rejected(make_agent, image_path):
 def test_invalid_critique_rejects_never_scores(make_agent, image_path):
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make it red", "<stop>"])
     out = make_agent(planner, ScriptedCritic([None]), max_retries_per_step=0).invoke(
-        {"image": image_path, "instruction": "red"})
+        {"image": image_path, "instruction": "red"}
+    )
     (rec,) = edits(out)
     assert not rec["accepted"] and "no valid critic score" in rec["reason"]
     assert rec["scores"]["step"]["valid"] is False and rec["scores"]["step"]["overall"] is None
 
 
 def test_repeating_an_accepted_edit_is_no_progress(make_agent, image_path):
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make it red",
-                               "NEXT_EDITING_INSTRUCTION: Make it red."])
+    planner = ScriptedPlanner(
+        ["NEXT_EDITING_INSTRUCTION: make it red", "NEXT_EDITING_INSTRUCTION: Make it red."]
+    )
     out = make_agent(planner, ScriptedCritic([8]), check_regression=False).invoke(
-        {"image": image_path, "instruction": "red"})
+        {"image": image_path, "instruction": "red"}
+    )
     assert out["stop_reason"] == "no_progress"
     assert "repeated an accepted edit" in out["steps"][-1]["reason"]
     assert out["result"] == edits(out)[0]["output"]
@@ -178,18 +209,25 @@ def test_repeating_an_accepted_edit_is_no_progress(make_agent, image_path):
 def test_same_edit_failing_again_and_again_is_no_progress(make_agent, image_path):
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make it red"] * 5)
     critic = ScriptedCritic([1.0] * 10)
-    out = make_agent(planner, critic, max_retries_per_step=0, max_repeats_of_rejected=1,
-                     check_regression=False).invoke({"image": image_path, "instruction": "red"})
+    out = make_agent(
+        planner, critic, max_retries_per_step=0, max_repeats_of_rejected=1, check_regression=False
+    ).invoke({"image": image_path, "instruction": "red"})
     assert out["stop_reason"] == "no_progress"
     assert len(edits(out)) == 2  # proposed, rejected, proposed again, rejected, then stop
     assert len(planner.calls) == 3
 
 
 def test_unparseable_planner_output_is_fed_back(make_agent, image_path):
-    planner = ScriptedPlanner(["I think the image looks\nnice overall, hard to say.",
-                               "NEXT_EDITING_INSTRUCTION: make it red", "<stop>"])
+    planner = ScriptedPlanner(
+        [
+            "I think the image looks\nnice overall, hard to say.",
+            "NEXT_EDITING_INSTRUCTION: make it red",
+            "<stop>",
+        ]
+    )
     out = make_agent(planner, ScriptedCritic([8]), check_regression=False).invoke(
-        {"image": image_path, "instruction": "red"})
+        {"image": image_path, "instruction": "red"}
+    )
     assert out["stop_reason"] == "planner_stop"
     assert out["steps"][0]["kind"] == "plan_error"
     assert out["steps"][0]["planner"]["raw"].startswith("I think")
@@ -200,17 +238,24 @@ def test_unparseable_planner_output_is_fed_back(make_agent, image_path):
 def test_unparseable_output_forever_ends_on_the_tool_budget(make_agent, image_path):
     planner = ScriptedPlanner([PlannerOutputError("garbage", raw="???")] * 10)
     out = make_agent(planner, ScriptedCritic([]), max_tool_calls=4).invoke(
-        {"image": image_path, "instruction": "red"})
+        {"image": image_path, "instruction": "red"}
+    )
     assert out["stop_reason"] == "budget_exhausted"
     assert len(planner.calls) == 4
 
 
 def test_recoverable_tool_error_goes_back_to_plan(make_agent, image_path):
     editor = CountingEditor(fail={1: GroundingError("no region found for 'the dog'")})
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the dog red",
-                               "NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the dog red",
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "<stop>",
+        ]
+    )
     out = make_agent(planner, ScriptedCritic([8]), editors=editor, check_regression=False).invoke(
-        {"image": image_path, "instruction": "red dog"})
+        {"image": image_path, "instruction": "red dog"}
+    )
     assert out["stop_reason"] == "planner_stop"
     assert out["steps"][0]["kind"] == "tool_error"
     feedback = planner.calls[1]["history"][0]
@@ -220,10 +265,15 @@ def test_recoverable_tool_error_goes_back_to_plan(make_agent, image_path):
 
 def test_fatal_tool_error_ends_with_error_and_keeps_best_image(make_agent, image_path):
     editor = CountingEditor(fail={2: FatalToolError("CUDA out of memory")})
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
-                               "NEXT_EDITING_INSTRUCTION: make the right blue"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "NEXT_EDITING_INSTRUCTION: make the right blue",
+        ]
+    )
     out = make_agent(planner, ScriptedCritic([8]), editors=editor, check_regression=False).invoke(
-        {"image": image_path, "instruction": "x"})
+        {"image": image_path, "instruction": "x"}
+    )
     assert out["stop_reason"] == "error"
     assert "out of memory" in out["steps"][-1]["reason"]
     assert out["result"] == edits(out)[0]["output"]
@@ -233,14 +283,21 @@ def test_unexpected_exception_propagates(make_agent, image_path):
     editor = CountingEditor(fail={1: ZeroDivisionError("bug")})
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make it red"])
     with pytest.raises(ZeroDivisionError):
-        make_agent(planner, ScriptedCritic([]), editors=editor).invoke({"image": image_path, "instruction": "x"})
+        make_agent(planner, ScriptedCritic([]), editors=editor).invoke(
+            {"image": image_path, "instruction": "x"}
+        )
 
 
 def test_critic_satisfied(make_agent, image_path):
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
-                               "NEXT_EDITING_INSTRUCTION: make the right blue"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "NEXT_EDITING_INSTRUCTION: make the right blue",
+        ]
+    )
     out = make_agent(planner, ScriptedCritic([8, 6, 8, 9.5]), stop_when_satisfied=9.0).invoke(
-        {"image": image_path, "instruction": "x"})
+        {"image": image_path, "instruction": "x"}
+    )
     assert out["stop_reason"] == "critic_satisfied"
     assert len(accepted(out)) == 2 and planner.remaining == 0
 
@@ -249,7 +306,11 @@ def test_split_planner_dry_run_end_to_end(make_agent, image_path):
     from agent.testing import PixelChangeCritic
 
     out = make_agent(SplitPlanner(), PixelChangeCritic()).invoke(
-        {"image": image_path, "instruction": "make the left side red, then make the right side blue"})
+        {
+            "image": image_path,
+            "instruction": "make the left side red, then make the right side blue",
+        }
+    )
     assert out["stop_reason"] == "planner_stop"
     assert accepted(out) == ["make the left side red", "make the right side blue"]
 
@@ -259,9 +320,21 @@ def test_stream_reports_progress_events(make_agent, image_path):
     agent = make_agent(planner, ScriptedCritic([8]), check_regression=False, num_inference_steps=3)
     events = list(agent.stream({"image": image_path, "instruction": "red"}, stream_mode="custom"))
     kinds = [e["event"] for e in events]
-    assert kinds == ["run_start", "plan", "step_start", "tool_progress", "tool_progress",
-                     "tool_progress", "step_end", "plan"]
-    assert [(e["done"], e["total"]) for e in events if e["event"] == "tool_progress"] == [(1, 3), (2, 3), (3, 3)]
+    assert kinds == [
+        "run_start",
+        "plan",
+        "step_start",
+        "tool_progress",
+        "tool_progress",
+        "tool_progress",
+        "step_end",
+        "plan",
+    ]
+    assert [(e["done"], e["total"]) for e in events if e["event"] == "tool_progress"] == [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+    ]
 
 
 def test_mermaid_drawing_snapshot(make_agent):
@@ -279,14 +352,21 @@ def test_critic_errors_reject_or_end(make_agent, image_path):
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"])
     critic = ScriptedCritic([RecoverableToolError("critic timed out"), 8.0])
     out = make_agent(planner, critic, max_retries_per_step=1, check_regression=False).invoke(
-        {"image": image_path, "instruction": "x"})
+        {"image": image_path, "instruction": "x"}
+    )
     first, second = edits(out)
     assert not first["accepted"] and "critic timed out" in first["reason"]
     assert second["accepted"] and out["stop_reason"] == "planner_stop"
 
-    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red",
-                               "NEXT_EDITING_INSTRUCTION: make the right blue"])
+    planner = ScriptedPlanner(
+        [
+            "NEXT_EDITING_INSTRUCTION: make the left red",
+            "NEXT_EDITING_INSTRUCTION: make the right blue",
+        ]
+    )
     critic = ScriptedCritic([8.0, FatalToolError("critic model missing")])
-    out = make_agent(planner, critic, check_regression=False).invoke({"image": image_path, "instruction": "x"})
+    out = make_agent(planner, critic, check_regression=False).invoke(
+        {"image": image_path, "instruction": "x"}
+    )
     assert out["stop_reason"] == "error" and "critic model missing" in out["steps"][-1]["reason"]
     assert out["result"] == edits(out)[0]["output"]

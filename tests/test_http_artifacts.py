@@ -75,16 +75,19 @@ def test_unknown_hash_is_404(client, ref):
     assert client.head(f"/artifacts/{unknown}.png").status_code == 404
 
 
-@pytest.mark.parametrize("name", [
-    "abc.png",                      # short
-    "A" * 64 + ".png",              # uppercase hex
-    "g" * 64 + ".png",              # not hex
-    "a" * 65 + ".png",              # too long
-    "a" * 64 + ".jpg",              # other extension
-    "a" * 64 + ".png.png",
-    "%20" + "a" * 64 + ".png",      # leading space
-    "...png",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "abc.png",  # short
+        "A" * 64 + ".png",  # uppercase hex
+        "g" * 64 + ".png",  # not hex
+        "a" * 65 + ".png",  # too long
+        "a" * 64 + ".jpg",  # other extension
+        "a" * 64 + ".png.png",
+        "%20" + "a" * 64 + ".png",  # leading space
+        "...png",
+    ],
+)
 def test_malformed_names_are_400(client, ref, name):
     r = client.get(f"/artifacts/{name}")
     assert r.status_code == 400, (name, r.status_code, r.text)
@@ -95,18 +98,21 @@ def test_uppercase_of_a_stored_hash_is_refused(client, ref):
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("path", [
-    "/artifacts/..%2F..%2Fetc%2Fpasswd.png",
-    "/artifacts/..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
-    "/artifacts/%2e%2e/x.png",
-    "/artifacts/..",
-    "/artifacts/%2e%2e",
-    "/artifacts/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/artifacts/..%5C..%5Cetc%5Cpasswd.png",
-    "/artifacts/%2Fetc%2Fpasswd",
-    "/artifacts//etc/passwd",
-    "/artifacts/x/../../etc/passwd.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/artifacts/..%2F..%2Fetc%2Fpasswd.png",
+        "/artifacts/..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/artifacts/%2e%2e/x.png",
+        "/artifacts/..",
+        "/artifacts/%2e%2e",
+        "/artifacts/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/artifacts/..%5C..%5Cetc%5Cpasswd.png",
+        "/artifacts/%2Fetc%2Fpasswd",
+        "/artifacts//etc/passwd",
+        "/artifacts/x/../../etc/passwd.png",
+    ],
+)
 def test_traversal_attempts_are_refused(client, ref, path):
     r = client.get(path)
     assert r.status_code in (400, 404), (path, r.status_code)

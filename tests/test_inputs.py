@@ -76,8 +76,9 @@ def test_pixel_limit_checked_before_decoding(make_agent, tmp_path):
         agent.invoke({"image": str(path), "instruction": "x"})
 
 
-@pytest.mark.parametrize("uri", ["http://example.com/cat.png", "https://x/y.png", "ftp://h/f.png",
-                                 "s3://bucket/key.png"])
+@pytest.mark.parametrize(
+    "uri", ["http://example.com/cat.png", "https://x/y.png", "ftp://h/f.png", "s3://bucket/key.png"]
+)
 def test_network_schemes_refused(untouched_agent, uri):
     with pytest.raises(InvalidInputError, match="is not allowed"):
         untouched_agent.invoke({"image": uri, "instruction": "x"})
@@ -95,8 +96,14 @@ def test_remote_file_uri_refused(untouched_agent):
         untouched_agent.invoke({"image": "file://otherhost/etc/img.png", "instruction": "x"})
 
 
-@pytest.mark.parametrize("bad", ["data:text/plain;base64,aGVsbG8=", "data:image/png,rawbytes",
-                                 "data:image/png;base64,@@@not-base64@@@"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "data:text/plain;base64,aGVsbG8=",
+        "data:image/png,rawbytes",
+        "data:image/png;base64,@@@not-base64@@@",
+    ],
+)
 def test_bad_data_urls(untouched_agent, bad):
     with pytest.raises(InvalidInputError, match="data URL"):
         untouched_agent.invoke({"image": bad, "instruction": "x"})
@@ -111,8 +118,11 @@ def test_wrong_types(untouched_agent, bad):
 def test_every_accepted_form_gives_the_same_stored_source(make_agent, image_path, store):
     agent = make_agent(ScriptedPlanner(["<stop>"] * 4), ScriptedCritic([]))
     raw = open(image_path, "rb").read()
-    forms = [image_path, "file://" + image_path,
-             "data:image/png;base64," + base64.b64encode(raw).decode()]
+    forms = [
+        image_path,
+        "file://" + image_path,
+        "data:image/png;base64," + base64.b64encode(raw).decode(),
+    ]
     results = [agent.invoke({"image": f, "instruction": "x"})["result"] for f in forms]
     results.append(agent.invoke({"image": results[0], "instruction": "x"})["result"])  # an ImageRef
     assert len({r["sha256"] for r in results}) == 1

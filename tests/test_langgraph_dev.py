@@ -77,12 +77,29 @@ def dev_server(tmp_path_factory):
         "LANGCHAIN_TRACING_V2": "false",
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [str(LANGGRAPH), "dev", "--config", str(REPO / "langgraph.json"),
-           "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
+    cmd = [
+        str(LANGGRAPH),
+        "dev",
+        "--config",
+        str(REPO / "langgraph.json"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-browser",
+        "--no-reload",
+    ]
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = DevServer(f"http://127.0.0.1:{port}", artifacts, workdir, log)
     try:
         deadline = started + READY_TIMEOUT_S
@@ -96,8 +113,9 @@ def dev_server(tmp_path_factory):
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev not ready after {READY_TIMEOUT_S:.0f} s:\n"
-                            f"{server.output()}")
+                pytest.fail(
+                    f"langgraph dev not ready after {READY_TIMEOUT_S:.0f} s:\n{server.output()}"
+                )
             time.sleep(0.2)
         print(f"langgraph dev ready after {time.monotonic() - started:.1f} s")
         yield server
@@ -135,12 +153,17 @@ def test_edit_run_streams_and_serves_its_result(dev_server):
     t0 = time.monotonic()
     with get_sync_client(url=dev_server.url, api_key=None, timeout=60) as client:
         thread = client.threads.create()
-        chunks = list(client.runs.stream(
-            thread["thread_id"], "mira_edit",
-            input={"image": str(image),
-                   "instruction": "make the left side red, then make the right side blue"},
-            stream_mode=["updates", "custom"],
-        ))
+        chunks = list(
+            client.runs.stream(
+                thread["thread_id"],
+                "mira_edit",
+                input={
+                    "image": str(image),
+                    "instruction": "make the left side red, then make the right side blue",
+                },
+                stream_mode=["updates", "custom"],
+            )
+        )
         errors = [c.data for c in chunks if c.event == "error"]
         assert not errors, f"run failed: {errors}\n{dev_server.output()}"
         state = client.threads.get_state(thread["thread_id"])["values"]
@@ -157,8 +180,9 @@ def test_edit_run_streams_and_serves_its_result(dev_server):
     result = state["result"]
     assert set(result) >= {"uri", "sha256", "width", "height"}
     assert (result["width"], result["height"]) == (64, 48)
-    accepted = [s["args"]["instruction"] for s in state["steps"]
-                if s["kind"] == "edit" and s["accepted"]]
+    accepted = [
+        s["args"]["instruction"] for s in state["steps"] if s["kind"] == "edit" and s["accepted"]
+    ]
     assert accepted == ["make the left side red", "make the right side blue"]
     # The graph wrote into MIRA_ARTIFACTS_DIR: the server process saw the variable.
     stored = dev_server.artifacts / result["sha256"][:2] / f"{result['sha256']}.png"
@@ -182,8 +206,12 @@ def test_artifact_route_is_read_only_and_strict_behind_the_server(dev_server):
     assert _raw(dev_server, "GET", f"/artifacts/{sha}.png") == 404
     assert _raw(dev_server, "GET", f"/artifacts/{sha.upper()}.png") == 400
     assert _raw(dev_server, "GET", "/artifacts/abc.png") == 400
-    for path in ("/artifacts/..%2F..%2Fetc%2Fpasswd.png", "/artifacts/%2e%2e/x.png",
-                 "/artifacts/../../etc/passwd", "/artifacts/%2e%2e%2f%2e%2e%2fetc%2fpasswd"):
+    for path in (
+        "/artifacts/..%2F..%2Fetc%2Fpasswd.png",
+        "/artifacts/%2e%2e/x.png",
+        "/artifacts/../../etc/passwd",
+        "/artifacts/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    ):
         assert _raw(dev_server, "GET", path) in (400, 404), path
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert _raw(dev_server, method, f"/artifacts/{sha}.png") == 405, method
@@ -207,11 +235,12 @@ def test_server_shows_and_accepts_the_context_schema(dev_server):
         assert {"max_steps", "max_tool_calls", "min_step_score", "seed"} <= set(props)
         assert props["max_steps"]["default"] == 5 and props["max_steps"]["description"]
 
-        inputs = {"image": str(image),
-                  "instruction": "make the left side red, then make the right side blue"}
+        inputs = {
+            "image": str(image),
+            "instruction": "make the left side red, then make the right side blue",
+        }
         thread = client.threads.create()
-        client.runs.wait(thread["thread_id"], "mira_edit", input=inputs,
-                         context={"max_steps": 1})
+        client.runs.wait(thread["thread_id"], "mira_edit", input=inputs, context={"max_steps": 1})
         state = client.threads.get_state(thread["thread_id"])["values"]
         edits = [s for s in state["steps"] if s["kind"] == "edit"]
         assert len(edits) == 1 and state["stop_reason"] == "budget_exhausted", state["steps"]

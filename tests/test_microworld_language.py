@@ -11,12 +11,21 @@ from agent.microworld.language import CONNECTIVES, parse_spans
 from tests.test_microworld_scene import hand_scene
 
 EDITS = {
-    "add": Edit(kind="add", ref="the second circle from the left", target="r1c1",
-                relation="below", category="heart", colour="orange", pattern="dotted"),
+    "add": Edit(
+        kind="add",
+        ref="the second circle from the left",
+        target="r1c1",
+        relation="below",
+        category="heart",
+        colour="orange",
+        pattern="dotted",
+    ),
     "remove": Edit(kind="remove", ref="the star", target="r0c2"),
     "replace": Edit(kind="replace", ref="the green circle", target="r1c4", category="triangle"),
     "recolour": Edit(kind="recolour", ref="the middle circle", target="r1c3", colour="purple"),
-    "material": Edit(kind="material", ref="the blue solid circle", target="r1c6", pattern="checkered"),
+    "material": Edit(
+        kind="material", ref="the blue solid circle", target="r1c6", pattern="checkered"
+    ),
 }
 
 
@@ -64,8 +73,9 @@ def test_every_connective_style_parses_back_in_order():
 def test_generated_instructions_parse_back_to_their_edits():
     for case in generate_cases(80, seed=1, n_edits=(1, 5)):
         assert parse(case.instruction, case.scene) == list(case.edits), case.instruction
-        assert [s.text.lower() for s in parse_spans(case.instruction, case.scene)] \
-            == list(case.atomic)
+        assert [s.text.lower() for s in parse_spans(case.instruction, case.scene)] == list(
+            case.atomic
+        )
 
 
 def test_unreadable_instructions_raise():

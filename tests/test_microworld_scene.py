@@ -27,34 +27,68 @@ from agent.microworld import (
 
 def hand_scene() -> Scene:
     """Five circles (red solid, blue striped, red solid, green dotted, blue solid) and a star."""
-    looks = [(0, "red", "solid"), (1, "blue", "striped"), (3, "red", "solid"),
-             (4, "green", "dotted"), (6, "blue", "solid")]
-    objects = [Obj(role="instance", category="circle", colour=c, pattern=p, row=1, col=col)
-               for col, c, p in looks]
-    objects.append(Obj(role="other", category="star", colour="yellow", pattern="checkered",
-                       row=0, col=2))
-    return Scene(category="circle", objects=tuple(objects),
-                 background=Background(kind="flat", top=(240, 240, 240), bottom=(240, 240, 240)))
+    looks = [
+        (0, "red", "solid"),
+        (1, "blue", "striped"),
+        (3, "red", "solid"),
+        (4, "green", "dotted"),
+        (6, "blue", "solid"),
+    ]
+    objects = [
+        Obj(role="instance", category="circle", colour=c, pattern=p, row=1, col=col)
+        for col, c, p in looks
+    ]
+    objects.append(
+        Obj(role="other", category="star", colour="yellow", pattern="checkered", row=0, col=2)
+    )
+    return Scene(
+        category="circle",
+        objects=tuple(objects),
+        background=Background(kind="flat", top=(240, 240, 240), bottom=(240, 240, 240)),
+    )
 
 
-@pytest.mark.parametrize("ref, cell", [
-    ("the leftmost circle", "r1c0"), ("the rightmost circle", "r1c6"),
-    ("the middle circle", "r1c3"), ("the second circle from the left", "r1c1"),
-    ("the third circle from the left", "r1c3"), ("the fourth circle from the left", "r1c4"),
-    ("the second circle from the right", "r1c4"), ("the third circle from the right", "r1c3"),
-    ("the fourth circle from the right", "r1c1"), ("the green circle", "r1c4"),
-    ("the striped circle", "r1c1"), ("the dotted circle", "r1c4"),
-    ("the blue solid circle", "r1c6"), ("the blue striped circle", "r1c1"), ("the star", "r0c2"),
-    ("the yellow star", "r0c2"), ("the square above the leftmost circle", "r0c0"),
-    ("the heart to the right of the star", "r0c3"), ("The  Leftmost Circle", "r1c0"),
-])
+@pytest.mark.parametrize(
+    "ref, cell",
+    [
+        ("the leftmost circle", "r1c0"),
+        ("the rightmost circle", "r1c6"),
+        ("the middle circle", "r1c3"),
+        ("the second circle from the left", "r1c1"),
+        ("the third circle from the left", "r1c3"),
+        ("the fourth circle from the left", "r1c4"),
+        ("the second circle from the right", "r1c4"),
+        ("the third circle from the right", "r1c3"),
+        ("the fourth circle from the right", "r1c1"),
+        ("the green circle", "r1c4"),
+        ("the striped circle", "r1c1"),
+        ("the dotted circle", "r1c4"),
+        ("the blue solid circle", "r1c6"),
+        ("the blue striped circle", "r1c1"),
+        ("the star", "r0c2"),
+        ("the yellow star", "r0c2"),
+        ("the square above the leftmost circle", "r0c0"),
+        ("the heart to the right of the star", "r0c3"),
+        ("The  Leftmost Circle", "r1c0"),
+    ],
+)
 def test_every_referring_expression_form_resolves_to_its_instance(ref, cell):
     assert resolve(hand_scene(), ref) == cell
 
 
-@pytest.mark.parametrize("ref", ["the red circle", "the circle", "the solid circle",
-                                 "the fifth circle from the left", "the leftmost star",
-                                 "the square", "the star above the star", "a red circle"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "the red circle",
+        "the circle",
+        "the solid circle",
+        "the fifth circle from the left",
+        "the leftmost star",
+        "the square",
+        "the star above the star",
+        "a red circle",
+    ],
+)
 def test_ambiguous_or_empty_references_are_refused(ref):
     with pytest.raises(EditError):
         resolve(hand_scene(), ref)
@@ -63,7 +97,10 @@ def test_ambiguous_or_empty_references_are_refused(ref):
 def test_generated_expressions_name_their_object_and_only_it():
     scene = hand_scene()
     assert referring_expressions(scene, scene.get("r1c3")) == [
-        "the middle circle", "the third circle from the left", "the third circle from the right"]
+        "the middle circle",
+        "the third circle from the left",
+        "the third circle from the right",
+    ]
     for case in generate_cases(40, seed=5):
         for obj in case.scene.objects:
             refs = referring_expressions(case.scene, obj)
@@ -76,9 +113,10 @@ def test_generation_is_deterministic_per_seed():
     b = [c.model_dump_json() for c in generate_cases(6, seed=3, n_edits=(1, 5))]
     c = [c.model_dump_json() for c in generate_cases(6, seed=4, n_edits=(1, 5))]
     assert a == b and a != c
-    assert [x.model_dump_json() for x in generate_cases(8, seed=3, n_edits=(1, 5), start=6)] \
-        == [make_case(x.seed, n_edits=(1, 5), case_id=x.id).model_dump_json()
-            for x in generate_cases(8, seed=3, n_edits=(1, 5), start=6)]
+    assert [x.model_dump_json() for x in generate_cases(8, seed=3, n_edits=(1, 5), start=6)] == [
+        make_case(x.seed, n_edits=(1, 5), case_id=x.id).model_dump_json()
+        for x in generate_cases(8, seed=3, n_edits=(1, 5), start=6)
+    ]
     case = make_case(11)
     assert np.array_equal(np.asarray(render(case.scene)), np.asarray(render(make_case(11).scene)))
 
@@ -102,8 +140,13 @@ def test_rendering_is_anti_aliased():
     red = np.array([215, 40, 40])
     # pixels strictly between background and fill exist at the edges of the red circle
     patch = image[55:75, 0:18].reshape(-1, 3).astype(int)
-    between = [p for p in patch if not (p == background).all() and np.abs(p - red).max() > 30
-               and np.abs(p - background).max() > 30]
+    between = [
+        p
+        for p in patch
+        if not (p == background).all()
+        and np.abs(p - red).max() > 30
+        and np.abs(p - background).max() > 30
+    ]
     assert between
 
 
@@ -133,10 +176,30 @@ def test_impossible_edits_are_refused():
 
     scene = hand_scene()
     with pytest.raises(EditError, match="taken"):
-        apply_edit(scene, Edit(kind="add", ref="the leftmost circle", target="r1c0",
-                               relation="right of", category="star", colour="red", pattern="solid"))
+        apply_edit(
+            scene,
+            Edit(
+                kind="add",
+                ref="the leftmost circle",
+                target="r1c0",
+                relation="right of",
+                category="star",
+                colour="red",
+                pattern="solid",
+            ),
+        )
     with pytest.raises(EditError, match="outside"):
-        apply_edit(scene, Edit(kind="add", ref="the star", target="r0c2", relation="above",
-                               category="heart", colour="red", pattern="solid"))
+        apply_edit(
+            scene,
+            Edit(
+                kind="add",
+                ref="the star",
+                target="r0c2",
+                relation="above",
+                category="heart",
+                colour="red",
+                pattern="solid",
+            ),
+        )
     with pytest.raises(ValueError):
         Edit(kind="remove", ref="the star", target="r0c2", colour="red")

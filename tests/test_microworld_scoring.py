@@ -42,9 +42,12 @@ def test_one_edit_on_the_wrong_instance_fails_it_and_loses_consistency(cases):
         for i, edit in enumerate(case.edits):
             rest = [e for j, e in enumerate(case.edits) if j != i]
             cells = {e.cell for e in case.edits}
-            wrong = [o for o in other_targets(case.scene, case.scene, edit)
-                     if o.id not in cells and (edit.kind != "add" or o.id not in
-                                               {e.target for e in case.edits})]
+            wrong = [
+                o
+                for o in other_targets(case.scene, case.scene, edit)
+                if o.id not in cells
+                and (edit.kind != "add" or o.id not in {e.target for e in case.edits})
+            ]
             if not wrong:
                 continue
             moved = edit.model_copy(update={"target": wrong[0].id})

@@ -63,10 +63,15 @@ def test_noisy_editor_is_reproducible_per_seed_and_makes_each_mistake():
             a = np.asarray(editor.edit(source, case.atomic[0], seed=seed))
             assert np.array_equal(a, np.asarray(editor.edit(source, case.atomic[0], seed=seed)))
             s = score_case(case, a)
-            outcomes.add(("done" if s.edits[0].passed else "missed",
-                          "clean" if s.consistent else "spilled"))
-    assert outcomes >= {("done", "clean"), ("missed", "clean"), ("missed", "spilled"),
-                        ("done", "spilled")}
+            outcomes.add(
+                ("done" if s.edits[0].passed else "missed", "clean" if s.consistent else "spilled")
+            )
+    assert outcomes >= {
+        ("done", "clean"),
+        ("missed", "clean"),
+        ("missed", "spilled"),
+        ("done", "spilled"),
+    }
     with pytest.raises(ValueError, match="<= 1"):
         NoisyEditor(world, p_wrong=0.5, p_bleed=0.5, p_noop=0.5)
 
@@ -84,8 +89,10 @@ def test_critic_accepts_right_edits_and_rejects_wrong_target_bleed_and_noop():
         others = [o for o in other_targets(case.scene, case.scene, edit)]
         if not others:
             continue
-        for bad in ([edit.model_copy(update={"target": others[0].id})],
-                    [edit, edit.model_copy(update={"target": others[0].id})]):
+        for bad in (
+            [edit.model_copy(update={"target": others[0].id})],
+            [edit, edit.model_copy(update={"target": others[0].id})],
+        ):
             scene = case.scene
             try:
                 for e in bad:
@@ -106,14 +113,22 @@ def test_planner_issues_edits_then_stops_and_corrects_a_wrong_edit():
     case = make_case(21, n_edits=2)
     source = world.add(case)
     d = planner.next_action(source, source, case.instruction, [])
-    assert d.instruction == case.instruction[:len(d.instruction)] or d.instruction.lower() == case.atomic[0]
+    assert (
+        d.instruction == case.instruction[: len(d.instruction)]
+        or d.instruction.lower() == case.atomic[0]
+    )
     done = world.image(case.id, apply_edit(apply_edit(case.scene, case.edits[0]), case.edits[1]))
     assert planner.next_action(source, done, case.instruction, []).stop
     # the first edit made on the wrong object: the planner asks to undo that first
     edit = case.edits[0]
-    other = next(o for o in other_targets(case.scene, case.scene, edit)
-                 if o.id not in {e.cell for e in case.edits})
-    wrong = world.image(case.id, apply_edit(case.scene, edit.model_copy(update={"target": other.id})))
+    other = next(
+        o
+        for o in other_targets(case.scene, case.scene, edit)
+        if o.id not in {e.cell for e in case.edits}
+    )
+    wrong = world.image(
+        case.id, apply_edit(case.scene, edit.model_copy(update={"target": other.id}))
+    )
     fix = planner.next_action(source, wrong, case.instruction, [])
     assert fix.instruction.lower() not in case.atomic
     fixed = OracleEditor(world).edit(wrong, fix.instruction)
@@ -134,12 +149,18 @@ def test_grounder_boxes_referring_expressions():
 
 def test_oracle_agent_loop_solves_three_edit_cases(tmp_path):
     world = World()
-    agent = create_edit_agent(AgentConfig(max_steps=8), planner=OraclePlanner(world),
-                              critic=OracleCritic(world), editors=OracleEditor(world),
-                              artifacts=tmp_path / "a")
+    agent = create_edit_agent(
+        AgentConfig(max_steps=8),
+        planner=OraclePlanner(world),
+        critic=OracleCritic(world),
+        editors=OracleEditor(world),
+        artifacts=tmp_path / "a",
+    )
     solved = 0
     for case in generate_cases(20, seed=6, n_edits=3):
-        out = agent.invoke({"image": _stored(world.add(case), tmp_path), "instruction": case.instruction})
+        out = agent.invoke(
+            {"image": _stored(world.add(case), tmp_path), "instruction": case.instruction}
+        )
         from agent import ArtifactStore
 
         result = ArtifactStore(tmp_path / "a").open(out["result"])
@@ -150,8 +171,13 @@ def test_oracle_agent_loop_solves_three_edit_cases(tmp_path):
 def test_agent_loop_with_noisy_editor_beats_single_shot(tmp_path):
     world = World()
     editor = NoisyEditor(world, p_wrong=0.2, p_bleed=0.2, p_noop=0.1)
-    agent = create_edit_agent(AgentConfig(max_steps=8), planner=OraclePlanner(world),
-                              critic=OracleCritic(world), editors=editor, artifacts=tmp_path / "a")
+    agent = create_edit_agent(
+        AgentConfig(max_steps=8),
+        planner=OraclePlanner(world),
+        critic=OracleCritic(world),
+        editors=editor,
+        artifacts=tmp_path / "a",
+    )
     from agent import ArtifactStore
 
     store = ArtifactStore(tmp_path / "a")

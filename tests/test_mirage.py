@@ -24,8 +24,13 @@ def sampler(family: str, **kw) -> MirageFlux2:
 
 
 def run(m: MirageFlux2, image, regions, **kw):
-    kw = {"num_inference_steps": STEPS, "guidance_scale": 4.0, "seed": 3,
-          "max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"], **kw}
+    kw = {
+        "num_inference_steps": STEPS,
+        "guidance_scale": 4.0,
+        "seed": 3,
+        "max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"],
+        **kw,
+    }
     return m(image, "edit the things", regions, **kw)
 
 
@@ -86,7 +91,9 @@ def test_overlap_goes_to_the_branch_that_edits_more(image):
 
 
 def test_more_regions_than_one_batch(image):
-    regions = [R(16 * i, 0, 16 * i + 30, 30, f"edit {i}") for i in range(0, 10, 2)]  # 5 of 4x4 cells... mostly
+    regions = [
+        R(16 * i, 0, 16 * i + 30, 30, f"edit {i}") for i in range(0, 10, 2)
+    ]  # 5 of 4x4 cells... mostly
     small = run(sampler(KLEIN, max_batch=2), image, regions)
     big = run(sampler(KLEIN, max_batch=8), image, regions)
     early_small = [c for c in small.calls if c["phase"] == "early"]
@@ -107,5 +114,3 @@ def test_ablations(image):
     no_target = run(m, image, THREE, target_replacement=False)
     assert all(c["phase"] == "late" for c in no_target.calls) and len(no_target.calls) == STEPS
     assert torch.equal(no_target.latents[:, :, bg], no_target.source_latent[:, :, bg])
-
-

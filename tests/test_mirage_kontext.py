@@ -26,7 +26,13 @@ def sampler(**kw) -> MirageKontext:
 
 
 def run(m: MirageKontext, image, regions, instruction="edit the things", **kw):
-    kw = {"num_inference_steps": STEPS, "guidance_scale": 2.5, "seed": 3, "max_sequence_length": L, **kw}
+    kw = {
+        "num_inference_steps": STEPS,
+        "guidance_scale": 2.5,
+        "seed": 3,
+        "max_sequence_length": L,
+        **kw,
+    }
     return m(image, instruction, regions, **kw)
 
 
@@ -35,11 +41,24 @@ def plain(m: MirageKontext, image, prompt="edit the things", seed=3, **kw):
     ``seed``, passed as packed ``latents`` (B, rows*cols, 4c)."""
     pipe = m.pipe
     c = pipe.transformer.config.in_channels // 4
-    noise = torch.randn((1, c, 2 * H // 16, 2 * W // 16), generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(
+        (1, c, 2 * H // 16, 2 * W // 16), generator=torch.Generator().manual_seed(seed)
+    )
     latents = pipe._pack_latents(noise, 1, c, *noise.shape[2:])
-    return pipe(image=image, prompt=prompt, latents=latents, num_inference_steps=STEPS, guidance_scale=2.5,
-                height=H, width=W, max_area=W * H, _auto_resize=False, max_sequence_length=L,
-                output_type="pil", **kw).images[0]
+    return pipe(
+        image=image,
+        prompt=prompt,
+        latents=latents,
+        num_inference_steps=STEPS,
+        guidance_scale=2.5,
+        height=H,
+        width=W,
+        max_area=W * H,
+        _auto_resize=False,
+        max_sequence_length=L,
+        output_type="pil",
+        **kw,
+    ).images[0]
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +82,14 @@ def test_source_latent_is_the_pipelines_reference_latent(image):
     pipe = sampler().pipe
     pixels = pipe.image_processor.preprocess(image, H, W)
     with torch.no_grad():
-        _, ref, _, ref_ids = pipe.prepare_latents(pixels, 1, pipe.transformer.config.in_channels // 4,
-                                                  H, W, torch.float32, "cpu")
-    assert torch.equal(out.source_latent.flatten(2).transpose(1, 2), ref)  # cell layout = packed tokens
+        _, ref, _, ref_ids = pipe.prepare_latents(
+            pixels, 1, pipe.transformer.config.in_channels // 4, H, W, torch.float32, "cpu"
+        )
+    assert torch.equal(
+        out.source_latent.flatten(2).transpose(1, 2), ref
+    )  # cell layout = packed tokens
     assert ref_ids[:, 0].eq(1).all()  # the reference's first id coordinate, as MIRAGE sets it
+
 
 def test_branches_use_the_full_canvas_schedule(image):
     m = sampler()
@@ -75,12 +98,18 @@ def test_branches_use_the_full_canvas_schedule(image):
     plain(m, image)
     assert [float(t) for t in m.pipe.scheduler.timesteps] == plain_t
     assert [c["timestep"] for c in out.calls] == plain_t
-    assert [c["tokens"] for c in out.calls if c["phase"] == "early"] == [2 * 16 + L] * 2  # 4x4 cells + ref
+    assert [c["tokens"] for c in out.calls if c["phase"] == "early"] == [
+        2 * 16 + L
+    ] * 2  # 4x4 cells + ref
 
 
-@pytest.mark.parametrize("kw, match", [({"true_cfg_scale": 2.0}, "negative_prompt"),
-                                       ({"max_sequence_length": 513}, "max_sequence_length")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"true_cfg_scale": 2.0}, "negative_prompt"),
+        ({"max_sequence_length": 513}, "max_sequence_length"),
+    ],
+)
 def test_check_inputs(image, kw, match):
     with pytest.raises(ValueError, match=match):
         run(sampler(), image, [], **kw)
-

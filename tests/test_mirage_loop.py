@@ -26,23 +26,42 @@ KLEIN = "FLUX.2-klein-4B"
 
 def regional(parser, grounder=None, **kw) -> RegionalEditor:
     sampler = MirageFlux2(tiny_pipeline(KLEIN), text_encoder_out_layers=(1,))
-    return RegionalEditor(sampler, parser=parser, grounder=grounder or SideGrounder(),
-                          num_inference_steps=3, guidance_scale=1.0,
-                          sampler_kwargs={"max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"]}, **kw)
+    return RegionalEditor(
+        sampler,
+        parser=parser,
+        grounder=grounder or SideGrounder(),
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        sampler_kwargs={"max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"]},
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('[{"ref": "the leftmost cup", "edit": "make it red"}]', [("the leftmost cup", "make it red")]),
-    ('Sure!\n```json\n[{"ref": "the dog", "edit": "add a hat"}, {"ref": "the car", "edit": "paint it blue"},]\n```',
-     [("the dog", "add a hat"), ("the car", "paint it blue")]),
-    ("[{'ref': 'the left cup', 'edit': 'remove it'}", [("the left cup", "remove it")]),
-    ('{"referring_expression": "the vase", "instruction": "make it gold"}', [("the vase", "make it gold")]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            '[{"ref": "the leftmost cup", "edit": "make it red"}]',
+            [("the leftmost cup", "make it red")],
+        ),
+        (
+            'Sure!\n```json\n[{"ref": "the dog", "edit": "add a hat"}, {"ref": "the car", "edit": "paint it blue"},]\n```',
+            [("the dog", "add a hat"), ("the car", "paint it blue")],
+        ),
+        ("[{'ref': 'the left cup', 'edit': 'remove it'}", [("the left cup", "remove it")]),
+        (
+            '{"referring_expression": "the vase", "instruction": "make it gold"}',
+            [("the vase", "make it gold")],
+        ),
+    ],
+)
 def test_parse_edit_pairs(text, expected):
     assert [(p.expression, p.instruction) for p in parse_edit_pairs(text)] == expected
 
 
-@pytest.mark.parametrize("text", ["", "I cannot do that.", "[]", '[{"ref": "", "edit": "x"}]', "[{bad json"])
+@pytest.mark.parametrize(
+    "text", ["", "I cannot do that.", "[]", '[{"ref": "", "edit": "x"}]', "[{bad json"]
+)
 def test_parse_edit_pairs_rejects(text):
     with pytest.raises(ValueError):
         parse_edit_pairs(text)
@@ -51,7 +70,9 @@ def test_parse_edit_pairs_rejects(text):
 def test_vlm_parser_retries_then_raises_a_recoverable_error():
     answers = iter(["no idea", '[{"ref": "the left half", "edit": "make it red"}]'])
     parser = VLMInstructionParser(generate=lambda messages, attempt: next(answers), retries=1)
-    assert parser.parse(make_test_image(), "make the left half red")[0].expression == "the left half"
+    assert (
+        parser.parse(make_test_image(), "make the left half red")[0].expression == "the left half"
+    )
     bad = VLMInstructionParser(generate=lambda m, a: "garbage", retries=2)
     with pytest.raises(RegionParseError, match="after 3 attempt"):
         bad.parse(make_test_image(), "make the left half red")
@@ -87,13 +108,20 @@ def test_regional_edit_tool_with_explicit_regions(tmp_path):
     store = ArtifactStore(tmp_path)
     tool = RegionalEditTool(editor=regional(StaticParser([])), store=store)
     src = store.put(make_test_image(64, 64))
-    out = tool.invoke({"image": src, "instruction": "make the box red",
-                       "regions": [{"instruction": "make it red", "box": [0, 0, 30, 30]}], "seed": 2})
+    out = tool.invoke(
+        {
+            "image": src,
+            "instruction": "make the box red",
+            "regions": [{"instruction": "make it red", "box": [0, 0, 30, 30]}],
+            "seed": 2,
+        }
+    )
     assert out["regions"][0]["snapped_box"] == [0, 0, 64, 64]  # grown to 4 cells on a 4x4 canvas
     assert store.contains(out["image"])
     # a recoverable failure is the tool's answer, for a chat model to read
     text = RegionalEditTool(editor=regional(StaticParser([("the dog", "x")])), store=store).invoke(
-        {"image": src, "instruction": "make the dog red"})
+        {"image": src, "instruction": "make the dog red"}
+    )
     assert "no region found for 'the dog'" in text
 
 
@@ -101,9 +129,14 @@ def test_regional_edit_tool_with_explicit_regions(tmp_path):
 def test_strategies_in_the_loop_record_regions(tmp_path, strategy):
     parser = StaticParser([EditPair(expression="the left half", instruction="make it red")])
     planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left half red", "<stop>"])
-    agent = create_edit_agent(AgentConfig(strategy=strategy, check_regression=False, min_step_score=1),
-                              planner=planner, editors=[regional(parser)], critic=PixelChangeCritic(),
-                              grounder=SideGrounder(), artifacts=tmp_path)
+    agent = create_edit_agent(
+        AgentConfig(strategy=strategy, check_regression=False, min_step_score=1),
+        planner=planner,
+        editors=[regional(parser)],
+        critic=PixelChangeCritic(),
+        grounder=SideGrounder(),
+        artifacts=tmp_path,
+    )
     path = tmp_path / "in.png"
     make_test_image(64, 64).save(path)
     out = agent.invoke({"image": str(path), "instruction": "make the left half red"})
@@ -120,8 +153,12 @@ def test_strategy_needs_a_groundable_setup(tmp_path):
     with pytest.raises(ValueError, match="grounder's VLM"):
         create_edit_agent(AgentConfig(preset="dry-run", strategy="mirage"), artifacts=tmp_path)
     with pytest.raises(ValueError, match="grounder's VLM"):
-        create_edit_agent(AgentConfig(preset="dry-run", strategy="mira+mirage"),
-                          editors=[PaintEditor()], grounder=SideGrounder(), artifacts=tmp_path)
+        create_edit_agent(
+            AgentConfig(preset="dry-run", strategy="mira+mirage"),
+            editors=[PaintEditor()],
+            grounder=SideGrounder(),
+            artifacts=tmp_path,
+        )
 
 
 def test_box_type_in_regions():
@@ -132,10 +169,15 @@ def test_regional_editor_for_a_kontext_editor():
     from tools.editors.tiny import tiny_flux_kontext_editor
     from tools.mirage.flux_kontext import MirageKontext
 
-    editor = RegionalEditor.for_editor(tiny_flux_kontext_editor(), parser=StaticParser([("the left half", "make it red")]),
-                                       grounder=SideGrounder())
+    editor = RegionalEditor.for_editor(
+        tiny_flux_kontext_editor(),
+        parser=StaticParser([("the left half", "make it red")]),
+        grounder=SideGrounder(),
+    )
     assert isinstance(editor.sampler, MirageKontext)
-    out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
+    out = editor.edit(
+        make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2
+    )
     assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]
 
 
@@ -143,10 +185,15 @@ def test_regional_editor_for_a_qwen_edit_editor():
     from tools.editors.tiny import tiny_qwen_edit_plus_editor
     from tools.mirage.qwen_edit import MirageQwenEdit
 
-    editor = RegionalEditor.for_editor(tiny_qwen_edit_plus_editor(), parser=StaticParser([("the left half", "make it red")]),
-                                       grounder=SideGrounder())
+    editor = RegionalEditor.for_editor(
+        tiny_qwen_edit_plus_editor(),
+        parser=StaticParser([("the left half", "make it red")]),
+        grounder=SideGrounder(),
+    )
     assert isinstance(editor.sampler, MirageQwenEdit)
-    out = editor.edit(make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2)
+    out = editor.edit(
+        make_test_image(96, 64), "make the left half red", seed=0, num_inference_steps=2
+    )
     assert out.image.size == (96, 64) and out.info["regions"][0]["box"] == [0, 0, 48, 64]
 
 
@@ -164,8 +211,12 @@ def test_mirage_support_is_a_declared_capability_not_a_class_name(tmp_path):
         vlm = None  # what the strategy wiring asks of a grounder: a VLM to parse with
 
     with pytest.raises(ValueError, match="needs an editor whose family has a MIRAGE sampler"):
-        create_edit_agent(AgentConfig(preset="dry-run", strategy="mira+mirage"), editors={"ip2p": ip2p},
-                          grounder=VLMGrounder(), artifacts=tmp_path)
+        create_edit_agent(
+            AgentConfig(preset="dry-run", strategy="mira+mirage"),
+            editors={"ip2p": ip2p},
+            grounder=VLMGrounder(),
+            artifacts=tmp_path,
+        )
 
     class Flux2KleinPipeline:  # a look-alike: same class name, not the diffusers pipeline
         vae_scale_factor = 8

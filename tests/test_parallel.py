@@ -24,14 +24,34 @@ from agent.testing import PaintEditor, PixelChangeCritic, SplitPlanner, make_tes
 #: (width, height, seed, instruction, its parts). Regions of one run cover < 95 % of the
 #: image, so the pixel-change critic's full-instruction (regression) check accepts each step.
 RUNS = [
-    (64, 48, 0, "make the left side red and make the top blue",
-     ["make the left side red", "make the top blue"]),
-    (80, 60, 1, "make the right side green, then make the bottom purple",
-     ["make the right side green", "make the bottom purple"]),
-    (96, 72, 2, "make the center yellow and make the top orange",
-     ["make the center yellow", "make the top orange"]),
-    (50, 70, 3, "make the bottom cyan; make the left side pink",
-     ["make the bottom cyan", "make the left side pink"]),
+    (
+        64,
+        48,
+        0,
+        "make the left side red and make the top blue",
+        ["make the left side red", "make the top blue"],
+    ),
+    (
+        80,
+        60,
+        1,
+        "make the right side green, then make the bottom purple",
+        ["make the right side green", "make the bottom purple"],
+    ),
+    (
+        96,
+        72,
+        2,
+        "make the center yellow and make the top orange",
+        ["make the center yellow", "make the top orange"],
+    ),
+    (
+        50,
+        70,
+        3,
+        "make the bottom cyan; make the left side pink",
+        ["make the bottom cyan", "make the left side pink"],
+    ),
 ]
 
 
@@ -125,9 +145,14 @@ def test_parallel_runs_match_sequential_runs(tmp_path: Path, saver: str, workers
     runs, inputs = RUNS[:workers], _inputs(tmp_path)[:workers]
     checkpointer, conn = _checkpointer(saver, tmp_path)
     editor = OverlapEditor()
-    agent = create_edit_agent(AgentConfig(), planner=SplitPlanner(), editors={"paint": editor},
-                              critic=PixelChangeCritic(), checkpointer=checkpointer,
-                              artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        AgentConfig(),
+        planner=SplitPlanner(),
+        editors={"paint": editor},
+        critic=PixelChangeCritic(),
+        checkpointer=checkpointer,
+        artifacts=tmp_path / "art",
+    )
 
     def config(i: int, tag: str) -> dict[str, Any] | None:
         return None if checkpointer is None else {"configurable": {"thread_id": f"{tag}-{i}"}}
@@ -179,8 +204,10 @@ def test_parallel_resume_of_crashed_threads(tmp_path: Path) -> None:
 
         def edit(self, image, instruction, **kwargs):
             with self._lock:
-                crash = (image.size not in self.crashed
-                         and sum(1 for size, _ in self.calls if size == image.size) == 1)
+                crash = (
+                    image.size not in self.crashed
+                    and sum(1 for size, _ in self.calls if size == image.size) == 1
+                )
                 if crash:
                     self.crashed.add(image.size)
                     self.calls.append((image.size, instruction))
@@ -189,14 +216,24 @@ def test_parallel_resume_of_crashed_threads(tmp_path: Path) -> None:
             return super().edit(image, instruction, **kwargs)
 
     inputs = _inputs(tmp_path)
-    reference = create_edit_agent(AgentConfig(), planner=SplitPlanner(), editors=PaintEditor(),
-                                  critic=PixelChangeCritic(), artifacts=tmp_path / "art")
+    reference = create_edit_agent(
+        AgentConfig(),
+        planner=SplitPlanner(),
+        editors=PaintEditor(),
+        critic=PixelChangeCritic(),
+        artifacts=tmp_path / "art",
+    )
     expected = [reference.invoke(inp) for inp in inputs]
 
     editor = CrashSecondEdit()
-    agent = create_edit_agent(AgentConfig(), planner=SplitPlanner(), editors={"paint": editor},
-                              critic=PixelChangeCritic(), checkpointer=InMemorySaver(),
-                              artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        AgentConfig(),
+        planner=SplitPlanner(),
+        editors={"paint": editor},
+        critic=PixelChangeCritic(),
+        checkpointer=InMemorySaver(),
+        artifacts=tmp_path / "art",
+    )
     configs = [{"configurable": {"thread_id": f"crash-{i}"}} for i in range(len(inputs))]
     editor.arm(parties=len(inputs))
     with ThreadPoolExecutor(max_workers=len(inputs)) as pool:
@@ -217,4 +254,8 @@ def test_parallel_resume_of_crashed_threads(tmp_path: Path) -> None:
         assert out["result"] == exp["result"]
         # Per run: first edit once, second edit twice (the crash and its re-run), nothing else.
         size = (run[0], run[1])
-        assert [instr for s, instr in editor.calls if s == size] == [run[4][0], run[4][1], run[4][1]]
+        assert [instr for s, instr in editor.calls if s == size] == [
+            run[4][0],
+            run[4][1],
+            run[4][1],
+        ]

@@ -28,8 +28,9 @@ def picture(tmp_path) -> Path:
 
 
 def test_tiny_preset_runs_every_node_with_real_backend_classes(tmp_path, picture):
-    agent = create_edit_agent(AgentConfig(preset="tiny", max_steps=1, max_retries_per_step=0),
-                              artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        AgentConfig(preset="tiny", max_steps=1, max_retries_per_step=0), artifacts=tmp_path / "art"
+    )
     out = agent.invoke({"image": str(picture), "instruction": "make the left side red"})
     (edit,) = [s for s in out["steps"] if s["kind"] == "edit"]
     assert edit["tool"] == "flux2-klein-tiny" and edit["output"]["width"] == 64
@@ -41,8 +42,9 @@ def test_tiny_preset_runs_every_node_with_real_backend_classes(tmp_path, picture
 
 @pytest.mark.parametrize("strategy", ["mirage", "mira+mirage"])
 def test_tiny_preset_with_mirage_strategies(tmp_path, picture, strategy):
-    agent = create_edit_agent(AgentConfig(preset="tiny", strategy=strategy, max_steps=1),
-                              artifacts=tmp_path / "art")
+    agent = create_edit_agent(
+        AgentConfig(preset="tiny", strategy=strategy, max_steps=1), artifacts=tmp_path / "art"
+    )
     out = agent.invoke({"image": str(picture), "instruction": "make the left side red"})
     # the tiny VLM cannot split the instruction: a recoverable error the trace shows, no edit
     assert out["steps"][0]["kind"] == "tool_error"
@@ -59,13 +61,17 @@ def test_real_presets_name_the_missing_model(tmp_path, preset):
 
 
 def test_backend_options_reach_the_factory(tmp_path):
-    cfg = AgentConfig(preset="flux2-klein", backend_options={"mira-7b": {"checkpoint": str(tmp_path / "nope")}})
+    cfg = AgentConfig(
+        preset="flux2-klein", backend_options={"mira-7b": {"checkpoint": str(tmp_path / "nope")}}
+    )
     with pytest.raises(ModelNotFoundError, match="nope"):
         create_edit_agent(cfg, artifacts=tmp_path)
 
 
 def test_cli_real_preset_refused_with_the_missing_model(picture, tmp_path, capsys):
-    code = main([str(picture), "make it red", "--preset", "flux2-klein", "--out", str(tmp_path / "o.png")])
+    code = main(
+        [str(picture), "make it red", "--preset", "flux2-klein", "--out", str(tmp_path / "o.png")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "never download" in err
     assert not (tmp_path / "o.png").exists()
@@ -75,9 +81,24 @@ def test_cli_real_preset_refused_with_the_missing_model(picture, tmp_path, capsy
 def test_cli_tiny_preset_end_to_end(picture, tmp_path):
     exe = Path(sys.executable).parent / "mira-edit"
     out = tmp_path / "o.png"
-    run = subprocess.run([str(exe), str(picture), "make the left side red", "--preset", "tiny",
-                          "--max-steps", "1", "--out", str(out), "--artifacts", str(tmp_path / "art")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(exe),
+            str(picture),
+            "make the left side red",
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--out",
+            str(out),
+            "--artifacts",
+            str(tmp_path / "art"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "tiny random weights" in run.stderr
     trace = json.loads(out.with_suffix(".trace.json").read_text())
@@ -85,8 +106,18 @@ def test_cli_tiny_preset_end_to_end(picture, tmp_path):
 
 
 def test_cli_backend_option(picture, tmp_path, capsys):
-    code = main([str(picture), "make it red", "--preset", "flux2-klein", "--out", str(tmp_path / "o.png"),
-                 "--backend-option", f"mira-7b.checkpoint={tmp_path / 'mira'}"])
+    code = main(
+        [
+            str(picture),
+            "make it red",
+            "--preset",
+            "flux2-klein",
+            "--out",
+            str(tmp_path / "o.png"),
+            "--backend-option",
+            f"mira-7b.checkpoint={tmp_path / 'mira'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path / "mira") in err
     code = main([str(picture), "make it red", "--backend-option", "nodot"])

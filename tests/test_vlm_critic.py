@@ -55,50 +55,77 @@ def saved(tmp_path_factory):
 
 
 def answer(scores, reasoning="ok"):
-    return '{\n"reasoning" : "%s",\n"score" : [%s]\n}' % (reasoning, ", ".join(str(s) for s in scores))
+    return '{\n"reasoning" : "%s",\n"score" : [%s]\n}' % (
+        reasoning,
+        ", ".join(str(s) for s in scores),
+    )
 
 
 # -- prompts -----------------------------------------------------------------------------------
 def test_prompts_are_editscore_verbatim():
     # sha256 of editscore 0.2's assembled prompts (score_range 25, "<instruction>" left in place)
     assert hashlib.sha256(sc_prompt("<instruction>").encode()).hexdigest() == (
-        "2fbb018b0e448b2d6066266556ad88019129b7842073fdae7e48c1ffd54abbf5")
+        "2fbb018b0e448b2d6066266556ad88019129b7842073fdae7e48c1ffd54abbf5"
+    )
     assert hashlib.sha256(pq_prompt().encode()).hexdigest() == (
-        "8249deba103d112dddd4c2e7fe1d5a1c40fe3143dc640a422a19aced0d260c78")
+        "8249deba103d112dddd4c2e7fe1d5a1c40fe3143dc640a422a19aced0d260c78"
+    )
     sc = sc_prompt(INSTRUCTION)
     assert sc.startswith("You are a professional digital artist.")
     assert "From scale 0 to 25: \n" in sc and sc.endswith(f"Editing instruction: {INSTRUCTION}\n")
     assert "output score = [naturalness, artifacts]" in pq_prompt()
-    assert qwen25_chat("P", 2) == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                                   "<|im_start|>user\n<img1>: <|vision_start|><|image_pad|><|vision_end|>"
-                                   "<img2>: <|vision_start|><|image_pad|><|vision_end|>P<|im_end|>\n"
-                                   "<|im_start|>assistant\n")
+    assert qwen25_chat("P", 2) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<img1>: <|vision_start|><|image_pad|><|vision_end|>"
+        "<img2>: <|vision_start|><|image_pad|><|vision_end|>P<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
 
 
 # -- parsing -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, scores, reasoning", [
-    (answer([20, 15], "The car is red."), (20, 15), "The car is red."),
-    ('Here is my evaluation:\n```json\n{"reasoning": "fine", "score": [25, 22.5]}\n```\nDone.',
-     (25, 22.5), "fine"),
-    ('{"Reasoning": "fine", "SCORE": [3, 4]}', (3, 4), "fine"),
-    ("{'reasoning': 'single quotes', 'score': [10, 12],}", (10, 12), "single quotes"),
-    ('{"reasoning": "the "red" car is fine", "score": [18, 19]}', (18, 19), 'the "red" car is fine'),
-    ('{"reasoning": "cut short, "score": [7, 8]', (7, 8), ""),
-    ("[20, 15]", (20, 15), ""),
-    ('{"reasoning": "two\nlines", "score": ["20", "15"]}', (20, 15), "two\nlines"),
-])
+@pytest.mark.parametrize(
+    "text, scores, reasoning",
+    [
+        (answer([20, 15], "The car is red."), (20, 15), "The car is red."),
+        (
+            'Here is my evaluation:\n```json\n{"reasoning": "fine", "score": [25, 22.5]}\n```\nDone.',
+            (25, 22.5),
+            "fine",
+        ),
+        ('{"Reasoning": "fine", "SCORE": [3, 4]}', (3, 4), "fine"),
+        ("{'reasoning': 'single quotes', 'score': [10, 12],}", (10, 12), "single quotes"),
+        (
+            '{"reasoning": "the "red" car is fine", "score": [18, 19]}',
+            (18, 19),
+            'the "red" car is fine',
+        ),
+        ('{"reasoning": "cut short, "score": [7, 8]', (7, 8), ""),
+        ("[20, 15]", (20, 15), ""),
+        ('{"reasoning": "two\nlines", "score": ["20", "15"]}', (20, 15), "two\nlines"),
+    ],
+)
 def test_parse_recorded_answers(text, scores, reasoning):
     parsed = parse_editscore_output(text)
     assert parsed.scores == scores
     assert parsed.reasoning == reasoning
 
 
-@pytest.mark.parametrize("text", [
-    "", "  ", "I'm sorry, but I can't assist with that request.",
-    answer([26, 10]), answer([-1, 10]), answer([20]), answer([20, 15, 10]),
-    '{"reasoning": "no score"}', '{"reasoning": "x", "score": ["high", "low"]}',
-    "\ufffd5Y\x1b", '{"score": [true, 3]}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "  ",
+        "I'm sorry, but I can't assist with that request.",
+        answer([26, 10]),
+        answer([-1, 10]),
+        answer([20]),
+        answer([20, 15, 10]),
+        '{"reasoning": "no score"}',
+        '{"reasoning": "x", "score": ["high", "low"]}',
+        "\ufffd5Y\x1b",
+        '{"score": [true, 3]}',
+    ],
+)
 def test_unreadable_answers_raise(text):
     with pytest.raises(ScoreParseError):
         parse_editscore_output(text)
@@ -116,7 +143,9 @@ def test_one_pass_arithmetic():
 
 def test_avg_at_n_is_the_mean_of_per_pass_overall():
     first = editscore_pass([20, 15], [25, 10])  # SC 6, PQ 4, Overall sqrt(24) = 4.898979
-    second = editscore_pass([25, 25], [22.5, 25])  # PF 10, Cons 10, nat 9, art 10: SC 10, PQ 9, sqrt(90)
+    second = editscore_pass(
+        [25, 25], [22.5, 25]
+    )  # PF 10, Cons 10, nat 9, art 10: SC 10, PQ 9, sqrt(90)
     avg = average_passes([first, second])
     assert isinstance(avg, AveragedCritique) and avg.valid and avg.requested_passes == 2
     assert (avg.prompt_following, avg.consistency, avg.naturalness, avg.artifacts) == (9, 8, 9.5, 7)
@@ -178,14 +207,26 @@ def test_random_weights_end_to_end_give_an_invalid_critique(vlm3, images):
 
 
 def test_avg_at_n_recorded_answers_in_one_generate_call(vlm3, images):
-    fake = Recorded(vlm3, [([answer([20, 15], "a"), answer([25, 25], "b")],
-                            [answer([25, 10], "c"), answer([22.5, 25], "d")])])
+    fake = Recorded(
+        vlm3,
+        [
+            (
+                [answer([20, 15], "a"), answer([25, 25], "b")],
+                [answer([25, 10], "c"), answer([22.5, 25], "d")],
+            )
+        ],
+    )
     result = EditScoreCritic(fake, num_passes=2).critique(*images, INSTRUCTION)
     assert result.overall == pytest.approx(7.192906, abs=1e-6)
     assert result.reasoning == "SC: a\nPQ: c"
-    (prompts, kwargs), = fake.calls
+    ((prompts, kwargs),) = fake.calls
     assert kwargs["num_return_sequences"] == 2 and kwargs["adapter"] == "editscore"
-    assert (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"], kwargs["seed"]) == (0.7, 0.9, 20, 42)
+    assert (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"], kwargs["seed"]) == (
+        0.7,
+        0.9,
+        20,
+        42,
+    )
     sc, pq = prompts  # qwen3: images first, then the verbatim text
     assert [c["type"] for c in sc[0]["content"]] == ["image", "image", "text"]
     assert sc[0]["content"][2]["text"] == sc_prompt(INSTRUCTION)
@@ -194,8 +235,14 @@ def test_avg_at_n_recorded_answers_in_one_generate_call(vlm3, images):
 
 
 def test_unreadable_pass_is_retried_then_dropped(vlm3, images):
-    fake = Recorded(vlm3, [([answer([20, 15]), "garbage"], [answer([25, 10]), answer([25, 25])]),
-                           (["still garbage"], [answer([25, 25])])], run=False)
+    fake = Recorded(
+        vlm3,
+        [
+            ([answer([20, 15]), "garbage"], [answer([25, 10]), answer([25, 25])]),
+            (["still garbage"], [answer([25, 25])]),
+        ],
+        run=False,
+    )
     result = EditScoreCritic(fake, num_passes=2, retries=1).critique(*images, INSTRUCTION)
     assert result.valid and len(result.passes) == 1 and result.requested_passes == 2
     assert result.overall == pytest.approx(math.sqrt(24))
@@ -245,8 +292,14 @@ def test_grounder_and_critic_share_one_base_with_adapter_on_and_off(saved, image
     assert sum(1 for key in REGISTRY.loads if key[0] == "qwen-vl" and key[1] == base) == 1
 
     vlm = critic.vlm  # the adapter really changes the weights used
-    text, imgs = vlm.render([{"role": "user", "content": [{"type": "image", "image": images[0]},
-                                                          {"type": "text", "text": "hi"}]}])
+    text, imgs = vlm.render(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": images[0]}, {"type": "text", "text": "hi"}],
+            }
+        ]
+    )
     inputs = vlm.processor(text=[text], images=imgs, return_tensors="pt")
     with torch.inference_mode():
         with vlm.adapter("editscore"):
@@ -266,7 +319,9 @@ def test_missing_weights_raise_model_not_found(tmp_path, saved):
 
 
 # -- chat model --------------------------------------------------------------------------------
-def test_chat_model_critic_sends_editscore_prompts_with_images(images, recording_chat, decode_block):
+def test_chat_model_critic_sends_editscore_prompts_with_images(
+    images, recording_chat, decode_block
+):
     chat = recording_chat([answer([20, 15], "sc"), answer([25, 10], "pq")])
     result = ChatModelCritic(chat).critique(*images, INSTRUCTION)
     assert result.valid and result.overall == pytest.approx(math.sqrt(24))
@@ -293,7 +348,11 @@ def test_tiny_factories_build_protocol_objects_sharing_one_model(images):
     from tools.vlm.tiny import tiny_editscore_critic, tiny_grounder, tiny_mira_planner
 
     planner, grounder, critic = tiny_mira_planner(), tiny_grounder(), tiny_editscore_critic()
-    assert isinstance(planner, Planner) and isinstance(grounder, Grounder) and isinstance(critic, Critic)
+    assert (
+        isinstance(planner, Planner)
+        and isinstance(grounder, Grounder)
+        and isinstance(critic, Critic)
+    )
     assert grounder.vlm is critic.vlm and "editscore" in critic.vlm.adapters
     critic._runner.retries = 0
     assert not critic.critique(*images, INSTRUCTION).valid
@@ -304,7 +363,9 @@ def test_import_tools_vlm_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, json, tools.vlm, tools.vlm.tiny; print(json.dumps(sorted(m for m in "
-            "('torch', 'transformers', 'peft', 'sam2', 'langchain_core') if m in sys.modules)))")
+    code = (
+        "import sys, json, tools.vlm, tools.vlm.tiny; print(json.dumps(sorted(m for m in "
+        "('torch', 'transformers', 'peft', 'sam2', 'langchain_core') if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []

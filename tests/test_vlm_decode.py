@@ -18,8 +18,15 @@ BUILDERS = {"qwen2.5": tiny_qwen25vl, "qwen3": tiny_qwen3vl}
 
 
 def chat(*images, text):
-    return [{"role": "user", "content": [*({"type": "image", "image": im} for im in images),
-                                          {"type": "text", "text": text}]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                *({"type": "image", "image": im} for im in images),
+                {"type": "text", "text": text},
+            ],
+        }
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +51,14 @@ def encode(vlm, prompts):
 
 def reference(vlm, inputs, **kw):
     with torch.inference_mode():
-        out = vlm.model.generate(**inputs, max_new_tokens=NEW, do_sample=False,
-                                 pad_token_id=vlm.processor.tokenizer.pad_token_id, **kw)
-    return out[:, inputs["input_ids"].shape[1]:]
+        out = vlm.model.generate(
+            **inputs,
+            max_new_tokens=NEW,
+            do_sample=False,
+            pad_token_id=vlm.processor.tokenizer.pad_token_id,
+            **kw,
+        )
+    return out[:, inputs["input_ids"].shape[1] :]
 
 
 @pytest.mark.parametrize("family", sorted(BUILDERS))
@@ -69,11 +81,15 @@ def test_eos_padding_min_new_tokens_and_penalty(family, prompts):
     free = reference(vlm, inputs)
     # EOS ids that the random model emits early in different rows: rows end at different steps
     eos = [int(free[0, 2]), int(free[1, 6])]
-    for kw in ({"eos_token_id": eos}, {"eos_token_id": eos[0], "min_new_tokens": 4},
-               {"repetition_penalty": 1.3}):
+    for kw in (
+        {"eos_token_id": eos},
+        {"eos_token_id": eos[0], "min_new_tokens": 4},
+        {"repetition_penalty": 1.3},
+    ):
         expected = reference(vlm, inputs, **kw)
-        got = fast_generate(vlm.model, dict(inputs), max_new_tokens=NEW, compile=False,
-                            check_every=2, **kw)
+        got = fast_generate(
+            vlm.model, dict(inputs), max_new_tokens=NEW, compile=False, check_every=2, **kw
+        )
         assert torch.equal(got, expected), kw
         if "min_new_tokens" not in kw and "eos_token_id" in kw:
             assert expected.shape[1] < NEW  # EOS did shorten the output
@@ -84,9 +100,18 @@ def test_sampling_shapes_and_seeds(prompts):
     inputs = encode(vlm, [prompts["long"], prompts["two"]])
 
     def sample(seed, n=3):
-        return fast_generate(vlm.model, dict(inputs), max_new_tokens=NEW, temperature=0.9, top_p=0.9,
-                             top_k=40, seed=seed, num_return_sequences=n, eos_token_id=[],
-                             compile=False)
+        return fast_generate(
+            vlm.model,
+            dict(inputs),
+            max_new_tokens=NEW,
+            temperature=0.9,
+            top_p=0.9,
+            top_k=40,
+            seed=seed,
+            num_return_sequences=n,
+            eos_token_id=[],
+            compile=False,
+        )
 
     a, b, c = sample(1), sample(1), sample(2)
     assert a.shape == (2 * 3, NEW)
@@ -94,8 +119,9 @@ def test_sampling_shapes_and_seeds(prompts):
     assert not torch.equal(a, c)
     assert len({tuple(row) for row in a.tolist()}) > 1  # the N passes differ from each other
     # greedy with N copies: every copy is the greedy answer of its prompt
-    greedy = fast_generate(vlm.model, dict(inputs), max_new_tokens=NEW, num_return_sequences=2,
-                           compile=False)
+    greedy = fast_generate(
+        vlm.model, dict(inputs), max_new_tokens=NEW, num_return_sequences=2, compile=False
+    )
     expected = reference(vlm, inputs).repeat_interleave(2, dim=0)
     assert torch.equal(greedy, expected)
 
@@ -117,8 +143,15 @@ def test_qwenvl_generate_fast_option(prompts):
     slow = vlm.generate(batch, max_new_tokens=NEW, fast=False)
     fast = vlm.generate(batch, max_new_tokens=NEW, fast=True, compile=False)
     assert fast == slow
-    answers = vlm.generate(batch, max_new_tokens=8, temperature=0.8, seed=3, num_return_sequences=2,
-                           fast=True, compile=False)
+    answers = vlm.generate(
+        batch,
+        max_new_tokens=8,
+        temperature=0.8,
+        seed=3,
+        num_return_sequences=2,
+        fast=True,
+        compile=False,
+    )
     assert [len(a) for a in answers] == [2, 2]
     with pytest.raises(ValueError, match="fast=True"):
         vlm.generate(batch, max_new_tokens=4, fast=True, cache_implementation="static")

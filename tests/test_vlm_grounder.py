@@ -54,32 +54,44 @@ class Recorded:
 
 
 # -- parsing -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("answer, boxes", [
-    # well-formed, as Qwen-VL writes it
-    ('```json\n[\n\t{"bbox_2d": [250, 250, 500, 750], "label": "red car"}\n]\n```',
-     [(250, 250, 500, 750)]),
-    # extra prose around it, two instances
-    ('Sure! Here are the cars:\n[{"bbox_2d": [1, 2, 3, 4], "label": "car"}, '
-     '{"bbox_2d": [5, 6, 7, 8], "label": "car"}]\nLet me know if you need more.',
-     [(1, 2, 3, 4), (5, 6, 7, 8)]),
-    # wrong case key, other key names, a single object
-    ('{"BBOX_2D": [10, 20, 30, 40]}', [(10, 20, 30, 40)]),
-    ('[{"bbox": [10.5, 20, "30", 40]}]', [(10.5, 20, 30, 40)]),
-    # malformed JSON that can be repaired
-    ("[{'bbox_2d': [10, 20, 30, 40], 'label': 'cat',}]", [(10, 20, 30, 40)]),
-    ('[{bbox_2d: [10, 20, 30, 40], label: "cat"}]', [(10, 20, 30, 40)]),
-    ('[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}, {"bbox_2d": [50, 60, 7', [(10, 20, 30, 40)]),
-    ('```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}', [(10, 20, 30, 40)]),
-    # no JSON at all, but a box in prose
-    ("The cat is at [10, 20, 30, 40] in the image.", [(10, 20, 30, 40)]),
-    # a readable empty answer
-    ("```json\n[]\n```", []),
-])
+@pytest.mark.parametrize(
+    "answer, boxes",
+    [
+        # well-formed, as Qwen-VL writes it
+        (
+            '```json\n[\n\t{"bbox_2d": [250, 250, 500, 750], "label": "red car"}\n]\n```',
+            [(250, 250, 500, 750)],
+        ),
+        # extra prose around it, two instances
+        (
+            'Sure! Here are the cars:\n[{"bbox_2d": [1, 2, 3, 4], "label": "car"}, '
+            '{"bbox_2d": [5, 6, 7, 8], "label": "car"}]\nLet me know if you need more.',
+            [(1, 2, 3, 4), (5, 6, 7, 8)],
+        ),
+        # wrong case key, other key names, a single object
+        ('{"BBOX_2D": [10, 20, 30, 40]}', [(10, 20, 30, 40)]),
+        ('[{"bbox": [10.5, 20, "30", 40]}]', [(10.5, 20, 30, 40)]),
+        # malformed JSON that can be repaired
+        ("[{'bbox_2d': [10, 20, 30, 40], 'label': 'cat',}]", [(10, 20, 30, 40)]),
+        ('[{bbox_2d: [10, 20, 30, 40], label: "cat"}]', [(10, 20, 30, 40)]),
+        (
+            '[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}, {"bbox_2d": [50, 60, 7',
+            [(10, 20, 30, 40)],
+        ),
+        ('```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}', [(10, 20, 30, 40)]),
+        # no JSON at all, but a box in prose
+        ("The cat is at [10, 20, 30, 40] in the image.", [(10, 20, 30, 40)]),
+        # a readable empty answer
+        ("```json\n[]\n```", []),
+    ],
+)
 def test_parse_boxes(answer, boxes):
     assert parse_boxes(answer) == boxes
 
 
-@pytest.mark.parametrize("answer", ["", "   ", "I cannot find it.", "\ufffd5Y\x1b[3, 4]", "[1, 2, 3]"])
+@pytest.mark.parametrize(
+    "answer", ["", "   ", "I cannot find it.", "\ufffd5Y\x1b[3, 4]", "[1, 2, 3]"]
+)
 def test_unreadable_answers_raise(answer):
     with pytest.raises(BoxParseError):
         parse_boxes(answer)
@@ -91,13 +103,16 @@ def test_qwen3_boxes_are_normalised_to_1000():
     box = to_source_box((100, 250, 500, 750), convention="qwen3", source_size=(640, 480))
     assert box == Box(x1=64, y1=120, x2=320, y2=360)
     # rounded outward: 33.3 -> 33, 66.6 -> 67
-    assert to_source_box((333, 333, 666, 666), convention="qwen3", source_size=(100, 100)).as_tuple() == (33, 33, 67, 67)
+    assert to_source_box(
+        (333, 333, 666, 666), convention="qwen3", source_size=(100, 100)
+    ).as_tuple() == (33, 33, 67, 67)
 
 
 def test_qwen25_boxes_are_pixels_of_the_resized_input():
     # source 1000x500 seen by the model as 448x224: x * 1000/448, y * 500/224
-    box = to_source_box((112, 56, 224, 112), convention="qwen2.5", source_size=(1000, 500),
-                        model_size=(448, 224))
+    box = to_source_box(
+        (112, 56, 224, 112), convention="qwen2.5", source_size=(1000, 500), model_size=(448, 224)
+    )
     assert box == Box(x1=250, y1=125, x2=500, y2=250)
     with pytest.raises(ValueError, match="model_size"):
         to_source_box((1, 2, 3, 4), convention="qwen2.5", source_size=(10, 10))
@@ -106,10 +121,14 @@ def test_qwen25_boxes_are_pixels_of_the_resized_input():
 def test_out_of_range_and_swapped_boxes_are_sorted_and_clamped():
     # 200x100: x -50 -> -10 -> 0, 1100 -> 220 -> 200; y 900 -> 90, 1200 -> 120 -> 100
     assert to_source_box((-50, 900, 1100, 1200), convention="qwen3", source_size=(200, 100)) == Box(
-        x1=0, y1=90, x2=200, y2=100)
+        x1=0, y1=90, x2=200, y2=100
+    )
     assert to_source_box((500, 750, 100, 250), convention="qwen3", source_size=(640, 480)) == Box(
-        x1=64, y1=120, x2=320, y2=360)
-    assert to_source_box((1200, 1200, 1300, 1300), convention="qwen3", source_size=(200, 100)) is None
+        x1=64, y1=120, x2=320, y2=360
+    )
+    assert (
+        to_source_box((1200, 1200, 1300, 1300), convention="qwen3", source_size=(200, 100)) is None
+    )
     assert to_source_box((10, 10, 10, 50), convention="qwen3", source_size=(200, 100)) is None
 
 
@@ -123,7 +142,9 @@ def test_random_weights_run_end_to_end_and_garbage_is_a_grounding_error(vlm3, im
 
 
 def test_qwen3_recorded_answer_through_the_pipeline(vlm3, image):
-    fake = Recorded(vlm3, ['```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red square"}]\n```'])
+    fake = Recorded(
+        vlm3, ['```json\n[{"bbox_2d": [250, 250, 500, 750], "label": "red square"}]\n```']
+    )
     result = QwenVLGrounder(fake).ground(image, "the red square")
     # 200x100: x 250/1000*200 = 50, 500 -> 100; y 250/1000*100 = 25, 750 -> 75
     assert result.boxes == [Box(x1=50, y1=25, x2=100, y2=75)]
@@ -176,8 +197,9 @@ def test_sam2_refinement_gives_one_hxw_bool_mask_per_box(vlm3, image):
         return original(img)
 
     predictor.set_image = counting_set_image
-    fake = Recorded(vlm3, ['[{"bbox_2d": [250, 250, 500, 750]}, {"bbox_2d": [0, 0, 400, 300]}]'],
-                    run=False)
+    fake = Recorded(
+        vlm3, ['[{"bbox_2d": [250, 250, 500, 750]}, {"bbox_2d": [0, 0, 400, 300]}]'], run=False
+    )
     result = QwenVLGrounder(fake, refiner=Sam2Refiner(predictor)).ground(image, "squares")
     assert len(result.boxes) == 2 and len(result.masks) == 2
     for mask in result.masks:

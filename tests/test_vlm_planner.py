@@ -63,51 +63,70 @@ def test_prompt_is_the_mira_template_with_both_images_in_place(vlm, images):
     assert [c["type"] for c in content] == ["text", "image", "text", "image", "text"]
     text = "<image>".join(c["text"] for c in content if c["type"] == "text")
     assert text == MIRA_PLANNER_TEMPLATE.replace("<instruction>", INSTRUCTION)
-    assert content[1]["image"].size == (64, 43) and content[1]["image"].getpixel((0, 0)) == (200, 30, 30)
+    assert content[1]["image"].size == (64, 43) and content[1]["image"].getpixel((0, 0)) == (
+        200,
+        30,
+        30,
+    )
     assert content[3]["image"].getpixel((0, 0)) == (30, 30, 200)
     rendered, imgs = vlm.render(messages)
     assert rendered.count("<|vision_start|><|image_pad|><|vision_end|>") == 2
-    assert rendered.index("Original Image: <|vision_start|>") < rendered.index("Latest Edited Image: <|vision")
+    assert rendered.index("Original Image: <|vision_start|>") < rendered.index(
+        "Latest Edited Image: <|vision"
+    )
     assert rendered.endswith("<|im_start|>assistant\n") and len(imgs) == 2
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("NEXT_EDITING_INSTRUCTION: make the car red", "make the car red"),
-    ("The car is still blue.\nNEXT_EDITING_INSTRUCTION: make the car red\nThis is the next step.",
-     "make the car red"),
-    ("next_editing_instruction:   Add a hat to the dog  ", "Add a hat to the dog"),
-    ("**NEXT_EDITING_INSTRUCTION:** \"add a hat to the dog\"", "add a hat to the dog"),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("NEXT_EDITING_INSTRUCTION: make the car red", "make the car red"),
+        (
+            "The car is still blue.\nNEXT_EDITING_INSTRUCTION: make the car red\nThis is the next step.",
+            "make the car red",
+        ),
+        ("next_editing_instruction:   Add a hat to the dog  ", "Add a hat to the dog"),
+        ('**NEXT_EDITING_INSTRUCTION:** "add a hat to the dog"', "add a hat to the dog"),
+    ],
+)
 def test_recorded_answers_parse_through_the_pipeline(vlm, images, answer, expected):
     fake = Recorded(vlm, [answer], run=answer.startswith("NEXT"))
-    decision = MiraPlanner(fake, image_size=64).next_action(*images, INSTRUCTION,
-                                                             [HistoryItem(instruction="x", outcome="accepted")])
+    decision = MiraPlanner(fake, image_size=64).next_action(
+        *images, INSTRUCTION, [HistoryItem(instruction="x", outcome="accepted")]
+    )
     assert decision.instruction == expected and not decision.stop
     assert decision.raw == answer
     _, kwargs = fake.calls[0]
     assert kwargs["temperature"] == 0.0 and kwargs["adapter"] is None
 
 
-@pytest.mark.parametrize("answer", ["<stop>", "<STOP>", "NEXT_EDITING_INSTRUCTION: <stop>", " stop "])
+@pytest.mark.parametrize(
+    "answer", ["<stop>", "<STOP>", "NEXT_EDITING_INSTRUCTION: <stop>", " stop "]
+)
 def test_stop_token(vlm, images, answer):
     decision = MiraPlanner(Recorded(vlm, [answer], run=False), image_size=64).next_action(
-        *images, INSTRUCTION, [])
+        *images, INSTRUCTION, []
+    )
     assert decision.stop and decision.instruction is None
 
 
-@pytest.mark.parametrize("answer", [
-    "",
-    "   ",
-    "NEXT_EDITING_INSTRUCTION:",
-    "NEXT_EDITING_INSTRUCTION: <short, clear command to be applied next>",
-    "I think the image\nlooks good\nbut maybe not",
-    "\ufffd5Y\ufffd\x1bo%",  # byte soup of a broken model: one bare line, still not an edit
-    "12 34",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "   ",
+        "NEXT_EDITING_INSTRUCTION:",
+        "NEXT_EDITING_INSTRUCTION: <short, clear command to be applied next>",
+        "I think the image\nlooks good\nbut maybe not",
+        "\ufffd5Y\ufffd\x1bo%",  # byte soup of a broken model: one bare line, still not an edit
+        "12 34",
+    ],
+)
 def test_unparseable_answers_are_typed_errors(vlm, images, answer):
     with pytest.raises(PlannerOutputError):
         MiraPlanner(Recorded(vlm, [answer], run=False), image_size=64).next_action(
-            *images, INSTRUCTION, [])
+            *images, INSTRUCTION, []
+        )
 
 
 def test_parse_mira_output_keeps_a_plain_bare_instruction():
@@ -121,7 +140,9 @@ def test_from_pretrained_base_plus_lora_from_local_paths(tmp_path, images):
     assert planner.adapter == "mira-planner"
     with pytest.raises(PlannerOutputError):  # random weights: garbage, but through every stage
         planner.next_action(*images, INSTRUCTION, [])
-    assert planner.vlm.adapters == ["mira-planner"] and planner.vlm.active_adapter() == "mira-planner"
+    assert (
+        planner.vlm.adapters == ["mira-planner"] and planner.vlm.active_adapter() == "mira-planner"
+    )
     # a fine-tuned checkpoint directory without a processor takes the base's processor
     ckpt = tmp_path / "ckpt"
     tiny_qwen25vl(shared=False).model.save_pretrained(ckpt)  # weights and config, no processor
@@ -138,7 +159,9 @@ def test_missing_weights_raise_model_not_found(tmp_path):
 
 
 # -- chat model --------------------------------------------------------------------------------
-def test_chat_model_planner_sends_the_template_and_both_images(images, recording_chat, decode_block):
+def test_chat_model_planner_sends_the_template_and_both_images(
+    images, recording_chat, decode_block
+):
     chat = recording_chat(["Sure.\nNEXT_EDITING_INSTRUCTION: make the car red", "<stop>", "???"])
     planner = ChatModelPlanner(chat, image_size=48)
     decision = planner.next_action(*images, INSTRUCTION, [])

@@ -128,7 +128,9 @@ class ArtifactStore:
         path = self.path(ref)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != path.stem:
-            raise ValueError(f"artifact {str(path)!r} is corrupt: its bytes no longer match its hash")
+            raise ValueError(
+                f"artifact {str(path)!r} is corrupt: its bytes no longer match its hash"
+            )
         return data
 
     def open(self, ref: ImageRef | str) -> Image.Image:

@@ -82,7 +82,9 @@ class PlannerDecision(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> PlannerDecision:
         if self.stop == (self.instruction is not None):
-            raise ValueError("a decision is either stop=True without instruction, or an instruction")
+            raise ValueError(
+                "a decision is either stop=True without instruction, or an instruction"
+            )
         if self.instruction is not None and not self.instruction.strip():
             raise ValueError("a planner instruction must not be empty")
         return self

@@ -66,7 +66,9 @@ def load_image(
         return _normalise(image, source="the given PIL image", max_pixels=max_pixels)
     if isinstance(image, dict):
         if store is None or "sha256" not in image:
-            raise InvalidInputError(f"image dict is not an ImageRef of this agent's store: {image!r}")
+            raise InvalidInputError(
+                f"image dict is not an ImageRef of this agent's store: {image!r}"
+            )
         try:
             data = store.read_bytes(image)  # type: ignore[arg-type]
         except (ValueError, FileNotFoundError, TypeError) as exc:
@@ -86,8 +88,11 @@ def load_image(
     # A plain path is a file read like a file:// URI (one-letter "schemes" are drive letters).
     scheme = match.group(1).lower() if match is not None else "file"
     if scheme not in allowed_schemes:
-        hint = "" if scheme in SUPPORTED_URI_SCHEMES else (
-            "; nothing is fetched over a network: download the image and pass its path")
+        hint = (
+            ""
+            if scheme in SUPPORTED_URI_SCHEMES
+            else ("; nothing is fetched over a network: download the image and pass its path")
+        )
         raise InvalidInputError(
             f"image URI scheme {scheme!r} is not allowed (allowed_uri_schemes="
             f"{list(allowed_schemes)!r}){hint}"
@@ -97,11 +102,15 @@ def load_image(
     if scheme == "file":
         parsed = urlparse(image)
         if parsed.netloc not in ("", "localhost"):
-            raise InvalidInputError(f"file URI names a remote host {parsed.netloc!r}: {image[:80]!r}")
+            raise InvalidInputError(
+                f"file URI names a remote host {parsed.netloc!r}: {image[:80]!r}"
+            )
         return _read_path(Path(unquote(parsed.path)), max_pixels=max_pixels)
     if scheme == "data":
         return _read_data_url(image, max_pixels=max_pixels)
-    raise InvalidInputError(f"image URI scheme {scheme!r} is not supported; use one of {SUPPORTED_URI_SCHEMES!r}")
+    raise InvalidInputError(
+        f"image URI scheme {scheme!r} is not supported; use one of {SUPPORTED_URI_SCHEMES!r}"
+    )
 
 
 def _read_path(path: Path, *, max_pixels: int) -> Image.Image:

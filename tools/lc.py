@@ -59,17 +59,29 @@ class EditorTool(_StoreTool):
     """Apply one atomic edit; returns the edited image's ``ImageRef``."""
 
     name: str = "edit_image"
-    description: str = "Apply one atomic, instruction-guided edit to an image; returns the edited image."
+    description: str = (
+        "Apply one atomic, instruction-guided edit to an image; returns the edited image."
+    )
     args_schema: type[BaseModel] = EditArgs
     editor: Editor
 
-    def _run(self, image: ImageRef, instruction: str, seed: int | None = None,
-             num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             **_: Any) -> ImageRef:
+    def _run(
+        self,
+        image: ImageRef,
+        instruction: str,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        **_: Any,
+    ) -> ImageRef:
         try:
-            out = self.editor.edit(self.store.open(image), instruction, seed=seed,
-                                   num_inference_steps=num_inference_steps,
-                                   guidance_scale=guidance_scale)
+            out = self.editor.edit(
+                self.store.open(image),
+                instruction,
+                seed=seed,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+            )
         except RecoverableToolError as exc:
             raise _recoverable(exc) from exc
         return self.store.put(out)
@@ -79,8 +91,10 @@ class GrounderTool(_StoreTool):
     """Find the region a referring expression names; returns pixel XYXY boxes and mask refs."""
 
     name: str = "ground_region"
-    description: str = ("Find the region of an image that a referring expression names; "
-                        "returns pixel boxes [x1, y1, x2, y2] and, when available, mask images.")
+    description: str = (
+        "Find the region of an image that a referring expression names; "
+        "returns pixel boxes [x1, y1, x2, y2] and, when available, mask images."
+    )
     args_schema: type[BaseModel] = GroundArgs
     grounder: Grounder
 
@@ -90,24 +104,36 @@ class GrounderTool(_StoreTool):
         except RecoverableToolError as exc:
             raise _recoverable(exc) from exc
         masks = [self.store.put_mask(m) for m in found.masks] if found.masks else None
-        return {"expression": expression, "boxes": [list(b.as_tuple()) for b in found.boxes],
-                "masks": masks}
+        return {
+            "expression": expression,
+            "boxes": [list(b.as_tuple()) for b in found.boxes],
+            "masks": masks,
+        }
 
 
 class CriticTool(_StoreTool):
     """Score an edit EditScore-style; returns sub-scores, SC, PQ, Overall and ``valid``."""
 
     name: str = "critique_edit"
-    description: str = ("Score how well an edited image follows an instruction and how natural "
-                        "it looks (0-10); returns sub-scores, overall and reasoning.")
+    description: str = (
+        "Score how well an edited image follows an instruction and how natural "
+        "it looks (0-10); returns sub-scores, overall and reasoning."
+    )
     args_schema: type[BaseModel] = CritiqueArgs
     critic: Critic
 
-    def _run(self, source: ImageRef, edited: ImageRef, instruction: str,
-             mask: ImageRef | None = None, **_: Any) -> dict[str, Any]:
+    def _run(
+        self,
+        source: ImageRef,
+        edited: ImageRef,
+        instruction: str,
+        mask: ImageRef | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         mask_arr = self.store.open_mask(mask) if mask is not None else None
-        critique = self.critic.critique(self.store.open(source), self.store.open(edited),
-                                        instruction, mask=mask_arr)
+        critique = self.critic.critique(
+            self.store.open(source), self.store.open(edited), instruction, mask=mask_arr
+        )
         return {**critique.summary(), "reasoning": critique.reasoning}
 
 
@@ -115,17 +141,26 @@ class PlannerTool(_StoreTool):
     """Choose the next atomic edit (or stop) for a compositional instruction."""
 
     name: str = "plan_next_edit"
-    description: str = ("Given the original image, the latest edited image and the full "
-                        "instruction, return the next atomic edit to apply, or stop.")
+    description: str = (
+        "Given the original image, the latest edited image and the full "
+        "instruction, return the next atomic edit to apply, or stop."
+    )
     args_schema: type[BaseModel] = PlanArgs
     planner: Planner
 
-    def _run(self, original: ImageRef, current: ImageRef, instruction: str,
-             history: list[HistoryItem] | None = None, **_: Any) -> dict[str, Any]:
+    def _run(
+        self,
+        original: ImageRef,
+        current: ImageRef,
+        instruction: str,
+        history: list[HistoryItem] | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         items = [HistoryItem.model_validate(h) for h in (history or [])]
         try:
-            decision = self.planner.next_action(self.store.open(original), self.store.open(current),
-                                                instruction, items)
+            decision = self.planner.next_action(
+                self.store.open(original), self.store.open(current), instruction, items
+            )
         except RecoverableToolError as exc:
             raise _recoverable(exc) from exc
         return decision.model_dump()

@@ -58,7 +58,9 @@ def parse_planner_output(raw: str) -> PlannerDecision:
     Raises ``PlannerOutputError`` (recoverable) for empty, ambiguous or placeholder output.
     """
     if not isinstance(raw, str) or not raw.strip():
-        raise PlannerOutputError("the planner returned no text", raw=raw if isinstance(raw, str) else "")
+        raise PlannerOutputError(
+            "the planner returned no text", raw=raw if isinstance(raw, str) else ""
+        )
     text = raw.replace("**", "").replace("`", "").strip()
     matches = [m.group(1) for m in _PREFIX.finditer(text)]
     if matches:

@@ -49,13 +49,17 @@ def _discover() -> None:
                         target = f"{module}:{attr}"
                         known = _entries[kind].get(name)
                         if known is not None and known != target:
-                            raise ValueError(f"{kind} backend {name!r} is declared twice: "
-                                             f"{known!r} and {target!r}")
+                            raise ValueError(
+                                f"{kind} backend {name!r} is declared twice: "
+                                f"{known!r} and {target!r}"
+                            )
                         _entries[kind][name] = target
         _discovered = True
 
 
-def register(kind: Kind, name: str, factory: str | Callable[[], Any], *, replace: bool = False) -> None:
+def register(
+    kind: Kind, name: str, factory: str | Callable[[], Any], *, replace: bool = False
+) -> None:
     """Add a backend. ``factory`` is a callable or a ``"module:attribute"`` string."""
     _check_kind(kind)
     if not isinstance(name, str) or not name:

@@ -53,8 +53,12 @@ RELATIONS: tuple[str, ...] = get_args(Relation)
 #: (d_row, d_col) of each relation: where the new object goes relative to its anchor.
 _OFFSET = {"above": (-1, 0), "below": (1, 0), "left of": (0, -1), "right of": (0, 1)}
 #: Relation as written inside a referring expression / an add phrasing.
-REL_WORDS = {"above": "above", "below": "below", "left of": "to the left of",
-             "right of": "to the right of"}
+REL_WORDS = {
+    "above": "above",
+    "below": "below",
+    "left of": "to the left of",
+    "right of": "to the right of",
+}
 ORDINALS = {"second": 2, "third": 3, "fourth": 4}
 
 
@@ -88,13 +92,19 @@ class Edit(BaseModel):
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Edit:
-        need = {"add": ("relation", "category", "colour", "pattern"), "remove": (),
-                "replace": ("category",), "recolour": ("colour",), "material": ("pattern",)}
+        need = {
+            "add": ("relation", "category", "colour", "pattern"),
+            "remove": (),
+            "replace": ("category",),
+            "recolour": ("colour",),
+            "material": ("pattern",),
+        }
         for name in ("relation", "category", "colour", "pattern"):
             given = getattr(self, name) is not None
             if given != (name in need[self.kind]):
-                raise ValueError(f"a {self.kind!r} edit {'needs' if not given else 'takes no'} "
-                                 f"{name!r}")
+                raise ValueError(
+                    f"a {self.kind!r} edit {'needs' if not given else 'takes no'} {name!r}"
+                )
         cell_coords(self.target)
         return self
 
@@ -137,8 +147,11 @@ def referring_expressions(scene: Scene, obj: Obj) -> list[str]:
             if n - i == k:
                 out.append(f"the {word} {cat} from the right")
     same = [o for o in scene.objects if o.category == obj.category]
-    for words, key in ((obj.colour,), lambda o: o.colour), ((obj.pattern,), lambda o: o.pattern), \
-            ((obj.colour, obj.pattern), lambda o: (o.colour, o.pattern)):
+    for words, key in (
+        ((obj.colour,), lambda o: o.colour),
+        ((obj.pattern,), lambda o: o.pattern),
+        ((obj.colour, obj.pattern), lambda o: (o.colour, o.pattern)),
+    ):
         if sum(1 for o in same if key(o) == key(obj)) == 1:
             out.append(f"the {' '.join(words)} {obj.category}")
     if len(same) == 1:
@@ -163,9 +176,11 @@ _CAT = "|".join(CATEGORIES)
 _COL = "|".join(PALETTE)
 _PAT = "|".join(PATTERNS)
 _REL = "|".join(sorted(REL_WORDS.values(), key=len, reverse=True))
-_SIMPLE = (rf"the (?:(?:leftmost|rightmost|middle) (?:{_CAT})"
-           rf"|(?:{'|'.join(ORDINALS)}) (?:{_CAT}) from the (?:left|right)"
-           rf"|(?:(?:{_COL}) )?(?:(?:{_PAT}) )?(?:{_CAT}))")
+_SIMPLE = (
+    rf"the (?:(?:leftmost|rightmost|middle) (?:{_CAT})"
+    rf"|(?:{'|'.join(ORDINALS)}) (?:{_CAT}) from the (?:left|right)"
+    rf"|(?:(?:{_COL}) )?(?:(?:{_PAT}) )?(?:{_CAT}))"
+)
 #: Regex of every referring expression (no groups; used inside the phrasing parser).
 REF_PATTERN = rf"{_SIMPLE}(?: (?:{_REL}) {_SIMPLE})?"
 _REL_OF = {v: k for k, v in REL_WORDS.items()}
@@ -200,8 +215,13 @@ def resolve(scene: Scene, ref: str) -> str:
     m = re.fullmatch(rf"the (?:({_COL}) )?(?:({_PAT}) )?({_CAT})", text)
     if m is not None:
         colour, pattern, category = m.groups()
-        hits = [o for o in scene.objects if o.category == category
-                and colour in (None, o.colour) and pattern in (None, o.pattern)]
+        hits = [
+            o
+            for o in scene.objects
+            if o.category == category
+            and colour in (None, o.colour)
+            and pattern in (None, o.pattern)
+        ]
         if len(hits) != 1:
             raise EditError(f"{ref!r} names {len(hits)} objects, not one")
         return hits[0].id
@@ -217,8 +237,16 @@ def apply_edit(scene: Scene, edit: Edit) -> Scene:
         r, c = cell_coords(edit.cell)
         if scene.get(edit.cell) is not None:
             raise EditError(f"the cell {edit.relation} {edit.ref!r} is taken")
-        return scene.with_object(Obj(role="added", category=edit.category, colour=edit.colour,
-                                     pattern=edit.pattern, row=r, col=c))
+        return scene.with_object(
+            Obj(
+                role="added",
+                category=edit.category,
+                colour=edit.colour,
+                pattern=edit.pattern,
+                row=r,
+                col=c,
+            )
+        )
     obj = scene.get(edit.target)
     if obj is None:
         raise EditError(f"{edit.ref!r} is not in the image")
@@ -241,32 +269,47 @@ def sample_edits(scene: Scene, n: int, rng: random.Random) -> list[Edit]:
     if not 1 <= n <= 5:
         raise ValueError(f"n must be in 1..5, got {n!r}")
     edits: list[Edit] = []
-    changed: set[str] = set()   # cells some edit changes
+    changed: set[str] = set()  # cells some edit changes
     anchors: set[str] = set()
     while len(edits) < n:
         kind = rng.choice(KINDS)
         if kind == "add":
-            options = [(a, rel) for a in scene.objects if not _removed(edits, a.id)
-                       for rel in RELATIONS
-                       if (cell := neighbour(a.id, rel)) is not None
-                       and scene.get(cell) is None and cell not in changed]
+            options = [
+                (a, rel)
+                for a in scene.objects
+                if not _removed(edits, a.id)
+                for rel in RELATIONS
+                if (cell := neighbour(a.id, rel)) is not None
+                and scene.get(cell) is None
+                and cell not in changed
+            ]
             if not options:
                 continue
             anchor, relation = rng.choice(options)
-            edit = Edit(kind="add", ref=rng.choice(referring_expressions(scene, anchor)),
-                        target=anchor.id, relation=relation,
-                        category=rng.choice([c for c in CATEGORIES if c != scene.category]),
-                        colour=rng.choice(list(PALETTE)), pattern=rng.choice(PATTERNS))
+            edit = Edit(
+                kind="add",
+                ref=rng.choice(referring_expressions(scene, anchor)),
+                target=anchor.id,
+                relation=relation,
+                category=rng.choice([c for c in CATEGORIES if c != scene.category]),
+                colour=rng.choice(list(PALETTE)),
+                pattern=rng.choice(PATTERNS),
+            )
         else:
-            options = [o for o in scene.objects if o.id not in changed
-                       and not (kind == "remove" and o.id in anchors)]
+            options = [
+                o
+                for o in scene.objects
+                if o.id not in changed and not (kind == "remove" and o.id in anchors)
+            ]
             if not options:
                 continue
             obj = rng.choice(options)
             ref = rng.choice(referring_expressions(scene, obj))
             new: dict[str, str] = {}
             if kind == "replace":
-                new["category"] = rng.choice([c for c in CATEGORIES if c not in (obj.category, scene.category)])
+                new["category"] = rng.choice(
+                    [c for c in CATEGORIES if c not in (obj.category, scene.category)]
+                )
             elif kind == "recolour":
                 new["colour"] = rng.choice([c for c in PALETTE if c != obj.colour])
             elif kind == "material":
@@ -334,8 +377,15 @@ def _add_back(original: Scene, current: Scene, want: Obj) -> Edit | None:
         if anchor is not None and current.get(anchor.id) is not None:
             refs = referring_expressions(original, anchor)
             if refs:
-                return Edit(kind="add", ref=refs[0], target=anchor.id, relation=relation,
-                            category=want.category, colour=want.colour, pattern=want.pattern)
+                return Edit(
+                    kind="add",
+                    ref=refs[0],
+                    target=anchor.id,
+                    relation=relation,
+                    category=want.category,
+                    colour=want.colour,
+                    pattern=want.pattern,
+                )
     return None
 
 
@@ -345,12 +395,21 @@ def other_targets(original: Scene, scene: Scene, edit: Edit) -> list[Obj]:
     a free cell on the same side."""
     r0, c0 = cell_coords(edit.target)
     if edit.kind == "add":
-        pool = [o for o in original.objects if o.id != edit.target and scene.get(o.id)
-                and (cell := neighbour(o.id, edit.relation)) is not None  # type: ignore[arg-type]
-                and cell != edit.cell and scene.get(cell) is None]
+        pool = [
+            o
+            for o in original.objects
+            if o.id != edit.target
+            and scene.get(o.id)
+            and (cell := neighbour(o.id, edit.relation)) is not None  # type: ignore[arg-type]
+            and cell != edit.cell
+            and scene.get(cell) is None
+        ]
     else:
         target = original.get(edit.target)
         row = target is not None and target.role == "instance"
-        pool = [o for o in scene.objects if o.id != edit.target
-                and (not row or (original.get(o.id) or o).role == "instance")]
+        pool = [
+            o
+            for o in scene.objects
+            if o.id != edit.target and (not row or (original.get(o.id) or o).role == "instance")
+        ]
     return sorted(pool, key=lambda o: (abs(o.col - c0) + abs(o.row - r0), o.col, o.row))

@@ -36,8 +36,7 @@ from agent.microworld.scene import Scene, cell_box
 from agent.microworld.scoring import score_edits
 from agent.microworld.truth import Case, goal_scene, shape_mask, target_box
 
-__all__ = ["edit_pairs", "planner_tuples", "grounding_pairs", "critic_tuples", "write",
-           "STOP"]
+__all__ = ["edit_pairs", "planner_tuples", "grounding_pairs", "critic_tuples", "write", "STOP"]
 
 STOP = "<stop>"
 
@@ -48,12 +47,20 @@ def edit_pairs(cases: Iterable[Case]) -> Iterator[dict[str, Any]]:
     for case in cases:
         source = render(case.scene)
         for i, (edit, text) in enumerate(zip(case.edits, case.atomic)):
-            yield {"id": f"{case.id}-e{i}", "kind": edit.kind, "instruction": text,
-                   "source": source, "target": render(apply_edit(case.scene, edit)),
-                   "box": list(target_box(case.scene, edit)), "mask": shape_mask(case.scene, edit)}
+            yield {
+                "id": f"{case.id}-e{i}",
+                "kind": edit.kind,
+                "instruction": text,
+                "source": source,
+                "target": render(apply_edit(case.scene, edit)),
+                "box": list(target_box(case.scene, edit)),
+                "mask": shape_mask(case.scene, edit),
+            }
 
 
-def _wrong(original: Scene, scene: Scene, edit: Edit, rng: random.Random) -> tuple[str, Scene] | None:
+def _wrong(
+    original: Scene, scene: Scene, edit: Edit, rng: random.Random
+) -> tuple[str, Scene] | None:
     """The edit made wrongly, as the noisy editor does: on another object, or bleeding onto
     the nearest one. None when there is no other object to confuse it with."""
     others = other_targets(original, scene, edit)
@@ -61,14 +68,19 @@ def _wrong(original: Scene, scene: Scene, edit: Edit, rng: random.Random) -> tup
         return None
     try:
         if rng.random() < 0.5:
-            return "wrong", apply_edit(scene, edit.model_copy(update={"target": rng.choice(others).id}))
-        return "bleed", apply_edit(apply_edit(scene, edit), edit.model_copy(update={"target": others[0].id}))
+            return "wrong", apply_edit(
+                scene, edit.model_copy(update={"target": rng.choice(others).id})
+            )
+        return "bleed", apply_edit(
+            apply_edit(scene, edit), edit.model_copy(update={"target": others[0].id})
+        )
     except EditError:
         return None
 
 
-def planner_tuples(cases: Iterable[Case], *, seed: int = 0,
-                   corrective: bool = True) -> Iterator[dict[str, Any]]:
+def planner_tuples(
+    cases: Iterable[Case], *, seed: int = 0, corrective: bool = True
+) -> Iterator[dict[str, Any]]:
     """For each case, the edits in the instruction's order: after t of them, the next one's
     words (or ``<stop>`` after all). With ``corrective``, also one sample per step whose
     current image holds that step's edit made wrongly; the answer is the corrective edit the
@@ -81,17 +93,29 @@ def planner_tuples(cases: Iterable[Case], *, seed: int = 0,
         scene = case.scene
         for t in range(len(case.edits) + 1):
             nxt = case.atomic[t] if t < len(case.edits) else STOP
-            yield {"id": f"{case.id}-p{t}", "original": original, "current": render(scene),
-                   "instruction": case.instruction, "next": nxt, "corrective": False}
+            yield {
+                "id": f"{case.id}-p{t}",
+                "original": original,
+                "current": render(scene),
+                "instruction": case.instruction,
+                "next": nxt,
+                "corrective": False,
+            }
             if t == len(case.edits):
                 break
             if corrective and (bad := _wrong(case.scene, scene, case.edits[t], rng)) is not None:
                 mode, wrong = bad
                 fix = corrective_edit(case.scene, wrong, goal, pending)
                 if fix is not None:
-                    yield {"id": f"{case.id}-c{t}", "original": original, "current": render(wrong),
-                           "instruction": case.instruction, "next": phrase(fix),
-                           "corrective": True, "mistake": mode}
+                    yield {
+                        "id": f"{case.id}-c{t}",
+                        "original": original,
+                        "current": render(wrong),
+                        "instruction": case.instruction,
+                        "next": phrase(fix),
+                        "corrective": True,
+                        "mistake": mode,
+                    }
             scene = apply_edit(scene, case.edits[t])
 
 
@@ -102,8 +126,12 @@ def grounding_pairs(cases: Iterable[Case]) -> Iterator[dict[str, Any]]:
         image = render(case.scene)
         for obj in case.scene.objects:
             for k, expression in enumerate(referring_expressions(case.scene, obj)):
-                yield {"id": f"{case.id}-{obj.id}-{k}", "image": image, "expression": expression,
-                       "box": list(cell_box(case.scene.size, obj.row, obj.col))}
+                yield {
+                    "id": f"{case.id}-{obj.id}-{k}",
+                    "image": image,
+                    "expression": expression,
+                    "box": list(cell_box(case.scene.size, obj.row, obj.col)),
+                }
 
 
 def critic_tuples(cases: Iterable[Case], *, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -121,19 +149,28 @@ def critic_tuples(cases: Iterable[Case], *, seed: int = 0) -> Iterator[dict[str,
             others = other_targets(source_scene, source_scene, edit)
             variants = {"correct": apply_edit(source_scene, edit), "noop": source_scene}
             if others:
-                for mode, edits in (("wrong", [edit.model_copy(update={"target": rng.choice(others).id})]),
-                                    ("bleed", [edit, edit.model_copy(update={"target": others[0].id})])):
+                for mode, edits in (
+                    ("wrong", [edit.model_copy(update={"target": rng.choice(others).id})]),
+                    ("bleed", [edit, edit.model_copy(update={"target": others[0].id})]),
+                ):
                     try:
                         variants[mode] = apply_edits(source_scene, edits)
                     except EditError:
                         pass
             for mode, scene in variants.items():
                 edited = render(scene)
-                score = score_edits(source, edited, expected, [target_box(source_scene, edit)],
-                                    kinds=[edit.kind])
-                yield {"id": f"{case.id}-e{i}-{mode}", "source": source, "edited": edited,
-                       "instruction": text, "mode": mode, "success": score.success,
-                       "scores": critique_from_score(score).summary()}
+                score = score_edits(
+                    source, edited, expected, [target_box(source_scene, edit)], kinds=[edit.kind]
+                )
+                yield {
+                    "id": f"{case.id}-e{i}-{mode}",
+                    "source": source,
+                    "edited": edited,
+                    "instruction": text,
+                    "mode": mode,
+                    "success": score.success,
+                    "scores": critique_from_score(score).summary(),
+                }
 
 
 def write(records: Iterable[dict[str, Any]], folder: str | Path, name: str) -> int:

@@ -22,27 +22,65 @@ __all__ = ["PHRASINGS", "CONNECTIVES", "Span", "phrase", "join", "parse", "parse
 #: striped star", {rel} "above" / "to the left of" ..., {cat} a category, {colour} a colour,
 #: {adj} a pattern adjective ("striped"), {noun} a pattern noun phrase ("stripes").
 PHRASINGS: dict[str, tuple[str, ...]] = {
-    "add": ("add {new} {rel} {ref}", "put {new} {rel} {ref}", "place {new} {rel} {ref}",
-            "draw {new} {rel} {ref}", "insert {new} {rel} {ref}",
-            "there should be {new} {rel} {ref}"),
-    "remove": ("remove {ref}", "delete {ref}", "erase {ref}", "get rid of {ref}",
-               "take away {ref}", "make {ref} disappear"),
-    "replace": ("replace {ref} with a {cat}", "turn {ref} into a {cat}",
-                "change {ref} into a {cat}", "swap {ref} for a {cat}",
-                "make {ref} a {cat} instead", "transform {ref} into a {cat}"),
-    "recolour": ("make {ref} {colour}", "colour {ref} {colour}", "paint {ref} {colour}",
-                 "change the colour of {ref} to {colour}", "recolour {ref} to {colour}",
-                 "turn {ref} {colour}"),
-    "material": ("make {ref} {adj}", "give {ref} {noun}", "change the pattern of {ref} to {noun}",
-                 "cover {ref} in {noun}", "switch {ref} to a {adj} texture",
-                 "re-texture {ref} with {noun}"),
+    "add": (
+        "add {new} {rel} {ref}",
+        "put {new} {rel} {ref}",
+        "place {new} {rel} {ref}",
+        "draw {new} {rel} {ref}",
+        "insert {new} {rel} {ref}",
+        "there should be {new} {rel} {ref}",
+    ),
+    "remove": (
+        "remove {ref}",
+        "delete {ref}",
+        "erase {ref}",
+        "get rid of {ref}",
+        "take away {ref}",
+        "make {ref} disappear",
+    ),
+    "replace": (
+        "replace {ref} with a {cat}",
+        "turn {ref} into a {cat}",
+        "change {ref} into a {cat}",
+        "swap {ref} for a {cat}",
+        "make {ref} a {cat} instead",
+        "transform {ref} into a {cat}",
+    ),
+    "recolour": (
+        "make {ref} {colour}",
+        "colour {ref} {colour}",
+        "paint {ref} {colour}",
+        "change the colour of {ref} to {colour}",
+        "recolour {ref} to {colour}",
+        "turn {ref} {colour}",
+    ),
+    "material": (
+        "make {ref} {adj}",
+        "give {ref} {noun}",
+        "change the pattern of {ref} to {noun}",
+        "cover {ref} in {noun}",
+        "switch {ref} to a {adj} texture",
+        "re-texture {ref} with {noun}",
+    ),
 }
-PATTERN_NOUNS = {"solid": "a plain fill", "striped": "stripes", "dotted": "polka dots",
-                 "checkered": "a checkerboard pattern"}
+PATTERN_NOUNS = {
+    "solid": "a plain fill",
+    "striped": "stripes",
+    "dotted": "polka dots",
+    "checkered": "a checkerboard pattern",
+}
 
 #: How 2+ atomic phrasings (lowercase, no end punctuation) become one instruction.
-CONNECTIVES: tuple[str, ...] = ("list_and", "then", "first_finally", "semicolons", "sentences",
-                                "please", "and_then", "after_that")
+CONNECTIVES: tuple[str, ...] = (
+    "list_and",
+    "then",
+    "first_finally",
+    "semicolons",
+    "sentences",
+    "please",
+    "and_then",
+    "after_that",
+)
 
 
 def _article(word: str) -> str:
@@ -57,8 +95,14 @@ def phrase(edit: Edit, variant: int = 0) -> str:
     if edit.kind == "add":
         new = f"{_article(edit.colour)} {edit.colour} {edit.pattern} {edit.category}"  # type: ignore[arg-type]
     return templates[variant % len(templates)].format(
-        ref=edit.ref, new=new, rel=REL_WORDS.get(edit.relation or "", ""), cat=edit.category,
-        colour=edit.colour, adj=edit.pattern, noun=PATTERN_NOUNS.get(edit.pattern or "", ""))
+        ref=edit.ref,
+        new=new,
+        rel=REL_WORDS.get(edit.relation or "", ""),
+        cat=edit.category,
+        colour=edit.colour,
+        adj=edit.pattern,
+        noun=PATTERN_NOUNS.get(edit.pattern or "", ""),
+    )
 
 
 def join(parts: list[str], rng: random.Random) -> str:
@@ -78,8 +122,10 @@ def join(parts: list[str], rng: random.Random) -> str:
     elif style == "semicolons":
         text = "; ".join(parts)
     elif style == "sentences":
-        return " ".join(_cap(("also, " if i == len(parts) - 1 and i > 1 else "") + p) + "."
-                        for i, p in enumerate(parts))
+        return " ".join(
+            _cap(("also, " if i == len(parts) - 1 and i > 1 else "") + p) + "."
+            for i, p in enumerate(parts)
+        )
     elif style == "please":
         text = "please " + ", ".join(head) + (", and " if len(parts) > 2 else " and ") + last
     elif style == "and_then":
@@ -98,7 +144,7 @@ def _cap(text: str) -> str:
 _FIELDS = {
     "ref": rf"(?P<ref>{REF_PATTERN})",
     "new": rf"an? (?P<colour>{'|'.join(PALETTE)}) (?P<pattern>{'|'.join(PATTERNS)}) "
-           rf"(?P<category>{'|'.join(CATEGORIES)})",
+    rf"(?P<category>{'|'.join(CATEGORIES)})",
     "rel": rf"(?P<rel>{'|'.join(REL_WORDS.values())})",
     "cat": rf"(?P<category>{'|'.join(CATEGORIES)})",
     "colour": rf"(?P<colour>{'|'.join(PALETTE)})",
@@ -145,7 +191,9 @@ def parse_spans(text: str, original: Scene) -> list[Span]:
     for start, stop, kind, m in found:
         if start < end:
             continue
-        spans.append(Span(edit=_edit(kind, m, original), text=text[start:stop], start=start, end=stop))
+        spans.append(
+            Span(edit=_edit(kind, m, original), text=text[start:stop], start=start, end=stop)
+        )
         end = stop
     if not spans:
         raise EditError(f"no edit found in {text!r}")
@@ -162,8 +210,12 @@ def _edit(kind: str, m: re.Match[str], original: Scene) -> Edit:
     ref = g["ref"]
     fields: dict[str, str | None] = {}
     if kind == "add":
-        fields = {"relation": _REL_TO_RELATION[g["rel"]], "category": g["category"],
-                  "colour": g["colour"], "pattern": g["pattern"]}
+        fields = {
+            "relation": _REL_TO_RELATION[g["rel"]],
+            "category": g["category"],
+            "colour": g["colour"],
+            "pattern": g["pattern"],
+        }
     elif kind == "replace":
         fields = {"category": g["category"]}
     elif kind == "recolour":

@@ -27,8 +27,10 @@ _FILL = 0.78
 def _polygon(category: str) -> list[tuple[float, float]]:
     """The outline of a category in the unit square, (x, y) with y down."""
     if category == "circle":
-        return [(0.5 + 0.5 * math.cos(t), 0.5 + 0.5 * math.sin(t))
-                for t in (2 * math.pi * i / 64 for i in range(64))]
+        return [
+            (0.5 + 0.5 * math.cos(t), 0.5 + 0.5 * math.sin(t))
+            for t in (2 * math.pi * i / 64 for i in range(64))
+        ]
     if category == "square":
         return [(0.06, 0.06), (0.94, 0.06), (0.94, 0.94), (0.06, 0.94)]
     if category == "triangle":
@@ -36,12 +38,19 @@ def _polygon(category: str) -> list[tuple[float, float]]:
     if category == "diamond":
         return [(0.5, 0.0), (0.9, 0.5), (0.5, 1.0), (0.1, 0.5)]
     if category == "hexagon":
-        return [(0.5 + 0.5 * math.cos(t), 0.5 + 0.5 * math.sin(t))
-                for t in (math.pi / 6 + math.pi * i / 3 for i in range(6))]
+        return [
+            (0.5 + 0.5 * math.cos(t), 0.5 + 0.5 * math.sin(t))
+            for t in (math.pi / 6 + math.pi * i / 3 for i in range(6))
+        ]
     if category == "star":
         radii = (0.52, 0.27)  # outer and inner points alternate
-        return [(0.5 + radii[i % 2] * math.sin(math.pi * i / 5),
-                 0.53 - radii[i % 2] * math.cos(math.pi * i / 5)) for i in range(10)]
+        return [
+            (
+                0.5 + radii[i % 2] * math.sin(math.pi * i / 5),
+                0.53 - radii[i % 2] * math.cos(math.pi * i / 5),
+            )
+            for i in range(10)
+        ]
     if category == "heart":
         pts = []
         for i in range(64):
@@ -52,8 +61,20 @@ def _polygon(category: str) -> list[tuple[float, float]]:
         return pts
     if category == "cross":
         a, b = 0.33, 0.67
-        return [(a, 0), (b, 0), (b, a), (1, a), (1, b), (b, b), (b, 1), (a, 1), (a, b), (0, b),
-                (0, a), (a, a)]
+        return [
+            (a, 0),
+            (b, 0),
+            (b, a),
+            (1, a),
+            (1, b),
+            (b, b),
+            (b, 1),
+            (a, 1),
+            (a, b),
+            (0, b),
+            (0, a),
+            (a, a),
+        ]
     raise ValueError(f"unknown category {category!r}")
 
 
@@ -100,8 +121,9 @@ def _sprite(category: str, colour: str, pattern: str, side: int) -> tuple[Image.
 
 
 @lru_cache(maxsize=256)
-def _background(size: int, kind: str, top: tuple[int, int, int], bottom: tuple[int, int, int],
-                seed: int) -> Image.Image:
+def _background(
+    size: int, kind: str, top: tuple[int, int, int], bottom: tuple[int, int, int], seed: int
+) -> Image.Image:
     import numpy as np
     from PIL import Image
 
@@ -134,7 +156,7 @@ def object_alpha(size: int, obj: Obj) -> np.ndarray:
     x, y, side = _shape_box(size, obj.row, obj.col)
     _, alpha = _sprite(obj.category, obj.colour, obj.pattern, side)
     out = np.zeros((size, size), np.float32)
-    out[y:y + side, x:x + side] = np.asarray(alpha, np.float32) / 255.0
+    out[y : y + side, x : x + side] = np.asarray(alpha, np.float32) / 255.0
     return out
 
 

@@ -30,21 +30,39 @@ __all__ = [
     "generate_scene",
 ]
 
-CATEGORIES: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart", "diamond",
-                               "hexagon", "cross")
+CATEGORIES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "heart",
+    "diamond",
+    "hexagon",
+    "cross",
+)
 #: Named palette, RGB. Any two colours differ by > 60 in some channel, so the pixel scorer's
 #: tolerance (48) can tell them apart.
 PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (215, 40, 40), "orange": (240, 140, 20), "yellow": (235, 205, 30),
-    "green": (40, 160, 60), "teal": (20, 150, 150), "blue": (40, 80, 210),
-    "purple": (130, 60, 180), "pink": (235, 110, 170), "brown": (120, 75, 35),
+    "red": (215, 40, 40),
+    "orange": (240, 140, 20),
+    "yellow": (235, 205, 30),
+    "green": (40, 160, 60),
+    "teal": (20, 150, 150),
+    "blue": (40, 80, 210),
+    "purple": (130, 60, 180),
+    "pink": (235, 110, 170),
+    "brown": (120, 75, 35),
     "black": (30, 30, 30),
 }
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 ROWS, COLS, INSTANCE_ROW = 3, 7, 1
 #: Light background tones (the palette's colours stay readable on all of them).
 _BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
-    (236, 236, 230), (250, 244, 225), (225, 238, 245), (235, 245, 230), (246, 232, 236),
+    (236, 236, 230),
+    (250, 244, 225),
+    (225, 238, 245),
+    (235, 245, 230),
+    (246, 232, 236),
     (222, 222, 228),
 )
 
@@ -55,7 +73,8 @@ class Obj(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     role: Literal["instance", "other", "added"] = Field(
-        description="instance = one of the row of similar objects (ordinals count these)")
+        description="instance = one of the row of similar objects (ordinals count these)"
+    )
     category: str
     colour: str
     pattern: str
@@ -64,9 +83,11 @@ class Obj(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> Obj:
-        for name, value, known in (("category", self.category, CATEGORIES),
-                                   ("colour", self.colour, tuple(PALETTE)),
-                                   ("pattern", self.pattern, PATTERNS)):
+        for name, value, known in (
+            ("category", self.category, CATEGORIES),
+            ("colour", self.colour, tuple(PALETTE)),
+            ("pattern", self.pattern, PATTERNS),
+        ):
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; known: {known}")
         return self
@@ -123,7 +144,9 @@ class Scene(BaseModel):
     def with_object(self, obj: Obj) -> Scene:
         """A copy with ``obj`` put in its cell (replacing whatever was there)."""
         rest = tuple(o for o in self.objects if o.id != obj.id)
-        return self.model_copy(update={"objects": tuple(sorted(rest + (obj,), key=lambda o: (o.row, o.col)))})
+        return self.model_copy(
+            update={"objects": tuple(sorted(rest + (obj,), key=lambda o: (o.row, o.col)))}
+        )
 
     def without(self, obj_id: str) -> Scene:
         return self.model_copy(update={"objects": tuple(o for o in self.objects if o.id != obj_id)})
@@ -147,15 +170,33 @@ def generate_scene(rng: random.Random, *, size: int = 128) -> Scene:
     colours = list(PALETTE)
     # Draw colours from a small subset so that repeats (and so ordinal references) are common.
     subset = rng.sample(colours, rng.randint(2, 4))
-    objects = [Obj(role="instance", category=category, colour=rng.choice(subset),
-                   pattern=rng.choice(PATTERNS), row=INSTANCE_ROW, col=c) for c in cols]
+    objects = [
+        Obj(
+            role="instance",
+            category=category,
+            colour=rng.choice(subset),
+            pattern=rng.choice(PATTERNS),
+            row=INSTANCE_ROW,
+            col=c,
+        )
+        for c in cols
+    ]
     others = rng.sample([c for c in CATEGORIES if c != category], rng.randint(0, 2))
     free = [(r, c) for r in (0, 2) for c in range(COLS)]
     for other, (r, c) in zip(others, rng.sample(free, len(others))):
-        objects.append(Obj(role="other", category=other, colour=rng.choice(colours),
-                           pattern=rng.choice(PATTERNS), row=r, col=c))
+        objects.append(
+            Obj(
+                role="other",
+                category=other,
+                colour=rng.choice(colours),
+                pattern=rng.choice(PATTERNS),
+                row=r,
+                col=c,
+            )
+        )
     kind = rng.choice(("flat", "gradient", "texture"))
     top, bottom = rng.sample(_BACKGROUNDS, 2)
-    background = Background(kind=kind, top=top, bottom=bottom if kind == "gradient" else top,
-                            seed=rng.randrange(2**31))
+    background = Background(
+        kind=kind, top=top, bottom=bottom if kind == "gradient" else top, seed=rng.randrange(2**31)
+    )
     return Scene(size=size, category=category, background=background, objects=tuple(objects))

@@ -88,21 +88,27 @@ def _chmax(diff: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
 
-def score_edits(source: Image.Image | np.ndarray, result: Image.Image | np.ndarray,
-                expected: Image.Image | np.ndarray,
-                boxes: Sequence[tuple[int, int, int, int]], *, kinds: Sequence[str] | None = None,
-                thresholds: Thresholds = Thresholds()) -> Score:
+def score_edits(
+    source: Image.Image | np.ndarray,
+    result: Image.Image | np.ndarray,
+    expected: Image.Image | np.ndarray,
+    boxes: Sequence[tuple[int, int, int, int]],
+    *,
+    kinds: Sequence[str] | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> Score:
     """Score ``result`` against ``expected`` (the ground truth after all edits), one edit per
     target box (pixel XYXY). Images are RGB PIL or HxWx3 uint8 arrays of one size."""
     import numpy as np
 
     src, res, exp = _arr(source), _arr(result), _arr(expected)
     if not (src.shape == res.shape == exp.shape):
-        raise ValueError(f"images differ in shape: source {src.shape}, result {res.shape}, "
-                         f"expected {exp.shape}")
+        raise ValueError(
+            f"images differ in shape: source {src.shape}, result {res.shape}, expected {exp.shape}"
+        )
     t = thresholds
-    matches = _chmax(res - exp) <= t.tol          # (H, W)
-    must_change = _chmax(exp - src) > t.change    # (H, W)
+    matches = _chmax(res - exp) <= t.tol  # (H, W)
+    must_change = _chmax(exp - src) > t.change  # (H, W)
     inside = np.zeros(src.shape[:2], bool)
     edits = []
     for i, (x1, y1, x2, y2) in enumerate(boxes):
@@ -120,7 +126,7 @@ def score_edits(source: Image.Image | np.ndarray, result: Image.Image | np.ndarr
     outside = ~inside
     n_out = int(outside.sum())
     if n_out:
-        diff = res - src                                  # (H, W, 3) int16
+        diff = res - src  # (H, W, 3) int16
         mse = float((diff[outside].astype(np.float64) ** 2).mean())
         psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
         changed = float((_chmax(diff) > t.tol)[outside].mean())
@@ -129,17 +135,29 @@ def score_edits(source: Image.Image | np.ndarray, result: Image.Image | np.ndarr
     consistent = changed <= t.max_changed_fraction
     pf_mean = sum(e.pf for e in edits) / len(edits) if edits else 1.0
     passed = sum(e.passed for e in edits) / len(edits) if edits else 1.0
-    return Score(edits=edits, pf=round(pf_mean, 4), edits_passed=passed, psnr=round(psnr, 3),
-                 changed_fraction=round(changed, 6), consistent=consistent,
-                 success=consistent and all(e.passed for e in edits))
+    return Score(
+        edits=edits,
+        pf=round(pf_mean, 4),
+        edits_passed=passed,
+        psnr=round(psnr, 3),
+        changed_fraction=round(changed, 6),
+        consistent=consistent,
+        success=consistent and all(e.passed for e in edits),
+    )
 
 
-def score_case(case: Case, result: Image.Image | np.ndarray, *,
-               thresholds: Thresholds = Thresholds()) -> Score:
+def score_case(
+    case: Case, result: Image.Image | np.ndarray, *, thresholds: Thresholds = Thresholds()
+) -> Score:
     """Score ``result`` as the answer to the whole ``case``."""
     from agent.microworld.render import render
     from agent.microworld.truth import goal_scene, target_box
 
-    return score_edits(render(case.scene), result, render(goal_scene(case)),
-                       [target_box(case.scene, e) for e in case.edits],
-                       kinds=[e.kind for e in case.edits], thresholds=thresholds)
+    return score_edits(
+        render(case.scene),
+        result,
+        render(goal_scene(case)),
+        [target_box(case.scene, e) for e in case.edits],
+        kinds=[e.kind for e in case.edits],
+        thresholds=thresholds,
+    )

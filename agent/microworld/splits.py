@@ -29,8 +29,10 @@ def split_of(seed: int) -> Split:
     for name, rng in SEED_RANGES.items():
         if seed in rng:
             return name
-    raise ValueError(f"seed {seed!r} lies in no split; ranges: "
-                     f"{ {k: (r.start, r.stop) for k, r in SEED_RANGES.items()} }")
+    raise ValueError(
+        f"seed {seed!r} lies in no split; ranges: "
+        f"{ {k: (r.start, r.stop) for k, r in SEED_RANGES.items()} }"
+    )
 
 
 def seeds(split: Split, n: int, *, offset: int = 0) -> range:

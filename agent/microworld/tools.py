@@ -40,8 +40,15 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["World", "OracleEditor", "NoisyEditor", "OracleCritic", "OraclePlanner",
-           "OracleGrounder", "critique_from_score"]
+__all__ = [
+    "World",
+    "OracleEditor",
+    "NoisyEditor",
+    "OracleCritic",
+    "OraclePlanner",
+    "OracleGrounder",
+    "critique_from_score",
+]
 
 
 def pixel_key(image: Image.Image) -> str:
@@ -85,7 +92,9 @@ class World:
             if hit is None:
                 raise FatalToolError(
                     f"this {image.width}x{image.height} image is not a micro-world image the "
-                    f"World knows (oracle tools only work on images they rendered)", tool="World")
+                    f"World knows (oracle tools only work on images they rendered)",
+                    tool="World",
+                )
             return self._cases[hit[0]], hit[1]
 
 
@@ -101,9 +110,16 @@ class OracleEditor:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def edit(self, image: Image.Image, instruction: str, *, seed: int | None = None,
-             num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             progress: ProgressFn | None = None) -> Image.Image:
+    def edit(
+        self,
+        image: Image.Image,
+        instruction: str,
+        *,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Image.Image:
         case, scene = self.world.lookup(image)
         try:
             edits = parse(instruction, case.scene)
@@ -136,15 +152,17 @@ class NoisyEditor(OracleEditor):
 
     name = "noisy"
 
-    def __init__(self, world: World, *, p_wrong: float = 0.15, p_bleed: float = 0.15,
-                 p_noop: float = 0.1) -> None:
+    def __init__(
+        self, world: World, *, p_wrong: float = 0.15, p_bleed: float = 0.15, p_noop: float = 0.1
+    ) -> None:
         super().__init__(world)
         for label, p in (("p_wrong", p_wrong), ("p_bleed", p_bleed), ("p_noop", p_noop)):
             if not 0 <= p <= 1:
                 raise ValueError(f"{label} must be in [0, 1], got {p!r}")
         if p_wrong + p_bleed + p_noop > 1:
-            raise ValueError(f"p_wrong + p_bleed + p_noop must be <= 1, got "
-                             f"{p_wrong + p_bleed + p_noop!r}")
+            raise ValueError(
+                f"p_wrong + p_bleed + p_noop must be <= 1, got {p_wrong + p_bleed + p_noop!r}"
+            )
         self.p_wrong, self.p_bleed, self.p_noop = p_wrong, p_bleed, p_noop
 
     def _apply(self, case: Case, scene: Scene, edit: Edit, rng: random.Random) -> Scene:
@@ -173,11 +191,18 @@ def critique_from_score(score: Score) -> Critique:
     if not score.consistent:
         cons = min(cons, 3.0)
     failed = [f"{e.kind} #{e.index + 1} (pf {e.pf:.2f})" for e in score.edits if not e.passed]
-    why = (f"{sum(e.passed for e in score.edits)}/{len(score.edits)} edits done"
-           + (f"; not done: {', '.join(failed)}" if failed else "")
-           + f"; {score.changed_fraction:.2%} of the rest changed, PSNR {score.psnr:.1f} dB")
-    return Critique(prompt_following=round(pf, 3), consistency=round(cons, 3), naturalness=10.0,
-                    artifacts=10.0, reasoning=why)
+    why = (
+        f"{sum(e.passed for e in score.edits)}/{len(score.edits)} edits done"
+        + (f"; not done: {', '.join(failed)}" if failed else "")
+        + f"; {score.changed_fraction:.2%} of the rest changed, PSNR {score.psnr:.1f} dB"
+    )
+    return Critique(
+        prompt_following=round(pf, 3),
+        consistency=round(cons, 3),
+        naturalness=10.0,
+        artifacts=10.0,
+        reasoning=why,
+    )
 
 
 class OracleCritic:
@@ -191,8 +216,14 @@ class OracleCritic:
         self.world = world
         self.thresholds = thresholds
 
-    def critique(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> Critique:
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
         try:
             case, scene = self.world.lookup(source)
         except FatalToolError as exc:
@@ -204,11 +235,21 @@ class OracleCritic:
         try:
             expected = apply_edits(scene, edits)
         except EditError as exc:  # e.g. its object is already gone: the step cannot be right
-            return Critique(prompt_following=0.0, consistency=10.0, naturalness=10.0,
-                            artifacts=10.0, reasoning=f"the edit cannot apply here: {exc}")
-        score = score_edits(render(scene), edited, render(expected),
-                            [target_box(scene, e) for e in edits], kinds=[e.kind for e in edits],
-                            thresholds=self.thresholds)
+            return Critique(
+                prompt_following=0.0,
+                consistency=10.0,
+                naturalness=10.0,
+                artifacts=10.0,
+                reasoning=f"the edit cannot apply here: {exc}",
+            )
+        score = score_edits(
+            render(scene),
+            edited,
+            render(expected),
+            [target_box(scene, e) for e in edits],
+            kinds=[e.kind for e in edits],
+            thresholds=self.thresholds,
+        )
         return critique_from_score(score)
 
 
@@ -228,16 +269,22 @@ class OraclePlanner:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem]) -> PlannerDecision:
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem],
+    ) -> PlannerDecision:
         case, _ = self.world.lookup(original)
         _, scene = self.world.lookup(current)
         try:
             spans = parse_spans(instruction, case.scene)
             goal = apply_edits(case.scene, [s.edit for s in spans])
         except EditError as exc:
-            raise FatalToolError(f"the oracle planner cannot read {instruction!r}: {exc}",
-                                 tool="OraclePlanner") from None
+            raise FatalToolError(
+                f"the oracle planner cannot read {instruction!r}: {exc}", tool="OraclePlanner"
+            ) from None
         fix = corrective_edit(case.scene, scene, goal, {s.edit.cell for s in spans})
         if fix is not None:
             return _decision(phrase(fix))
@@ -272,5 +319,9 @@ class OracleGrounder:
         if obj is None:
             raise GroundingError(f"{expression!r} is not in this image", tool="OracleGrounder")
         x1, y1, x2, y2 = cell_box(scene.size, obj.row, obj.col)
-        return Grounding(expression=expression, boxes=[Box(x1=x1, y1=y1, x2=x2, y2=y2)],
-                         masks=[object_mask(scene.size, obj)], raw=cell)
+        return Grounding(
+            expression=expression,
+            boxes=[Box(x1=x1, y1=y1, x2=x2, y2=y2)],
+            masks=[object_mask(scene.size, obj)],
+            raw=cell,
+        )

@@ -26,8 +26,17 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["Case", "make_case", "generate_cases", "case_seed", "goal_scene", "target_box",
-           "target_mask", "shape_mask", "intermediate"]
+__all__ = [
+    "Case",
+    "make_case",
+    "generate_cases",
+    "case_seed",
+    "goal_scene",
+    "target_box",
+    "target_mask",
+    "shape_mask",
+    "intermediate",
+]
 
 
 class Case(BaseModel):
@@ -50,8 +59,9 @@ def case_seed(seed: int, index: int) -> int:
     return random.Random(f"microworld|{seed}|{index}").randrange(2**63)
 
 
-def make_case(seed: int, *, n_edits: int | tuple[int, int] = 3, size: int = 128,
-              case_id: str | None = None) -> Case:
+def make_case(
+    seed: int, *, n_edits: int | tuple[int, int] = 3, size: int = 128, case_id: str | None = None
+) -> Case:
     """A deterministic case from ``seed``: ``n_edits`` edits, or a number drawn from the
     inclusive range ``(lo, hi)``; canvas ``size`` pixels (64..512)."""
     rng = random.Random(seed)
@@ -63,16 +73,22 @@ def make_case(seed: int, *, n_edits: int | tuple[int, int] = 3, size: int = 128,
     rng.shuffle(order)  # the instruction's order is not the sampling order
     edits = [edits[i] for i in order]
     atomic = [atomic[i] for i in order]
-    return Case(id=case_id or f"mw-{seed}", seed=seed, scene=scene, edits=tuple(edits),
-                atomic=tuple(atomic), instruction=join(atomic, rng))
+    return Case(
+        id=case_id or f"mw-{seed}",
+        seed=seed,
+        scene=scene,
+        edits=tuple(edits),
+        atomic=tuple(atomic),
+        instruction=join(atomic, rng),
+    )
 
 
-def generate_cases(n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3,
-                   size: int = 128, start: int = 0) -> Iterator[Case]:
+def generate_cases(
+    n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3, size: int = 128, start: int = 0
+) -> Iterator[Case]:
     """Cases ``start .. n-1`` of the run seeded ``seed``, ids ``mw{seed}-{index:05d}``."""
     for i in range(start, n):
-        yield make_case(case_seed(seed, i), n_edits=n_edits, size=size,
-                        case_id=f"mw{seed}-{i:05d}")
+        yield make_case(case_seed(seed, i), n_edits=n_edits, size=size, case_id=f"mw{seed}-{i:05d}")
 
 
 def goal_scene(case: Case, subset: Sequence[int] | None = None) -> Scene:

@@ -32,6 +32,7 @@ __all__ = [
     "QwenImageEditPlusEditor",
 ]
 
+
 def editor_classes() -> tuple[type[DiffusersEditor], ...]:
     """Every editor class, as the family modules of this package declare them (``EDITORS``)."""
     return tuple(cls for _, classes in declared("tools.editors", "EDITORS") for cls in classes)
@@ -43,8 +44,10 @@ def editor_for_pipeline(pipe: Any, **options: Any) -> DiffusersEditor:
     (e.g. ``mirage_sampler``) come with it."""
     matches = [cls for cls in editor_classes() if is_pipeline(pipe, cls.pipeline_class)]
     if not matches:
-        raise ValueError(f"no editor drives {pipe!r}; known pipelines: "
-                         f"{sorted(c.pipeline_class for c in editor_classes())}")
+        raise ValueError(
+            f"no editor drives {pipe!r}; known pipelines: "
+            f"{sorted(c.pipeline_class for c in editor_classes())}"
+        )
     diffusers = import_diffusers()
     best = max(matches, key=lambda cls: len(getattr(diffusers, cls.pipeline_class).__mro__))
     return best.from_pipeline(pipe, **options)

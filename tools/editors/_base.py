@@ -49,11 +49,23 @@ def _call_lock(pipe: Any) -> threading.Lock:
 
 
 #: Pipeline call arguments the editor sets itself; ``call_kwargs`` may not override them.
-_RESERVED = frozenset({
-    "image", "prompt", "generator", "height", "width", "num_inference_steps", "guidance_scale",
-    "callback_on_step_end", "callback_on_step_end_tensor_inputs", "output_type", "return_dict",
-    "num_images_per_prompt", "latents",
-})
+_RESERVED = frozenset(
+    {
+        "image",
+        "prompt",
+        "generator",
+        "height",
+        "width",
+        "num_inference_steps",
+        "guidance_scale",
+        "callback_on_step_end",
+        "callback_on_step_end_tensor_inputs",
+        "output_type",
+        "return_dict",
+        "num_images_per_prompt",
+        "latents",
+    }
+)
 
 
 def import_diffusers() -> Any:
@@ -150,7 +162,9 @@ class DiffusersEditor:
         if not isinstance(self.max_area, int) or self.max_area < 64:
             raise ValueError(f"max_area must be an int >= 64 (pixels), got {max_area!r}")
         if not isinstance(self.min_area, int) or not 0 <= self.min_area <= self.max_area:
-            raise ValueError(f"min_area must be an int in [0, max_area={self.max_area}], got {min_area!r}")
+            raise ValueError(
+                f"min_area must be an int in [0, max_area={self.max_area}], got {min_area!r}"
+            )
         extra = dict(call_kwargs or {})
         clash = sorted(_RESERVED.intersection(extra))
         if clash:
@@ -158,7 +172,9 @@ class DiffusersEditor:
         self.model = None if pipeline is not None else (model or self.default_model)
         self.options = options or LoadOptions()
         self.num_inference_steps = num_inference_steps or self.default_steps
-        self.guidance_scale = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        self.guidance_scale = (
+            self.default_guidance if guidance_scale is None else float(guidance_scale)
+        )
         self.call_kwargs = extra
         self._pipe = pipeline
 
@@ -179,20 +195,31 @@ class DiffusersEditor:
         """This family's MIRAGE sampler on this editor's pipeline (loaded now), and the keyword
         arguments each sampler call needs (from this editor's call options). ``options`` go to
         the sampler's constructor (e.g. ``max_batch``)."""
-        raise ValueError(f"{type(self).__name__} ({self.family}) has no MIRAGE sampler; "
-                         f"supports_mirage is False for {self!r}")
+        raise ValueError(
+            f"{type(self).__name__} ({self.family}) has no MIRAGE sampler; "
+            f"supports_mirage is False for {self!r}"
+        )
 
     def __repr__(self) -> str:
         source = repr(self.model) if self.model is not None else f"<{type(self._pipe).__name__}>"
-        return (f"{type(self).__name__}({source}, steps={self.num_inference_steps}, "
-                f"guidance={self.guidance_scale})")
+        return (
+            f"{type(self).__name__}({source}, steps={self.num_inference_steps}, "
+            f"guidance={self.guidance_scale})"
+        )
 
     # -- loading ------------------------------------------------------------------------------
     def _pipeline(self) -> Any:
         """The pipeline, loaded on first use (once per process per model, dtype and device)."""
         if self._pipe is None:
             opts = self.options.resolved()
-            key = ("diffusers", self.pipeline_class, self.model, opts.dtype, opts.device, opts.cpu_offload)
+            key = (
+                "diffusers",
+                self.pipeline_class,
+                self.model,
+                opts.dtype,
+                opts.device,
+                opts.cpu_offload,
+            )
             pipe = REGISTRY.get(key, lambda: self._load(opts))
             self._check_pipeline(pipe)
             self._pipe = pipe
@@ -233,18 +260,23 @@ class DiffusersEditor:
             raise ValueError(f"image must not be empty, got size {image.size!r}")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                                 or not 0 <= seed < 2**63):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+        ):
             raise ValueError(f"seed must be None or an int in [0, 2**63), got {seed!r}")
         _check_steps("num_inference_steps", num_inference_steps)
         _check_guidance("guidance_scale", guidance_scale)
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be callable or None, got {progress!r}")
         for name, value in (("height", height), ("width", width)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"{name} must be None or a positive int, got {value!r}")
         if (height is None) != (width is None):
-            raise ValueError(f"height and width go together, got height={height!r}, width={width!r}")
+            raise ValueError(
+                f"height and width go together, got height={height!r}, width={width!r}"
+            )
 
     def edit(
         self,
@@ -264,8 +296,9 @@ class DiffusersEditor:
         from PIL import Image
 
         # 1. check inputs
-        self.check_inputs(image, instruction, seed, num_inference_steps, guidance_scale, progress,
-                          height, width)
+        self.check_inputs(
+            image, instruction, seed, num_inference_steps, guidance_scale, progress, height, width
+        )
         steps = num_inference_steps or self.num_inference_steps
         guidance = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         out_w, out_h = (width, height) if width is not None else image.size
@@ -274,7 +307,9 @@ class DiffusersEditor:
         pipe = self._pipeline()
         multiple = self._multiple(pipe)
         ref_w, ref_h = self._generation_size(image.width, image.height, multiple)
-        gen_w, gen_h = (ref_w, ref_h) if width is None else self._generation_size(out_w, out_h, multiple)
+        gen_w, gen_h = (
+            (ref_w, ref_h) if width is None else self._generation_size(out_w, out_h, multiple)
+        )
         source = image.convert("RGB")
         if source.size != (ref_w, ref_h):
             source = source.resize((ref_w, ref_h), Image.Resampling.LANCZOS)
@@ -286,8 +321,14 @@ class DiffusersEditor:
         generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
         kwargs = self._call_kwargs(pipe, source, instruction, steps, guidance, gen_w, gen_h)
         kwargs.update(self.call_kwargs)
-        kwargs.update(image=source, prompt=instruction, generator=generator,
-                      num_inference_steps=steps, output_type="pil", return_dict=True)
+        kwargs.update(
+            image=source,
+            prompt=instruction,
+            generator=generator,
+            num_inference_steps=steps,
+            output_type="pil",
+            return_dict=True,
+        )
         if progress is not None:
             kwargs["callback_on_step_end"] = _step_callback(progress, steps)
 
@@ -302,8 +343,16 @@ class DiffusersEditor:
         return result
 
     # -- hooks for subclasses -----------------------------------------------------------------
-    def _call_kwargs(self, pipe: Any, image: Image.Image, instruction: str, steps: int,
-                     guidance: float, width: int, height: int) -> dict[str, Any]:
+    def _call_kwargs(
+        self,
+        pipe: Any,
+        image: Image.Image,
+        instruction: str,
+        steps: int,
+        guidance: float,
+        width: int,
+        height: int,
+    ) -> dict[str, Any]:
         """Pipeline-specific call arguments: guidance mapping, output size, extras."""
         return {"guidance_scale": guidance, "height": height, "width": width}
 
@@ -351,6 +400,10 @@ def _check_steps(name: str, value: Any) -> None:
 def _check_guidance(name: str, value: Any) -> None:
     if value is None:
         return
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value < 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"{name} must be None or a finite number >= 0, got {value!r}")

@@ -86,29 +86,73 @@ _CHAT_TEMPLATE = (
 
 # Small sizes every tiny text encoder shares.
 TINY_QWEN_TEXT = {
-    "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 1024, "max_window_layers": 2,
-    "bos_token_id": 256, "eos_token_id": 258, "vocab_size": 272,
+    "hidden_size": 16,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 1024,
+    "max_window_layers": 2,
+    "bos_token_id": 256,
+    "eos_token_id": 258,
+    "vocab_size": 272,
     "layer_types": ["full_attention", "full_attention"],
 }
-TINY_CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
-              "projection_dim": 32, "vocab_size": 520}
-TINY_FLUX_VAE = {  # 4 blocks: VAE factor 8 as in the real models
-    "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
-    "latent_channels": 4, "sample_size": 32,
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "projection_dim": 32,
+    "vocab_size": 520,
 }
-TINY_FLUX2 = {"in_channels": 16, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
-               "num_attention_heads": 2, "joint_attention_dim": 16, "axes_dims_rope": [4, 4, 4, 4]}
+TINY_FLUX_VAE = {  # 4 blocks: VAE factor 8 as in the real models
+    "block_out_channels": [8, 8, 8, 8],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "latent_channels": 4,
+    "sample_size": 32,
+}
+TINY_FLUX2 = {
+    "in_channels": 16,
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 16,
+    "axes_dims_rope": [4, 4, 4, 4],
+}
 
 # Scheduler configs (FlowMatchEulerDiscreteScheduler unless named).
-FLUX_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096,
-                   "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
-                   "use_dynamic_shifting": True}
-QWEN_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 8192,
-                   "max_shift": 0.9, "num_train_timesteps": 1000, "shift": 1.0, "shift_terminal": 0.02,
-                   "time_shift_type": "exponential", "use_dynamic_shifting": True}
-SD_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                 "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1}
+FLUX_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
+QWEN_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "time_shift_type": "exponential",
+    "use_dynamic_shifting": True,
+}
+SD_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+}
 
 
 # -- tokenizers -------------------------------------------------------------------------------
@@ -128,8 +172,15 @@ def qwen2_tokenizer(first_special_id: int = 151643, *, model_max_length: int = 4
     vocab = {s: i for i, s in enumerate(_byte_symbols())}
     for i, name in enumerate(_QWEN_SPECIALS):
         vocab[name] = first_special_id + i
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, unk_token=None,
-                         bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        model_max_length=model_max_length,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
     tok.add_special_tokens({"additional_special_tokens": _QWEN_SPECIALS[1:]})
     tok.chat_template = _CHAT_TEMPLATE
     return tok
@@ -167,11 +218,21 @@ def qwen2vl_processor(tokenizer: Any, preprocessor: Mapping[str, Any]) -> Any:
         def get_attributes(cls) -> list[str]:
             return ["image_processor", "tokenizer"]
 
-    keys = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size",
-            "image_mean", "image_std")
+    keys = (
+        "min_pixels",
+        "max_pixels",
+        "patch_size",
+        "temporal_patch_size",
+        "merge_size",
+        "image_mean",
+        "image_std",
+    )
     image_processor = Qwen2VLImageProcessorPil(
         **{k: v for k, v in preprocessor.items() if k in keys and "pixels" not in k},
-        size={"shortest_edge": preprocessor["min_pixels"], "longest_edge": preprocessor["max_pixels"]},
+        size={
+            "shortest_edge": preprocessor["min_pixels"],
+            "longest_edge": preprocessor["max_pixels"],
+        },
     )
     return _ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
@@ -188,7 +249,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _configs(config_dir: str, overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def _configs(
+    config_dir: str, overrides: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
     known = config_dirs()
     if config_dir not in known:
         raise ValueError(f"config_dir must be one of {sorted(known)}, got {config_dir!r}")
@@ -197,8 +260,10 @@ def _configs(config_dir: str, overrides: Mapping[str, Mapping[str, Any]] | None)
     for component, override in (overrides or {}).items():
         name = "processor_preprocessor_config" if component == "processor" else component
         if name not in configs:
-            raise ValueError(f"overrides names component {component!r}, not in {sorted(configs)} "
-                             f"of {config_dir!r}")
+            raise ValueError(
+                f"overrides names component {component!r}, not in {sorted(configs)} "
+                f"of {config_dir!r}"
+            )
         configs[name] = _merge(configs[name], override)
     return configs
 
@@ -218,8 +283,11 @@ def _default_dtype(dtype: Any) -> Iterator[None]:
 def _strip_dtypes(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` without dtype keys, at any depth: weights take the default dtype instead (a
     nested ``text_config.dtype`` would otherwise give one sub-model another dtype)."""
-    return {k: _strip_dtypes(v) if isinstance(v, dict) else v
-            for k, v in config.items() if k not in ("dtype", "torch_dtype")}
+    return {
+        k: _strip_dtypes(v) if isinstance(v, dict) else v
+        for k, v in config.items()
+        if k not in ("dtype", "torch_dtype")
+    }
 
 
 def _transformers_model(cls_name: str, config: dict[str, Any]) -> Any:
@@ -310,7 +378,9 @@ def tiny_pipeline(config_dir: str) -> Any:
 def _build_tiny(config_dir: str) -> Any:
     import torch
 
-    pipe = build_from_configs(config_dir, "float32", "cpu", overrides=tiny_overrides(config_dir), seed=0)
+    pipe = build_from_configs(
+        config_dir, "float32", "cpu", overrides=tiny_overrides(config_dir), seed=0
+    )
     bn = getattr(pipe.vae, "bn", None)
     if bn is not None:  # FLUX.2 VAE latent normalisation: exercise it with non-trivial stats
         gen = torch.Generator().manual_seed(0)
@@ -323,6 +393,12 @@ def _build_tiny(config_dir: str) -> Any:
 # ``options`` override any of the editor arguments set here (e.g. ``num_inference_steps=4``).
 def tiny_editor(cls: type[Any], config_dir: str, options: Mapping[str, Any], **extra: Any) -> Any:
     """A ``cls`` editor on the tiny ``config_dir`` pipeline (for a family's tiny factory)."""
-    kwargs = {"num_inference_steps": 2, "max_area": 128 * 128, "min_area": 0,
-              "call_kwargs": tiny_call_kwargs(config_dir), **extra, **options}
+    kwargs = {
+        "num_inference_steps": 2,
+        "max_area": 128 * 128,
+        "min_area": 0,
+        "call_kwargs": tiny_call_kwargs(config_dir),
+        **extra,
+        **options,
+    }
     return cls.from_pipeline(tiny_pipeline(config_dir), **kwargs)

@@ -41,6 +41,7 @@ class _Flux2Mirage:
         call = {k: v for k, v in extra.items() if k == "max_sequence_length"}
         return MirageFlux2(self._pipeline(), **options), call
 
+
 __all__ = [
     "Flux2Editor",
     "Flux2KleinEditor",
@@ -101,14 +102,22 @@ class Flux2KleinEditor(_Flux2Mirage, DiffusersEditor):
     default_max_area = 1024 * 1024
     min_side = 64
 
-    def __init__(self, model: str | None = None, *, distilled: bool | None = None,
-                 pipeline: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        distilled: bool | None = None,
+        pipeline: Any = None,
+        **kwargs: Any,
+    ) -> None:
         if distilled is not None and not isinstance(distilled, bool):
             raise ValueError(f"distilled must be None or a bool, got {distilled!r}")
         if pipeline is not None:
             flag = bool(pipeline.config.is_distilled)
             if distilled is not None and distilled != flag:
-                raise ValueError(f"distilled={distilled!r} but the pipeline has is_distilled={flag!r}")
+                raise ValueError(
+                    f"distilled={distilled!r} but the pipeline has is_distilled={flag!r}"
+                )
             distilled = flag
         self.distilled = True if distilled is None else distilled
         if not self.distilled:  # per-instance defaults of the base kind
@@ -126,8 +135,10 @@ class Flux2KleinEditor(_Flux2Mirage, DiffusersEditor):
         flag = bool(pipe.config.is_distilled)
         if flag != self.distilled:
             kind = "distilled" if flag else "base (undistilled)"
-            raise ValueError(f"model {self.model!r} is a {kind} FLUX.2 [klein] checkpoint "
-                             f"(is_distilled={flag}) but the editor has distilled={self.distilled!r}")
+            raise ValueError(
+                f"model {self.model!r} is a {kind} FLUX.2 [klein] checkpoint "
+                f"(is_distilled={flag}) but the editor has distilled={self.distilled!r}"
+            )
 
 
 # Registry factories. ``options`` as ``factory_kwargs``: e.g. ``model="/models/klein-9b"``,
@@ -160,14 +171,18 @@ def klein_base_9b(**options: Any) -> Flux2KleinEditor:
 
 # -- random weights (``tools.editors._random``) and registry names ------------------------------
 def _dev_parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
-            "tokenizer": qwen2_tokenizer(256)}  # only its chat template and ids < 272 are used
+    return {
+        "scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+        "tokenizer": qwen2_tokenizer(256),
+    }  # only its chat template and ids < 272 are used
 
 
 def _klein_parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
-            "tokenizer": qwen2_tokenizer(configs["text_encoder"]["bos_token_id"]),
-            "is_distilled": bool(configs["model_index"]["is_distilled"])}
+    return {
+        "scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+        "tokenizer": qwen2_tokenizer(configs["text_encoder"]["bos_token_id"]),
+        "is_distilled": bool(configs["model_index"]["is_distilled"]),
+    }
 
 
 #: Call arguments tiny pipelines need: out-layer indices that exist in a 2-layer text encoder,
@@ -179,33 +194,57 @@ _TINY_KLEIN = {"transformer": TINY_FLUX2, "vae": TINY_FLUX_VAE, "text_encoder": 
 RECIPES = (
     RandomRecipe(
         pipeline_class=Flux2Editor.pipeline_class,
-        models={"transformer": ("diffusers", "Flux2Transformer2DModel"),
-                "vae": ("diffusers", "AutoencoderKLFlux2"),
-                "text_encoder": ("transformers", "Mistral3ForConditionalGeneration")},
+        models={
+            "transformer": ("diffusers", "Flux2Transformer2DModel"),
+            "vae": ("diffusers", "AutoencoderKLFlux2"),
+            "text_encoder": ("transformers", "Mistral3ForConditionalGeneration"),
+        },
         parts=_dev_parts,
         config_dirs=("FLUX.2-dev",),
-        tiny={"FLUX.2-dev": {
-            "transformer": TINY_FLUX2,
-            "vae": TINY_FLUX_VAE,
-            "text_encoder": {
-                "text_config": {"vocab_size": 272, "hidden_size": 16, "intermediate_size": 37,
-                                "head_dim": 4, "num_attention_heads": 4, "num_hidden_layers": 2,
-                                "num_key_value_heads": 2, "max_position_embeddings": 512},
-                "vision_config": {"hidden_size": 16, "head_dim": 4, "num_hidden_layers": 1,
-                                  "num_attention_heads": 4, "intermediate_size": 37, "image_size": 30,
-                                  "patch_size": 6},
-                "image_token_index": 268,
-            },
-        }},
+        tiny={
+            "FLUX.2-dev": {
+                "transformer": TINY_FLUX2,
+                "vae": TINY_FLUX_VAE,
+                "text_encoder": {
+                    "text_config": {
+                        "vocab_size": 272,
+                        "hidden_size": 16,
+                        "intermediate_size": 37,
+                        "head_dim": 4,
+                        "num_attention_heads": 4,
+                        "num_hidden_layers": 2,
+                        "num_key_value_heads": 2,
+                        "max_position_embeddings": 512,
+                    },
+                    "vision_config": {
+                        "hidden_size": 16,
+                        "head_dim": 4,
+                        "num_hidden_layers": 1,
+                        "num_attention_heads": 4,
+                        "intermediate_size": 37,
+                        "image_size": 30,
+                        "patch_size": 6,
+                    },
+                    "image_token_index": 268,
+                },
+            }
+        },
         tiny_call_kwargs={"FLUX.2-dev": _TINY_CALL},
     ),
     RandomRecipe(
         pipeline_class=Flux2KleinEditor.pipeline_class,
-        models={"transformer": ("diffusers", "Flux2Transformer2DModel"),
-                "vae": ("diffusers", "AutoencoderKLFlux2"),
-                "text_encoder": ("transformers", "Qwen3ForCausalLM")},
+        models={
+            "transformer": ("diffusers", "Flux2Transformer2DModel"),
+            "vae": ("diffusers", "AutoencoderKLFlux2"),
+            "text_encoder": ("transformers", "Qwen3ForCausalLM"),
+        },
         parts=_klein_parts,
-        config_dirs=("FLUX.2-klein-4B", "FLUX.2-klein-9B", "FLUX.2-klein-base-4B", "FLUX.2-klein-base-9B"),
+        config_dirs=(
+            "FLUX.2-klein-4B",
+            "FLUX.2-klein-9B",
+            "FLUX.2-klein-base-4B",
+            "FLUX.2-klein-base-9B",
+        ),
         tiny={"FLUX.2-klein-4B": _TINY_KLEIN, "FLUX.2-klein-base-4B": _TINY_KLEIN},
         tiny_call_kwargs={"FLUX.2-klein-4B": _TINY_CALL, "FLUX.2-klein-base-4B": _TINY_CALL},
     ),
@@ -231,13 +270,15 @@ def tiny_flux2_klein_base_editor(**options: Any) -> Flux2KleinEditor:
 EDITORS = (Flux2Editor, Flux2KleinEditor)
 
 #: Registry names of this family (``tools.registry``): kind -> name -> factory in this module.
-BACKENDS = {"editor": {
-    "flux2-klein-9b": "klein_9b",
-    "flux2-klein-4b": "klein_4b",
-    "flux2-klein-base-9b": "klein_base_9b",
-    "flux2-klein-base-4b": "klein_base_4b",
-    "flux2-dev": "dev",
-    "flux2-klein-tiny": "tiny_flux2_klein_editor",
-    "flux2-klein-base-tiny": "tiny_flux2_klein_base_editor",
-    "flux2-dev-tiny": "tiny_flux2_editor",
-}}
+BACKENDS = {
+    "editor": {
+        "flux2-klein-9b": "klein_9b",
+        "flux2-klein-4b": "klein_4b",
+        "flux2-klein-base-9b": "klein_base_9b",
+        "flux2-klein-base-4b": "klein_base_4b",
+        "flux2-dev": "dev",
+        "flux2-klein-tiny": "tiny_flux2_klein_editor",
+        "flux2-klein-base-tiny": "tiny_flux2_klein_base_editor",
+        "flux2-dev-tiny": "tiny_flux2_editor",
+    }
+}

@@ -25,7 +25,14 @@ from tools.editors._random import (
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["FluxKontextEditor", "kontext_dev", "tiny_flux_kontext_editor", "EDITORS", "RECIPES", "BACKENDS"]
+__all__ = [
+    "FluxKontextEditor",
+    "kontext_dev",
+    "tiny_flux_kontext_editor",
+    "EDITORS",
+    "RECIPES",
+    "BACKENDS",
+]
 
 
 class FluxKontextEditor(DiffusersEditor):
@@ -50,16 +57,31 @@ class FluxKontextEditor(DiffusersEditor):
     default_max_area = 1024 * 1024
     default_min_area = 1024 * 1024
 
-    def __init__(self, model: str | None = None, *, auto_resize: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, model: str | None = None, *, auto_resize: bool = True, **kwargs: Any
+    ) -> None:
         if not isinstance(auto_resize, bool):
             raise ValueError(f"auto_resize must be a bool, got {auto_resize!r}")
         super().__init__(model, **kwargs)
         self.auto_resize = auto_resize
 
-    def _call_kwargs(self, pipe: Any, image: Image.Image, instruction: str, steps: int,
-                     guidance: float, width: int, height: int) -> dict[str, Any]:
-        return {"guidance_scale": guidance, "height": height, "width": width,
-                "max_area": width * height, "_auto_resize": self.auto_resize}
+    def _call_kwargs(
+        self,
+        pipe: Any,
+        image: Image.Image,
+        instruction: str,
+        steps: int,
+        guidance: float,
+        width: int,
+        height: int,
+    ) -> dict[str, Any]:
+        return {
+            "guidance_scale": guidance,
+            "height": height,
+            "width": width,
+            "max_area": width * height,
+            "_auto_resize": self.auto_resize,
+        }
 
     supports_mirage = True
 
@@ -79,29 +101,53 @@ def kontext_dev(**options: Any) -> FluxKontextEditor:
 
 # -- random weights (``tools.editors._random``) and registry names ------------------------------
 def _parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
-            "tokenizer": clip_tokenizer(), "tokenizer_2": t5_tokenizer()}
+    return {
+        "scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+        "tokenizer": clip_tokenizer(),
+        "tokenizer_2": t5_tokenizer(),
+    }
 
 
 #: Random-weight builds of this family: the real config folder, and a tiny CPU variant.
-RECIPES = (RandomRecipe(
-    pipeline_class=FluxKontextEditor.pipeline_class,
-    models={"transformer": ("diffusers", "FluxTransformer2DModel"), "vae": ("diffusers", "AutoencoderKL"),
+RECIPES = (
+    RandomRecipe(
+        pipeline_class=FluxKontextEditor.pipeline_class,
+        models={
+            "transformer": ("diffusers", "FluxTransformer2DModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
             "text_encoder": ("transformers", "CLIPTextModel"),
-            "text_encoder_2": ("transformers", "T5EncoderModel")},
-    parts=_parts,
-    config_dirs=("FLUX.1-Kontext-dev",),
-    tiny={"FLUX.1-Kontext-dev": {
-        "transformer": {"in_channels": 16, "num_layers": 1, "num_single_layers": 1,
-                        "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
-                        "pooled_projection_dim": 32, "axes_dims_rope": [4, 4, 8]},
-        "vae": TINY_FLUX_VAE,
-        "text_encoder": TINY_CLIP,
-        "text_encoder_2": {"d_model": 32, "d_ff": 37, "d_kv": 8, "num_layers": 2, "num_heads": 4,
-                           "relative_attention_num_buckets": 8, "vocab_size": 128},
-    }},
-    tiny_call_kwargs={"FLUX.1-Kontext-dev": {"max_sequence_length": 32}},
-),)
+            "text_encoder_2": ("transformers", "T5EncoderModel"),
+        },
+        parts=_parts,
+        config_dirs=("FLUX.1-Kontext-dev",),
+        tiny={
+            "FLUX.1-Kontext-dev": {
+                "transformer": {
+                    "in_channels": 16,
+                    "num_layers": 1,
+                    "num_single_layers": 1,
+                    "attention_head_dim": 16,
+                    "num_attention_heads": 2,
+                    "joint_attention_dim": 32,
+                    "pooled_projection_dim": 32,
+                    "axes_dims_rope": [4, 4, 8],
+                },
+                "vae": TINY_FLUX_VAE,
+                "text_encoder": TINY_CLIP,
+                "text_encoder_2": {
+                    "d_model": 32,
+                    "d_ff": 37,
+                    "d_kv": 8,
+                    "num_layers": 2,
+                    "num_heads": 4,
+                    "relative_attention_num_buckets": 8,
+                    "vocab_size": 128,
+                },
+            }
+        },
+        tiny_call_kwargs={"FLUX.1-Kontext-dev": {"max_sequence_length": 32}},
+    ),
+)
 
 
 def tiny_flux_kontext_editor(**options: Any) -> FluxKontextEditor:

@@ -23,7 +23,14 @@ from tools.editors._random import (
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["InstructPix2PixEditor", "instruct_pix2pix", "tiny_ip2p_editor", "EDITORS", "RECIPES", "BACKENDS"]
+__all__ = [
+    "InstructPix2PixEditor",
+    "instruct_pix2pix",
+    "tiny_ip2p_editor",
+    "EDITORS",
+    "RECIPES",
+    "BACKENDS",
+]
 
 
 class InstructPix2PixEditor(DiffusersEditor):
@@ -47,7 +54,9 @@ class InstructPix2PixEditor(DiffusersEditor):
     default_max_area = 512 * 512
     min_side = 64
 
-    def __init__(self, model: str | None = None, *, image_guidance_scale: float = 1.5, **kwargs: Any) -> None:
+    def __init__(
+        self, model: str | None = None, *, image_guidance_scale: float = 1.5, **kwargs: Any
+    ) -> None:
         _check_guidance("image_guidance_scale", image_guidance_scale)
         super().__init__(model, **kwargs)
         self.image_guidance_scale = float(image_guidance_scale)
@@ -56,8 +65,16 @@ class InstructPix2PixEditor(DiffusersEditor):
     def _multiple(pipe: Any) -> int:
         return int(pipe.vae_scale_factor)
 
-    def _call_kwargs(self, pipe: Any, image: Image.Image, instruction: str, steps: int,
-                     guidance: float, width: int, height: int) -> dict[str, Any]:
+    def _call_kwargs(
+        self,
+        pipe: Any,
+        image: Image.Image,
+        instruction: str,
+        steps: int,
+        guidance: float,
+        width: int,
+        height: int,
+    ) -> dict[str, Any]:
         # The output takes the (already resized) input's size; width/height are not arguments.
         return {"guidance_scale": guidance, "image_guidance_scale": self.image_guidance_scale}
 
@@ -70,28 +87,45 @@ def instruct_pix2pix(**options: Any) -> InstructPix2PixEditor:
 
 # -- random weights (``tools.editors._random``) and registry names ------------------------------
 def _parts(diffusers: Any, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"scheduler": diffusers.EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER),
-            "tokenizer": clip_tokenizer(), "safety_checker": None, "feature_extractor": None,
-            "requires_safety_checker": False}
+    return {
+        "scheduler": diffusers.EulerAncestralDiscreteScheduler.from_config(SD_SCHEDULER),
+        "tokenizer": clip_tokenizer(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
 
 
 #: Random-weight builds of this family: the real config folder, and a tiny CPU variant.
-RECIPES = (RandomRecipe(
-    pipeline_class=InstructPix2PixEditor.pipeline_class,
-    models={"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
-            "text_encoder": ("transformers", "CLIPTextModel")},
-    parts=_parts,
-    config_dirs=("instruct-pix2pix",),
-    tiny={"instruct-pix2pix": {
-        "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "sample_size": 16,
-                 "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-                 "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-                 "cross_attention_dim": 32, "attention_head_dim": 8, "norm_num_groups": 8},
-        "vae": TINY_FLUX_VAE,
-        "text_encoder": TINY_CLIP,
-    }},
-    tiny_call_kwargs={"instruct-pix2pix": {}},
-),)
+RECIPES = (
+    RandomRecipe(
+        pipeline_class=InstructPix2PixEditor.pipeline_class,
+        models={
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+        },
+        parts=_parts,
+        config_dirs=("instruct-pix2pix",),
+        tiny={
+            "instruct-pix2pix": {
+                "unet": {
+                    "block_out_channels": [16, 32],
+                    "layers_per_block": 1,
+                    "sample_size": 16,
+                    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+                    "cross_attention_dim": 32,
+                    "attention_head_dim": 8,
+                    "norm_num_groups": 8,
+                },
+                "vae": TINY_FLUX_VAE,
+                "text_encoder": TINY_CLIP,
+            }
+        },
+        tiny_call_kwargs={"instruct-pix2pix": {}},
+    ),
+)
 
 
 def tiny_ip2p_editor(**options: Any) -> InstructPix2PixEditor:

@@ -27,20 +27,22 @@ class MirageOutput:
     """The edited image (source size) and what the run did, for traces and tests."""
 
     image: Image.Image
-    cells: list[CellBox]                    # each region's box in latent cells
+    cells: list[CellBox]  # each region's box in latent cells
     boxes: list[tuple[int, int, int, int]]  # the same, pixel XYXY in the source frame
-    latents: torch.Tensor                   # final latent, (1, C, rows, cols), normalised
-    source_latent: torch.Tensor             # x0, the encoded source, (1, C, rows, cols)
-    region_mask: torch.Tensor               # (rows, cols) bool, union of the boxes
+    latents: torch.Tensor  # final latent, (1, C, rows, cols), normalised
+    source_latent: torch.Tensor  # x0, the encoded source, (1, C, rows, cols)
+    region_mask: torch.Tensor  # (rows, cols) bool, union of the boxes
     calls: list[dict[str, Any]] = field(default_factory=list)  # one per transformer call
     timings: dict[str, float] = field(default_factory=dict)
-    handover: dict[str, Any] = field(default_factory=dict)     # filled with keep_intermediates
+    handover: dict[str, Any] = field(default_factory=dict)  # filled with keep_intermediates
 
 
 class RegionalSampler:
     """Base of the MIRAGE samplers: ``sampler(image, instruction, regions, **options)``."""
 
-    def __call__(self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any) -> Any:
+    def __call__(
+        self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any
+    ) -> Any:
         """Edit ``image``: ``regions`` (pixel boxes in the source frame, each with its atomic
         instruction) and the full ``instruction`` for the global branch. Options: ``rho``
         (0 < rho <= 1; the last rho of the steps belong to the global branch),
@@ -59,14 +61,18 @@ class RegionalSampler:
         with torch.no_grad():
             return self._decode(lat)
 
-    def _sample(self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any) -> Any:
+    def _sample(
+        self, image: Image.Image, instruction: str, regions: list[Region], **kwargs: Any
+    ) -> Any:
         raise NotImplementedError
 
     def _decode(self, lat: torch.Tensor) -> Image.Image:
         raise NotImplementedError
 
     @staticmethod
-    def check_inputs(instruction: str, regions: list[Any], *, rho: float, num_inference_steps: int) -> list[Region]:
+    def check_inputs(
+        instruction: str, regions: list[Any], *, rho: float, num_inference_steps: int
+    ) -> list[Region]:
         """Raise ``ValueError`` naming a bad argument; return the regions as ``Region``s."""
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
@@ -77,16 +83,28 @@ class RegionalSampler:
         return [r if isinstance(r, Region) else Region.model_validate(r) for r in regions]
 
     @staticmethod
-    def _euler(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+    def _euler(
+        x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor
+    ) -> torch.Tensor:
         """One flow-matching Euler step, with the arithmetic of FlowMatchEulerDiscreteScheduler."""
         import torch
 
         return (x.to(torch.float32) + (s_next - s) * v).to(v.dtype)
 
     @staticmethod
-    def _paste_branches(s: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, z: list[torch.Tensor],
-                        crops: list[torch.Tensor], cells: list[CellBox], grid: tuple[int, int], *,
-                        paste: bool, keep: bool, step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def _paste_branches(
+        s: torch.Tensor,
+        eps: torch.Tensor,
+        x0: torch.Tensor,
+        z: list[torch.Tensor],
+        crops: list[torch.Tensor],
+        cells: list[CellBox],
+        grid: tuple[int, int],
+        *,
+        paste: bool,
+        keep: bool,
+        step: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """MIRAGE's handover for branches whose latents map 1:1 onto their cells (``docs/mirage.md``, handover).
 
         The canvas is the noisy source s*eps + (1-s)*x0, (1, C, rows, cols); each branch latent
@@ -97,23 +115,47 @@ class RegionalSampler:
         import torch
 
         canvas = (s * eps + (1 - s) * x0).to(x0.dtype)
-        strengths = [smooth3x3(torch.linalg.vector_norm(
-            zj - (s * eps[:, :, c.y1:c.y2, c.x1:c.x2] + (1 - s) * crops[j]), dim=1)[0].float())
-            for j, (zj, c) in enumerate(zip(z, cells))]
-        owner = owner_map(cells, strengths, grid).to(x0.device)       # (rows, cols), -1 = background
+        strengths = [
+            smooth3x3(
+                torch.linalg.vector_norm(
+                    zj - (s * eps[:, :, c.y1 : c.y2, c.x1 : c.x2] + (1 - s) * crops[j]), dim=1
+                )[0].float()
+            )
+            for j, (zj, c) in enumerate(zip(z, cells))
+        ]
+        owner = owner_map(cells, strengths, grid).to(x0.device)  # (rows, cols), -1 = background
         if paste:
             for j, c in enumerate(cells):
-                mine = owner[c.y1:c.y2, c.x1:c.x2] == j                # (h_j, w_j) bool
-                window = canvas[:, :, c.y1:c.y2, c.x1:c.x2]
-                window[:, :, mine] = z[j][:, :, mine]                  # copied, never resampled
-        kept = {"step": step, "canvas": canvas.clone(), "branches": [zj.clone() for zj in z],
-                "owner": owner.cpu()} if keep else {}
+                mine = owner[c.y1 : c.y2, c.x1 : c.x2] == j  # (h_j, w_j) bool
+                window = canvas[:, :, c.y1 : c.y2, c.x1 : c.x2]
+                window[:, :, mine] = z[j][:, :, mine]  # copied, never resampled
+        kept = (
+            {
+                "step": step,
+                "canvas": canvas.clone(),
+                "branches": [zj.clone() for zj in z],
+                "owner": owner.cpu(),
+            }
+            if keep
+            else {}
+        )
         return canvas, owner >= 0, kept
 
-    def _late_phase(self, lat: torch.Tensor, velocity: Callable[[torch.Tensor, Any], torch.Tensor],
-                    timesteps: Any, sig: torch.Tensor, start: int, eps: torch.Tensor, x0: torch.Tensor,
-                    inside: torch.Tensor, *, reset: bool, empty: bool,
-                    progress: ProgressFn | None) -> torch.Tensor:
+    def _late_phase(
+        self,
+        lat: torch.Tensor,
+        velocity: Callable[[torch.Tensor, Any], torch.Tensor],
+        timesteps: Any,
+        sig: torch.Tensor,
+        start: int,
+        eps: torch.Tensor,
+        x0: torch.Tensor,
+        inside: torch.Tensor,
+        *,
+        reset: bool,
+        empty: bool,
+        progress: ProgressFn | None,
+    ) -> torch.Tensor:
         """The late phase (``docs/mirage.md``): the global branch from step ``start``; after each step every cell outside
         ``inside`` (rows, cols) is reset to the source's noisy trajectory s*eps + (1-s)*x0, so at
         s = 0 the background is x0 exactly. ``velocity(lat, t)`` is the family's model call."""

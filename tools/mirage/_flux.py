@@ -48,8 +48,15 @@ class FluxFamilySampler(RegionalSampler):
     #: ``num_inference_steps`` when the caller gives none (the family's model card).
     default_steps: int = 28
 
-    def __init__(self, pipe: Any, *, max_batch: int = 8, min_cells: int = 4, batch_cfg: bool = True,
-                 branch_max_sequence_length: int | None = None) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        max_batch: int = 8,
+        min_cells: int = 4,
+        batch_cfg: bool = True,
+        branch_max_sequence_length: int | None = None,
+    ) -> None:
         self.pipe = pipe
         self.max_batch = max_batch
         self.min_cells = min_cells
@@ -81,8 +88,17 @@ class FluxFamilySampler(RegionalSampler):
     def _schedule(self, grid: tuple[int, int], num_inference_steps: int, device: Any) -> Any:
         raise NotImplementedError
 
-    def _velocity(self, lat: torch.Tensor, ref: torch.Tensor, text: Any, neg: Any, t: torch.Tensor,
-                  guidance: dict[str, Any], calls: list[dict[str, Any]], phase: str) -> torch.Tensor:
+    def _velocity(
+        self,
+        lat: torch.Tensor,
+        ref: torch.Tensor,
+        text: Any,
+        neg: Any,
+        t: torch.Tensor,
+        guidance: dict[str, Any],
+        calls: list[dict[str, Any]],
+        phase: str,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def _check_options(self, *, max_sequence_length: int, guidance: dict[str, Any]) -> None:
@@ -122,46 +138,60 @@ class FluxFamilySampler(RegionalSampler):
         src_w, src_h = image.size
         work = work_image(image.convert("RGB"), cell)
         sx, sy = work.width / src_w, work.height / src_h
-        grid = (work.height // cell, work.width // cell)               # (rows, cols)
-        cells = [snap_box(scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
-                 for r in regions]
+        grid = (work.height // cell, work.width // cell)  # (rows, cols)
+        cells = [
+            snap_box(scale_box(r.box, sx, sy), cell=cell, grid=grid, min_cells=self.min_cells)
+            for r in regions
+        ]
 
         # 3. Text: the full instruction (global branch), one atomic instruction per region
-        negative = self._negative_prompt(guidance)                     # None = no CFG
+        negative = self._negative_prompt(guidance)  # None = no CFG
         g_text = self._encode_text([instruction], max_sequence_length)  # 1 row
         g_neg = self._encode_text([negative], max_sequence_length) if negative is not None else None
         b_len = self.branch_max_sequence_length or max_sequence_length
         if regions:
             b_text = self._encode_text([r.instruction for r in regions], b_len)  # K rows
-        b_neg = (g_neg if b_len == max_sequence_length else self._encode_text([negative], b_len)) \
-            if negative is not None and regions else None
+        b_neg = (
+            (g_neg if b_len == max_sequence_length else self._encode_text([negative], b_len))
+            if negative is not None and regions
+            else None
+        )
 
         # 4. Encode the source once (trajectory target and reference) and each crop natively
         dtype = g_text.dtype
-        x0 = self._encode_image(work).to(dtype)                        # (1, C, rows, cols)
-        crops = [self._encode_image(work.crop(c.to_pixels(cell).as_tuple())).to(dtype)
-                 for c in cells]                                       # each (1, C, h_k, w_k)
+        x0 = self._encode_image(work).to(dtype)  # (1, C, rows, cols)
+        crops = [
+            self._encode_image(work.crop(c.to_pixels(cell).as_tuple())).to(dtype) for c in cells
+        ]  # each (1, C, h_k, w_k)
 
         # 5. One noise tensor for the whole latent; branches take their windows of it
         generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
-        eps = self._noise(x0, generator, device)                       # (1, C, rows, cols)
+        eps = self._noise(x0, generator, device)  # (1, C, rows, cols)
 
         # 6. Timesteps: the plain pipeline's schedule for the full canvas, shared by branches
         timesteps = self._schedule(grid, steps, device)
-        sig = pipe.scheduler.sigmas.to(device)                         # (N+1,), ends at 0
+        sig = pipe.scheduler.sigmas.to(device)  # (N+1,), ends at 0
         n_steps = len(timesteps)
         k_hand = round((1 - rho) * n_steps) if regions and target_replacement else 0
         timings["prepare_s"] = time.perf_counter() - t0
 
         # 7. Early phase: region branches only, same-shaped branches batched
         t1 = time.perf_counter()
-        z = [eps[:, :, c.y1:c.y2, c.x1:c.x2].clone() for c in cells]  # each (1, C, h_k, w_k)
+        z = [eps[:, :, c.y1 : c.y2, c.x1 : c.x2].clone() for c in cells]  # each (1, C, h_k, w_k)
         groups = batch_by_shape(cells, self.max_batch)
         for i in range(k_hand):
             for group in groups:
-                lat = torch.cat([z[j] for j in group])                 # (G, C, h, w)
-                v = self._velocity(lat, torch.cat([crops[j] for j in group]), b_text.take(group),
-                                   b_neg, timesteps[i], guidance, calls, "early")
+                lat = torch.cat([z[j] for j in group])  # (G, C, h, w)
+                v = self._velocity(
+                    lat,
+                    torch.cat([crops[j] for j in group]),
+                    b_text.take(group),
+                    b_neg,
+                    timesteps[i],
+                    guidance,
+                    calls,
+                    "early",
+                )
                 for j, zj in zip(group, self._euler(lat, v, sig[i], sig[i + 1]).split(1)):
                     z[j] = zj
             if progress is not None:
@@ -170,8 +200,17 @@ class FluxFamilySampler(RegionalSampler):
 
         # 8. Handover: noisy source at the post-step sigma, region latents pasted into their cells
         canvas, inside, handover = self._paste_branches(
-            sig[k_hand], eps, x0, z, crops, cells, grid, paste=target_replacement,
-            keep=keep_intermediates, step=k_hand)                      # (1, C, rows, cols), (rows, cols)
+            sig[k_hand],
+            eps,
+            x0,
+            z,
+            crops,
+            cells,
+            grid,
+            paste=target_replacement,
+            keep=keep_intermediates,
+            step=k_hand,
+        )  # (1, C, rows, cols), (rows, cols)
 
         # 9. Late phase: the global branch; the background follows the source's trajectory
         t2 = time.perf_counter()
@@ -179,8 +218,19 @@ class FluxFamilySampler(RegionalSampler):
         def global_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (1, C, rows, cols)
             return self._velocity(x, x0, g_text, g_neg, t, guidance, calls, "late")
 
-        lat = self._late_phase(canvas, global_velocity, timesteps, sig, k_hand, eps, x0, inside,
-                               reset=background_replacement, empty=not regions, progress=progress)
+        lat = self._late_phase(
+            canvas,
+            global_velocity,
+            timesteps,
+            sig,
+            k_hand,
+            eps,
+            x0,
+            inside,
+            reset=background_replacement,
+            empty=not regions,
+            progress=progress,
+        )
         timings["late_s"] = time.perf_counter() - t2
 
         # 10. Decode, back to the source size
@@ -188,5 +238,14 @@ class FluxFamilySampler(RegionalSampler):
         out = self._decode_to(lat, (src_w, src_h))
         timings["decode_s"] = time.perf_counter() - t3
         boxes = [scale_box(c.to_pixels(cell), 1 / sx, 1 / sy).as_tuple() for c in cells]
-        return MirageOutput(image=out, cells=cells, boxes=boxes, latents=lat, source_latent=x0,
-                            region_mask=inside.cpu(), calls=calls, timings=timings, handover=handover)
+        return MirageOutput(
+            image=out,
+            cells=cells,
+            boxes=boxes,
+            latents=lat,
+            source_latent=x0,
+            region_mask=inside.cpu(),
+            calls=calls,
+            timings=timings,
+            handover=handover,
+        )

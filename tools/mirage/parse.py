@@ -24,8 +24,14 @@ from tools.errors import RecoverableToolError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["PARSE_PROMPT", "EditPair", "RegionParseError", "InstructionParser",
-           "parse_edit_pairs", "VLMInstructionParser"]
+__all__ = [
+    "PARSE_PROMPT",
+    "EditPair",
+    "RegionParseError",
+    "InstructionParser",
+    "parse_edit_pairs",
+    "VLMInstructionParser",
+]
 
 PARSE_PROMPT = """You split an image editing instruction into independent edits, one per target object.
 For each edit give:
@@ -82,8 +88,12 @@ def parse_edit_pairs(text: str) -> list[EditPair]:
     for item in items:
         if not isinstance(item, dict):
             continue
-        ref = next((item[k] for k in _REF_KEYS if isinstance(item.get(k), str) and item[k].strip()), None)
-        edit = next((item[k] for k in _EDIT_KEYS if isinstance(item.get(k), str) and item[k].strip()), None)
+        ref = next(
+            (item[k] for k in _REF_KEYS if isinstance(item.get(k), str) and item[k].strip()), None
+        )
+        edit = next(
+            (item[k] for k in _EDIT_KEYS if isinstance(item.get(k), str) and item[k].strip()), None
+        )
         if ref and edit:
             pairs.append(EditPair(expression=ref.strip(), instruction=edit.strip()))
     if not pairs:
@@ -108,8 +118,15 @@ class VLMInstructionParser:
     the first attempt decodes greedily and retries sample at ``retry_temperature``.
     """
 
-    def __init__(self, vlm: Any = None, *, generate: Callable[[list[dict[str, Any]], int], str] | None = None,
-                 retries: int = 1, retry_temperature: float = 0.7, max_new_tokens: int = 256) -> None:
+    def __init__(
+        self,
+        vlm: Any = None,
+        *,
+        generate: Callable[[list[dict[str, Any]], int], str] | None = None,
+        retries: int = 1,
+        retry_temperature: float = 0.7,
+        max_new_tokens: int = 256,
+    ) -> None:
         if (vlm is None) == (generate is None):
             raise ValueError("pass exactly one of vlm= or generate=")
         if retries < 0:
@@ -123,16 +140,28 @@ class VLMInstructionParser:
     def _ask(self, messages: list[dict[str, Any]], attempt: int) -> str:
         if self._generate is not None:
             return self._generate(messages, attempt)
-        vlm = self._vlm() if callable(self._vlm) and not hasattr(self._vlm, "generate") else self._vlm
+        vlm = (
+            self._vlm() if callable(self._vlm) and not hasattr(self._vlm, "generate") else self._vlm
+        )
         sampled = attempt > 0
-        return vlm.generate([messages], max_new_tokens=self.max_new_tokens,
-                            temperature=self.retry_temperature if sampled else 0.0,
-                            seed=attempt if sampled else None, adapter=None)[0][0]
+        return vlm.generate(
+            [messages],
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.retry_temperature if sampled else 0.0,
+            seed=attempt if sampled else None,
+            adapter=None,
+        )[0][0]
 
     def parse(self, image: Image.Image, instruction: str) -> list[EditPair]:
-        messages = [{"role": "user", "content": [
-            {"type": "image", "image": image},
-            {"type": "text", "text": PARSE_PROMPT.format(instruction=instruction)}]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": image},
+                    {"type": "text", "text": PARSE_PROMPT.format(instruction=instruction)},
+                ],
+            }
+        ]
         answers: list[str] = []
         for attempt in range(self.retries + 1):
             answers.append(self._ask(messages, attempt))
@@ -140,16 +169,21 @@ class VLMInstructionParser:
                 return parse_edit_pairs(answers[-1])
             except ValueError:
                 continue
-        raise RegionParseError(f"could not split {instruction!r} into edits after {len(answers)} "
-                               f"attempt(s); last answer: {answers[-1][:200]!r}", tool="parser")
+        raise RegionParseError(
+            f"could not split {instruction!r} into edits after {len(answers)} "
+            f"attempt(s); last answer: {answers[-1][:200]!r}",
+            tool="parser",
+        )
 
 
 class StaticParser:
     """A parser that returns fixed pairs: for callers that already know their regions, and tests."""
 
     def __init__(self, pairs: Sequence[EditPair | tuple[str, str]]) -> None:
-        self.pairs = [p if isinstance(p, EditPair) else EditPair(expression=p[0], instruction=p[1])
-                      for p in pairs]
+        self.pairs = [
+            p if isinstance(p, EditPair) else EditPair(expression=p[0], instruction=p[1])
+            for p in pairs
+        ]
 
     def parse(self, image: Image.Image, instruction: str) -> list[EditPair]:
         return list(self.pairs)

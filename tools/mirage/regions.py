@@ -19,8 +19,17 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["Region", "CellBox", "snap_box", "batch_by_shape", "owner_map", "smooth3x3",
-           "work_image", "scale_box", "MAX_AREA"]
+__all__ = [
+    "Region",
+    "CellBox",
+    "snap_box",
+    "batch_by_shape",
+    "owner_map",
+    "smooth3x3",
+    "work_image",
+    "scale_box",
+    "MAX_AREA",
+]
 
 MAX_AREA = 1024 * 1024  # the FLUX pipelines resize larger references to ~1 MP
 
@@ -28,9 +37,13 @@ MAX_AREA = 1024 * 1024  # the FLUX pipelines resize larger references to ~1 MP
 class Region(BaseModel):
     """One regional edit: where (pixel XYXY box in the source image) and what to do there."""
 
-    instruction: str = Field(description="the atomic edit for this region, positional words dropped")
+    instruction: str = Field(
+        description="the atomic edit for this region, positional words dropped"
+    )
     box: Box = Field(description="target box, pixel XYXY in the source image's frame")
-    expression: str | None = Field(default=None, description="the referring expression it came from")
+    expression: str | None = Field(
+        default=None, description="the referring expression it came from"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,9 @@ def snap_box(box: Box, *, cell: int, grid: tuple[int, int], min_cells: int = 4) 
         a = max(0, lo // cell)
         b = min(size, -(-hi // cell))  # ceil
         if b <= a:  # box entirely outside the canvas on this axis
-            raise ValueError(f"box {box.as_tuple()!r} lies outside the {cols * cell}x{rows * cell} canvas")
+            raise ValueError(
+                f"box {box.as_tuple()!r} lies outside the {cols * cell}x{rows * cell} canvas"
+            )
         need = min(size, max(min_cells, b - a))
         if b - a < need:  # grow around the centre
             extra = need - (b - a)
@@ -91,7 +106,9 @@ def batch_by_shape(boxes: list[CellBox], max_batch: int) -> list[list[int]]:
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, b in enumerate(boxes):
         groups[b.shape].append(i)
-    return [idx[j:j + max_batch] for idx in groups.values() for j in range(0, len(idx), max_batch)]
+    return [
+        idx[j : j + max_batch] for idx in groups.values() for j in range(0, len(idx), max_batch)
+    ]
 
 
 def smooth3x3(x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +119,9 @@ def smooth3x3(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
 
 
-def owner_map(boxes: list[CellBox], strengths: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+def owner_map(
+    boxes: list[CellBox], strengths: list[torch.Tensor], grid: tuple[int, int]
+) -> torch.Tensor:
     """Which branch owns each cell of the canvas: (rows, cols) int64, -1 where no box lies.
 
     ``strengths[k]`` is branch k's (h_k, w_k) edit strength (already smoothed). Where boxes
@@ -116,10 +135,10 @@ def owner_map(boxes: list[CellBox], strengths: list[torch.Tensor], grid: tuple[i
     for k, (b, s) in enumerate(zip(boxes, strengths)):
         if tuple(s.shape) != b.shape:
             raise ValueError(f"strength {k} has shape {tuple(s.shape)}, box needs {b.shape}")
-        window = best[b.y1:b.y2, b.x1:b.x2]
+        window = best[b.y1 : b.y2, b.x1 : b.x2]
         wins = s.float().cpu() > window
         window[wins] = s.float().cpu()[wins]
-        owner[b.y1:b.y2, b.x1:b.x2][wins] = k
+        owner[b.y1 : b.y2, b.x1 : b.x2][wins] = k
     return owner
 
 
@@ -138,6 +157,9 @@ def scale_box(box: Box, sx: float, sy: float) -> Box:
     """``box`` scaled by (sx, sy), at least one pixel on each side."""
     if sx == 1 and sy == 1:
         return box
-    return Box(x1=int(box.x1 * sx), y1=int(box.y1 * sy),
-               x2=max(int(box.x1 * sx) + 1, round(box.x2 * sx)),
-               y2=max(int(box.y1 * sy) + 1, round(box.y2 * sy)))
+    return Box(
+        x1=int(box.x1 * sx),
+        y1=int(box.y1 * sy),
+        x2=max(int(box.x1 * sx) + 1, round(box.x2 * sx)),
+        y2=max(int(box.y1 * sy) + 1, round(box.y2 * sy)),
+    )

@@ -39,11 +39,19 @@ class RegionalEditor:
     sampler's when not given per call.
     """
 
-    def __init__(self, sampler: Callable[..., Any], *, parser: InstructionParser | None = None,
-                 grounder: Grounder | None = None, rho: float = 0.6,
-                 target_replacement: bool = True, background_replacement: bool = True,
-                 num_inference_steps: int = 50, guidance_scale: float = 4.0,
-                 sampler_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        sampler: Callable[..., Any],
+        *,
+        parser: InstructionParser | None = None,
+        grounder: Grounder | None = None,
+        rho: float = 0.6,
+        target_replacement: bool = True,
+        background_replacement: bool = True,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 4.0,
+        sampler_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho!r}")
         self.sampler = sampler
@@ -63,15 +71,19 @@ class RegionalEditor:
         ``kwargs`` are ``RegionalEditor`` arguments; ``sampler_kwargs`` given here win over the
         editor's."""
         if not getattr(editor, "supports_mirage", False):
-            raise ValueError(f"editor {editor!r} has no MIRAGE sampler (supports_mirage is not "
-                             f"True); MIRAGE needs a family that declares one")
+            raise ValueError(
+                f"editor {editor!r} has no MIRAGE sampler (supports_mirage is not "
+                f"True); MIRAGE needs a family that declares one"
+            )
         sampler, call = editor.mirage_sampler()
         kwargs.setdefault("num_inference_steps", editor.num_inference_steps)
         kwargs.setdefault("guidance_scale", editor.guidance_scale)
         kwargs["sampler_kwargs"] = {**call, **(kwargs.get("sampler_kwargs") or {})}
         return cls(sampler, **kwargs)
 
-    def find_regions(self, image: Image.Image, instruction: str) -> tuple[list[Region], dict[str, Any]]:
+    def find_regions(
+        self, image: Image.Image, instruction: str
+    ) -> tuple[list[Region], dict[str, Any]]:
         """Parse and ground: one region per (expression, edit) pair. Raises recoverable errors
         (``RegionParseError``, ``GroundingError``) when a target cannot be found."""
         if self.parser is None or self.grounder is None:
@@ -84,15 +96,24 @@ class RegionalEditor:
             found = self.grounder.ground(image, pair.expression)
             if not found.boxes:
                 raise GroundingError(f"no region found for {pair.expression!r}", tool="grounder")
-            regions.append(Region(instruction=pair.instruction, box=found.boxes[0],
-                                  expression=pair.expression))
+            regions.append(
+                Region(instruction=pair.instruction, box=found.boxes[0], expression=pair.expression)
+            )
         timings = {"parse_s": t1 - t0, "ground_s": time.perf_counter() - t1}
         return regions, timings
 
-    def edit(self, image: Image.Image, instruction: str, *, seed: int | None = None,
-             num_inference_steps: int | None = None, guidance_scale: float | None = None,
-             progress: ProgressFn | None = None, regions: list[Region] | None = None,
-             rho: float | None = None) -> EditOutput:
+    def edit(
+        self,
+        image: Image.Image,
+        instruction: str,
+        *,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        progress: ProgressFn | None = None,
+        regions: list[Region] | None = None,
+        rho: float | None = None,
+    ) -> EditOutput:
         rho = self.rho if rho is None else rho
         timings: dict[str, float] = {}
         if regions is None:
@@ -101,17 +122,31 @@ class RegionalEditor:
         device = str(getattr(pipe, "_execution_device", "cpu")) if pipe is not None else "cpu"
         with REGISTRY.device_lock(device):
             out = self.sampler(
-                image, instruction, regions, rho=rho, seed=seed, progress=progress,
+                image,
+                instruction,
+                regions,
+                rho=rho,
+                seed=seed,
+                progress=progress,
                 num_inference_steps=num_inference_steps or self.num_inference_steps,
                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
                 target_replacement=self.target_replacement,
-                background_replacement=self.background_replacement, **self.sampler_kwargs)
+                background_replacement=self.background_replacement,
+                **self.sampler_kwargs,
+            )
         timings.update(out.timings)
         info = {
-            "strategy": "mirage", "rho": rho,
-            "regions": [{"expression": r.expression, "instruction": r.instruction,
-                         "box": list(r.box.as_tuple()), "snapped_box": list(b)}
-                        for r, b in zip(regions, out.boxes)],
+            "strategy": "mirage",
+            "rho": rho,
+            "regions": [
+                {
+                    "expression": r.expression,
+                    "instruction": r.instruction,
+                    "box": list(r.box.as_tuple()),
+                    "snapped_box": list(b),
+                }
+                for r, b in zip(regions, out.boxes)
+            ],
             "transformer_calls": len(out.calls),
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
@@ -127,8 +162,11 @@ class RegionalEditArgs(BaseModel):
     image: ImageRef = Field(description="the image to edit")
     instruction: str = Field(description="the full instruction; may name several objects")
     regions: list[RegionArg] | None = Field(
-        default=None, description="explicit regions; None = parse the instruction and ground them")
-    rho: float = Field(default=0.6, gt=0, le=1, description="share of steps run by the global branch")
+        default=None, description="explicit regions; None = parse the instruction and ground them"
+    )
+    rho: float = Field(
+        default=0.6, gt=0, le=1, description="share of steps run by the global branch"
+    )
     seed: int | None = Field(default=None, description="random seed")
     num_inference_steps: int | None = Field(default=None, ge=1)
     guidance_scale: float | None = Field(default=None, ge=0)
@@ -138,24 +176,45 @@ class RegionalEditTool(BaseTool):
     """MIRAGE as a langchain-core tool: returns the edited image's ref and the regions used."""
 
     name: str = "regional_edit"
-    description: str = ("Edit several specific objects of an image at once, keeping everything "
-                        "else exactly as it was. Returns the edited image and the regions used.")
+    description: str = (
+        "Edit several specific objects of an image at once, keeping everything "
+        "else exactly as it was. Returns the edited image and the regions used."
+    )
     args_schema: type[BaseModel] = RegionalEditArgs
     editor: RegionalEditor
     store: ArtifactStore
     handle_tool_error: bool = True
 
-    def _run(self, image: ImageRef, instruction: str, regions: list[Any] | None = None,
-             rho: float = 0.6, seed: int | None = None, num_inference_steps: int | None = None,
-             guidance_scale: float | None = None, **_: Any) -> dict[str, Any]:
+    def _run(
+        self,
+        image: ImageRef,
+        instruction: str,
+        regions: list[Any] | None = None,
+        rho: float = 0.6,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
         given = None
         if regions is not None:
-            given = [Region(instruction=_get(r, "instruction"), box=Box(**dict(zip("x1 y1 x2 y2".split(), _get(r, "box")))))
-                     for r in regions]
+            given = [
+                Region(
+                    instruction=_get(r, "instruction"),
+                    box=Box(**dict(zip("x1 y1 x2 y2".split(), _get(r, "box")))),
+                )
+                for r in regions
+            ]
         try:
-            out = self.editor.edit(self.store.open(image), instruction, seed=seed,
-                                   num_inference_steps=num_inference_steps,
-                                   guidance_scale=guidance_scale, regions=given, rho=rho)
+            out = self.editor.edit(
+                self.store.open(image),
+                instruction,
+                seed=seed,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                regions=given,
+                rho=rho,
+            )
         except RecoverableToolError as exc:
             raise ToolException(str(exc)) from exc
         return {"image": self.store.put(out.image), **out.info}

@@ -69,7 +69,10 @@ def message_text(message: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [c if isinstance(c, str) else c.get("text", "") for c in content
-                 if isinstance(c, str) or (isinstance(c, dict) and c.get("type") == "text")]
+        parts = [
+            c if isinstance(c, str) else c.get("text", "")
+            for c in content
+            if isinstance(c, str) or (isinstance(c, dict) and c.get("type") == "text")
+        ]
         return "".join(parts)
     raise TypeError(f"chat model returned content of type {type(content).__name__}, expected text")

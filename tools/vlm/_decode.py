@@ -108,7 +108,9 @@ def fast_generate(
     if "input_ids" not in inputs:
         raise ValueError(f"inputs must hold 'input_ids'; got keys {sorted(inputs)}")
     gen_config = getattr(model, "generation_config", None)
-    eos = _eos_ids(eos_token_id if eos_token_id is not None else getattr(gen_config, "eos_token_id", None))
+    eos = _eos_ids(
+        eos_token_id if eos_token_id is not None else getattr(gen_config, "eos_token_id", None)
+    )
     if pad_token_id is None:
         pad_token_id = getattr(gen_config, "pad_token_id", None)
         if pad_token_id is None:
@@ -139,11 +141,19 @@ def fast_generate(
 
         # 2. prefill: the model's own forward on the B prompts, a dynamic cache, last logits only
         position_ids = _prompt_positions(model, inputs, attention_mask)  # (3, B, P)
-        extra = {k: v for k, v in inputs.items()
-                 if k not in ("input_ids", "attention_mask", "position_ids")}
-        out = _eager_forward(model)(input_ids=input_ids, attention_mask=attention_mask,
-                                    position_ids=position_ids, use_cache=True, logits_to_keep=1,
-                                    **extra)
+        extra = {
+            k: v
+            for k, v in inputs.items()
+            if k not in ("input_ids", "attention_mask", "position_ids")
+        }
+        out = _eager_forward(model)(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
         first_logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)  # (B*N, V)
         next_pos = (position_ids[:, :, -1:] + 1).repeat_interleave(n, dim=1)  # (3, B*N, 1)
 
@@ -158,8 +168,11 @@ def fast_generate(
         # 4. logits-processing inputs (device tensors: changing them never recompiles)
         seen = None
         if repetition_penalty != 1.0:
-            seen = state.seen(vocab) if state is not None else torch.zeros(
-                rows, vocab, dtype=torch.bool, device=device)
+            seen = (
+                state.seen(vocab)
+                if state is not None
+                else torch.zeros(rows, vocab, dtype=torch.bool, device=device)
+            )
             seen.zero_()
             seen.scatter_(1, input_ids.repeat_interleave(n, dim=0), True)
         eos_block = eos_open = None
@@ -167,14 +180,21 @@ def fast_generate(
             eos_open = torch.zeros(vocab, device=device)
             eos_block = eos_open.clone()
             eos_block[list(eos)] = float("-inf")
-        opts = _Options(temperature=float(temperature), top_k=top_k, top_p=top_p,
-                        penalty=float(repetition_penalty), device=device)
+        opts = _Options(
+            temperature=float(temperature),
+            top_k=top_k,
+            top_p=top_p,
+            penalty=float(repetition_penalty),
+            device=device,
+        )
 
         def noise() -> Any:
             return torch.empty(rows, vocab, device=device).exponential_() if sampling else None
 
         def bias(index: int) -> Any:
-            return None if eos_block is None else (eos_block if index < min_new_tokens else eos_open)
+            return (
+                None if eos_block is None else (eos_block if index < min_new_tokens else eos_open)
+            )
 
         # 5. first token from the prefill logits (eager: runs once per call)
         tokens = torch.empty(rows, max_new_tokens, dtype=torch.long, device=device)  # (B*N, T)
@@ -185,11 +205,13 @@ def fast_generate(
         made = max_new_tokens
         for k in range(max_new_tokens - 1):
             if seen is not None:
-                seen.scatter_(1, tokens[:, k:k + 1], True)
-            nxt = state.step(tokens[:, k:k + 1].clone(), next_pos + k, seen, noise(), bias(k + 1), opts)
+                seen.scatter_(1, tokens[:, k : k + 1], True)
+            nxt = state.step(
+                tokens[:, k : k + 1].clone(), next_pos + k, seen, noise(), bias(k + 1), opts
+            )
             tokens[:, k + 1].copy_(nxt)
             if eos_t is not None and (k + 2) % check_every == 0 and k + 2 < max_new_tokens:
-                if bool(torch.isin(tokens[:, :k + 2], eos_t).any(dim=1).all()):
+                if bool(torch.isin(tokens[:, : k + 2], eos_t).any(dim=1).all()):
                     made = k + 2
                     break
 
@@ -212,8 +234,15 @@ class _Options:
 
     __slots__ = ("temperature", "top_k", "top_p", "penalty")
 
-    def __init__(self, *, temperature: float, top_k: int | None, top_p: float | None,
-                 penalty: float, device: Any) -> None:
+    def __init__(
+        self,
+        *,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        penalty: float,
+        device: Any,
+    ) -> None:
         import torch
 
         def scalar(value: float) -> Any:
@@ -262,10 +291,19 @@ def _prompt_positions(model: Any, inputs: dict[str, Any], attention_mask: Any) -
         types[input_ids == config.image_token_id] = 1
         if getattr(config, "video_token_id", None) is not None:
             types[input_ids == config.video_token_id] = 2
-    extra = {"second_per_grid_ts": inputs["second_per_grid_ts"]} if "second_per_grid_ts" in inputs else {}
-    pos, deltas = model.model.get_rope_index(input_ids, mm_token_type_ids=types, image_grid_thw=grid,
-                                             video_grid_thw=video_grid, attention_mask=attention_mask,
-                                             **extra)
+    extra = (
+        {"second_per_grid_ts": inputs["second_per_grid_ts"]}
+        if "second_per_grid_ts" in inputs
+        else {}
+    )
+    pos, deltas = model.model.get_rope_index(
+        input_ids,
+        mm_token_type_ids=types,
+        image_grid_thw=grid,
+        video_grid_thw=video_grid,
+        attention_mask=attention_mask,
+        **extra,
+    )
     model.model.rope_deltas = deltas  # as generate leaves it, for callers that read it
     return pos
 
@@ -298,12 +336,26 @@ def _choose(logits: Any, seen: Any, noise: Any, eos_bias: Any, opts: _Options) -
     return (probs / noise).argmax(dim=-1)
 
 
-def _step(model: Any, cache: Any, tokens: Any, position_ids: Any, attention_mask: Any,
-          seen: Any, noise: Any, eos_bias: Any, opts: _Options) -> Any:
+def _step(
+    model: Any,
+    cache: Any,
+    tokens: Any,
+    position_ids: Any,
+    attention_mask: Any,
+    seen: Any,
+    noise: Any,
+    eos_bias: Any,
+    opts: _Options,
+) -> Any:
     """One decode step: (rows, 1) tokens at (3, rows, 1) positions -> (rows,) next tokens. The
     static cache advances by one in place (its length counter is a device tensor)."""
-    out = _eager_forward(model)(input_ids=tokens, position_ids=position_ids,
-                                attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+    out = _eager_forward(model)(
+        input_ids=tokens,
+        position_ids=position_ids,
+        attention_mask=attention_mask,
+        past_key_values=cache,
+        use_cache=True,
+    )
     return _choose(out.logits[:, -1, :].float(), seen, noise, eos_bias, opts)
 
 
@@ -362,8 +414,10 @@ class _DecodeState:
         the causal mask never lets a query reach them before they are overwritten."""
         layers = self.cache.layers
         if len(prefill_cache.layers) != len(layers):
-            raise ValueError(f"prefill cache has {len(prefill_cache.layers)} layers, "
-                             f"the static cache {len(layers)}")
+            raise ValueError(
+                f"prefill cache has {len(prefill_cache.layers)} layers, "
+                f"the static cache {len(layers)}"
+            )
         for src, dst in zip(prefill_cache.layers, layers):
             keys = src.keys.repeat_interleave(n, dim=0)  # (B*N, H, P, D)
             values = src.values.repeat_interleave(n, dim=0)
@@ -375,12 +429,14 @@ class _DecodeState:
         self.mask.fill_(1)
         self.mask[:, :prompt_len].copy_(attention_mask.repeat_interleave(n, dim=0))
 
-    def step(self, tokens: Any, position_ids: Any, seen: Any, noise: Any, eos_bias: Any,
-             opts: _Options) -> Any:
+    def step(
+        self, tokens: Any, position_ids: Any, seen: Any, noise: Any, eos_bias: Any, opts: _Options
+    ) -> Any:
         import torch
 
         if self.cuda_graphs:
             # Each replay overwrites the previous replay's outputs; the caller copied them out.
             torch.compiler.cudagraph_mark_step_begin()
-        return self._step(self.model, self.cache, tokens, position_ids, self.mask, seen, noise,
-                          eos_bias, opts)
+        return self._step(
+            self.model, self.cache, tokens, position_ids, self.mask, seen, noise, eos_bias, opts
+        )

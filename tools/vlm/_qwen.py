@@ -86,8 +86,9 @@ class QwenVL:
     Qwen2.5-VL: pixels of the processor-resized image) and the EditScore prompt format.
     """
 
-    def __init__(self, model: Any, processor: Any, *, family: Family | None = None,
-                 name: str = "qwen-vl") -> None:
+    def __init__(
+        self, model: Any, processor: Any, *, family: Family | None = None, name: str = "qwen-vl"
+    ) -> None:
         if family is None:
             family = family_of(getattr(model.config, "model_type", ""))
         if family not in ("qwen2.5", "qwen3"):
@@ -123,8 +124,10 @@ class QwenVL:
         with self._lock:
             if name in self._adapters:
                 if self._adapters[name] != source:
-                    raise ValueError(f"adapter {name!r} is already loaded from "
-                                     f"{self._adapters[name]!r}, not {source!r}")
+                    raise ValueError(
+                        f"adapter {name!r} is already loaded from "
+                        f"{self._adapters[name]!r}, not {source!r}"
+                    )
                 return
             local = resolve_local(source, what=f"{name} adapter")
             # transformers' integration applies the model's checkpoint key conversions, so
@@ -199,9 +202,16 @@ class QwenVL:
         """The prompt text in the model's chat format and its images, in order."""
         if isinstance(prompt, RawPrompt):
             return prompt.text, list(prompt.images)
-        text = self.processor.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        images = [item["image"] for message in prompt if isinstance(message.get("content"), list)
-                  for item in message["content"] if item.get("type") == "image"]
+        text = self.processor.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True
+        )
+        images = [
+            item["image"]
+            for message in prompt
+            if isinstance(message.get("content"), list)
+            for item in message["content"]
+            if item.get("type") == "image"
+        ]
         return text, images
 
     def generate(
@@ -241,8 +251,10 @@ class QwenVL:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if num_return_sequences < 1 or (temperature == 0 and num_return_sequences > 1):
-            raise ValueError(f"num_return_sequences must be >= 1, and 1 when decoding greedily "
-                             f"(temperature=0); got {num_return_sequences!r}")
+            raise ValueError(
+                f"num_return_sequences must be >= 1, and 1 when decoding greedily "
+                f"(temperature=0); got {num_return_sequences!r}"
+            )
         import torch
 
         # 2. render and tokenise: one batch, left-padded
@@ -251,7 +263,9 @@ class QwenVL:
             text, imgs = self.render(prompt)
             texts.append(text)
             images.extend(img.convert("RGB") for img in imgs)
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        inputs = self.processor(
+            text=texts, images=images or None, padding=True, return_tensors="pt"
+        )
         inputs = inputs.to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
 
@@ -272,13 +286,23 @@ class QwenVL:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         unsupported = _fast_unsupported(self.model.generation_config)
         if fast is None:
-            fast = self.device.startswith("cuda") and cache_implementation is None and not unsupported
+            fast = (
+                self.device.startswith("cuda") and cache_implementation is None and not unsupported
+            )
         elif fast and (unsupported or cache_implementation is not None):
-            raise ValueError(f"fast=True cannot honour cache_implementation={cache_implementation!r} "
-                             f"or generation-config settings {unsupported}; pass fast=False")
+            raise ValueError(
+                f"fast=True cannot honour cache_implementation={cache_implementation!r} "
+                f"or generation-config settings {unsupported}; pass fast=False"
+            )
         if fast:
-            kwargs = self._fast_kwargs(kwargs, temperature=temperature, top_p=top_p, top_k=top_k,
-                                       seed=seed, compile=compile is not False)
+            kwargs = self._fast_kwargs(
+                kwargs,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                seed=seed,
+                compile=compile is not False,
+            )
         else:
             if cache_implementation is not None:
                 kwargs["cache_implementation"] = cache_implementation
@@ -303,24 +327,41 @@ class QwenVL:
                 new = out[:, prompt_len:]
 
         # 5. decode the new tokens only
-        decoded = tok.batch_decode(new, skip_special_tokens=True,
-                                   clean_up_tokenization_spaces=False)
+        decoded = tok.batch_decode(
+            new, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         decoded = [d.strip() for d in decoded]
         n = num_return_sequences
-        return [decoded[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return [decoded[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _fast_kwargs(self, kwargs: dict[str, Any], *, temperature: float, top_p: float | None,
-                     top_k: int | None, seed: int | None, compile: bool) -> dict[str, Any]:
+    def _fast_kwargs(
+        self,
+        kwargs: dict[str, Any],
+        *,
+        temperature: float,
+        top_p: float | None,
+        top_k: int | None,
+        seed: int | None,
+        compile: bool,
+    ) -> dict[str, Any]:
         """``fast_generate`` arguments equal to what ``model.generate`` would use: unset sampling
         settings come from the model's generation config, then transformers' defaults."""
         gen = self.model.generation_config
-        out = {"max_new_tokens": kwargs["max_new_tokens"], "seed": seed, "compile": compile,
-               "num_return_sequences": kwargs["num_return_sequences"],
-               "pad_token_id": kwargs["pad_token_id"], "eos_token_id": gen.eos_token_id,
-               "repetition_penalty": gen.repetition_penalty or 1.0,
-               "min_new_tokens": gen.min_new_tokens or 0, "temperature": temperature}
+        out = {
+            "max_new_tokens": kwargs["max_new_tokens"],
+            "seed": seed,
+            "compile": compile,
+            "num_return_sequences": kwargs["num_return_sequences"],
+            "pad_token_id": kwargs["pad_token_id"],
+            "eos_token_id": gen.eos_token_id,
+            "repetition_penalty": gen.repetition_penalty or 1.0,
+            "min_new_tokens": gen.min_new_tokens or 0,
+            "temperature": temperature,
+        }
         if temperature > 0:
-            out["top_k"] = top_k if top_k is not None else (gen.top_k if gen.top_k is not None else 50)
+            out["top_k"] = (
+                top_k if top_k is not None else (gen.top_k if gen.top_k is not None else 50)
+            )
             out["top_p"] = top_p if top_p is not None else gen.top_p
         return out
 
@@ -331,19 +372,33 @@ class QwenVL:
                 return
             import torch
 
-            self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", dynamic=False)
+            self.model.forward = torch.compile(
+                self.model.forward, mode="reduce-overhead", dynamic=False
+            )
             self._compiled = True
 
 
 def _fast_unsupported(gen: Any) -> list[str]:
     """Generation-config settings that ``fast_generate`` does not implement and that would change
     ``model.generate``'s output (names; empty when the fast decoder gives the same answers)."""
-    neutral = {"no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
-               "begin_suppress_tokens": (None,), "sequence_bias": (None,), "forced_bos_token_id": (None,),
-               "forced_eos_token_id": (None,), "min_p": (None,), "typical_p": (None, 1.0),
-               "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "min_length": (None, 0),
-               "exponential_decay_length_penalty": (None,), "stop_strings": (None,),
-               "num_beams": (None, 1), "renormalize_logits": (None, False)}
+    neutral = {
+        "no_repeat_ngram_size": (None, 0),
+        "bad_words_ids": (None,),
+        "suppress_tokens": (None,),
+        "begin_suppress_tokens": (None,),
+        "sequence_bias": (None,),
+        "forced_bos_token_id": (None,),
+        "forced_eos_token_id": (None,),
+        "min_p": (None,),
+        "typical_p": (None, 1.0),
+        "epsilon_cutoff": (None, 0.0),
+        "eta_cutoff": (None, 0.0),
+        "min_length": (None, 0),
+        "exponential_decay_length_penalty": (None,),
+        "stop_strings": (None,),
+        "num_beams": (None, 1),
+        "renormalize_logits": (None, False),
+    }
     return [name for name, ok in neutral.items() if getattr(gen, name, None) not in ok]
 
 
@@ -415,7 +470,9 @@ def load_qwen_vl(
     from (e.g. the base model's, for a fine-tuned checkpoint saved without one). Never downloads:
     raises ``ModelNotFoundError`` naming the model and where it looked."""
     path = resolve_local(model, what=what)
-    proc_path = resolve_local(processor, what=f"{what} processor") if processor is not None else None
+    proc_path = (
+        resolve_local(processor, what=f"{what} processor") if processor is not None else None
+    )
     opts = (options or LoadOptions()).resolved()
     key = ("qwen-vl", path, proc_path, opts.dtype, opts.device)
     return REGISTRY.get(key, lambda: _load(path, proc_path or path, opts, name=os.fspath(model)))
@@ -437,8 +494,14 @@ def _load(path: str, proc_path: str, opts: LoadOptions, *, name: str) -> QwenVL:
     return QwenVL(model, _load_processor(proc_path, family), family=family, name=name)
 
 
-def qwen_vl_from_config(config: Any, processor: Any, *, seed: int = 0,
-                        options: LoadOptions | None = None, name: str = "qwen-vl-random") -> QwenVL:
+def qwen_vl_from_config(
+    config: Any,
+    processor: Any,
+    *,
+    seed: int = 0,
+    options: LoadOptions | None = None,
+    name: str = "qwen-vl-random",
+) -> QwenVL:
     """A ``QwenVL`` with random weights from a ``Qwen2_5_VLConfig``/``Qwen3VLConfig`` (tiny for
     tests, real size for GPU timing). Not shared through the registry: the caller owns it."""
     import torch

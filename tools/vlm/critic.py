@@ -76,8 +76,9 @@ _SCORE_KEYS = ("score", "scores")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 
 
-def parse_editscore_output(text: str, *, score_range: int = DEFAULT_SCORE_RANGE,
-                           expected: int = 2) -> ParsedScores:
+def parse_editscore_output(
+    text: str, *, score_range: int = DEFAULT_SCORE_RANGE, expected: int = 2
+) -> ParsedScores:
     """Read ``{"reasoning": "...", "score": [a, b]}`` from an EditScore answer.
 
     Tolerates prose and code fences around the object, key case, single quotes, unescaped
@@ -96,14 +97,18 @@ def parse_editscore_output(text: str, *, score_range: int = DEFAULT_SCORE_RANGE,
         raw_scores, reasoning = None, ""
     if raw_scores is None:
         # JSON beyond repair: the list after a "score" key, else a bare answer "[a, b]"
-        match = (re.search(r"""["']?scores?["']?\s*[:=]\s*\[([^\]]*)\]""", text, re.IGNORECASE)
-                 or re.fullmatch(rf"\s*\[\s*({_NUM}(?:\s*,\s*{_NUM})*)\s*\]\s*", text))
+        match = re.search(
+            r"""["']?scores?["']?\s*[:=]\s*\[([^\]]*)\]""", text, re.IGNORECASE
+        ) or re.fullmatch(rf"\s*\[\s*({_NUM}(?:\s*,\s*{_NUM})*)\s*\]\s*", text)
         if match is None:
             raise ScoreParseError("no score list in the answer")
         raw_scores = [p for p in (s.strip() for s in match.group(1).split(",")) if p]
         if data is None:
-            found = re.search(r"""["']?reasoning["']?\s*[:=]\s*["'](.*?)["']\s*,""", text,
-                              re.IGNORECASE | re.DOTALL)
+            found = re.search(
+                r"""["']?reasoning["']?\s*[:=]\s*["'](.*?)["']\s*,""",
+                text,
+                re.IGNORECASE | re.DOTALL,
+            )
             reasoning = found.group(1) if found else ""
     if isinstance(raw_scores, (int, float)) and not isinstance(raw_scores, bool):
         raw_scores = [raw_scores]
@@ -125,7 +130,7 @@ def _load_object(text: str) -> dict[str, Any] | None:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
         return None
-    s = text[start:end + 1]
+    s = text[start : end + 1]
     s = s.replace("“", '"').replace("”", '"').replace("‘", "'").replace("’", "'")
     s = re.sub(r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", re.sub(r"\bNone\b", "null", s)))
     s = re.sub(r",\s*([\]}])", r"\1", s)
@@ -144,13 +149,22 @@ def _load_object(text: str) -> dict[str, Any] | None:
 def _escape_reasoning(s: str) -> str:
     """Escape double quotes inside the reasoning string (the usual VLM JSON mistake): its value
     runs to the last quote followed by ``,`` or ``}``."""
-    pattern = re.compile(r'("reasoning"\s*:\s*")(.*?)("\s*,\s*"score|"\s*})', re.DOTALL | re.IGNORECASE)
-    return pattern.sub(lambda m: m.group(1) + re.sub(r'(?<!\\)"', r'\\"', m.group(2)) + m.group(3), s)
+    pattern = re.compile(
+        r'("reasoning"\s*:\s*")(.*?)("\s*,\s*"score|"\s*})', re.DOTALL | re.IGNORECASE
+    )
+    return pattern.sub(
+        lambda m: m.group(1) + re.sub(r'(?<!\\)"', r'\\"', m.group(2)) + m.group(3), s
+    )
 
 
 # -- arithmetic ---------------------------------------------------------------------------------
-def editscore_pass(sc: Sequence[float], pq: Sequence[float], *,
-                   score_range: int = DEFAULT_SCORE_RANGE, reasoning: str = "") -> Critique:
+def editscore_pass(
+    sc: Sequence[float],
+    pq: Sequence[float],
+    *,
+    score_range: int = DEFAULT_SCORE_RANGE,
+    reasoning: str = "",
+) -> Critique:
     """One pass's critique from the raw answers: ``sc = [editing success, overediting]``,
     ``pq = [naturalness, artifacts]``, each on 0..score_range, divided by score_range / 10.
 
@@ -160,8 +174,13 @@ def editscore_pass(sc: Sequence[float], pq: Sequence[float], *,
     if len(sc) != 2 or len(pq) != 2:
         raise ValueError(f"sc and pq must hold two scores each, got {list(sc)!r} and {list(pq)!r}")
     d = score_range / 10.0
-    return Critique(prompt_following=sc[0] / d, consistency=sc[1] / d,
-                    naturalness=pq[0] / d, artifacts=pq[1] / d, reasoning=reasoning)
+    return Critique(
+        prompt_following=sc[0] / d,
+        consistency=sc[1] / d,
+        naturalness=pq[0] / d,
+        artifacts=pq[1] / d,
+        reasoning=reasoning,
+    )
 
 
 class AveragedCritique(Critique):
@@ -189,8 +208,9 @@ class AveragedCritique(Critique):
         return self._mean("overall")
 
 
-def average_passes(passes: Sequence[Critique], *, requested: int | None = None,
-                   reasoning: str | None = None) -> Critique:
+def average_passes(
+    passes: Sequence[Critique], *, requested: int | None = None, reasoning: str | None = None
+) -> Critique:
     """Avg@N over the valid ``passes``; ``Critique.invalid`` when none is valid."""
     valid = [p for p in passes if p.valid]
     if not valid:
@@ -200,10 +220,13 @@ def average_passes(passes: Sequence[Critique], *, requested: int | None = None,
         return sum(getattr(p, attr) for p in valid) / len(valid)
 
     return AveragedCritique(
-        prompt_following=mean("prompt_following"), consistency=mean("consistency"),
-        naturalness=mean("naturalness"), artifacts=mean("artifacts"),
+        prompt_following=mean("prompt_following"),
+        consistency=mean("consistency"),
+        naturalness=mean("naturalness"),
+        artifacts=mean("artifacts"),
         reasoning=reasoning if reasoning is not None else valid[0].reasoning,
-        passes=list(valid), requested_passes=requested if requested is not None else len(passes),
+        passes=list(valid),
+        requested_passes=requested if requested is not None else len(passes),
     )
 
 
@@ -237,7 +260,9 @@ def _check(source: Any, edited: Any, instruction: Any) -> None:
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
 
 
-def _sc_images(source: Image.Image, edited: Image.Image, mask: Any) -> tuple[Image.Image, Image.Image]:
+def _sc_images(
+    source: Image.Image, edited: Image.Image, mask: Any
+) -> tuple[Image.Image, Image.Image]:
     if mask is None:
         return source.convert("RGB"), edited.convert("RGB")
     return apply_mask(source, mask), apply_mask(edited, mask)
@@ -268,10 +293,18 @@ class _PassRunner:
                     sc = parse_editscore_output(sc_text, score_range=self.score_range)
                     pq = parse_editscore_output(pq_text, score_range=self.score_range)
                 except ScoreParseError as exc:
-                    failures.append(f"{exc} (SC answer {sc_text[:200]!r}; PQ answer {pq_text[:200]!r})")
+                    failures.append(
+                        f"{exc} (SC answer {sc_text[:200]!r}; PQ answer {pq_text[:200]!r})"
+                    )
                     continue
-                passes.append(editscore_pass(sc.scores, pq.scores, score_range=self.score_range,
-                                             reasoning=f"SC: {sc.reasoning}\nPQ: {pq.reasoning}"))
+                passes.append(
+                    editscore_pass(
+                        sc.scores,
+                        pq.scores,
+                        score_range=self.score_range,
+                        reasoning=f"SC: {sc.reasoning}\nPQ: {pq.reasoning}",
+                    )
+                )
             missing = self.num_passes - len(passes)
         if not passes:
             return Critique.invalid("critic output could not be parsed: " + "; ".join(failures))
@@ -292,12 +325,25 @@ class EditScoreCritic:
 
     name = "editscore"
 
-    def __init__(self, vlm: QwenVL | Callable[[], QwenVL], *, adapter: str | None = EDITSCORE_ADAPTER,
-                 num_passes: int = 1, temperature: float = 0.7, top_p: float = 0.9, top_k: int = 20,
-                 max_new_tokens: int = 512, seed: int = 42, score_range: int = DEFAULT_SCORE_RANGE,
-                 retries: int = 1, cache_implementation: str | None = None) -> None:
+    def __init__(
+        self,
+        vlm: QwenVL | Callable[[], QwenVL],
+        *,
+        adapter: str | None = EDITSCORE_ADAPTER,
+        num_passes: int = 1,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 20,
+        max_new_tokens: int = 512,
+        seed: int = 42,
+        score_range: int = DEFAULT_SCORE_RANGE,
+        retries: int = 1,
+        cache_implementation: str | None = None,
+    ) -> None:
         if temperature == 0 and num_passes > 1:
-            raise ValueError("num_passes > 1 needs sampling (temperature > 0): greedy passes are identical")
+            raise ValueError(
+                "num_passes > 1 needs sampling (temperature > 0): greedy passes are identical"
+            )
         self._vlm = Lazy(vlm)
         self.adapter = adapter
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
@@ -313,8 +359,14 @@ class EditScoreCritic:
     def num_passes(self) -> int:
         return self._runner.num_passes
 
-    def prompts(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                mask: np.ndarray | None = None) -> tuple[Any, Any]:
+    def prompts(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> tuple[Any, Any]:
         """The SC and PQ prompts in the model family's EditScore format."""
         from tools.vlm._qwen import RawPrompt
 
@@ -323,23 +375,43 @@ class EditScoreCritic:
         sc_text = sc_prompt(instruction, score_range=self.score_range)
         pq_text = pq_prompt(score_range=self.score_range)
         if self.vlm.family == "qwen2.5":
-            return (RawPrompt(qwen25_chat(sc_text, 2), sc_images),
-                    RawPrompt(qwen25_chat(pq_text, 1), (full_edited,)))
+            return (
+                RawPrompt(qwen25_chat(sc_text, 2), sc_images),
+                RawPrompt(qwen25_chat(pq_text, 1), (full_edited,)),
+            )
 
         def chat(images: Sequence[Image.Image], text: str) -> list[dict[str, Any]]:
-            return [{"role": "user", "content": [{"type": "image", "image": im} for im in images]
-                     + [{"type": "text", "text": text}]}]
+            return [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": im} for im in images]
+                    + [{"type": "text", "text": text}],
+                }
+            ]
 
         return chat(sc_images, sc_text), chat([full_edited], pq_text)
 
     def _generate(self, prompts: list[Any], n: int, seed: int) -> list[list[str]]:
-        return self.vlm.generate(prompts, max_new_tokens=self.max_new_tokens,
-                                 temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                                 seed=seed, num_return_sequences=n, adapter=self.adapter,
-                                 cache_implementation=self.cache_implementation)
+        return self.vlm.generate(
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=seed,
+            num_return_sequences=n,
+            adapter=self.adapter,
+            cache_implementation=self.cache_implementation,
+        )
 
-    def critique(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> Critique:
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
         _check(source, edited, instruction)
         sc, pq = self.prompts(source, edited, instruction, mask=mask)
 
@@ -358,28 +430,52 @@ class ChatModelCritic:
 
     name = "editscore-chat"
 
-    def __init__(self, chat_model: Any, *, num_passes: int = 1, retries: int = 1,
-                 score_range: int = DEFAULT_SCORE_RANGE) -> None:
+    def __init__(
+        self,
+        chat_model: Any,
+        *,
+        num_passes: int = 1,
+        retries: int = 1,
+        score_range: int = DEFAULT_SCORE_RANGE,
+    ) -> None:
         if not hasattr(chat_model, "batch"):
             raise TypeError(f"chat_model must be a langchain-core chat model, got {chat_model!r}")
         self.chat_model = chat_model
         self.score_range = score_range
         self._runner = _PassRunner(num_passes, retries, score_range)
 
-    def messages(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> tuple[list[Any], list[Any]]:
+    def messages(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> tuple[list[Any], list[Any]]:
         """The SC and PQ conversations (one human message each)."""
         from langchain_core.messages import HumanMessage
 
         sc_images = _sc_images(source, edited, mask)
-        sc = HumanMessage(content=[image_url_block(im) for im in sc_images]
-                          + [{"type": "text", "text": sc_prompt(instruction, score_range=self.score_range)}])
-        pq = HumanMessage(content=[image_url_block(edited.convert("RGB")),
-                                   {"type": "text", "text": pq_prompt(score_range=self.score_range)}])
+        sc = HumanMessage(
+            content=[image_url_block(im) for im in sc_images]
+            + [{"type": "text", "text": sc_prompt(instruction, score_range=self.score_range)}]
+        )
+        pq = HumanMessage(
+            content=[
+                image_url_block(edited.convert("RGB")),
+                {"type": "text", "text": pq_prompt(score_range=self.score_range)},
+            ]
+        )
         return [sc], [pq]
 
-    def critique(self, source: Image.Image, edited: Image.Image, instruction: str, *,
-                 mask: np.ndarray | None = None) -> Critique:
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
         _check(source, edited, instruction)
         sc, pq = self.messages(source, edited, instruction, mask=mask)
 
@@ -391,29 +487,44 @@ class ChatModelCritic:
 
 
 # -- registry factories -------------------------------------------------------------------------
-def editscore_qwen3vl_8b(*, base: str = "Qwen/Qwen3-VL-8B-Instruct",
-                         lora: str = "EditScore/EditScore-Qwen3-VL-8B-Instruct", num_passes: int = 1,
-                         options: LoadOptions | None = None) -> EditScoreCritic:
+def editscore_qwen3vl_8b(
+    *,
+    base: str = "Qwen/Qwen3-VL-8B-Instruct",
+    lora: str = "EditScore/EditScore-Qwen3-VL-8B-Instruct",
+    num_passes: int = 1,
+    options: LoadOptions | None = None,
+) -> EditScoreCritic:
     """EditScore on Qwen3-VL-8B-Instruct + its LoRA. Raises ``ModelNotFoundError`` now when base
     or adapter are absent; loads on first use, sharing the base with a grounder on the same
     weights (adapter on for scoring, off for grounding)."""
     return _editscore(base, lora, num_passes, options)
 
 
-def editscore_qwen3vl_4b(*, base: str = "Qwen/Qwen3-VL-4B-Instruct",
-                         lora: str = "EditScore/EditScore-Qwen3-VL-4B-Instruct", num_passes: int = 1,
-                         options: LoadOptions | None = None) -> EditScoreCritic:
+def editscore_qwen3vl_4b(
+    *,
+    base: str = "Qwen/Qwen3-VL-4B-Instruct",
+    lora: str = "EditScore/EditScore-Qwen3-VL-4B-Instruct",
+    num_passes: int = 1,
+    options: LoadOptions | None = None,
+) -> EditScoreCritic:
     """EditScore on Qwen3-VL-4B-Instruct + its LoRA (see ``editscore_qwen3vl_8b``)."""
     return _editscore(base, lora, num_passes, options)
 
 
-def editscore_7b(*, base: str = "Qwen/Qwen2.5-VL-7B-Instruct", lora: str = "EditScore/EditScore-7B",
-                 num_passes: int = 1, options: LoadOptions | None = None) -> EditScoreCritic:
+def editscore_7b(
+    *,
+    base: str = "Qwen/Qwen2.5-VL-7B-Instruct",
+    lora: str = "EditScore/EditScore-7B",
+    num_passes: int = 1,
+    options: LoadOptions | None = None,
+) -> EditScoreCritic:
     """EditScore-7B: Qwen2.5-VL-7B-Instruct + its LoRA (see ``editscore_qwen3vl_8b``)."""
     return _editscore(base, lora, num_passes, options)
 
 
-def _editscore(base: str, lora: str, num_passes: int, options: LoadOptions | None) -> EditScoreCritic:
+def _editscore(
+    base: str, lora: str, num_passes: int, options: LoadOptions | None
+) -> EditScoreCritic:
     from tools.vlm._qwen import load_qwen_vl
 
     resolve_local(base, what="EditScore critic base")
@@ -428,5 +539,10 @@ def _editscore(base: str, lora: str, num_passes: int, options: LoadOptions | Non
 
 
 #: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
-BACKENDS = {"critic": {"editscore-qwen3-vl-8b": "editscore_qwen3vl_8b",
-                      "editscore-qwen3-vl-4b": "editscore_qwen3vl_4b", "editscore-7b": "editscore_7b"}}
+BACKENDS = {
+    "critic": {
+        "editscore-qwen3-vl-8b": "editscore_qwen3vl_8b",
+        "editscore-qwen3-vl-4b": "editscore_qwen3vl_4b",
+        "editscore-7b": "editscore_7b",
+    }
+}

@@ -80,22 +80,29 @@ Put the score in a list such that output score = [naturalness, artifacts]
 def sc_prompt(instruction: str, *, score_range: int = DEFAULT_SCORE_RANGE) -> str:
     """The semantic-consistency prompt (source + edited image) for ``instruction``: asks for
     ``score = [editing success, overediting]`` on 0..score_range."""
-    template = "\n".join([CONTEXT_NO_DELIMIT_REASONING_FIRST, PROMPTS_0SHOT_TWO_IMAGE_EDIT_RULE,
-                          PROMPTS_0SHOT_TIE_RULE_SC.replace("10", str(score_range))])
+    template = "\n".join(
+        [
+            CONTEXT_NO_DELIMIT_REASONING_FIRST,
+            PROMPTS_0SHOT_TWO_IMAGE_EDIT_RULE,
+            PROMPTS_0SHOT_TIE_RULE_SC.replace("10", str(score_range)),
+        ]
+    )
     return template.replace("<instruction>", instruction)
 
 
 def pq_prompt(*, score_range: int = DEFAULT_SCORE_RANGE) -> str:
     """The perceptual-quality prompt (edited image only): asks for
     ``score = [naturalness, artifacts]`` on 0..score_range."""
-    return "\n".join([CONTEXT_NO_DELIMIT_REASONING_FIRST,
-                      PROMPTS_0SHOT_RULE_PQ.replace("10", str(score_range))])
+    return "\n".join(
+        [CONTEXT_NO_DELIMIT_REASONING_FIRST, PROMPTS_0SHOT_RULE_PQ.replace("10", str(score_range))]
+    )
 
 
 def qwen25_chat(prompt: str, num_images: int) -> str:
     """EditScore's Qwen2.5-VL chat format (``mllm_tools/qwen25vl.py``): default system turn, then
     ``<imgK>: `` before each image's vision tokens, all images before the prompt text."""
     text = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-    text += "".join(f"<img{i}>: <|vision_start|><|image_pad|><|vision_end|>"
-                    for i in range(1, num_images + 1))
+    text += "".join(
+        f"<img{i}>: <|vision_start|><|image_pad|><|vision_end|>" for i in range(1, num_images + 1)
+    )
     return text + f"{prompt}<|im_end|>\n<|im_start|>assistant\n"

@@ -44,9 +44,9 @@ __all__ = [
 #: Grounding prompts (ours), phrased as in the Qwen-VL grounding cookbooks for each family.
 GROUNDING_PROMPTS: dict[str, str] = {
     "qwen3": 'Locate every instance that matches the following description: "{expression}". '
-             'Report bbox coordinates in JSON format.',
+    "Report bbox coordinates in JSON format.",
     "qwen2.5": 'Locate every "{expression}" in the image, output its bbox coordinates using '
-               'JSON format.',
+    "JSON format.",
 }
 
 _BOX_KEYS = ("bbox_2d", "bbox", "box_2d", "box")
@@ -96,7 +96,7 @@ def _repairs(s: str):
     yield s
     end = max(s.rfind("]"), s.rfind("}"))
     if end >= 0:
-        yield s[:end + 1]
+        yield s[: end + 1]
     fixed = re.sub(r"\bTrue\b", "true", s)
     fixed = re.sub(r"\bFalse\b", "false", fixed)
     fixed = re.sub(r"\bNone\b", "null", fixed)
@@ -108,7 +108,7 @@ def _repairs(s: str):
     # a cut-off list: keep the complete objects, close the list
     last = fixed.rfind("}")
     if last >= 0:
-        yield _close_brackets(re.sub(r",\s*$", "", fixed[:last + 1]))
+        yield _close_brackets(re.sub(r",\s*$", "", fixed[: last + 1]))
 
 
 def _close_brackets(s: str) -> str:
@@ -163,8 +163,13 @@ def _as_box(value: Any) -> tuple[float, float, float, float] | None:
 
 
 # -- coordinates --------------------------------------------------------------------------------
-def to_source_box(raw: tuple[float, float, float, float], *, convention: str,
-                  source_size: tuple[int, int], model_size: tuple[int, int] | None = None) -> Box | None:
+def to_source_box(
+    raw: tuple[float, float, float, float],
+    *,
+    convention: str,
+    source_size: tuple[int, int],
+    model_size: tuple[int, int] | None = None,
+) -> Box | None:
     """A model box in source pixels (XYXY, x2/y2 exclusive), or None when nothing of it lies in
     the image.
 
@@ -208,10 +213,18 @@ class QwenVLGrounder:
 
     name = "qwen-vl"
 
-    def __init__(self, vlm: QwenVL | Callable[[], QwenVL], *, convention: Family | None = None,
-                 refiner: Sam2Refiner | None = None, prompt: str | None = None,
-                 max_new_tokens: int = 256, retries: int = 1, retry_temperature: float = 0.7,
-                 image_size: int | None = None) -> None:
+    def __init__(
+        self,
+        vlm: QwenVL | Callable[[], QwenVL],
+        *,
+        convention: Family | None = None,
+        refiner: Sam2Refiner | None = None,
+        prompt: str | None = None,
+        max_new_tokens: int = 256,
+        retries: int = 1,
+        retry_temperature: float = 0.7,
+        image_size: int | None = None,
+    ) -> None:
         if convention not in (None, "qwen3", "qwen2.5"):
             raise ValueError(f"convention must be 'qwen3', 'qwen2.5' or None, got {convention!r}")
         if retries < 0:
@@ -237,17 +250,25 @@ class QwenVLGrounder:
 
     def messages(self, image: Image.Image, expression: str) -> list[dict[str, Any]]:
         template = self._prompt or GROUNDING_PROMPTS[self.convention]
-        return [{"role": "user", "content": [
-            {"type": "image", "image": image},
-            {"type": "text", "text": template.format(expression=expression)},
-        ]}]
+        return [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": image},
+                    {"type": "text", "text": template.format(expression=expression)},
+                ],
+            }
+        ]
 
     def _generate(self, messages: list[dict[str, Any]], attempt: int) -> str:
         sampled = attempt > 0
         answers = self.vlm.generate(
-            [messages], max_new_tokens=self.max_new_tokens,
+            [messages],
+            max_new_tokens=self.max_new_tokens,
             temperature=self.retry_temperature if sampled else 0.0,
-            seed=attempt if sampled else None, adapter=None)
+            seed=attempt if sampled else None,
+            adapter=None,
+        )
         return answers[0][0]
 
     def ground(self, image: Image.Image, expression: str) -> Grounding:
@@ -272,20 +293,25 @@ class QwenVLGrounder:
             except BoxParseError:
                 continue
         if raw_boxes is None:
-            raise GroundingError(f"could not read boxes for {expression!r} after "
-                                 f"{len(raws)} attempt(s); last answer: {raws[-1]!r}", tool="grounder")
+            raise GroundingError(
+                f"could not read boxes for {expression!r} after "
+                f"{len(raws)} attempt(s); last answer: {raws[-1]!r}",
+                tool="grounder",
+            )
 
         # 3. convert to source pixels; ``seen`` is ``source`` resized, so the model's frame
         #    (0..1000, or the processor-resized ``seen``) maps straight onto ``source``
         boxes: list[Box] = []
         for raw in raw_boxes:
-            box = to_source_box(raw, convention=convention, source_size=source.size,
-                                model_size=model_size)
+            box = to_source_box(
+                raw, convention=convention, source_size=source.size, model_size=model_size
+            )
             if box is not None and box not in boxes:
                 boxes.append(box)
         if not boxes:
-            raise GroundingError(f"no region found for {expression!r}; answer: {raws[-1]!r}",
-                                 tool="grounder")
+            raise GroundingError(
+                f"no region found for {expression!r}; answer: {raws[-1]!r}", tool="grounder"
+            )
 
         # 4. optional masks
         masks = self.refiner.refine(source, boxes) if self.refiner is not None else None
@@ -293,22 +319,33 @@ class QwenVLGrounder:
 
 
 # -- registry factories -------------------------------------------------------------------------
-def qwen3vl_8b(*, model: str = "Qwen/Qwen3-VL-8B-Instruct", sam2_checkpoint: str | None = None,
-               sam2_config: str = "large", options: LoadOptions | None = None) -> QwenVLGrounder:
+def qwen3vl_8b(
+    *,
+    model: str = "Qwen/Qwen3-VL-8B-Instruct",
+    sam2_checkpoint: str | None = None,
+    sam2_config: str = "large",
+    options: LoadOptions | None = None,
+) -> QwenVLGrounder:
     """Grounder on Qwen3-VL-8B-Instruct (0..1000 boxes), SAM2 masks when ``sam2_checkpoint`` is
     given. Raises ``ModelNotFoundError`` now when weights are absent; loads on first use. Shares
     the loaded model with any critic on the same base weights."""
     return _grounder(model, sam2_checkpoint, sam2_config, options)
 
 
-def qwen25vl_7b(*, model: str = "Qwen/Qwen2.5-VL-7B-Instruct", sam2_checkpoint: str | None = None,
-                sam2_config: str = "large", options: LoadOptions | None = None) -> QwenVLGrounder:
+def qwen25vl_7b(
+    *,
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct",
+    sam2_checkpoint: str | None = None,
+    sam2_config: str = "large",
+    options: LoadOptions | None = None,
+) -> QwenVLGrounder:
     """Grounder on Qwen2.5-VL-7B-Instruct (boxes in resized-input pixels); see ``qwen3vl_8b``."""
     return _grounder(model, sam2_checkpoint, sam2_config, options)
 
 
-def _grounder(model: str, sam2_checkpoint: str | None, sam2_config: str,
-              options: LoadOptions | None) -> QwenVLGrounder:
+def _grounder(
+    model: str, sam2_checkpoint: str | None, sam2_config: str, options: LoadOptions | None
+) -> QwenVLGrounder:
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.sam2_refiner import Sam2Refiner, load_sam2_predictor
 
@@ -318,9 +355,12 @@ def _grounder(model: str, sam2_checkpoint: str | None, sam2_config: str,
         path = os.path.expanduser(sam2_checkpoint)
         if not os.path.isfile(path):
             load_sam2_predictor(path)  # raises ModelNotFoundError with the full message
-        refiner = Sam2Refiner(lambda: load_sam2_predictor(path, config=sam2_config, options=options))
-    return QwenVLGrounder(lambda: load_qwen_vl(model, options=options, what="grounder"),
-                          refiner=refiner)
+        refiner = Sam2Refiner(
+            lambda: load_sam2_predictor(path, config=sam2_config, options=options)
+        )
+    return QwenVLGrounder(
+        lambda: load_qwen_vl(model, options=options, what="grounder"), refiner=refiner
+    )
 
 
 #: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.

@@ -27,8 +27,15 @@ if TYPE_CHECKING:
 
     from tools.vlm._qwen import QwenVL
 
-__all__ = ["MiraPlanner", "ChatModelPlanner", "planner_content", "parse_mira_output", "mira_7b", "mira_3b",
-           "MIRA_LORA_ADAPTER"]
+__all__ = [
+    "MiraPlanner",
+    "ChatModelPlanner",
+    "planner_content",
+    "parse_mira_output",
+    "mira_7b",
+    "mira_3b",
+    "MIRA_LORA_ADAPTER",
+]
 
 #: Adapter name of a MIRA LoRA on its base model.
 MIRA_LORA_ADAPTER = "mira-planner"
@@ -48,13 +55,18 @@ def parse_mira_output(raw: str) -> PlannerDecision:
     ``PlannerOutputError``, never an edit."""
     decision = parse_planner_output(raw)
     if decision.instruction is not None and (
-            _UNREADABLE.search(decision.instruction) or not _WORD.search(decision.instruction)):
+        _UNREADABLE.search(decision.instruction) or not _WORD.search(decision.instruction)
+    ):
         raise PlannerOutputError("the planner's instruction is not readable text", raw=raw)
     return decision
 
 
-def planner_content(original: Image.Image, current: Image.Image, instruction: str,
-                    image: Callable[[Image.Image], dict[str, Any]]) -> list[dict[str, Any]]:
+def planner_content(
+    original: Image.Image,
+    current: Image.Image,
+    instruction: str,
+    image: Callable[[Image.Image], dict[str, Any]],
+) -> list[dict[str, Any]]:
     """The user turn's content: the template's text with ``image(original)`` and
     ``image(current)`` in place of its two ``<image>`` markers, in that order."""
     if not isinstance(instruction, str) or not instruction.strip():
@@ -62,9 +74,13 @@ def planner_content(original: Image.Image, current: Image.Image, instruction: st
     parts = render_planner_prompt(instruction).split("<image>")
     if len(parts) != 3:  # the template is a constant: two markers
         raise RuntimeError("MIRA_PLANNER_TEMPLATE must contain exactly two <image> markers")
-    return [{"type": "text", "text": parts[0]}, image(original),
-            {"type": "text", "text": parts[1]}, image(current),
-            {"type": "text", "text": parts[2]}]
+    return [
+        {"type": "text", "text": parts[0]},
+        image(original),
+        {"type": "text", "text": parts[1]},
+        image(current),
+        {"type": "text", "text": parts[2]},
+    ]
 
 
 class MiraPlanner:
@@ -79,9 +95,16 @@ class MiraPlanner:
 
     name = "mira"
 
-    def __init__(self, vlm: QwenVL | Callable[[], QwenVL], *, adapter: str | None = None,
-                 max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = 0,
-                 image_size: int | None = DEFAULT_IMAGE_SIZE) -> None:
+    def __init__(
+        self,
+        vlm: QwenVL | Callable[[], QwenVL],
+        *,
+        adapter: str | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+        image_size: int | None = DEFAULT_IMAGE_SIZE,
+    ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
         if image_size is not None and image_size < 28:
@@ -94,9 +117,15 @@ class MiraPlanner:
         self.image_size = image_size
 
     @classmethod
-    def from_pretrained(cls, base: str | os.PathLike[str], *, checkpoint: str | None = None,
-                        lora: str | None = None, options: LoadOptions | None = None,
-                        **kwargs: Any) -> MiraPlanner:
+    def from_pretrained(
+        cls,
+        base: str | os.PathLike[str],
+        *,
+        checkpoint: str | None = None,
+        lora: str | None = None,
+        options: LoadOptions | None = None,
+        **kwargs: Any,
+    ) -> MiraPlanner:
         """A planner on local weights: ``checkpoint`` (a fully fine-tuned model directory; the
         processor comes from ``base`` unless the checkpoint has one) or ``lora`` (a peft adapter
         on ``base``), or ``base`` alone. Paths are checked now (``ModelNotFoundError`` if
@@ -126,19 +155,29 @@ class MiraPlanner:
 
     def messages(self, original: Image.Image, current: Image.Image, instruction: str) -> list[dict]:
         """The chat sent to the model (images resized to ``image_size``)."""
+
         def image(img: Image.Image) -> dict[str, Any]:
             return {"type": "image", "image": fit_longest_side(img, self.image_size)}
 
         return [{"role": "user", "content": planner_content(original, current, instruction, image)}]
 
     def _generate(self, messages: list[dict]) -> str:
-        answers = self.vlm.generate([messages], max_new_tokens=self.max_new_tokens,
-                                    temperature=self.temperature, seed=self.seed,
-                                    adapter=self.adapter)
+        answers = self.vlm.generate(
+            [messages],
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            adapter=self.adapter,
+        )
         return answers[0][0]
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem] = ()) -> PlannerDecision:
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem] = (),
+    ) -> PlannerDecision:
         raw = self._generate(self.messages(original, current, instruction))
         return parse_mira_output(raw)
 
@@ -163,40 +202,60 @@ class ChatModelPlanner:
 
         return [HumanMessage(content=planner_content(original, current, instruction, image))]
 
-    def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
-                    history: Sequence[HistoryItem] = ()) -> PlannerDecision:
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem] = (),
+    ) -> PlannerDecision:
         reply = self.chat_model.invoke(self.messages(original, current, instruction))
         return parse_mira_output(message_text(reply))
 
 
 def _has_processor(path: str) -> bool:
     local = resolve_local(path, what="MIRA planner")
-    return any(os.path.isfile(os.path.join(local, f)) for f in
-               ("preprocessor_config.json", "processor_config.json"))
+    return any(
+        os.path.isfile(os.path.join(local, f))
+        for f in ("preprocessor_config.json", "processor_config.json")
+    )
 
 
 # -- registry factories ---------------------------------------------------------------------------
-def mira_7b(*, checkpoint: str | None = None, lora: str | None = None,
-            base: str = "Qwen/Qwen2.5-VL-7B-Instruct", options: LoadOptions | None = None) -> MiraPlanner:
+def mira_7b(
+    *,
+    checkpoint: str | None = None,
+    lora: str | None = None,
+    base: str = "Qwen/Qwen2.5-VL-7B-Instruct",
+    options: LoadOptions | None = None,
+) -> MiraPlanner:
     """MIRA 7B: Qwen2.5-VL-7B-Instruct plus the MIRA fine-tune (``checkpoint``) or LoRA. Raises
     ``ModelNotFoundError`` when the weights are not on this machine, or none were named."""
     return _mira(base, checkpoint, lora, options, "MIRA 7B")
 
 
-def mira_3b(*, checkpoint: str | None = None, lora: str | None = None,
-            base: str = "Qwen/Qwen2.5-VL-3B-Instruct", options: LoadOptions | None = None) -> MiraPlanner:
+def mira_3b(
+    *,
+    checkpoint: str | None = None,
+    lora: str | None = None,
+    base: str = "Qwen/Qwen2.5-VL-3B-Instruct",
+    options: LoadOptions | None = None,
+) -> MiraPlanner:
     """MIRA 3B: Qwen2.5-VL-3B-Instruct plus the MIRA fine-tune or LoRA (see ``mira_7b``)."""
     return _mira(base, checkpoint, lora, options, "MIRA 3B")
 
 
-def _mira(base: str, checkpoint: str | None, lora: str | None, options: LoadOptions | None,
-          what: str) -> MiraPlanner:
+def _mira(
+    base: str, checkpoint: str | None, lora: str | None, options: LoadOptions | None, what: str
+) -> MiraPlanner:
     if checkpoint is None and lora is None:
         # A base Qwen-VL does not know the MIRA output format: refuse rather than run it silently.
         raise ModelNotFoundError(
             f"{what} planner: no fine-tuned weights given. The MIRA policy is {base!r} plus a "
             f"MIRA checkpoint or LoRA; pass checkpoint=<local dir> or lora=<local dir> (this "
-            f"package never downloads weights).", tool="planner")
+            f"package never downloads weights).",
+            tool="planner",
+        )
     return MiraPlanner.from_pretrained(base, checkpoint=checkpoint, lora=lora, options=options)
 
 

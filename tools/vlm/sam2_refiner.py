@@ -53,31 +53,53 @@ def _install_transforms_shim() -> None:
             resize to ``resolution`` square, ImageNet normalisation; hole filling is not
             supported (``max_hole_area``/``max_sprinkle_area`` must be 0, sam2's default)."""
 
-            def __init__(self, resolution: int, mask_threshold: float, max_hole_area: float = 0.0,
-                         max_sprinkle_area: float = 0.0) -> None:
+            def __init__(
+                self,
+                resolution: int,
+                mask_threshold: float,
+                max_hole_area: float = 0.0,
+                max_sprinkle_area: float = 0.0,
+            ) -> None:
                 super().__init__()
                 if max_hole_area > 0 or max_sprinkle_area > 0:
-                    raise ValueError("hole filling needs sam2's torchvision transforms; install "
-                                     "torchvision or keep max_hole_area=max_sprinkle_area=0")
+                    raise ValueError(
+                        "hole filling needs sam2's torchvision transforms; install "
+                        "torchvision or keep max_hole_area=max_sprinkle_area=0"
+                    )
                 self.resolution = resolution
                 self.mask_threshold = mask_threshold
-                self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), persistent=False)
-                self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1), persistent=False)
+                self.register_buffer(
+                    "mean", torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), persistent=False
+                )
+                self.register_buffer(
+                    "std", torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1), persistent=False
+                )
 
             def __call__(self, x: Any) -> torch.Tensor:
                 import numpy as np
 
-                t = torch.from_numpy(np.asarray(x, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
+                t = torch.from_numpy(np.asarray(x, dtype=np.uint8).copy()).permute(
+                    2, 0, 1
+                )  # (3, H, W)
                 t = t.float() / 255.0
-                t = F.interpolate(t[None], size=(self.resolution, self.resolution), mode="bilinear",
-                                  align_corners=False, antialias=True)[0]
+                t = F.interpolate(
+                    t[None],
+                    size=(self.resolution, self.resolution),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )[0]
                 return (t - self.mean) / self.std
 
             def forward_batch(self, img_list: Sequence[Any]) -> torch.Tensor:
                 return torch.stack([self(img) for img in img_list], dim=0)
 
-            def transform_coords(self, coords: torch.Tensor, normalize: bool = False,
-                                 orig_hw: tuple[int, int] | None = None) -> torch.Tensor:
+            def transform_coords(
+                self,
+                coords: torch.Tensor,
+                normalize: bool = False,
+                orig_hw: tuple[int, int] | None = None,
+            ) -> torch.Tensor:
                 if normalize:
                     if orig_hw is None:
                         raise ValueError("orig_hw is required when normalize=True")
@@ -87,11 +109,17 @@ def _install_transforms_shim() -> None:
                     coords[..., 1] = coords[..., 1] / h
                 return coords * self.resolution
 
-            def transform_boxes(self, boxes: torch.Tensor, normalize: bool = False,
-                                orig_hw: tuple[int, int] | None = None) -> torch.Tensor:
+            def transform_boxes(
+                self,
+                boxes: torch.Tensor,
+                normalize: bool = False,
+                orig_hw: tuple[int, int] | None = None,
+            ) -> torch.Tensor:
                 return self.transform_coords(boxes.reshape(-1, 2, 2), normalize, orig_hw)
 
-            def postprocess_masks(self, masks: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+            def postprocess_masks(
+                self, masks: torch.Tensor, orig_hw: tuple[int, int]
+            ) -> torch.Tensor:
                 return F.interpolate(masks.float(), orig_hw, mode="bilinear", align_corners=False)
 
         module = types.ModuleType("sam2.utils.transforms")
@@ -104,8 +132,10 @@ def _import_sam2() -> tuple[Any, Any]:
     try:
         import sam2  # noqa: F401
     except ImportError as exc:
-        raise ImportError("SAM2 refinement needs the `sam2` package: "
-                          "SAM2_BUILD_CUDA=0 pip install --no-deps sam2 hydra-core iopath") from exc
+        raise ImportError(
+            "SAM2 refinement needs the `sam2` package: "
+            "SAM2_BUILD_CUDA=0 pip install --no-deps sam2 hydra-core iopath"
+        ) from exc
     _install_transforms_shim()
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -113,8 +143,14 @@ def _import_sam2() -> tuple[Any, Any]:
     return build_sam2, SAM2ImagePredictor
 
 
-def build_sam2_predictor(checkpoint: str | os.PathLike[str] | None, *, config: str = SAM2_CONFIGS["large"],
-                         image_size: int | None = None, device: str = "cpu", seed: int = 0) -> Any:
+def build_sam2_predictor(
+    checkpoint: str | os.PathLike[str] | None,
+    *,
+    config: str = SAM2_CONFIGS["large"],
+    image_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Any:
     """A ``SAM2ImagePredictor`` from a packaged sam2 config (a name in ``SAM2_CONFIGS`` or a
     config path) and a checkpoint file; ``checkpoint=None`` gives random weights (seeded).
     ``image_size`` overrides the model's input size (``++model.image_size``; tests use 256)."""
@@ -134,8 +170,9 @@ def build_sam2_predictor(checkpoint: str | os.PathLike[str] | None, *, config: s
     return predictor
 
 
-def load_sam2_predictor(checkpoint: str | os.PathLike[str], *, config: str = "large",
-                        options: LoadOptions | None = None) -> Any:
+def load_sam2_predictor(
+    checkpoint: str | os.PathLike[str], *, config: str = "large", options: LoadOptions | None = None
+) -> Any:
     """The shared SAM2 predictor for a local checkpoint file, built once per process. Raises
     ``ModelNotFoundError`` when the file is absent (never downloads)."""
     path = os.path.expanduser(os.fspath(checkpoint))
@@ -143,7 +180,9 @@ def load_sam2_predictor(checkpoint: str | os.PathLike[str], *, config: str = "la
         raise ModelNotFoundError(
             f"SAM2 checkpoint {path!r} not found (not a file). This package never downloads "
             f"weights: download e.g. sam2.1_hiera_large.pt on a machine with access and pass its "
-            f"path, or build with a config and random weights for testing.", tool="grounder")
+            f"path, or build with a config and random weights for testing.",
+            tool="grounder",
+        )
     opts = (options or LoadOptions()).resolved()
     key = ("sam2", os.path.abspath(path), config, opts.device)
     return REGISTRY.get(key, lambda: build_sam2_predictor(path, config=config, device=opts.device))
@@ -171,7 +210,8 @@ class Sam2Refiner:
             try:
                 for box in boxes:
                     out, _scores, _logits = predictor.predict(
-                        box=np.asarray(box.as_tuple(), dtype=np.float32), multimask_output=False)
+                        box=np.asarray(box.as_tuple(), dtype=np.float32), multimask_output=False
+                    )
                     masks.append(np.asarray(out[0]) > 0)  # (H, W) bool
             finally:
                 predictor.reset_predictor()

@@ -31,8 +31,15 @@ __all__ = [
 ]
 
 #: The Qwen-VL special tokens the processor and chat template use.
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 
 # Qwen-VL-style chat templates: images become <|vision_start|><|image_pad|><|vision_end|> in
 # place; Qwen2.5-VL adds the default system turn, Qwen3-VL does not (as their real templates).
@@ -42,18 +49,28 @@ _CONTENT = (
     "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
 )
-_TURNS = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n" + _CONTENT
-          + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+_TURNS = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    + _CONTENT
+    + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 CHAT_TEMPLATES: dict[Family, str] = {
-    "qwen2.5": ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\n"
-                "You are a helpful assistant.<|im_end|>\n{% endif %}" + _TURNS),
+    "qwen2.5": (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n"
+        "You are a helpful assistant.<|im_end|>\n{% endif %}" + _TURNS
+    ),
     "qwen3": _TURNS,
 }
 
 # Small image frames keep the vision tower cheap: at most 8x8 patches before merging.
-_IMAGE = {"qwen2.5": {"patch": 14, "mean": [0.48145466, 0.4578275, 0.40821073],
-                      "std": [0.26862954, 0.26130258, 0.27577711]},
-          "qwen3": {"patch": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+_IMAGE = {
+    "qwen2.5": {
+        "patch": 14,
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+    },
+    "qwen3": {"patch": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+}
 
 
 def tiny_tokenizer(family: Family = "qwen3") -> Any:
@@ -62,10 +79,16 @@ def tiny_tokenizer(family: Family = "qwen3") -> Any:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     vocab = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=8192, unk_token=None,
-                         chat_template=CHAT_TEMPLATES[family])
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
-                   special_tokens=True)
+    tok = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        model_max_length=8192,
+        unk_token=None,
+        chat_template=CHAT_TEMPLATES[family],
+    )
+    tok.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True
+    )
     tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
     return tok
 
@@ -79,30 +102,53 @@ def tiny_processor(family: Family = "qwen3", *, max_patches: int = 8) -> Any:
     side = spec["patch"] * max_patches
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": (spec["patch"] * 2) ** 2, "longest_edge": side * side},
-        patch_size=spec["patch"], merge_size=2, temporal_patch_size=2,
-        image_mean=spec["mean"], image_std=spec["std"],
+        patch_size=spec["patch"],
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=spec["mean"],
+        image_std=spec["std"],
     )
     tok = tiny_tokenizer(family)
-    return processor_without_video(family)(image_processor=image_processor, tokenizer=tok,
-                                           chat_template=CHAT_TEMPLATES[family])
+    return processor_without_video(family)(
+        image_processor=image_processor, tokenizer=tok, chat_template=CHAT_TEMPLATES[family]
+    )
 
 
 def _token_ids(tok: Any) -> dict[str, int]:
-    ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    ids = {
+        name: tok.convert_tokens_to_ids(t)
+        for name, t in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
     return ids
 
 
 def _text_config(tok: Any, *, interleaved: bool) -> dict[str, Any]:
-    rope: dict[str, Any] = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}
+    rope: dict[str, Any] = {
+        "rope_type": "default",
+        "mrope_section": [2, 1, 1],
+        "rope_theta": 10000.0,
+    }
     if interleaved:
         rope["mrope_interleaved"] = True
-    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=8, vocab_size=len(tok), max_position_embeddings=8192,
-                rope_parameters=rope, bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
-                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
+    return dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        vocab_size=len(tok),
+        max_position_embeddings=8192,
+        rope_parameters=rope,
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+    )
 
 
 def tiny_qwen25vl_config(tok: Any) -> Any:
@@ -110,9 +156,18 @@ def tiny_qwen25vl_config(tok: Any) -> Any:
 
     return Qwen2_5_VLConfig(
         text_config=_text_config(tok, interleaved=False),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                           out_hidden_size=32, patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2, fullatt_block_indexes=[1], window_size=56),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            fullatt_block_indexes=[1],
+            window_size=56,
+        ),
         **_token_ids(tok),
     )
 
@@ -122,10 +177,18 @@ def tiny_qwen3vl_config(tok: Any) -> Any:
 
     return Qwen3VLConfig(
         text_config=_text_config(tok, interleaved=True),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                           out_hidden_size=32, patch_size=16, spatial_merge_size=2,
-                           temporal_patch_size=2, num_position_embeddings=64,
-                           deepstack_visual_indexes=[1]),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[1],
+        ),
         **_token_ids(tok),
     )
 
@@ -160,8 +223,13 @@ def tiny_lora_config(r: int = 4) -> Any:
     """A small LoRA on the language model's attention projections (peft ``LoraConfig``)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, init_lora_weights=False,
-                      target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    return LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=0.0,
+        init_lora_weights=False,
+        target_modules=r".*language_model.*\.(q_proj|v_proj)",
+    )
 
 
 def save_tiny_qwen_vl(vlm: QwenVL, path: Any) -> str:
@@ -196,8 +264,13 @@ def tiny_sam2_predictor(*, image_size: int = 256, seed: int = 0) -> Any:
     input size (``++model.image_size``), on CPU."""
     from tools.vlm.sam2_refiner import build_sam2_predictor
 
-    return build_sam2_predictor(None, config="configs/sam2.1/sam2.1_hiera_t.yaml",
-                                image_size=image_size, device="cpu", seed=seed)
+    return build_sam2_predictor(
+        None,
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        image_size=image_size,
+        device="cpu",
+        seed=seed,
+    )
 
 
 # -- zero-argument factories for the registry's ``tiny`` preset ---------------------------------
@@ -229,5 +302,8 @@ def tiny_editscore_critic() -> Any:
 
 
 #: Registry names declared by this module (``tools.registry``): kind -> name -> factory here.
-BACKENDS = {"planner": {"mira-tiny": "tiny_mira_planner"}, "grounder": {"qwen-vl-tiny": "tiny_grounder"},
-            "critic": {"editscore-tiny": "tiny_editscore_critic"}}
+BACKENDS = {
+    "planner": {"mira-tiny": "tiny_mira_planner"},
+    "grounder": {"qwen-vl-tiny": "tiny_grounder"},
+    "critic": {"editscore-tiny": "tiny_editscore_critic"},
+}
