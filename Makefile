@@ -29,10 +29,11 @@ demo: setup
 		--preset dry-run --out outputs/shapes_edited.png --force
 
 # The machine-checked style (config in pyproject.toml): the layer contract, lint and import
-# order, and the type check of the public API and the graph.
+# order, the format, and the type check of the public API and the graph.
 lint: setup
 	$(BIN)/lint-imports
-	$(BIN)/ruff check --extend-ignore E501 .
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 
 test: setup

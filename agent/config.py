@@ -112,7 +112,8 @@ class AgentConfig(BaseModel):
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="keyword options per backend name, passed to its factory, e.g. "
-        "{'mira-7b': {'checkpoint': '/models/mira-7b'}, 'flux2-klein-9b': {'model': '/models/klein'}}",
+        "{'mira-7b': {'checkpoint': '/models/mira-7b'}, "
+        "'flux2-klein-9b': {'model': '/models/klein'}}",
     )
     strategy: Literal["mira", "mirage", "mira+mirage"] = Field(
         default="mira",
@@ -211,7 +212,8 @@ class AgentConfig(BaseModel):
     )
     allowed_uri_schemes: tuple[str, ...] = Field(
         default=SUPPORTED_URI_SCHEMES,
-        description=f"URI schemes accepted for the input image, a subset of {SUPPORTED_URI_SCHEMES}",
+        description="URI schemes accepted for the input image, a subset of "
+        f"{SUPPORTED_URI_SCHEMES}",
     )
 
     @field_validator("preset")

@@ -83,7 +83,8 @@ def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentCo
     if grounder is None or not hasattr(type(grounder), "vlm"):
         raise ValueError(
             f"strategy {config.strategy!r} parses and grounds with the grounder's VLM: name a "
-            f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
+            f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass "
+            f"editors=[RegionalEditor(...)]"
         )
     if not getattr(editor, "supports_mirage", False):
         raise ValueError(

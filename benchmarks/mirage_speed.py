@@ -248,17 +248,19 @@ def main() -> None:
 
     ref = rows[0]["denoise_s"]
     print(
-        f"\n{dev}, {args.config} (random bf16 weights), {args.size}x{args.size}, {args.steps} steps, "
-        f"guidance {args.guidance}, rho {args.rho}\n"
+        f"\n{dev}, {args.config} (random bf16 weights), {args.size}x{args.size}, "
+        f"{args.steps} steps, guidance {args.guidance}, rho {args.rho}\n"
     )
     print(
-        "| variant | denoise s | vs plain | transformer calls | token rows | total s | peak above weights GiB |"
+        "| variant | denoise s | vs plain | transformer calls | token rows | total s "
+        "| peak above weights GiB |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['variant']} | {r['denoise_s']:.2f} | {r['denoise_s'] / ref:.2f}x | {r['calls']} | "
-            f"{r['token_rows']:,} | {r['total_s']:.2f} | {r['peak_extra_gib']:.2f} |"
+            f"| {r['variant']} | {r['denoise_s']:.2f} | {r['denoise_s'] / ref:.2f}x "
+            f"| {r['calls']} | {r['token_rows']:,} | {r['total_s']:.2f} "
+            f"| {r['peak_extra_gib']:.2f} |"
         )
     if args.json:
         Path(args.json).write_text(

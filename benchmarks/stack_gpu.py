@@ -3,7 +3,8 @@
     python benchmarks/stack_gpu.py editors   # each editor, one edit at ~1 MP, default steps
     python benchmarks/stack_gpu.py vlm       # planner step, critic pass (Avg@N), grounder box;
                                              # decode tokens/s per cache mode vs the bandwidth floor
-    python benchmarks/stack_gpu.py vlm --modes fast   # only the fast decode loop (tools/vlm/_decode.py)
+    python benchmarks/stack_gpu.py vlm --modes fast   # only the fast decode loop
+                                                      # (tools/vlm/_decode.py)
 
 Architectures come from tools/model_configs; tokenizers are the inline byte-level ones (any
 text, not the real vocabulary), so outputs are noise and every generate call is forced to
@@ -360,7 +361,8 @@ def bench_vlm(
                     "sequential_s": t_seq,
                 }
                 print(
-                    f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s vs sequential {t_seq:.2f} s",
+                    f"  Avg@{passes} ({mode}): batched {t_batched:.2f} s "
+                    f"vs sequential {t_seq:.2f} s",
                     flush=True,
                 )
         vlm = None  # free the memory (the timed lambdas close over vlm)
@@ -395,8 +397,8 @@ def main() -> None:
                 print(f"| {r['backend']} | failed: {r['error'][:80]} | | | | | |")
                 continue
             print(
-                f"| {r['backend']} | {r['size']} | {r['steps']} | {r['model_calls']} | {r['edit_s']:.2f} | "
-                f"{r['weights_gib']:.1f} | {r['peak_gib']:.1f} |"
+                f"| {r['backend']} | {r['size']} | {r['steps']} | {r['model_calls']} "
+                f"| {r['edit_s']:.2f} | {r['weights_gib']:.1f} | {r['peak_gib']:.1f} |"
             )
         result = {"device": env.name, "editors": rows}
     else:
@@ -409,23 +411,27 @@ def main() -> None:
             **bench_vlm(env, args.new_tokens, args.passes, not args.no_compile, modes),
         }
         print(
-            f"\n{env.name}; memory bandwidth {result['bandwidth_tb_s']:.2f} TB/s (copy, read+write)\n"
+            f"\n{env.name}; memory bandwidth {result['bandwidth_tb_s']:.2f} TB/s "
+            "(copy, read+write)\n"
         )
         print(
-            "| model | role | cache | prompt tokens | prefill s | new tokens | decode tok/s | floor tok/s | weights GiB |"
+            "| model | role | cache | prompt tokens | prefill s | new tokens | decode tok/s "
+            "| floor tok/s | weights GiB |"
         )
         print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for r in result["rows"]:
             print(
-                f"| {r['model']} | {r['role']} | {r['mode']} | {r['prompt_tokens']} | {r['prefill_s']:.3f} | "
-                f"{r['new_tokens']} | {r['decode_tok_s']:.1f} | {r['floor_tok_s']:.0f} | {r['weights_gib']:.1f} |"
+                f"| {r['model']} | {r['role']} | {r['mode']} | {r['prompt_tokens']} "
+                f"| {r['prefill_s']:.3f} | {r['new_tokens']} | {r['decode_tok_s']:.1f} "
+                f"| {r['floor_tok_s']:.0f} | {r['weights_gib']:.1f} |"
             )
         for key in ("avg_at_n", "avg_at_n_fast"):
             if key in result:
                 a = result[key]
                 print(
-                    f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): one batched call "
-                    f"{a['batched_s']:.2f} s, {a['passes']} calls {a['sequential_s']:.2f} s"
+                    f"\nAvg@{a['passes']} ({a['new_tokens']} tokens each, {a['mode']}): "
+                    f"one batched call {a['batched_s']:.2f} s, "
+                    f"{a['passes']} calls {a['sequential_s']:.2f} s"
                 )
     result["args"] = vars(args)
     if args.json:

@@ -106,7 +106,8 @@ def _count_transformer_calls(editor: DiffusersEditor, **edit_kwargs) -> list[int
 
 
 # -- every backend, end to end ----------------------------------------------------------------
-# The editor contract (size, mode, progress, same seed same pixels) is tests/test_contract_protocols.py.
+# The editor contract (size, mode, progress, same seed same pixels) is in
+# tests/test_contract_protocols.py.
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_another_seed_gives_other_pixels(editors, image, name):
     editor = editors[name]

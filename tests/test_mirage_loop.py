@@ -45,7 +45,7 @@ def regional(parser, grounder=None, **kw) -> RegionalEditor:
             [("the leftmost cup", "make it red")],
         ),
         (
-            'Sure!\n```json\n[{"ref": "the dog", "edit": "add a hat"}, {"ref": "the car", "edit": "paint it blue"},]\n```',
+            'Sure!\n```json\n[{"ref": "the dog", "edit": "add a hat"}, {"ref": "the car", "edit": "paint it blue"},]\n```',  # noqa: E501
             [("the dog", "add a hat"), ("the car", "paint it blue")],
         ),
         ("[{'ref': 'the left cup', 'edit': 'remove it'}", [("the left cup", "remove it")]),

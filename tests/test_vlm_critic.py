@@ -88,7 +88,7 @@ def test_prompts_are_editscore_verbatim():
     [
         (answer([20, 15], "The car is red."), (20, 15), "The car is red."),
         (
-            'Here is my evaluation:\n```json\n{"reasoning": "fine", "score": [25, 22.5]}\n```\nDone.',
+            'Here is my evaluation:\n```json\n{"reasoning": "fine", "score": [25, 22.5]}\n```\nDone.',  # noqa: E501
             (25, 22.5),
             "fine",
         ),

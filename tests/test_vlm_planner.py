@@ -82,7 +82,7 @@ def test_prompt_is_the_mira_template_with_both_images_in_place(vlm, images):
     [
         ("NEXT_EDITING_INSTRUCTION: make the car red", "make the car red"),
         (
-            "The car is still blue.\nNEXT_EDITING_INSTRUCTION: make the car red\nThis is the next step.",
+            "The car is still blue.\nNEXT_EDITING_INSTRUCTION: make the car red\nThis is the next step.",  # noqa: E501
             "make the car red",
         ),
         ("next_editing_instruction:   Add a hat to the dog  ", "Add a hat to the dog"),

@@ -1,9 +1,9 @@
 """Backend names -> factories, per tool kind.
 
 Entries are ``"module:attribute"`` strings, imported only when a backend is built, so naming
-a heavy backend costs nothing until it is used. A factory is called with the backend's options (none by default) and
-returns an object satisfying the kind's protocol (``tools.contracts``); keyword options come
-from ``AgentConfig.backend_options``.
+a heavy backend costs nothing until it is used. A factory is called with the backend's options
+(none by default) and returns an object satisfying the kind's protocol (``tools.contracts``);
+keyword options come from ``AgentConfig.backend_options``.
 
 Each model family declares its own names in its own module (``BACKENDS``, e.g.
 ``tools/editors/flux2.py``); the registry collects them from ``FAMILY_PACKAGES`` on first use.

@@ -4,8 +4,8 @@ stream as JSONL plus PNG files.
 
 - ``edit_pairs``: (source, atomic instruction, target) for single-edit editors.
 - ``planner_tuples``: (original, current, full instruction, next atomic edit or ``<stop>``),
-  MIRA's step-wise SFT tuples (the MIRA paper's training data format), including corrective samples where the current
-  image holds a wrong edit and the answer is the edit that undoes it.
+  MIRA's step-wise SFT tuples (the MIRA paper's training data format), including corrective
+  samples where the current image holds a wrong edit and the answer is the edit that undoes it.
 - ``grounding_pairs``: (image, referring expression, box) for every expression of every object.
 - ``critic_tuples``: (source, edited, atomic instruction, scores) for a correct edit and for
   each of the noisy editor's mistakes (wrong object, bleed, no change).

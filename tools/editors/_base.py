@@ -5,8 +5,9 @@ an already-built pipeline) and *how to place it* (``LoadOptions``); it loads the
 first ``edit`` through ``tools.models.REGISTRY`` (once per process per
 ``(pipeline class, model, dtype, device, offload)``) and runs each diffusion under
 ``REGISTRY.device_lock`` and a lock of its pipeline (a pipeline call is not re-entrant, so
-editors sharing one pipeline take turns, on the CPU too). Subclasses only say which pipeline class they drive, their defaults
-and how the shared arguments map onto that pipeline's call (``_call_kwargs``).
+editors sharing one pipeline take turns, on the CPU too). Subclasses only say which pipeline
+class they drive, their defaults and how the shared arguments map onto that pipeline's call
+(``_call_kwargs``).
 
 Sizes: the pipeline runs at the input's size scaled into ``[min_area, max_area]`` (aspect
 kept) and rounded to the model's pixel multiple (VAE factor x patch size); the input is resized

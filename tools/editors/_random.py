@@ -79,7 +79,8 @@ _QWEN_SPECIALS = (
 _CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}{% else %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
     "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -166,7 +167,8 @@ def qwen2_tokenizer(first_special_id: int = 151643, *, model_max_length: int = 4
     """A byte-level Qwen2 tokenizer with no merges: ids 0..255 are bytes, the Qwen2 special
     tokens (``<|endoftext|>``, ``<|im_start|>``, ... ``<|image_pad|>``) sit at
     ``first_special_id`` + their offset in the real vocabulary (151643 = the real ids), and a
-    Qwen-style chat template that renders images as ``<|vision_start|><|image_pad|><|vision_end|>``."""
+    Qwen-style chat template that renders images as
+    ``<|vision_start|><|image_pad|><|vision_end|>``."""
     from transformers import Qwen2Tokenizer
 
     vocab = {s: i for i, s in enumerate(_byte_symbols())}
@@ -363,7 +365,8 @@ def tiny_overrides(config_dir: str) -> Mapping[str, Mapping[str, Any]]:
 
 
 def tiny_call_kwargs(config_dir: str) -> dict[str, Any]:
-    """The call arguments a tiny ``config_dir`` pipeline needs (its recipe's ``tiny_call_kwargs``)."""
+    """The call arguments a tiny ``config_dir`` pipeline needs (the recipe's
+    ``tiny_call_kwargs``)."""
     tiny_overrides(config_dir)  # refuses an unknown folder
     return dict(recipes()[config_dir].tiny_call_kwargs.get(config_dir, {}))
 

@@ -105,7 +105,8 @@ class RegionalSampler:
         keep: bool,
         step: int,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """MIRAGE's handover for branches whose latents map 1:1 onto their cells (``docs/mirage.md``, handover).
+        """MIRAGE's handover (``docs/mirage.md``) for branches whose latents map 1:1 onto their
+        cells.
 
         The canvas is the noisy source s*eps + (1-s)*x0, (1, C, rows, cols); each branch latent
         ``z[j]`` (1, C, h_j, w_j) is copied into the cells it owns, where ownership of an
@@ -156,9 +157,10 @@ class RegionalSampler:
         empty: bool,
         progress: ProgressFn | None,
     ) -> torch.Tensor:
-        """The late phase (``docs/mirage.md``): the global branch from step ``start``; after each step every cell outside
-        ``inside`` (rows, cols) is reset to the source's noisy trajectory s*eps + (1-s)*x0, so at
-        s = 0 the background is x0 exactly. ``velocity(lat, t)`` is the family's model call."""
+        """The late phase (``docs/mirage.md``): the global branch from step ``start``; after each
+        step every cell outside ``inside`` (rows, cols) is reset to the source's noisy
+        trajectory s*eps + (1-s)*x0, so at s = 0 the background is x0 exactly.
+        ``velocity(lat, t)`` is the family's model call."""
         import torch
 
         if empty and reset:  # nothing to edit: every cell would be reset anyway

@@ -218,7 +218,8 @@ class MirageQwenEdit(RegionalSampler):
             raise TypeError(f"MirageQwenEdit needs a QwenImageEditPlusPipeline, got {pipe!r}")
         if pipe.transformer.config.guidance_embeds:
             raise ValueError(
-                "guidance-distilled Qwen-Image transformers (guidance_embeds=True) are not supported"
+                "guidance-distilled Qwen-Image transformers (guidance_embeds=True) are not "
+                "supported"
             )
         for arg, value in (
             ("vae_image_size", vae_image_size),

@@ -34,9 +34,9 @@ class RegionalEditor:
     """MIRAGE behind the ``Editor`` protocol.
 
     ``sampler``: a ``MirageFlux2`` (or any callable with its signature); ``parser`` and
-    ``grounder`` find the regions (parse and ground, ``docs/mirage.md``). ``rho`` and the two ablation switches
-    are passed to the sampler. ``num_inference_steps``/``guidance_scale`` default to the
-    sampler's when not given per call.
+    ``grounder`` find the regions (parse and ground, ``docs/mirage.md``). ``rho`` and the two
+    ablation switches are passed to the sampler. ``num_inference_steps``/``guidance_scale``
+    default to the sampler's when not given per call.
     """
 
     def __init__(
