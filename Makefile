@@ -34,7 +34,7 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pyright
+	$(BIN)/pyright --project pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
