@@ -19,11 +19,16 @@ from agent.microworld.edits import (
     referring_expressions,
     resolve,
 )
+from agent.microworld.exports import editor_records
+from agent.microworld.grammar import LANGUAGES, REF_KINDS, compose, describe, referring
 from agent.microworld.language import PHRASINGS, join, parse, parse_spans, phrase
-from agent.microworld.render import object_mask, render
+from agent.microworld.render import object_box, object_mask, render
 from agent.microworld.scene import CATEGORIES, PALETTE, PATTERNS, Background, Obj, Scene, generate_scene
+from agent.microworld.splits import SEED_RANGES, SPLITS, seeds, split_of
 from agent.microworld.scoring import Score, Thresholds, score_case, score_edits
 from agent.microworld.tools import (
+    HeuristicPlanner,
+    NoisyCritic,
     NoisyEditor,
     OracleCritic,
     OracleEditor,
@@ -37,23 +42,32 @@ from agent.microworld.truth import (
     goal_scene,
     intermediate,
     make_case,
+    object_truth,
     shape_mask,
     target_box,
     target_mask,
+    tight_box,
+    tight_mask,
 )
 
 __all__ = [
     # scenes
     "Scene", "Obj", "Background", "CATEGORIES", "PALETTE", "PATTERNS", "generate_scene",
-    "render", "object_mask",
+    "render", "object_mask", "object_box",
+    # seeds
+    "SEED_RANGES", "SPLITS", "seeds", "split_of",
     # edits and language
     "Edit", "EditError", "KINDS", "apply_edit", "apply_edits", "referring_expressions",
     "resolve", "corrective_edit", "PHRASINGS", "phrase", "join", "parse", "parse_spans",
+    "LANGUAGES", "REF_KINDS", "describe", "referring", "compose",
     # cases and ground truth
     "Case", "make_case", "generate_cases", "goal_scene", "intermediate", "target_box",
-    "target_mask", "shape_mask",
+    "target_mask", "shape_mask", "tight_box", "tight_mask", "object_truth",
+    # training data
+    "editor_records",
     # scoring
     "Score", "Thresholds", "score_case", "score_edits",
     # tools
-    "World", "OracleEditor", "NoisyEditor", "OracleCritic", "OraclePlanner", "OracleGrounder",
+    "World", "OracleEditor", "NoisyEditor", "OracleCritic", "NoisyCritic", "OraclePlanner",
+    "HeuristicPlanner", "OracleGrounder",
 ]
