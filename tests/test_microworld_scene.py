@@ -23,6 +23,7 @@ from agent.microworld import (
     shape_mask,
     target_mask,
 )
+from agent.microworld.scene import cell_box
 
 
 def hand_scene() -> Scene:
@@ -138,8 +139,10 @@ def test_rendering_is_anti_aliased():
     image = np.asarray(render(hand_scene()))
     background = np.array([240, 240, 240])
     red = np.array([215, 40, 40])
-    # pixels strictly between background and fill exist at the edges of the red circle
-    patch = image[55:75, 0:18].reshape(-1, 3).astype(int)
+    # pixels strictly between background and fill exist at the edges of the red circle (in
+    # its cell r1c0: the rows moved to lattice rows 1/3/5 with the 224 px canvas)
+    x1, y1, x2, y2 = cell_box(hand_scene().size, 1, 0)
+    patch = image[y1:y2, x1:x2].reshape(-1, 3).astype(int)
     between = [
         p
         for p in patch

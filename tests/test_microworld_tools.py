@@ -141,7 +141,7 @@ def test_grounder_boxes_referring_expressions():
     source = world.add(case)
     row = case.scene.instances()
     g = OracleGrounder(world).ground(source, f"the leftmost {case.scene.category}")
-    assert g.raw == row[0].id and g.masks[0].shape == (128, 128) and g.masks[0].any()
+    assert g.raw == row[0].id and g.masks[0].shape == (224, 224) and g.masks[0].any()
     assert g.boxes[0].x1 < g.boxes[0].x2
     with pytest.raises(GroundingError):
         OracleGrounder(world).ground(source, "the purple elephant")

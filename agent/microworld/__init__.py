@@ -19,8 +19,10 @@ from agent.microworld.edits import (
     referring_expressions,
     resolve,
 )
+from agent.microworld.exports import editor_records
+from agent.microworld.grammar import LANGUAGES, REF_KINDS, compose, describe, referring
 from agent.microworld.language import PHRASINGS, join, parse, parse_spans, phrase
-from agent.microworld.render import object_mask, render
+from agent.microworld.render import object_box, object_mask, render
 from agent.microworld.scene import (
     CATEGORIES,
     PALETTE,
@@ -31,7 +33,10 @@ from agent.microworld.scene import (
     generate_scene,
 )
 from agent.microworld.scoring import Score, Thresholds, score_case, score_edits
+from agent.microworld.splits import SEED_RANGES, SPLITS, seeds, split_of
 from agent.microworld.tools import (
+    HeuristicPlanner,
+    NoisyCritic,
     NoisyEditor,
     OracleCritic,
     OracleEditor,
@@ -45,9 +50,12 @@ from agent.microworld.truth import (
     goal_scene,
     intermediate,
     make_case,
+    object_truth,
     shape_mask,
     target_box,
     target_mask,
+    tight_box,
+    tight_mask,
 )
 
 __all__ = [
@@ -61,6 +69,12 @@ __all__ = [
     "generate_scene",
     "render",
     "object_mask",
+    "object_box",
+    # seeds
+    "SEED_RANGES",
+    "SPLITS",
+    "seeds",
+    "split_of",
     # edits and language
     "Edit",
     "EditError",
@@ -75,6 +89,11 @@ __all__ = [
     "join",
     "parse",
     "parse_spans",
+    "LANGUAGES",
+    "REF_KINDS",
+    "describe",
+    "referring",
+    "compose",
     # cases and ground truth
     "Case",
     "make_case",
@@ -84,6 +103,11 @@ __all__ = [
     "target_box",
     "target_mask",
     "shape_mask",
+    "tight_box",
+    "tight_mask",
+    "object_truth",
+    # training data
+    "editor_records",
     # scoring
     "Score",
     "Thresholds",
@@ -94,6 +118,8 @@ __all__ = [
     "OracleEditor",
     "NoisyEditor",
     "OracleCritic",
+    "NoisyCritic",
     "OraclePlanner",
+    "HeuristicPlanner",
     "OracleGrounder",
 ]

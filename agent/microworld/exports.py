@@ -19,7 +19,7 @@ import json
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.microworld.edits import (
     Edit,
@@ -34,11 +34,100 @@ from agent.microworld.language import phrase
 from agent.microworld.render import render
 from agent.microworld.scene import Scene, cell_box
 from agent.microworld.scoring import score_edits
-from agent.microworld.truth import Case, goal_scene, shape_mask, target_box
+from agent.microworld.truth import Case, goal_scene, make_case, object_truth, shape_mask, target_box
 
-__all__ = ["edit_pairs", "planner_tuples", "grounding_pairs", "critic_tuples", "write", "STOP"]
+__all__ = [
+    "editor_records",
+    "edit_pairs",
+    "planner_tuples",
+    "grounding_pairs",
+    "critic_tuples",
+    "write",
+    "STOP",
+]
 
 STOP = "<stop>"
+
+
+def editor_records(
+    seeds: Iterable[int],
+    *,
+    language: Literal["train", "heldout"] = "train",
+    n_edits: int | tuple[int, int] = (1, 3),
+    size: int = 224,
+    whole: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Training records for an instruction-following editor, streamed, deterministic per seed.
+
+    Per seed one case (``make_case(seed, n_edits=..., size=..., language=...)``). Its edits are
+    applied one after another; each yields a record whose source is the state reached after the
+    case's earlier edits (so sources are not only pristine scenes) and whose instruction is
+    phrased afresh against that source (its referring expression names the object on the image
+    the editor sees). With ``whole``, one more record: the case's full instruction on the
+    original scene, target the final scene.
+
+    Keys: ``id`` (str), ``seed`` (int), ``kind`` (edit type, ``"multi"`` for whole), ``ref_kind``
+    (``grammar.REF_KINDS``, ``"multi"`` for whole), ``instruction`` (str), ``source`` and
+    ``target`` (RGB PIL, ``size`` x ``size``; a record's target may be the next record's source
+    object: copy before drawing on one), ``box`` (tight pixel XYXY [x1, y1, x2, y2], x2/y2
+    exclusive: the union of the edited objects before and after), ``mask`` (HxW bool, the
+    edited objects' pixels before and after). Pass train seeds
+    (``agent.microworld.splits.seeds("train", n)``) for training.
+    """
+    from agent.microworld.grammar import LANGUAGES, describe
+
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    for seed in seeds:
+        case = make_case(seed, n_edits=n_edits, size=size, language=language)
+        words = random.Random(f"microworld-editor|{seed}|{language}")
+        state, source = case.scene, render(case.scene)
+        union_box: list[int] | None = None
+        union_mask = None
+        for i, edit in enumerate(case.edits):
+            after = apply_edit(state, edit)
+            target = render(after)
+            box, mask = object_truth(state, edit)
+            union_box = (
+                list(box)
+                if union_box is None
+                else [
+                    min(union_box[0], box[0]),
+                    min(union_box[1], box[1]),
+                    max(union_box[2], box[2]),
+                    max(union_box[3], box[3]),
+                ]
+            )
+            union_mask = mask if union_mask is None else union_mask | mask
+            part = case.atomic[i] if i == 0 else None
+            ref_kind = case.ref_kinds[i] if i == 0 else None
+            if i > 0 and (phrased := describe(state, edit, words, language)) is not None:
+                part, ref_kind = phrased.text, phrased.ref_kind
+            if part is not None:
+                yield {
+                    "id": f"mw-{seed}-e{i}",
+                    "seed": seed,
+                    "kind": edit.kind,
+                    "ref_kind": ref_kind,
+                    "instruction": part,
+                    "source": source,
+                    "target": target,
+                    "box": list(box),
+                    "mask": mask,
+                }
+            state, source = after, target
+        if whole:
+            yield {
+                "id": f"mw-{seed}-all",
+                "seed": seed,
+                "kind": "multi",
+                "ref_kind": "multi",
+                "instruction": case.instruction,
+                "source": render(case.scene),
+                "target": source,
+                "box": union_box,
+                "mask": union_mask,
+            }
 
 
 def edit_pairs(cases: Iterable[Case]) -> Iterator[dict[str, Any]]:

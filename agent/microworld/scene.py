@@ -1,7 +1,8 @@
 """Scenes of the micro-world: a row of 3-5 similar instances plus a few other objects.
 
-A scene is a 3 x 7 grid of square cells on a square canvas. The middle row holds the
-instances (one category, left to right, with gaps); the top and bottom rows hold 0-2 other
+A scene is a 3 x 7 grid of square cells on a square canvas (default 224 px: 32 px cells, so
+cell edges fall on the 16 px grid of an 8x autoencoder's 2x2-patched latents). The middle row
+holds the instances (one category, left to right, with gaps); the top and bottom rows hold 0-2 other
 objects and the objects that "add" edits place. An object is named by its cell
 (``id = "r{row}c{col}"``), so an object keeps its id through every edit and an object put
 back where one was removed gets the old id again.
@@ -22,6 +23,7 @@ __all__ = [
     "PATTERNS",
     "ROWS",
     "COLS",
+    "DEFAULT_SIZE",
     "INSTANCE_ROW",
     "Obj",
     "Background",
@@ -56,6 +58,8 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 ROWS, COLS, INSTANCE_ROW = 3, 7, 1
+#: Default canvas: 7 columns x 32 px cells.
+DEFAULT_SIZE = 224
 #: Light background tones (the palette's colours stay readable on all of them).
 _BACKGROUNDS: tuple[tuple[int, int, int], ...] = (
     (236, 236, 230),
@@ -118,7 +122,9 @@ class Scene(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    size: int = Field(default=128, ge=64, le=512, description="canvas width = height, pixels")
+    size: int = Field(
+        default=DEFAULT_SIZE, ge=64, le=512, description="canvas width = height, pixels"
+    )
     category: str = Field(description="the category of the instances")
     background: Background
     objects: tuple[Obj, ...]
@@ -153,14 +159,15 @@ class Scene(BaseModel):
 
 
 def cell_box(size: int, row: int, col: int) -> tuple[int, int, int, int]:
-    """Pixel XYXY box of a grid cell. Cells of one row tile the row without gaps; rows are
-    centred at 1/4, 1/2 and 3/4 of the height."""
+    """Pixel XYXY box of a grid cell. The canvas is a 7 x 7 lattice of square cells; the
+    scene's rows are lattice rows 1, 3 and 5 (one empty lattice row between them), so at
+    224 px every cell box is 32 px aligned on both axes."""
     cw = size / COLS
-    cy = size * (0.25 + 0.25 * row)
-    return (round(col * cw), round(cy - cw / 2), round((col + 1) * cw), round(cy + cw / 2))
+    top = (2 * row + 1) * cw
+    return (round(col * cw), round(top), round((col + 1) * cw), round(top + cw))
 
 
-def generate_scene(rng: random.Random, *, size: int = 128) -> Scene:
+def generate_scene(rng: random.Random, *, size: int = DEFAULT_SIZE) -> Scene:
     """A random scene: 3-5 instances of one category in the middle row (random colours and
     patterns, so some attributes are unique and some are not), 0-2 other objects of other
     categories in the top/bottom rows, and a random background."""

@@ -2,19 +2,23 @@
 
 They measure the agent loop, not models: the oracle editor renders the exact edit, the
 noisy editor makes a model's typical mistakes on purpose (wrong instance, edit bleeding onto
-a neighbour, no change) with set probabilities, the critic judges from ground-truth pixels.
+a neighbour, no change) with set probabilities, the critic judges from ground-truth pixels
+(``NoisyCritic``: and errs at a set rate, deterministically per input).
 
-All of them share a ``World``: the cases in play and every scene an oracle tool has rendered,
-keyed by the sha256 of the image's pixels. A tool handed an image finds the case and the
-scene behind it there; references in instructions are resolved on the case's ORIGINAL scene.
-The tools are stateless apart from the world (which is locked), so one set serves parallel
-runs.
+All of them share a ``World``: the cases in play, every scene an oracle tool has rendered
+(keyed by the sha256 of the image's pixels), and the **structured edits behind every text**
+the world has issued: a case's full instruction and atomic phrasings, and each phrasing the
+oracle planner writes. The oracle tools do not read language: they look a text up there
+(``World.edits_for``) and act on its edits, so they are an upper bound for the loop, not a
+language test. Only ``HeuristicPlanner`` (and learned components) read words. The tools are
+stateless apart from the world (which is locked), so one set serves parallel runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +32,8 @@ from agent.microworld.edits import (
     other_targets,
     resolve,
 )
-from agent.microworld.language import parse, parse_spans, phrase
+from agent.microworld.grammar import describe
+from agent.microworld.language import phrase
 from agent.microworld.render import object_mask, render
 from agent.microworld.scene import Scene, cell_box
 from agent.microworld.scoring import Score, Thresholds, score_edits
@@ -45,9 +50,12 @@ __all__ = [
     "OracleEditor",
     "NoisyEditor",
     "OracleCritic",
+    "NoisyCritic",
     "OraclePlanner",
+    "HeuristicPlanner",
     "OracleGrounder",
     "critique_from_score",
+    "text_key",
 ]
 
 
@@ -57,21 +65,46 @@ def pixel_key(image: Image.Image) -> str:
     return hashlib.sha256(f"{rgb.width}x{rgb.height}|".encode() + rgb.tobytes()).hexdigest()
 
 
+def text_key(text: str) -> str:
+    """A text's words, lowercase, without punctuation, list markers or numbering: how the
+    world matches a text it issued ("- Remove the star." and "remove the star" are one)."""
+    words = re.findall(r"[a-z0-9][a-z0-9'-]*", text.lower())
+    return " ".join(words)
+
+
 class World:
-    """The cases in play and the scene behind every image the oracle tools have rendered."""
+    """The cases in play, the scene behind every image the oracle tools have rendered, and
+    the edits behind every text the world issued for a case."""
 
     def __init__(self, cases: Iterable[Case] = ()) -> None:
         self._lock = threading.Lock()
         self._cases: dict[str, Case] = {}
         self._states: dict[str, tuple[str, Scene]] = {}
+        self._texts: dict[tuple[str, str], tuple[Edit, ...]] = {}
         for case in cases:
             self.add(case)
 
     def add(self, case: Case) -> Image.Image:
-        """Register a case; returns its source image."""
+        """Register a case (its instruction and atomic phrasings too); returns its source."""
         with self._lock:
             self._cases[case.id] = case
+        self.say(case.id, case.instruction, case.edits)
+        for text, edit in zip(case.atomic, case.edits):
+            self.say(case.id, text, (edit,))
         return self.image(case.id, case.scene)
+
+    def say(self, case_id: str, text: str, edits: Sequence[Edit]) -> str:
+        """Register ``text`` as the words for ``edits`` in case ``case_id``; returns it. A text
+        already registered keeps its first meaning."""
+        with self._lock:
+            self._texts.setdefault((case_id, text_key(text)), tuple(edits))
+        return text
+
+    def edits_for(self, case_id: str, text: str) -> tuple[Edit, ...] | None:
+        """The edits the world issued ``text`` for, in case ``case_id``; None for a text it
+        never issued (a planner's own words)."""
+        with self._lock:
+            return self._texts.get((case_id, text_key(text)))
 
     def case(self, case_id: str) -> Case:
         with self._lock:
@@ -100,10 +133,10 @@ class World:
 
 # -- editors ----------------------------------------------------------------------------------
 class OracleEditor:
-    """Applies every atomic edit it finds in the instruction exactly (a compositional
-    instruction gets all its parts). A part that cannot apply (its object is gone, its cell
-    is taken) is skipped, as a model would leave it undone. Raises ``RecoverableToolError``
-    when the instruction holds no edit it can read."""
+    """Applies the edits the world issued the instruction for, exactly (the full instruction
+    gets all its parts). A part that cannot apply (its object is gone, its cell is taken) is
+    skipped, as a model would leave it undone. Raises ``RecoverableToolError`` for a text the
+    world never issued for the image's case (it reads no words)."""
 
     name = "oracle"
 
@@ -121,10 +154,13 @@ class OracleEditor:
         progress: ProgressFn | None = None,
     ) -> Image.Image:
         case, scene = self.world.lookup(image)
-        try:
-            edits = parse(instruction, case.scene)
-        except EditError as exc:
-            raise RecoverableToolError(str(exc), tool=self.name) from None
+        edits = self.world.edits_for(case.id, instruction)
+        if edits is None:
+            raise RecoverableToolError(
+                f"{instruction!r} is not an instruction the world issued for "
+                f"case {case.id!r} (oracle tools read no words)",
+                tool=self.name,
+            )
         rng = random.Random(f"{seed}|{instruction}|{pixel_key(image)}")
         for edit in edits:
             scene = self._apply(case, scene, edit, rng)
@@ -207,10 +243,10 @@ def critique_from_score(score: Score) -> Critique:
 
 class OracleCritic:
     """Scores (source, edited, instruction) from ground truth: the expected image is the
-    source's scene with the instruction's edits applied, scored with the pixel scorer. It
-    rejects wrong-target edits (their target is unchanged) and bleeding ones (a change outside
-    the target). ``mask`` is ignored: the targets come from the instruction. An image or an
-    instruction it cannot read gives ``Critique.invalid``, never a made-up score."""
+    source's scene with the instruction's edits (looked up in the world) applied, scored with
+    the pixel scorer. It rejects wrong-target edits (their target is unchanged) and bleeding
+    ones (a change outside the target). ``mask`` is ignored. An image or a text the world does
+    not know gives ``Critique.invalid``, never a made-up score."""
 
     def __init__(self, world: World, *, thresholds: Thresholds = Thresholds()) -> None:
         self.world = world
@@ -228,10 +264,11 @@ class OracleCritic:
             case, scene = self.world.lookup(source)
         except FatalToolError as exc:
             return Critique.invalid(str(exc))
-        try:
-            edits = parse(instruction, case.scene)
-        except EditError as exc:
-            return Critique.invalid(f"cannot read the instruction: {exc}")
+        edits = self.world.edits_for(case.id, instruction)
+        if edits is None:
+            return Critique.invalid(
+                f"{instruction!r} is not an instruction the world issued for case {case.id!r}"
+            )
         try:
             expected = apply_edits(scene, edits)
         except EditError as exc:  # e.g. its object is already gone: the step cannot be right
@@ -253,17 +290,69 @@ class OracleCritic:
         return critique_from_score(score)
 
 
+class NoisyCritic:
+    """The oracle critic that errs: with probability ``epsilon`` its verdict on an input is
+    flipped (a step it would accept scores 3/10, one it would reject 9/10). Whether it errs is
+    a function of (``seed``, source pixels, edited pixels, instruction), as a fixed-seed model
+    is: the same input always gets the same answer, so retrying a wrong verdict does not help.
+    ``threshold`` is the Overall score that splits accept from reject (the agent's
+    ``min_step_score``)."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        epsilon: float = 0.1,
+        seed: int = 0,
+        threshold: float = 6.0,
+        thresholds: Thresholds = Thresholds(),
+    ) -> None:
+        if not 0 <= epsilon <= 1:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        self.oracle = OracleCritic(world, thresholds=thresholds)
+        self.epsilon, self.seed, self.threshold = epsilon, seed, threshold
+
+    def errs(self, source: Image.Image, edited: Image.Image, instruction: str) -> bool:
+        """Whether this critic gets the verdict on this input wrong."""
+        key = f"{self.seed}|{pixel_key(source)}|{pixel_key(edited)}|{text_key(instruction)}"
+        u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+        return u < self.epsilon
+
+    def critique(
+        self,
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        *,
+        mask: np.ndarray | None = None,
+    ) -> Critique:
+        truth = self.oracle.critique(source, edited, instruction, mask=mask)
+        if not truth.valid or not self.errs(source, edited, instruction):
+            return truth
+        score = 3.0 if truth.overall >= self.threshold else 9.0
+        return Critique(
+            prompt_following=score,
+            consistency=score,
+            naturalness=10.0,
+            artifacts=10.0,
+            reasoning=f"(noisy critic, wrong verdict) {truth.reasoning}",
+        )
+
+
 # -- planner ----------------------------------------------------------------------------------
 class OraclePlanner:
-    """Issues the instruction's atomic edits from the scene truth, then ``<stop>``.
+    """Issues the case's edits from the scene truth, then ``<stop>``; reads no words.
 
     Each call compares the current image's scene with the goal (the original with every edit
-    of the instruction applied). If a cell holds a wrong change (an edit on the wrong object,
-    a bleed, an edit done wrong) it first issues a corrective edit toward the goal (recolour /
+    of the case applied). If a cell holds a wrong change (an edit on the wrong object, a
+    bleed, an edit done wrong) it first issues a corrective edit toward the goal (recolour /
     re-pattern / replace back, remove what should not be there, add back what was removed);
-    otherwise the first edit, in the instruction's order, whose cell is still untouched, in
-    the instruction's own words. A wrong change that cannot be phrased (no neighbour to
-    anchor it) is left alone. The history is not read: the scene says what is done.
+    otherwise the first edit, in the instruction's order, whose cell is still untouched. On the
+    original image that edit is in the instruction's own words; on a later image it is phrased
+    afresh against that image (its reference names the object as it is seen now), in the
+    case's language split. Every text it writes is registered in the world. A wrong change
+    that cannot be phrased (no neighbour to anchor it) is left alone. The history is not read:
+    the scene says what is done.
     """
 
     def __init__(self, world: World) -> None:
@@ -278,26 +367,82 @@ class OraclePlanner:
     ) -> PlannerDecision:
         case, _ = self.world.lookup(original)
         _, scene = self.world.lookup(current)
-        try:
-            spans = parse_spans(instruction, case.scene)
-            goal = apply_edits(case.scene, [s.edit for s in spans])
-        except EditError as exc:
+        edits = self.world.edits_for(case.id, instruction)
+        if edits is None:
             raise FatalToolError(
-                f"the oracle planner cannot read {instruction!r}: {exc}", tool="OraclePlanner"
-            ) from None
-        fix = corrective_edit(case.scene, scene, goal, {s.edit.cell for s in spans})
+                f"the oracle planner only plans texts the world issued; "
+                f"{instruction!r} is not one for case {case.id!r}",
+                tool="OraclePlanner",
+            )
+        goal = apply_edits(case.scene, list(edits))
+        fix = corrective_edit(case.scene, scene, goal, {e.cell for e in edits})
         if fix is not None:
-            return _decision(phrase(fix))
-        for span in spans:
-            cell = span.edit.cell
-            now, before = scene.get(cell), case.scene.get(cell)
+            return _decision(self._words(case, scene, fix))
+        for edit in edits:
+            now, before = scene.get(edit.cell), case.scene.get(edit.cell)
             if (now.look if now else None) == (before.look if before else None):
-                return _decision(span.text)
+                return _decision(self._words(case, scene, edit))
         return PlannerDecision(raw="<stop>", stop=True)
+
+    def _words(self, case: Case, scene: Scene, edit: Edit) -> str:
+        if scene == case.scene and edit in case.edits:
+            return case.atomic[case.edits.index(edit)]
+        rng = random.Random(
+            f"oracle-planner|{case.id}|{edit.model_dump_json()}|{scene.model_dump_json()}"
+        )
+        phrased = describe(scene, edit, rng, case.language)
+        text = phrased.text if phrased is not None else phrase(edit)
+        return self.world.say(case.id, text, (edit,))
 
 
 def _decision(text: str) -> PlannerDecision:
     return PlannerDecision(raw=f"NEXT_EDITING_INSTRUCTION: {text}", stop=False, instruction=text)
+
+
+#: Where a heuristic reader splits an instruction into atomic parts.
+_SPLIT = re.compile(
+    r"\s*(?:\n|;|\.\s+|,?\s+and then\s+|,\s*then\s+|,\s*and finally\s+"
+    r"|,\s*and\s+|\s+and\s+|,\s*)\s*",
+    re.IGNORECASE,
+)
+_LEAD = re.compile(
+    r"^(?:-|\d+[.)]|step \d+:|first,?|then|finally|also,?|after that,?|"
+    r"before that,?|please|additionally,?|once that is done,?)\s+",
+    re.IGNORECASE,
+)
+
+
+class HeuristicPlanner:
+    """A planner that only reads words: it splits the instruction at list punctuation and
+    connectives ("," ";" "and" "then" new lines ...), strips list markers and openers, and
+    issues part k after k accepted steps, then ``<stop>``. No images, no world: the baseline a
+    learned planner must beat (it fails wherever a referring expression holds "and" or a
+    structure reorders the edits)."""
+
+    def next_action(
+        self,
+        original: Image.Image,
+        current: Image.Image,
+        instruction: str,
+        history: Sequence[HistoryItem],
+    ) -> PlannerDecision:
+        parts = split_instruction(instruction)
+        done = sum(1 for h in history if h["outcome"] == "accepted")
+        if done >= len(parts):
+            return PlannerDecision(raw="<stop>", stop=True)
+        return _decision(parts[done])
+
+
+def split_instruction(instruction: str) -> list[str]:
+    """The heuristic planner's atomic parts of ``instruction``."""
+    parts = []
+    for piece in _SPLIT.split(instruction.strip().rstrip(".?!")):
+        piece = piece.strip(" .?!")
+        while (m := _LEAD.match(piece)) is not None:
+            piece = piece[m.end() :]
+        if len(piece.split()) >= 2:
+            parts.append(piece)
+    return parts
 
 
 # -- grounder ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Cases and their exact ground truth.
 
-A ``Case`` is one benchmark sample: the original scene, 1-5 atomic edits, their phrasings and
-the joined instruction. From it follow the final scene and image, each edit's target box and
+A ``Case`` is one benchmark sample: the original scene, 1-5 atomic edits, their phrasings in
+one language split (``agent.microworld.grammar``), each phrasing's referring-expression kind,
+and the joined instruction. From it follow the final scene and image, each edit's target box and
 masks, and the image after any subset of the edits in any order (the edits of a case touch
 distinct cells, so order does not change the result; ``intermediate`` applies them in the
 order given all the same).
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.microworld.edits import Edit, apply_edits, cell_coords, sample_edits
-from agent.microworld.language import PHRASINGS, join, phrase
-from agent.microworld.render import object_mask, render
-from agent.microworld.scene import Scene, cell_box, generate_scene
+from agent.microworld.edits import Edit, apply_edit, apply_edits, cell_coords, sample_edits
+from agent.microworld.grammar import LANGUAGES, Language, compose, describe
+from agent.microworld.render import object_box, object_mask, render
+from agent.microworld.scene import DEFAULT_SIZE, Scene, cell_box, generate_scene
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,9 @@ __all__ = [
     "target_box",
     "target_mask",
     "shape_mask",
+    "tight_box",
+    "tight_mask",
+    "object_truth",
     "intermediate",
 ]
 
@@ -51,6 +55,12 @@ class Case(BaseModel):
     edits: tuple[Edit, ...]
     atomic: tuple[str, ...]
     instruction: str
+    ref_kinds: tuple[str, ...] = Field(
+        default=(),
+        description="the referring-expression kind of each atomic phrasing (grammar.REF_KINDS)",
+    )
+    language: Language = Field(default="train", description="the language split of the words")
+    structure: str = Field(default="", description="the sentence structure joining the parts")
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -60,35 +70,73 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def make_case(
-    seed: int, *, n_edits: int | tuple[int, int] = 3, size: int = 128, case_id: str | None = None
+    seed: int,
+    *,
+    n_edits: int | tuple[int, int] = 3,
+    size: int = DEFAULT_SIZE,
+    language: Language = "train",
+    case_id: str | None = None,
 ) -> Case:
     """A deterministic case from ``seed``: ``n_edits`` edits, or a number drawn from the
-    inclusive range ``(lo, hi)``; canvas ``size`` pixels (64..512)."""
+    inclusive range ``(lo, hi)``; canvas ``size`` pixels (64..512); words from the
+    ``language`` split. The scene and edits depend on ``seed`` only, so both language splits
+    of one seed are the same task in other words."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    if isinstance(n_edits, tuple):
+        if len(n_edits) != 2 or not 1 <= n_edits[0] <= n_edits[1] <= 5:
+            raise ValueError(
+                f"n_edits must be in 1..5 or a range (lo, hi) inside it, got {n_edits!r}"
+            )
+    elif not 1 <= n_edits <= 5:
+        raise ValueError(f"n_edits must be in 1..5 or a range (lo, hi) inside it, got {n_edits!r}")
     rng = random.Random(seed)
     scene = generate_scene(rng, size=size)
     n = rng.randint(*n_edits) if isinstance(n_edits, tuple) else n_edits
     edits = sample_edits(scene, n, rng)
-    atomic = [phrase(e, rng.randrange(len(PHRASINGS[e.kind]))) for e in edits]
     order = list(range(n))
     rng.shuffle(order)  # the instruction's order is not the sampling order
     edits = [edits[i] for i in order]
-    atomic = [atomic[i] for i in order]
+    words = random.Random(f"microworld-words|{seed}|{language}")
+    parts = []
+    for edit in edits:
+        part = describe(scene, edit, words, language)
+        if part is None:  # every object of an original scene has a name; a bug if not
+            raise AssertionError(f"seed {seed}: no words for {edit!r}")
+        parts.append(part)
+    instruction, structure = compose(parts, words, language)
     return Case(
         id=case_id or f"mw-{seed}",
         seed=seed,
         scene=scene,
         edits=tuple(edits),
-        atomic=tuple(atomic),
-        instruction=join(atomic, rng),
+        atomic=tuple(p.text for p in parts),
+        instruction=instruction,
+        ref_kinds=tuple(p.ref_kind for p in parts),
+        language=language,
+        structure=structure,
     )
 
 
 def generate_cases(
-    n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3, size: int = 128, start: int = 0
+    n: int,
+    *,
+    seed: int = 0,
+    n_edits: int | tuple[int, int] = 3,
+    size: int = DEFAULT_SIZE,
+    start: int = 0,
+    language: Language = "train",
 ) -> Iterator[Case]:
-    """Cases ``start .. n-1`` of the run seeded ``seed``, ids ``mw{seed}-{index:05d}``."""
+    """Cases ``start .. n-1`` of the run seeded ``seed``, ids ``mw{seed}-{index:05d}``. (For
+    data with a purpose use the split seeds of ``agent.microworld.splits`` and ``make_case``.)"""
     for i in range(start, n):
-        yield make_case(case_seed(seed, i), n_edits=n_edits, size=size, case_id=f"mw{seed}-{i:05d}")
+        yield make_case(
+            case_seed(seed, i),
+            n_edits=n_edits,
+            size=size,
+            language=language,
+            case_id=f"mw{seed}-{i:05d}",
+        )
 
 
 def goal_scene(case: Case, subset: Sequence[int] | None = None) -> Scene:
@@ -131,3 +179,36 @@ def shape_mask(scene: Scene, edit: Edit) -> np.ndarray:
         if obj is not None:
             mask |= object_mask(scene.size, obj)
     return mask
+
+
+def object_truth(scene: Scene, edit: Edit) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """(tight box, tight mask) of ``edit`` on ``scene``: the pixels of its object before and
+    after the edit (for add: the new object; for remove: the old one), from the rendered
+    alpha. Box pixel XYXY (x2/y2 exclusive), mask HxW bool; the box bounds the mask."""
+    after = apply_edit(scene, edit)
+    mask = None
+    box = None
+    for s in (scene, after):
+        obj = s.get(edit.cell)
+        if obj is None:
+            continue
+        m = object_mask(scene.size, obj)
+        mask = m if mask is None else mask | m
+        b = object_box(scene.size, obj)
+        box = (
+            b
+            if box is None
+            else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+        )
+    assert mask is not None and box is not None  # an edit has an object before or after
+    return box, mask
+
+
+def tight_box(scene: Scene, edit: Edit) -> tuple[int, int, int, int]:
+    """Tight pixel XYXY box of the edit's object before and after (see ``object_truth``)."""
+    return object_truth(scene, edit)[0]
+
+
+def tight_mask(scene: Scene, edit: Edit) -> np.ndarray:
+    """HxW bool: the edit's object before and after (the same as ``shape_mask``)."""
+    return object_truth(scene, edit)[1]
