@@ -342,7 +342,7 @@ class HeuristicPlanner:
     def next_action(self, original: Image.Image, current: Image.Image, instruction: str,
                     history: Sequence[HistoryItem]) -> PlannerDecision:
         parts = split_instruction(instruction)
-        done = sum(1 for h in history if h["outcome"] == "accepted")
+        done = sum(1 for h in history if h.outcome == "accepted")
         if done >= len(parts):
             return PlannerDecision(raw="<stop>", stop=True)
         return _decision(parts[done])
