@@ -365,16 +365,21 @@ def referring(scene: Scene, obj: Obj, rng: random.Random,
 
 # -- atomic phrasings -------------------------------------------------------------------------
 class Phrase(tuple):
-    """(text, ref_kind, template) of one atomic edit: lowercase, no end punctuation."""
+    """(text, ref_kind, template, ref, words) of one atomic edit: lowercase, no end
+    punctuation. ``ref`` is the referring expression as it appears in ``text``; ``words`` the
+    slot fillers used (verb, new values)."""
 
     __slots__ = ()
 
-    def __new__(cls, text: str, ref_kind: str, template: str) -> Phrase:
-        return super().__new__(cls, (text, ref_kind, template))
+    def __new__(cls, text: str, ref_kind: str, template: str, ref: str = "",
+                words: dict[str, str] | None = None) -> Phrase:
+        return super().__new__(cls, (text, ref_kind, template, ref, dict(words or {})))
 
     text = property(lambda self: self[0])
     ref_kind = property(lambda self: self[1])
     template = property(lambda self: self[2])
+    ref = property(lambda self: self[3])
+    words = property(lambda self: self[4])
 
 
 def describe(scene: Scene, edit: Edit, rng: random.Random, language: Language = "train", *,
@@ -416,7 +421,7 @@ def describe(scene: Scene, edit: Edit, rng: random.Random, language: Language = 
     elif edit.kind == "material":
         fill["adj"] = _pick(rng, PATTERN_ADJECTIVES[edit.pattern], language)  # type: ignore[index]
         fill["noun"] = _pick(rng, PATTERN_NOUNS[edit.pattern], language)  # type: ignore[index]
-    return Phrase(_squash(template.format(**fill)), kind, template)
+    return Phrase(_squash(template.format(**fill)), kind, template, refs[kind], fill)
 
 
 # -- sentences --------------------------------------------------------------------------------
