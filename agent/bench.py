@@ -170,8 +170,16 @@ def rows_of(strategies: Sequence[str], critic: str, errors: Sequence[float]) -> 
     return rows
 
 
-class _BudgetSpent(Exception):
-    pass
+def _upper_bound(row: Row, args: argparse.Namespace) -> bool:
+    """Whether a micro-world row uses an oracle component (its number is an upper bound): the
+    editor, the critic (a noisy one at error 0 is the oracle) for rows that use one, the
+    planner for agent rows. (The grounder only serves MIRAGE, which the micro-world refuses.)"""
+    used = [args.editor]
+    if row.strategy != "single-shot":
+        used.append("oracle" if args.critic == "noisy" and row.epsilon == 0 else args.critic)
+    if row.strategy not in ("single-shot", "best-of-n"):
+        used.append(args.planner)
+    return "oracle" in used
 
 
 class _Budgeted:
@@ -645,11 +653,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                                           n_edits=args.edits, size=args.size,
                                           language=args.language))
         rows = rows_of(strategies, args.critic, errors)
-        # the grounder only serves MIRAGE, which the micro-world does not run
-        oracle = [args.planner, args.editor] + ([args.critic] if args.critic != "noisy" else [])
-        upper = [r.label for r in rows if r.strategy != "single-shot" and (
-            "oracle" in oracle or (args.critic == "noisy" and r.epsilon == 0))] + \
-            [r.label for r in rows if r.strategy == "single-shot" and args.editor == "oracle"]
+        upper = [r.label for r in rows if _upper_bound(r, args)]
     else:
         path = Path(args.dataset)
         if path.is_dir():

@@ -166,11 +166,13 @@ def test_protocol_rows_share_the_editor_budget_and_keep_traces(tmp_path, monkeyp
             assert r["steps"] == 1
     assert any(r["stop_reason"] == "editor_budget" for r in records)  # 3 calls < 3 edits + retries
     summary = (out / "summary.md").read_text()
-    # the oracle planner makes every agent row an upper bound; single-shot on the noisy
-    # editor reads nothing and is not one
+    # the oracle planner makes every agent row an upper bound; single-shot and best-of-n on
+    # the noisy editor use no oracle unless the critic is exact
     rows = _main_table(summary)
     assert rows["agent (critic error 0.2)"].endswith("| yes |")
     assert rows["single-shot"].endswith("| no |")
+    assert rows["best-of-n (critic error 0.2)"].endswith("| no |")
+    assert rows["best-of-n (critic error 0)"].endswith("| yes |")
     out2 = tmp_path / "heuristic"
     assert bench.main(["--n", "2", "--budget", "3", "--critic", "noisy", "--critic-error", "0,0.2",
                        "--planner", "heuristic", "--strategy", "agent", "--out", str(out2), "-q"]) == 0
