@@ -252,7 +252,10 @@ def _edit_words(edit: Edit, part: Phrase) -> str:
     """The edit without its positional words, in the part's own words ("make it red")."""
     w = part.words
     if edit.kind == "remove":
-        return f"{w.get('v', 'remove')} it"
+        verb = w.get("v", "remove")
+        if verb.endswith(" out"):  # a phrasal verb takes its object inside: "take it out"
+            return f"{verb[:-4]} it out"
+        return f"{verb} it"
     if edit.kind == "replace":
         return f"{w.get('v', 'turn')} it into {w['a_cat']}"
     if edit.kind == "recolour":

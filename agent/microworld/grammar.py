@@ -150,7 +150,7 @@ TEMPLATES: dict[str, Templates] = {
         ("the image should no longer contain {ref}", T), ("i'd like you to {v} {ref}", T),
         ("{v} {ref} completely", T), ("{ref} must be deleted", T), ("let's {v} {ref}", T),
         ("{v} {ref}, please", T), ("{v} only {ref}", T), ("get {ref} out of the image", T),
-        ("{ref} is not needed, {v} it", H), ("i no longer want {ref} in the picture", H),
+        ("{ref} is not needed, so remove it", H), ("i no longer want {ref} in the picture", H),
         ("would you {v} {ref}", H), ("{ref} needs to vanish", H), ("clear away {ref}", H),
         ("do away with {ref}", H), ("{v} {ref} from the scene", H),
     ),
