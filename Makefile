@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test clean
+.PHONY: setup demo lint test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/mira-edit examples/shapes.png "make the left side red, then make the right side blue" \
 		--preset dry-run --out outputs/shapes_edited.png --force
+
+# The machine-checked style: the layer contract (pyproject.toml [tool.importlinter]).
+lint: setup
+	$(BIN)/lint-imports
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent._io import write_atomic
+from tools._io import write_atomic
 from agent.config import PRESETS
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class _Budgeted:
         self.calls = 0
 
     def edit(self, image: Image.Image, instruction: str, **kwargs: Any) -> Any:
-        from agent.errors import FatalToolError
+        from tools.errors import FatalToolError
 
         if self.calls >= self.budget:
             raise FatalToolError(f"editor-call budget of {self.budget} spent", tool=self.name)
@@ -219,7 +219,7 @@ class _Runner:
     """Builds the tools once and runs one row on one sample."""
 
     def __init__(self, args: argparse.Namespace, out: Path, rows: Sequence[Row] = ()) -> None:
-        from agent.artifacts import ArtifactStore
+        from tools.artifacts import ArtifactStore
         from agent.config import AgentConfig
 
         self.args = args

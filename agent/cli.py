@@ -29,13 +29,13 @@ from urllib.parse import unquote, urlparse
 from pydantic import ValidationError
 
 from agent.config import PRESETS, AgentConfig
-from agent._io import write_atomic
-from agent.errors import InvalidInputError, ToolError
+from tools._io import write_atomic
+from tools.errors import InvalidInputError, ToolError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from agent.artifacts import ArtifactStore
+    from tools.artifacts import ArtifactStore
 
 __all__ = ["main", "build_parser"]
 
@@ -303,7 +303,7 @@ def _run(args: argparse.Namespace) -> int:
     outputs.check(input_path, force=args.force)
 
     # The input's checks, before any work or any write (the graph repeats them).
-    from agent.images import check_instruction, load_image
+    from tools.images import check_instruction, load_image
 
     try:
         instruction = check_instruction(args.instruction, max_chars=config.max_instruction_chars)
@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
     if config.preset in ("dry-run", "tiny"):
         print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
-    from agent.artifacts import ArtifactStore, default_artifacts_dir
+    from tools.artifacts import ArtifactStore, default_artifacts_dir
     from agent.factory import create_edit_agent
 
     root = config.artifacts_dir if config.artifacts_dir is not None else default_artifacts_dir()

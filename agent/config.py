@@ -1,7 +1,11 @@
 """``AgentConfig``: the one settings object. Budgets, thresholds, backends, seeds.
 
-Nodes read it; nothing deeper reads environment variables. Every field carries a description
-(shown in ``AgentConfig.model_json_schema()`` and in LangGraph Studio).
+Which backends run, the strategy and the input limits are fixed when the graph is built. The
+budgets, verify policy, seeds, steps and guidance (``graphs.context.CONTEXT_KEYS``) become the
+graph's LangGraph context defaults: a run may override them with
+``graph.invoke(inputs, context={"max_steps": 1})``, and ``langgraph dev`` / LangGraph Studio
+shows them with these descriptions (tests/test_langgraph_dev.py reads them from the server).
+Nothing deeper reads environment variables. Every field carries a description.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.images import SUPPORTED_URI_SCHEMES
+from tools import registry
+from tools.registry import Kind
+from graphs.context import CONTEXT_KEYS, EditContext, InputLimits
+from tools.images import SUPPORTED_URI_SCHEMES
 
 __all__ = ["AgentConfig", "PRESETS"]
 
@@ -60,6 +67,26 @@ PRESETS: dict[str, dict[str, object]] = {
         "critic": "editscore-qwen3-vl-8b",
     },
 }
+
+
+#: The test doubles of ``agent.testing`` as registry backends (the ``dry-run`` preset's).
+#: ``tools.registry`` lists only the backends of ``tools``; the layer above adds its own.
+_TEST_DOUBLES: tuple[tuple[Kind, str, str], ...] = (
+    ("planner", "split", "agent.testing:SplitPlanner"),
+    ("editor", "paint", "agent.testing:PaintEditor"),
+    ("grounder", "side", "agent.testing:SideGrounder"),
+    ("critic", "pixel-change", "agent.testing:PixelChangeCritic"),
+)
+
+
+def _register_test_doubles() -> None:
+    """Add the test doubles to the registry (names only: nothing is imported until built)."""
+    for kind, name, target in _TEST_DOUBLES:
+        if name not in registry.available(kind):
+            registry.register(kind, name, target)
+
+
+_register_test_doubles()
 
 
 class AgentConfig(BaseModel):
@@ -193,6 +220,16 @@ class AgentConfig(BaseModel):
                     object.__setattr__(self, key, tuple(value) if isinstance(value, list) else value)
         return self
 
+    def context(self) -> EditContext:
+        """The per-run settings this config sets as the graph's context defaults."""
+        return EditContext(**{k: getattr(self, k) for k in CONTEXT_KEYS})
+
+    def limits(self) -> InputLimits:
+        """The input refusals the graph applies (fixed when it is built)."""
+        return InputLimits(max_input_pixels=self.max_input_pixels,
+                           max_instruction_chars=self.max_instruction_chars,
+                           allowed_uri_schemes=self.allowed_uri_schemes)
+
     def step_seed(self, step: int, attempt: int) -> int:
         """Seed of try ``attempt`` (0-based) of step ``step``: distinct, reproducible."""
-        return (self.seed + 1_000_003 * step + 7_919 * attempt) % (2**32)
+        return self.context().step_seed(step, attempt)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.artifacts import ArtifactStore, ImageRef
+from tools.artifacts import ArtifactStore, ImageRef
 from agent.config import AgentConfig
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ def create_edit_agent(
     resume on a ``thread_id``; leave it ``None`` when the graph runs as a subgraph, so it
     inherits the parent's. ``artifacts`` is the image store (or its root directory).
     """
-    from graphs.editing import build_graph, components_from
+    from agent.wiring import components_from
+    from graphs.editing import build_graph
 
     if config is None:
         config = AgentConfig()
@@ -58,7 +59,8 @@ def create_edit_agent(
     store = _store(artifacts, config)
     components = components_from(config, store=store, planner=planner, editors=editors,
                                  grounder=grounder, critic=critic)
-    return build_graph(config, components, checkpointer=checkpointer)
+    return build_graph(components, context=config.context(), limits=config.limits(),
+                       checkpointer=checkpointer)
 
 
 @dataclass
@@ -83,7 +85,7 @@ def edit_image(image: Image.Image | str | os.PathLike[str], instruction: str, **
     (``preset="dry-run"``, ``max_steps=3``, ...)."""
     from PIL import Image
 
-    from agent.images import load_image
+    from tools.images import load_image
 
     components = {k: options.pop(k) for k in _COMPONENT_OPTIONS if k in options}
     config = options.pop("config", None)

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import GroundingError
-from agent.prompts import parse_planner_output
+from tools.errors import GroundingError
+from tools.prompts import parse_planner_output
 from tools.contracts import Box, Critique, Grounding, HistoryItem, PlannerDecision, ProgressFn
 
 if TYPE_CHECKING:

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from agent.artifacts import ArtifactStore
-from agent.config import AgentConfig
-from agent.errors import FatalToolError, PlannerOutputError, RecoverableToolError
-from agent.images import check_instruction, load_image
-from agent.state import EditState, InputState, OutputState, StepRecord
+from tools.artifacts import ArtifactStore
+from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
+from tools.images import check_instruction, load_image
+from graphs.context import EditContext, InputLimits
+from graphs.state import EditState, InputState, OutputState, StepRecord
 from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 
 __all__ = ["Components", "build_graph", "GRAPH_NAME"]
@@ -66,24 +67,62 @@ def _record(**fields: Any) -> StepRecord:
     return base  # type: ignore[return-value]
 
 
+def _judge_step(critique: Critique, ctx: EditContext) -> tuple[bool, str]:
+    if not critique.valid:
+        return False, f"no valid critic score: {critique.reasoning[:200]}"
+    overall = critique.overall
+    if overall < ctx.min_step_score:
+        return False, f"step score {overall:.2f} below min_step_score={ctx.min_step_score}"
+    return True, f"step score {overall:.2f}"
+
+def _judge_progress(progress: Critique, previous: float | None, ctx: EditContext) -> tuple[bool, str]:
+    if not progress.valid:
+        return False, f"no valid critic score: {progress.reasoning[:200]}"
+    if previous is not None and progress.overall < previous - ctx.regression_tolerance:
+        return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
+                       f"accepted {previous:.2f} - regression_tolerance")
+    return True, f"accepted; full-instruction score {progress.overall:.2f}"
+
+
+
+def _critic_calls(context: EditContext) -> int:
+    """Critic calls per verify: 1, or 2 with the full-instruction regression check."""
+    return 2 if context.check_regression else 1
+
+
 class _Nodes:
     """Node and routing functions bound to one config and one set of components."""
 
-    def __init__(self, config: AgentConfig, components: Components) -> None:
-        self.cfg = config
+    def __init__(self, context: EditContext, limits: InputLimits, components: Components) -> None:
+        self.defaults = context
+        self.limits = limits
         self.c = components
-        # verify makes 1 critic call, 2 with the full-instruction regression check.
-        self.critic_calls = 2 if config.check_regression else 1
+
+    def _context(self, runtime: Runtime[EditContext]) -> EditContext:
+        """This run's settings: the run's context, else the graph's defaults.
+
+        LangGraph builds the context from a ``context=`` dict through the schema (unknown keys
+        raise there). A graph embedded as a subgraph sees its parent's context: a plain dict is
+        read as this graph's keys (and checked); a parent's own typed context is not ours, so
+        the defaults apply.
+        """
+        ctx = runtime.context
+        if isinstance(ctx, EditContext):
+            return ctx
+        if isinstance(ctx, Mapping):
+            return self.defaults.updated(ctx)
+        return self.defaults
 
     # -- helpers ------------------------------------------------------------------------------
-    def _budget_left(self, state: EditState, calls_needed: int) -> str | None:
+    @staticmethod
+    def _budget_left(state: EditState, calls_needed: int, ctx: EditContext) -> str | None:
         """None if ``calls_needed`` more model calls fit the budgets, else the reason."""
         used = state.get("tool_calls", 0)
-        if used + calls_needed > self.cfg.max_tool_calls:
-            return f"tool-call budget spent ({used} of max_tool_calls={self.cfg.max_tool_calls})"
+        if used + calls_needed > ctx.max_tool_calls:
+            return f"tool-call budget spent ({used} of max_tool_calls={ctx.max_tool_calls})"
         spent = state.get("elapsed_s", 0.0)
-        if self.cfg.time_budget_s is not None and spent >= self.cfg.time_budget_s:
-            return f"time budget spent ({spent:.1f} s of time_budget_s={self.cfg.time_budget_s})"
+        if ctx.time_budget_s is not None and spent >= ctx.time_budget_s:
+            return f"time budget spent ({spent:.1f} s of time_budget_s={ctx.time_budget_s})"
         return None
 
     def _end(self, state: EditState, reason: str, **update: Any) -> dict[str, Any]:
@@ -103,13 +142,13 @@ class _Nodes:
         """Validate the caller's input, store the image, reset the working fields."""
         t0 = time.perf_counter()
         instruction = check_instruction(
-            state.get("instruction"), max_chars=self.cfg.max_instruction_chars
+            state.get("instruction"), max_chars=self.limits.max_instruction_chars
         )
         if "image" not in state:
             raise ValueError("input is missing 'image'")
         image = load_image(
-            state["image"], store=self.c.store, allowed_schemes=self.cfg.allowed_uri_schemes,
-            max_pixels=self.cfg.max_input_pixels,
+            state["image"], store=self.c.store, allowed_schemes=self.limits.allowed_uri_schemes,
+            max_pixels=self.limits.max_input_pixels,
         )
         source = self.c.store.put(image)
         self._emit({"event": "run_start", "source": source, "instruction": instruction})
@@ -122,9 +161,10 @@ class _Nodes:
         }
 
     # -- plan ---------------------------------------------------------------------------------
-    def plan(self, state: EditState) -> dict[str, Any]:
+    def plan(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        if (why := self._budget_left(state, 1)) is not None:
+        ctx = self._context(runtime)
+        if (why := self._budget_left(state, 1, ctx)) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
                              steps=[_record(kind="stop", step=state["step_count"], reason=why)])
         step = state["step_count"] + 1
@@ -170,27 +210,28 @@ class _Nodes:
             return end("no_progress", f"the planner repeated an accepted edit: {decision.instruction!r}")
         rejected = sum(1 for h in history if h["outcome"] == "rejected"
                        and h["instruction"] is not None and _norm(h["instruction"]) == key)
-        if rejected > self.cfg.max_repeats_of_rejected:
+        if rejected > ctx.max_repeats_of_rejected:
             return end("no_progress", f"{decision.instruction!r} was rejected {rejected} times")
-        if state["step_count"] >= self.cfg.max_steps:
-            return end("budget_exhausted", f"max_steps={self.cfg.max_steps} edits issued")
+        if state["step_count"] >= ctx.max_steps:
+            return end("budget_exhausted", f"max_steps={ctx.max_steps} edits issued")
         pending = {"step": step, "attempt": 0, "instruction": decision.instruction,
                    "planner": planner_out, "plan_s": dt}
         return {"next": "act", "pending": pending, "step_count": step,
                 "tool_calls": calls, "elapsed_s": dt}
 
     # -- act ----------------------------------------------------------------------------------
-    def act(self, state: EditState) -> dict[str, Any]:
+    def act(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
+        ctx = self._context(runtime)
         pending = state["pending"]
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
-        if (why := self._budget_left(state, 1 + self.critic_calls)) is not None:
+        if (why := self._budget_left(state, 1 + _critic_calls(ctx), ctx)) is not None:
             return self._end(state, "budget_exhausted", elapsed_s=0.0,
                              steps=[_record(kind="stop", step=step, attempt=attempt, reason=why)])
         name, editor = self.c.editors[attempt % len(self.c.editors)]
-        args = {"instruction": instruction, "seed": self.cfg.step_seed(step, attempt),
-                "num_inference_steps": self.cfg.num_inference_steps,
-                "guidance_scale": self.cfg.guidance_scale}
+        args = {"instruction": instruction, "seed": ctx.step_seed(step, attempt),
+                "num_inference_steps": ctx.num_inference_steps,
+                "guidance_scale": ctx.guidance_scale}
         writer = get_stream_writer()
         writer({"event": "step_start", "step": step, "attempt": attempt, "tool": name,
                 "instruction": instruction})
@@ -229,8 +270,9 @@ class _Nodes:
                 "elapsed_s": candidate["act_s"]}
 
     # -- verify -------------------------------------------------------------------------------
-    def verify(self, state: EditState) -> dict[str, Any]:
+    def verify(self, state: EditState, runtime: Runtime[EditContext]) -> dict[str, Any]:
         t0 = time.perf_counter()
+        ctx = self._context(runtime)
         pending, candidate = state["pending"], state["candidate"]
         step, attempt, instruction = pending["step"], pending["attempt"], pending["instruction"]
         store, critic = self.c.store, self.c.critic
@@ -242,11 +284,11 @@ class _Nodes:
         try:
             calls += 1
             step_critique = critic.critique(current, edited, instruction)
-            accepted, reason = self._judge_step(step_critique)
-            if accepted and self.cfg.check_regression:
+            accepted, reason = _judge_step(step_critique, ctx)
+            if accepted and ctx.check_regression:
                 calls += 1
                 progress = critic.critique(store.open(state["source"]), edited, state["instruction"])
-                accepted, reason = self._judge_progress(progress, self._last_progress(state))
+                accepted, reason = _judge_progress(progress, self._last_progress(state), ctx)
         except RecoverableToolError as exc:  # judged as a rejection: retry or re-plan
             step_critique = Critique.invalid(f"critic failed: {exc}")
             progress, accepted, reason = None, False, f"critic failed: {exc}"
@@ -275,13 +317,13 @@ class _Nodes:
             update.update(current=candidate["image"], result=candidate["image"], pending=None,
                           scores=scores["progress"] or scores["step"], next="plan",
                           history=[{"instruction": instruction, "outcome": "accepted", "reason": None}])
-            target = self.cfg.stop_when_satisfied
+            target = ctx.stop_when_satisfied
             if target is not None and progress is not None and progress.overall >= target:
                 update.update(next="end", stop_reason="critic_satisfied")
             return update
         # Rejected: the last accepted image stays current (the rollback). Retry the same edit
         # with a new seed / the next editor, or hand the rejection to the planner.
-        if attempt < self.cfg.max_retries_per_step:
+        if attempt < ctx.max_retries_per_step:
             update.update(next="act", pending={**pending, "attempt": attempt + 1})
         else:
             tries = attempt + 1
@@ -289,22 +331,6 @@ class _Nodes:
                 "instruction": instruction, "outcome": "rejected",
                 "reason": f"{reason} (after {tries} tr{'y' if tries == 1 else 'ies'})"}])
         return update
-
-    def _judge_step(self, critique: Critique) -> tuple[bool, str]:
-        if not critique.valid:
-            return False, f"no valid critic score: {critique.reasoning[:200]}"
-        overall = critique.overall
-        if overall < self.cfg.min_step_score:
-            return False, f"step score {overall:.2f} below min_step_score={self.cfg.min_step_score}"
-        return True, f"step score {overall:.2f}"
-
-    def _judge_progress(self, progress: Critique, previous: float | None) -> tuple[bool, str]:
-        if not progress.valid:
-            return False, f"no valid critic score: {progress.reasoning[:200]}"
-        if previous is not None and progress.overall < previous - self.cfg.regression_tolerance:
-            return False, (f"regression: full-instruction score {progress.overall:.2f} < last "
-                           f"accepted {previous:.2f} - regression_tolerance")
-        return True, f"accepted; full-instruction score {progress.overall:.2f}"
 
     @staticmethod
     def _last_progress(state: EditState) -> float | None:
@@ -321,16 +347,25 @@ class _Nodes:
 
 
 def build_graph(
-    config: AgentConfig,
     components: Components,
     *,
+    context: EditContext | None = None,
+    limits: InputLimits | None = None,
     checkpointer: Any = None,
     name: str = GRAPH_NAME,
 ) -> Any:
-    """Compile the editing graph. With ``checkpointer=None`` a graph used as a subgraph
-    inherits its parent's checkpointer."""
-    nodes = _Nodes(config, components)
-    builder = StateGraph(EditState, input_schema=InputState, output_schema=OutputState)
+    """Compile the editing graph over ``components``. ``context`` holds the per-run settings
+    (budgets, verify policy), ``limits`` the input refusals; both default to their dataclass
+    defaults. With ``checkpointer=None`` a graph used as a subgraph inherits its parent's
+    checkpointer."""
+    if not isinstance(components, Components):
+        raise TypeError(f"components must be a graphs.Components, got {components!r}")
+    if context is not None and not isinstance(context, EditContext):
+        raise TypeError(f"context must be an EditContext, got {context!r}")
+    defaults = context if context is not None else EditContext()
+    nodes = _Nodes(defaults, limits or InputLimits(), components)
+    builder = StateGraph(EditState, context_schema=EditContext.with_defaults(defaults),
+                         input_schema=InputState, output_schema=OutputState)
     builder.add_node("perceive", nodes.perceive)
     builder.add_node("plan", nodes.plan)
     builder.add_node("act", nodes.act)
@@ -341,83 +376,3 @@ def build_graph(
     builder.add_conditional_edges("act", nodes.route, {"verify": "verify", "plan": "plan", "end": END})
     builder.add_conditional_edges("verify", nodes.route, {"plan": "plan", "act": "act", "end": END})
     return builder.compile(checkpointer=checkpointer, name=name)
-
-
-def components_from(
-    config: AgentConfig,
-    *,
-    store: ArtifactStore,
-    planner: Planner | None = None,
-    editors: Editor | Sequence[Editor] | dict[str, Editor] | None = None,
-    grounder: Grounder | None = None,
-    critic: Critic | None = None,
-    build: Callable[[str, str], Any] | None = None,
-) -> Components:
-    """Resolve components: objects given win over backend names in the config."""
-    if build is None:
-        from tools.registry import build as registry_build
-
-        def build(kind: str, name: str) -> Any:
-            return registry_build(kind, name, **config.backend_options.get(name, {}))
-
-    def need(kind: str, obj: Any, name: str | None) -> Any:
-        if obj is not None:
-            return obj
-        if name is None:
-            raise ValueError(
-                f"no {kind}: pass {kind}=... to create_edit_agent, name a {kind} backend in "
-                f"AgentConfig, or choose a preset (e.g. AgentConfig(preset='dry-run'))"
-            )
-        return build(kind, name)
-
-    if editors is None:
-        if not config.editors:
-            need("editor", None, None)
-        named = tuple((n, build("editor", n)) for n in config.editors)
-    elif isinstance(editors, dict):
-        named = tuple(editors.items())
-    elif isinstance(editors, (list, tuple)):
-        named = tuple((type(e).__name__ if i == 0 else f"{type(e).__name__}#{i}", e)
-                      for i, e in enumerate(editors))
-    else:
-        named = ((type(editors).__name__, editors),)
-    for label, editor in named:
-        if not callable(getattr(editor, "edit", None)):
-            raise TypeError(f"editor {label!r} has no edit() method: {editor!r}")
-    planner = need("planner", planner, config.planner)
-    critic = need("critic", critic, config.critic)
-    if not callable(getattr(planner, "next_action", None)):
-        raise TypeError(f"planner has no next_action() method: {planner!r}")
-    if not callable(getattr(critic, "critique", None)):
-        raise TypeError(f"critic has no critique() method: {critic!r}")
-    if grounder is None and config.grounder is not None:
-        grounder = build("grounder", config.grounder)
-    if config.strategy != "mira":
-        named = tuple((n, _regional(n, e, grounder, config)) for n, e in named)
-    if config.strategy == "mirage":  # one regional step for the whole instruction
-        from agent.policies import WholeInstructionPlanner
-
-        planner = WholeInstructionPlanner()
-    return Components(planner=planner, editors=named, critic=critic, store=store, grounder=grounder)
-
-
-def _regional(name: str, editor: Any, grounder: Grounder | None, config: AgentConfig) -> Any:
-    """The editor as a MIRAGE ``RegionalEditor`` (strategies 'mirage' and 'mira+mirage')."""
-    from tools.mirage.tool import RegionalEditor
-
-    if isinstance(editor, RegionalEditor):
-        return editor
-    if grounder is None or not hasattr(type(grounder), "vlm"):
-        raise ValueError(
-            f"strategy {config.strategy!r} parses and grounds with the grounder's VLM: name a "
-            f"grounder backend with a Qwen-VL (e.g. the 'tiny' preset's), or pass editors=[RegionalEditor(...)]"
-        )
-    if type(editor).__name__ not in ("Flux2KleinEditor", "Flux2Editor", "FluxKontextEditor",
-                                     "QwenImageEditPlusEditor"):
-        raise ValueError(f"strategy {config.strategy!r} needs a FLUX.2, Kontext or Qwen-Image-Edit "
-                         f"editor for MIRAGE; editor "
-                         f"{name!r} is a {type(editor).__name__}")
-    from tools.mirage.parse import VLMInstructionParser
-
-    return RegionalEditor.for_editor(editor, parser=VLMInstructionParser(vlm=lambda: grounder.vlm),
-                                     grounder=grounder, rho=config.rho)

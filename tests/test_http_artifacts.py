@@ -1,4 +1,4 @@
-"""The read-only artifact route of ``graphs/http.py``, in process (starlette TestClient)."""
+"""The read-only artifact route of ``agent/http.py``, in process (starlette TestClient)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def root(tmp_path, monkeypatch):
 @pytest.fixture
 def http(root):
     """The module, imported once MIRA_ARTIFACTS_DIR points into tmp_path (importing it imports
-    graphs.studio, which builds the dry-run graph on the store root)."""
-    return importlib.import_module("graphs.http")
+    agent.studio, which builds the dry-run graph on the store root)."""
+    return importlib.import_module("agent.http")
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_corrupt_artifact_is_500_not_served(client, ref, root):
 
 
 def test_studio_root_follows_the_env_var(root, monkeypatch, tmp_path):
-    from graphs.studio import artifacts_root
+    from agent.studio import artifacts_root
     from agent import default_artifacts_dir
 
     assert artifacts_root() == root

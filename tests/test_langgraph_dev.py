@@ -1,7 +1,7 @@
 """``langgraph dev`` serves the agent offline: run it over the SDK, fetch its images over HTTP.
 
-Starts the real server (``langgraph.json``: graph ``mira_edit`` from ``graphs/studio.py``,
-custom routes from ``graphs/http.py``) on a free loopback port, with its analytics and
+Starts the real server (``langgraph.json``: graph ``mira_edit`` from ``agent/studio.py``,
+custom routes from ``agent/http.py``) on a free loopback port, with its analytics and
 version check switched off and LangSmith tracing off, so it makes no outbound connection.
 """
 
@@ -189,3 +189,29 @@ def test_artifact_route_is_read_only_and_strict_behind_the_server(dev_server):
         assert _raw(dev_server, method, f"/artifacts/{sha}.png") == 405, method
     # The LangGraph API is still there next to the custom route.
     assert _raw(dev_server, "GET", "/ok") == 200
+
+
+def test_server_shows_and_accepts_the_context_schema(dev_server):
+    """The per-run settings are the graph's context schema: the server lists them with their
+    descriptions and defaults, and a run's ``context`` changes that run. (The server itself
+    drops context keys its schema does not list before the graph sees them, so the unknown-key
+    error is tested in process, tests/test_context.py.)"""
+    from langgraph_sdk import get_sync_client
+
+    image = dev_server.workdir / "input_ctx.png"
+    make_test_image(64, 48).save(image)
+    with get_sync_client(url=dev_server.url, api_key=None, timeout=60) as client:
+        assistant = client.assistants.search(graph_id="mira_edit")[0]
+        schemas = client.assistants.get_schemas(assistant["assistant_id"])
+        props = schemas["context_schema"]["properties"]
+        assert {"max_steps", "max_tool_calls", "min_step_score", "seed"} <= set(props)
+        assert props["max_steps"]["default"] == 5 and props["max_steps"]["description"]
+
+        inputs = {"image": str(image),
+                  "instruction": "make the left side red, then make the right side blue"}
+        thread = client.threads.create()
+        client.runs.wait(thread["thread_id"], "mira_edit", input=inputs,
+                         context={"max_steps": 1})
+        state = client.threads.get_state(thread["thread_id"])["values"]
+        edits = [s for s in state["steps"] if s["kind"] == "edit"]
+        assert len(edits) == 1 and state["stop_reason"] == "budget_exhausted", state["steps"]

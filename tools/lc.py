@@ -12,8 +12,8 @@ from typing import Any
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
 
-from agent.artifacts import ArtifactStore, ImageRef
-from agent.errors import RecoverableToolError
+from tools.artifacts import ArtifactStore, ImageRef
+from tools.errors import RecoverableToolError
 from tools.contracts import Critic, Editor, Grounder, HistoryItem, Planner
 
 __all__ = ["EditorTool", "GrounderTool", "CriticTool", "PlannerTool"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
-from agent.errors import FatalToolError
+from tools.errors import FatalToolError
 
 __all__ = [
     "ModelNotFoundError",

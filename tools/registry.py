@@ -4,6 +4,9 @@ Entries are ``"module:attribute"`` strings, imported only when a backend is buil
 a heavy backend costs nothing until it is used. A factory is called with the backend's options (none by default) and
 returns an object satisfying the kind's protocol (``tools.contracts``); keyword options come
 from ``AgentConfig.backend_options``.
+
+This module lists the backends of ``tools``; layers above add their own with ``register``
+(``agent`` registers its test doubles, e.g. the ``dry-run`` preset's ``"paint"`` editor).
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ _KINDS: tuple[str, ...] = ("planner", "editor", "grounder", "critic")
 _lock = threading.Lock()
 _entries: dict[str, dict[str, str | Callable[..., Any]]] = {
     "planner": {
-        "split": "agent.testing:SplitPlanner",
         "mira-tiny": "tools.vlm.tiny:tiny_mira_planner",
         "mira-7b": "tools.vlm.planner:mira_7b",
         "mira-3b": "tools.vlm.planner:mira_3b",
     },
     "editor": {
-        "paint": "agent.testing:PaintEditor",
         "flux2-klein-tiny": "tools.editors.tiny:tiny_flux2_klein_editor",
         "flux2-klein-base-tiny": "tools.editors.tiny:tiny_flux2_klein_base_editor",
         "flux2-dev-tiny": "tools.editors.tiny:tiny_flux2_editor",
@@ -45,13 +46,11 @@ _entries: dict[str, dict[str, str | Callable[..., Any]]] = {
         "ip2p": "tools.editors.ip2p:instruct_pix2pix",
     },
     "grounder": {
-        "side": "agent.testing:SideGrounder",
         "qwen-vl-tiny": "tools.vlm.tiny:tiny_grounder",
         "qwen3-vl-8b": "tools.vlm.grounder:qwen3vl_8b",
         "qwen2.5-vl-7b": "tools.vlm.grounder:qwen25vl_7b",
     },
     "critic": {
-        "pixel-change": "agent.testing:PixelChangeCritic",
         "editscore-tiny": "tools.vlm.tiny:tiny_editscore_critic",
         "editscore-qwen3-vl-8b": "tools.vlm.critic:editscore_qwen3vl_8b",
         "editscore-qwen3-vl-4b": "tools.vlm.critic:editscore_qwen3vl_4b",

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from agent.errors import FatalToolError, GroundingError, RecoverableToolError
+from tools.errors import FatalToolError, GroundingError, RecoverableToolError
 from agent.microworld.edits import (
     Edit,
     EditError,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from agent.errors import RecoverableToolError
+from tools.errors import RecoverableToolError
 
 if TYPE_CHECKING:
     from PIL import Image

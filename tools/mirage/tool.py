@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
 
-from agent.artifacts import ArtifactStore, ImageRef
-from agent.errors import GroundingError, RecoverableToolError
+from tools.artifacts import ArtifactStore, ImageRef
+from tools.errors import GroundingError, RecoverableToolError
 from tools.contracts import Box, EditOutput, Grounder
 from tools.mirage.parse import InstructionParser
 from tools.mirage.regions import Region

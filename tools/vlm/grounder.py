@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import GroundingError
+from tools.errors import GroundingError
 from tools.contracts import Box, Grounding
 from tools.models import LoadOptions, resolve_local
 from tools.vlm._common import Lazy, fit_longest_side

@@ -1,8 +1,8 @@
 """MIRA planners (DESIGN 7): a local Qwen2.5-VL policy, or any langchain-core chat model.
 
-Both render the published MIRA template (``agent.prompts.MIRA_PLANNER_TEMPLATE``) with the
+Both render the published MIRA template (``tools.prompts.MIRA_PLANNER_TEMPLATE``) with the
 original image and the latest edited image in place of its two ``<image>`` markers, and parse
-the answer with ``agent.prompts.parse_planner_output``: ``NEXT_EDITING_INSTRUCTION: ...`` or
+the answer with ``tools.prompts.parse_planner_output``: ``NEXT_EDITING_INSTRUCTION: ...`` or
 ``<stop>``; anything else raises ``PlannerOutputError`` (recoverable: the graph re-plans).
 
 The template has no slot for the history: the MIRA policy is state-conditioned (it compares
@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import PlannerOutputError
-from agent.prompts import parse_planner_output, render_planner_prompt
+from tools.errors import PlannerOutputError
+from tools.prompts import parse_planner_output, render_planner_prompt
 from tools.contracts import HistoryItem, PlannerDecision
 from tools.models import LoadOptions, ModelNotFoundError, resolve_local
 from tools.vlm._common import Lazy, fit_longest_side, image_url_block, message_text

@@ -4,7 +4,7 @@
 brings its own persistence). The artifact root comes from ``$MIRA_ARTIFACTS_DIR`` when set,
 else ``default_artifacts_dir()``. Reading an environment variable here is intended: this is a
 top-level entry point, like a CLI's ``main``; ``AgentConfig`` and the nodes never read one.
-``graphs/http.py`` serves the same root through ``artifacts_root()``.
+``agent/http.py`` serves the same root through ``artifacts_root()``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Read-only HTTP access to the artifact store, mounted by ``langgraph dev`` (``langgraph.json``).
 
 ``GET /artifacts/{sha256}.png`` (or without ``.png``) returns the PNG whose bytes hash to
-``sha256``, from the same store root as the ``mira_edit`` graph (``graphs.studio``), so a
+``sha256``, from the same store root as the ``mira_edit`` graph (``agent.studio``), so a
 client of the LangGraph server can show the ``ImageRef``s a run returns.
 
 Only GET and HEAD are served (POST, PUT, PATCH, DELETE, OPTIONS: 405). A name that is not
@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from agent.artifacts import ArtifactStore
-from graphs.studio import artifacts_root
+from tools.artifacts import ArtifactStore
+from agent.studio import artifacts_root
 
 __all__ = ["create_app", "app"]
 

@@ -1,0 +1,167 @@
+"""Content-addressed image store: pixels live on disk, state holds ``ImageRef``s.
+
+An artifact is a PNG named by the sha256 of its bytes, under ``<root>/<aa>/<sha>.png``.
+The same pixels always give the same PNG bytes, so the same image is stored once. Writes are
+atomic (temporary file + ``os.replace``), and every read checks that the path lies inside the
+store's root and that the bytes still hash to the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from urllib.parse import unquote, urlparse
+
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from tools._io import write_atomic
+
+if TYPE_CHECKING:  # PIL and numpy are imported on use: `import agent` stays light.
+    import numpy as np
+    from PIL import Image
+
+__all__ = ["ImageRef", "ArtifactStore", "default_artifacts_dir"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ImageRef(TypedDict):
+    """A stored image. JSON-only, so it can sit in graph state and checkpoints.
+
+    ``uri`` is a ``file://`` URI of the PNG inside the store; ``width``/``height`` in pixels.
+    Masks are ImageRefs too (single-channel PNG, 0 or 255).
+    """
+
+    uri: str
+    sha256: str
+    width: int
+    height: int
+
+
+def default_artifacts_dir() -> Path:
+    """``$XDG_CACHE_HOME/mira-agent/artifacts`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mira-agent" / "artifacts"
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    # Fixed encoder settings and no metadata: equal pixels give equal bytes (and hash).
+    image.save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+class ArtifactStore:
+    """Stores images as content-addressed PNGs under ``root`` and resolves ``ImageRef``s.
+
+    Safe to share between threads and processes: files are written once, atomically.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root if root is not None else default_artifacts_dir()).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = self.root.resolve()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore(root={str(self.root)!r})"
+
+    # -- writing -----------------------------------------------------------------------------
+    def put(self, image: Image.Image) -> ImageRef:
+        """Store an RGB image (other modes are converted) and return its reference."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return self._put_png(image)
+
+    def put_mask(self, mask: Image.Image | np.ndarray) -> ImageRef:
+        """Store a mask: an HxW bool/0-1 array or a PIL image (nonzero = inside)."""
+        import numpy as np
+        from PIL import Image
+
+        arr = np.asarray(mask)
+        if arr.ndim != 2:
+            raise ValueError(f"mask must be HxW, got an array of shape {arr.shape!r}")
+        return self._put_png(Image.fromarray(np.where(arr > 0, 255, 0).astype(np.uint8), "L"))
+
+    def _put_png(self, image: Image.Image) -> ImageRef:
+        data = _png_bytes(image)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._path_for(sha)
+        if not path.exists():  # same name, same bytes: an existing file is already right
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        return ImageRef(uri=path.as_uri(), sha256=sha, width=image.width, height=image.height)
+
+    # -- reading -----------------------------------------------------------------------------
+    def path(self, ref: ImageRef | str) -> Path:
+        """The file behind a reference (or a bare sha256), checked to lie inside the root.
+
+        Raises ``ValueError`` for a malformed hash or a URI that points outside the store, and
+        ``FileNotFoundError`` when the artifact is not in this store.
+        """
+        if isinstance(ref, str):
+            sha = ref
+            uri = None
+        elif isinstance(ref, dict) and "sha256" in ref:
+            sha, uri = ref["sha256"], ref.get("uri")
+        else:
+            raise TypeError(f"expected an ImageRef or a sha256 string, got {ref!r}")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise ValueError(f"not a sha256 hex digest: {sha!r}")
+        path = self._path_for(sha)
+        if uri is not None:
+            claimed = _uri_to_path(uri).resolve()
+            if claimed != path:
+                raise ValueError(
+                    f"ImageRef uri {uri!r} does not point at artifact {sha[:12]} inside the "
+                    f"store root {str(self.root)!r}"
+                )
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {sha!r} is not in the store at {str(self.root)!r}")
+        return path
+
+    def read_bytes(self, ref: ImageRef | str) -> bytes:
+        """The PNG bytes of an artifact, verified against its hash."""
+        path = self.path(ref)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != path.stem:
+            raise ValueError(f"artifact {str(path)!r} is corrupt: its bytes no longer match its hash")
+        return data
+
+    def open(self, ref: ImageRef | str) -> Image.Image:
+        """Load an artifact as a PIL image (RGB for images, L for masks), fully read."""
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(self.read_bytes(ref)))
+        image.load()
+        return image
+
+    def open_mask(self, ref: ImageRef | str) -> np.ndarray:
+        """Load a mask artifact as an HxW bool array."""
+        import numpy as np
+
+        return np.asarray(self.open(ref).convert("L")) > 127
+
+    def contains(self, ref: ImageRef | str) -> bool:
+        try:
+            self.path(ref)
+        except (ValueError, FileNotFoundError):
+            return False
+        return True
+
+    def _path_for(self, sha: str) -> Path:
+        path = (self.root / sha[:2] / f"{sha}.png").resolve()
+        if not path.is_relative_to(self.root):  # defence in depth; sha is validated hex
+            raise ValueError(f"artifact path {str(path)!r} escapes the store root")
+        return path
+
+
+def _uri_to_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"artifact uri must be a local file:// URI, got {uri!r}")
+    return Path(unquote(parsed.path))
