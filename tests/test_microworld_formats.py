@@ -129,7 +129,7 @@ def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_p
     markers = heldout_markers()
     pattern = re.compile(r"(?<![\w-])(?:" + "|".join(
         re.escape(m) for m in sorted(markers, key=len, reverse=True)) + r")(?![\w-])")
-    for kind in ("planner", "grounder", "parse", "critic"):
+    for kind in ("editor", "planner", "grounder", "parse", "critic"):
         manifest = export(tmp_path, kind, n=4, shard_size=25)
         assert manifest["seeds"]["splits"] == ["train"] and manifest["language"] == "train"
         root = tmp_path / kind
@@ -145,6 +145,9 @@ def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_p
                 # no held-out word or template anywhere in what a model is trained on
                 words = [c["text"] for turn in record.get("messages", record.get("sc", []))
                          for c in turn["content"] if c["type"] == "text"]
+                if kind == "editor":
+                    words = [record["instruction"]]
+                    assert record["mask"].endswith(".png") and record["source"].endswith(".png")
                 for text in words:
                     text = text.lower()
                     # the fixed prompts are not generated language: drop them before checking

@@ -22,7 +22,8 @@ sharded with a manifest.
   samples at partial progress.
 
 Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
-(default train). ``export`` writes a stream as JSONL shards plus PNGs and a ``manifest.json``.
+(default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
+JSONL shards plus PNGs (masks as L-mode PNGs) and a ``manifest.json``.
 Images in records are RGB PIL; chats hold them inline (``{"type": "image", "image": PIL}``),
 as the classes build them.
 """
@@ -425,8 +426,14 @@ def critic_samples(seeds: Iterable[int] | None = None, *, n: int = 1000, languag
 
 
 # -- writing ------------------------------------------------------------------------------------
-FORMATS = {"planner": planner_samples, "grounder": grounder_samples, "parse": parse_samples,
-           "critic": critic_samples}
+def _editor(seeds: Iterable[int], **options: Any) -> Iterator[dict[str, Any]]:
+    from agent.microworld.exports import editor_records
+
+    return editor_records(seeds, **options)
+
+
+FORMATS = {"editor": _editor, "planner": planner_samples, "grounder": grounder_samples,
+           "parse": parse_samples, "critic": critic_samples}
 
 
 def _jsonable(value: Any, save: Any, path: str) -> Any:
