@@ -1,15 +1,31 @@
 """``mira-bench``: run editing strategies over a dataset, score them, write a report.
 
-    mira-bench [--dataset microworld|PATH] [--n N] [--seed S] [--edits N|LO-HI] [--size PX]
-               [--strategy single-shot,agent] [--editor oracle|noisy] [--p-wrong P]
-               [--p-bleed P] [--p-noop P] [--preset NAME] [--max-steps N] [--max-retries N]
-               [--out DIR] [--html-samples K] [--quiet]
+    mira-bench [--dataset microworld|PATH] [--n N] [--split benchmark|validation|test]
+               [--offset K] [--language train|heldout] [--edits N|LO-HI] [--size PX]
+               [--strategy single-shot,best-of-n,agent] [--budget N] [--seed S]
+               [--planner oracle|heuristic|NAME] [--editor oracle|noisy|NAME]
+               [--critic oracle|noisy|NAME] [--grounder oracle|NAME] [--critic-error E[,E...]]
+               [--p-wrong P] [--p-bleed P] [--p-noop P] [--preset NAME] [--max-steps N]
+               [--max-retries N] [--out DIR] [--html-samples K] [--quiet]
 
 Datasets: ``microworld`` (the procedural benchmark of ``agent.microworld``: exact ground
-truth, oracle/noisy tools), or a folder / JSONL of (image, instruction, optional masks and
-target) so real benchmarks plug in (they run with ``--preset``'s backends). Writes into
-``--out``: ``results.jsonl`` (one line per sample and strategy, appended and flushed as each
-finishes; a rerun skips what is there, so an interrupted run resumes), ``images/<id>/``,
+truth; cases are the seeds ``--offset .. --offset+n-1`` of the ``--split`` range, benchmark by
+default, words from the ``--language`` split), or a folder / JSONL of (image, instruction,
+optional masks and target) so real benchmarks plug in (they run with ``--preset``'s backends).
+
+The protocol cannot flatter the agent: ``best-of-n`` (the full instruction, ``--budget`` tries
+with new seeds, the same critic picks) and ``agent`` get the same editor-call budget
+(``--budget``, default 10; the agent's run ends when it is spent); ``single-shot`` is one call.
+Every component can be swapped: ``oracle`` (reads the scene truth and the case's structured
+edits: rows using one are upper bounds, marked in the table), ``noisy`` (editor: a model's
+mistakes at set rates; critic: the oracle critic with its verdict flipped at rate
+``--critic-error``, deterministically per input; a comma list gives one row per rate),
+``heuristic`` (planner: splits the words), or a backend name of ``tools.registry`` / a preset
+name (its backend for that role). Every result keeps its trace (the agent's steps, the
+best-of-n tries).
+
+Writes into ``--out``: ``results.jsonl`` (one line per sample and row, appended and flushed as
+each finishes; a rerun skips what is there, so an interrupted run resumes), ``images/<id>/``,
 ``summary.md`` (the table, also printed) and ``index.html`` (source / ground truth / result
 thumbnails for the first ``--html-samples`` samples).
 
@@ -22,6 +38,7 @@ import argparse
 import html
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -42,6 +59,8 @@ __all__ = [
     "main",
     "build_parser",
     "Sample",
+    "Row",
+    "rows_of",
     "microworld_samples",
     "folder_samples",
     "jsonl_samples",
@@ -51,7 +70,7 @@ __all__ = [
 ]
 
 PROG = "mira-bench"
-STRATEGIES = ("single-shot", "agent", "mirage", "mira+mirage")
+STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage")
 #: Strategies that need a diffusion pipeline to regionalise (MIRAGE): preset datasets only.
 REGIONAL = ("mirage", "mira+mirage")
 RESULTS = "results.jsonl"
@@ -77,13 +96,22 @@ class Sample:
 
 
 def microworld_samples(
-    n: int, *, seed: int = 0, n_edits: int | tuple[int, int] = 3, size: int = 128
+    n: int,
+    *,
+    split: str = "benchmark",
+    offset: int = 0,
+    n_edits: int | tuple[int, int] = 3,
+    size: int = 224,
+    language: str = "train",
 ) -> Iterator[Sample]:
-    """The first ``n`` micro-world cases of ``seed`` (case i is the same for any ``n``)."""
+    """The micro-world cases of seeds ``offset .. offset+n-1`` of ``split``'s seed range
+    (``agent.microworld.splits``), ids ``mw-<seed>``, words from ``language``."""
     from agent.microworld.render import render
-    from agent.microworld.truth import generate_cases
+    from agent.microworld.splits import seeds
+    from agent.microworld.truth import make_case
 
-    for case in generate_cases(n, seed=seed, n_edits=n_edits, size=size):
+    for seed in seeds(split, n, offset=offset):  # type: ignore[arg-type]
+        case = make_case(seed, n_edits=n_edits, size=size, language=language)  # type: ignore[arg-type]
         yield Sample(
             id=case.id,
             instruction=case.instruction,
@@ -149,60 +177,174 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Runner:
-    """Builds the tools once and runs one strategy on one sample."""
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a strategy run with one critic error rate."""
 
-    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+    label: str
+    strategy: str
+    epsilon: float | None = None
+
+
+def rows_of(strategies: Sequence[str], critic: str, errors: Sequence[float]) -> list[Row]:
+    """The table's rows: single-shot once (it has no critic), every other strategy once per
+    critic error rate when the critic is ``noisy``."""
+    rows = []
+    for strategy in strategies:
+        if critic != "noisy" or strategy == "single-shot":
+            rows.append(Row(strategy, strategy))
+            continue
+        for eps in errors:
+            label = strategy if len(errors) == 1 else f"{strategy} (critic error {eps:g})"
+            rows.append(Row(label, strategy, eps))
+    return rows
+
+
+def _upper_bound(row: Row, args: argparse.Namespace) -> bool:
+    """Whether a micro-world row uses an oracle component (its number is an upper bound): the
+    editor, the critic (a noisy one at error 0 is the oracle) for rows that use one, the
+    planner for agent rows. (The grounder only serves MIRAGE, which the micro-world refuses.)"""
+    used = [args.editor]
+    if row.strategy != "single-shot":
+        used.append("oracle" if args.critic == "noisy" and row.epsilon == 0 else args.critic)
+    if row.strategy not in ("single-shot", "best-of-n"):
+        used.append(args.planner)
+    return "oracle" in used
+
+
+class _Budgeted:
+    """An editor that allows ``budget`` calls per run (``reset`` starts a run); the call after
+    the last raises ``FatalToolError``, which ends an agent run on its last accepted image."""
+
+    def __init__(self, editor: Any, budget: int) -> None:
+        self.editor, self.budget, self.calls = editor, budget, 0
+        self.name = getattr(editor, "name", type(editor).__name__)
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def edit(self, image: Image.Image, instruction: str, **kwargs: Any) -> Any:
+        from tools.errors import FatalToolError
+
+        if self.calls >= self.budget:
+            raise FatalToolError(f"editor-call budget of {self.budget} spent", tool=self.name)
+        self.calls += 1
+        return self.editor.edit(image, instruction, **kwargs)
+
+
+def _component(role: str, name: str) -> Any:
+    """A backend from ``tools.registry`` by name, or a preset's backend for ``role``."""
+    from tools.registry import available, build
+
+    if name in PRESETS:
+        value = PRESETS[name]["editors" if role == "editor" else role]
+        name = value[0] if isinstance(value, list) else value  # type: ignore[assignment,index]
+    if name not in available(role):  # type: ignore[arg-type]
+        raise ValueError(
+            f"--{role} {name!r}: not oracle/noisy/heuristic, a preset or a {role} "
+            f"backend ({', '.join(available(role))})"
+        )  # type: ignore[arg-type]
+    return build(role, name)  # type: ignore[arg-type]
+
+
+class _Runner:
+    """Builds the tools once and runs one row on one sample."""
+
+    def __init__(self, args: argparse.Namespace, out: Path, rows: Sequence[Row] = ()) -> None:
         from agent.config import AgentConfig
         from tools.artifacts import ArtifactStore
 
         self.args = args
+        self.rows = {r.label: r for r in rows}
         self.store = ArtifactStore(out / "artifacts")
         options: dict[str, Any] = {"seed": args.seed}
-        if args.max_steps is not None:
-            options["max_steps"] = args.max_steps
         if args.max_retries is not None:
             options["max_retries_per_step"] = args.max_retries
         self.microworld = args.dataset == "microworld"
+        self.budget = args.budget
+        self._critics: dict[float | None, Any] = {}
         if self.microworld:
-            from agent.microworld.tools import (
-                NoisyEditor,
-                OracleCritic,
-                OracleEditor,
-                OracleGrounder,
-                OraclePlanner,
-                World,
-            )
+            from agent.microworld.tools import World
 
             self.world = World()
-            self.editor = (
-                NoisyEditor(
-                    self.world, p_wrong=args.p_wrong, p_bleed=args.p_bleed, p_noop=args.p_noop
-                )
-                if args.editor == "noisy"
-                else OracleEditor(self.world)
-            )
+            # the editor budget is the binding limit: steps and tool calls may use all of it
+            options.setdefault("max_tool_calls", 10_000)
+            options["max_steps"] = args.max_steps if args.max_steps is not None else args.budget
             self.config = AgentConfig(**options)
-            self.components = dict(
-                planner=OraclePlanner(self.world),
-                critic=OracleCritic(self.world),
-                grounder=OracleGrounder(self.world),
-                editors=self.editor,
-            )
+            self.editor = self._editor(args.editor)
+            self.planner = self._planner(args.planner)
+            self.grounder = self._grounder(args.grounder)
         else:
             from tools.registry import build
 
+            if args.max_steps is not None:
+                options["max_steps"] = args.max_steps
             self.config = AgentConfig(preset=args.preset, **options)
             self.editor = build("editor", self.config.editors[0])
-            self.components = {}
+        self.budgeted = _Budgeted(self.editor, self.budget)
         self._agents: dict[str, Any] = {}
+        for row in rows:  # build critics now, so a bad name is refused before any work
+            if self.microworld and row.strategy != "single-shot":
+                self.critic(row.epsilon)
+
+    # -- components (micro-world) ------------------------------------------------------------
+    def _editor(self, name: str) -> Any:
+        from agent.microworld.tools import NoisyEditor, OracleEditor
+
+        if name == "oracle":
+            return OracleEditor(self.world)
+        if name == "noisy":
+            a = self.args
+            return NoisyEditor(self.world, p_wrong=a.p_wrong, p_bleed=a.p_bleed, p_noop=a.p_noop)
+        return _component("editor", name)
+
+    def _planner(self, name: str) -> Any:
+        from agent.microworld.tools import HeuristicPlanner, OraclePlanner
+
+        if name == "oracle":
+            return OraclePlanner(self.world)
+        if name == "heuristic":
+            return HeuristicPlanner()
+        return _component("planner", name)
+
+    def _grounder(self, name: str) -> Any:
+        from agent.microworld.tools import OracleGrounder
+
+        return OracleGrounder(self.world) if name == "oracle" else _component("grounder", name)
+
+    def critic(self, epsilon: float | None) -> Any:
+        if epsilon not in self._critics:
+            from agent.microworld.tools import NoisyCritic, OracleCritic
+
+            name = self.args.critic if self.microworld else None
+            if name == "oracle":
+                critic = OracleCritic(self.world)
+            elif name == "noisy":
+                critic = NoisyCritic(
+                    self.world,
+                    epsilon=epsilon or 0.0,
+                    seed=self.args.seed,
+                    threshold=self.config.min_step_score,
+                )
+            elif name is not None:
+                critic = _component("critic", name)
+            else:
+                from tools.registry import build
+
+                critic = build("critic", self.config.critic)
+            self._critics[epsilon] = critic
+        return self._critics[epsilon]
 
     def source(self, sample: Sample) -> Image.Image:
         return self.world.add(sample.case) if self.microworld else sample.load()
 
-    def __call__(self, strategy: str, sample: Sample, source: Image.Image) -> Outcome:
+    # -- strategies ---------------------------------------------------------------------------
+    def __call__(self, label: str, sample: Sample, source: Image.Image) -> Outcome:
+        row = self.rows.get(label, Row(label, label))
+        strategy = row.strategy
+        self.budgeted.reset()
         if strategy == "single-shot":
-            image = self.editor.edit(
+            image = self.budgeted.edit(
                 source,
                 sample.instruction,
                 seed=self.config.seed,
@@ -210,7 +352,9 @@ class _Runner:
                 guidance_scale=self.config.guidance_scale,
             )
             return Outcome(image=image, steps=1, stop_reason="single_shot")
-        if strategy not in self._agents:  # "agent" is the config's own strategy (mira)
+        if strategy == "best-of-n":
+            return self._best_of_n(row, sample, source)
+        if label not in self._agents:  # "agent" is the config's own strategy (mira)
             from agent.config import AgentConfig
             from agent.factory import create_edit_agent
 
@@ -221,18 +365,68 @@ class _Runner:
                     {**self.config.model_dump(exclude_unset=True), "strategy": strategy}
                 )
             )
-            self._agents[strategy] = create_edit_agent(
-                config, artifacts=self.store, **self.components
-            )
-        out = self._agents[strategy].invoke(
+            # MIRAGE needs the diffusion editor itself (it regionalises its pipeline), so its
+            # rows are bounded by max_steps, not wrapped in the editor-call budget
+            components: dict[str, Any] = {} if strategy in REGIONAL else {"editors": self.budgeted}
+            if self.microworld:
+                components.update(
+                    planner=self.planner, grounder=self.grounder, critic=self.critic(row.epsilon)
+                )
+            self._agents[label] = create_edit_agent(config, artifacts=self.store, **components)
+        out = self._agents[label].invoke(
             {"image": self.store.put(source), "instruction": sample.instruction}
         )
         edits = [s for s in out["steps"] if s["kind"] == "edit"]
+        stop = out["stop_reason"]
+        if stop == "error" and self.budgeted.calls >= self.budget:
+            stop = "editor_budget"
+        trace = [
+            {k: s.get(k) for k in ("kind", "step", "attempt", "accepted", "reason")}
+            | {
+                "instruction": (s.get("args") or {}).get("instruction"),
+                "overall": ((s.get("scores") or {}).get("step") or {}).get("overall"),
+            }
+            for s in out["steps"]
+        ]
         return Outcome(
             image=self.store.open(out["result"]),
-            steps=len(edits),
-            stop_reason=out["stop_reason"],
-            extra={"accepted": sum(1 for s in edits if s["accepted"])},
+            steps=self.budgeted.calls,
+            stop_reason=stop,
+            extra={"accepted": sum(1 for s in edits if s["accepted"]), "trace": trace},
+        )
+
+    def _best_of_n(self, row: Row, sample: Sample, source: Image.Image) -> Outcome:
+        """``budget`` tries of the full instruction (seeds seed, seed+1, ...); the critic's
+        highest valid Overall wins (the first on ties; the first try when none is valid)."""
+        critic = self.critic(row.epsilon)
+        best, best_score, trace = None, None, []
+        for k in range(self.budget):
+            image = self.budgeted.edit(
+                source,
+                sample.instruction,
+                seed=self.config.seed + k,
+                num_inference_steps=self.config.num_inference_steps,
+                guidance_scale=self.config.guidance_scale,
+            )
+            c = critic.critique(source, image, sample.instruction)
+            trace.append(
+                {
+                    "try": k,
+                    "seed": self.config.seed + k,
+                    "valid": c.valid,
+                    "overall": c.overall if c.valid else None,
+                }
+            )
+            if best is None or (c.valid and (best_score is None or c.overall > best_score)):
+                best, best_score = image, (c.overall if c.valid else None)
+        return Outcome(
+            image=best,
+            steps=self.budgeted.calls,
+            stop_reason="best_of_n",  # type: ignore[arg-type]
+            extra={
+                "trace": trace,
+                "picked": max(range(len(trace)), key=lambda i: (trace[i]["overall"] or -1, -i)),
+            },
         )
 
 
@@ -265,7 +459,14 @@ def _score(sample: Sample, source: Image.Image, result: Image.Image) -> dict[str
             expected = im.convert("RGB")
     out = score_edits(source, result, expected, boxes).as_dict()
     if sample.target is None:
-        out.update(edits=[], pf=None, edits_passed=None, success=None)
+        out.update(
+            edits=[],
+            pf=None,
+            edits_passed=None,
+            success=None,
+            success_strict=None,
+            success_tolerant=None,
+        )
     return out
 
 
@@ -329,7 +530,10 @@ def run_bench(
             elapsed = time.perf_counter() - t0
             folder = out / "images" / sample.id
             folder.mkdir(parents=True, exist_ok=True)
-            files = {"source": "source.png", "result": f"{strategy.replace('+', '_')}.png"}
+            files = {
+                "source": "source.png",
+                "result": f"{re.sub(r'[^A-Za-z0-9.-]+', '_', strategy).strip('_')}.png",
+            }
             if not (folder / files["source"]).exists():
                 source.save(folder / files["source"])
             if sample.case is not None:
@@ -345,6 +549,9 @@ def run_bench(
                 "instruction": sample.instruction,
                 "n_edits": len(sample.case.edits) if sample.case else None,
                 "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
+                "seed": sample.case.seed if sample.case else None,
+                "ref_kinds": list(sample.case.ref_kinds) if sample.case else None,
+                "language": sample.case.language if sample.case else None,
                 **_score(sample, source, outcome.image),
                 "steps": outcome.steps,
                 "stop_reason": outcome.stop_reason,
@@ -370,12 +577,15 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else format(value, pattern)
 
 
-def summarise(records: list[dict[str, Any]], strategies: Sequence[str]) -> str:
-    """Markdown: one row per strategy, then prompt following per edit type."""
+def summarise(
+    records: list[dict[str, Any]], strategies: Sequence[str], *, upper_bound: Sequence[str] = ()
+) -> str:
+    """Markdown: one row per strategy (row label), then prompt following per edit type. Rows
+    named in ``upper_bound`` say "yes" in the last column (they use an oracle component)."""
     lines = [
         "| strategy | samples | PF (edits done) | PF score | consistent | PSNR out of target (dB) "
-        "| success | steps | time / sample (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| success | success (tolerant) | editor calls | time / sample (s) | upper bound |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     kinds: dict[str, dict[str, list[bool]]] = {}
     for strategy in strategies:
@@ -393,8 +603,10 @@ def summarise(records: list[dict[str, Any]], strategies: Sequence[str]) -> str:
                     _fmt(consistent, ".1%"),
                     _fmt(_mean([r.get("psnr") for r in rs]), ".1f"),
                     _fmt(_mean([r.get("success") for r in rs]), ".1%"),
+                    _fmt(_mean([r.get("success_tolerant") for r in rs]), ".1%"),
                     _fmt(_mean([r["steps"] for r in rs]), ".2f"),
                     _fmt(_mean([r["time_s"] for r in rs]), ".3f"),
+                    "yes" if strategy in upper_bound else "no",
                 ]
             )
             + " |"
@@ -503,19 +715,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench_out", help="output folder (default: %(default)s)")
     p.add_argument(
         "--strategy",
-        default="single-shot,agent",
+        default="single-shot,best-of-n,agent",
         help=f"comma-separated, of {', '.join(STRATEGIES)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=10,
+        help="editor calls per sample for best-of-n and agent (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="tool seed: editor seeds, the noisy critic's errors (default: %(default)s)",
     )
     mw = p.add_argument_group("micro-world")
     mw.add_argument("--n", type=int, default=100, help="number of cases (default: %(default)s)")
     mw.add_argument(
-        "--seed", type=int, default=0, help="dataset and edit seed (default: %(default)s)"
+        "--split",
+        choices=("benchmark", "validation", "test"),
+        default="benchmark",
+        help="seed range the cases come from (default: %(default)s; never train)",
+    )
+    mw.add_argument("--offset", type=int, default=0, help="first seed's offset in the split")
+    mw.add_argument(
+        "--language",
+        choices=("train", "heldout"),
+        default="train",
+        help="language split of the instructions (default: %(default)s)",
     )
     mw.add_argument("--edits", type=_edits, default=3, help="edits per case: N or LO-HI in 1..5")
     mw.add_argument(
-        "--size", type=int, default=128, help="canvas pixels, 64..512 (default: %(default)s)"
+        "--size", type=int, default=224, help="canvas pixels, 64..512 (default: %(default)s)"
     )
-    mw.add_argument("--editor", choices=("oracle", "noisy"), default="noisy")
+    mw.add_argument("--planner", default="oracle", help="oracle | heuristic | backend/preset name")
+    mw.add_argument("--editor", default="noisy", help="oracle | noisy | backend/preset name")
+    mw.add_argument("--critic", default="oracle", help="oracle | noisy | backend/preset name")
+    mw.add_argument("--grounder", default="oracle", help="oracle | backend/preset name")
+    mw.add_argument(
+        "--critic-error",
+        default="0.1",
+        help="noisy critic: rate(s) of wrong verdicts, comma-separated (default: %(default)s)",
+    )
     mw.add_argument("--p-wrong", type=float, default=0.15, help="noisy: edit the wrong object")
     mw.add_argument("--p-bleed", type=float, default=0.15, help="noisy: also edit a neighbour")
     mw.add_argument("--p-noop", type=float, default=0.1, help="noisy: change nothing")
@@ -557,14 +799,35 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             )
     if not strategies:
         raise _Refused("--strategy names no strategy")
+    if args.budget < 1:
+        raise _Refused(f"--budget must be >= 1, got {args.budget}")
+    try:
+        errors = [float(e) for e in args.critic_error.split(",") if e.strip()]
+    except ValueError:
+        raise _Refused(
+            f"--critic-error must be numbers in [0, 1], got {args.critic_error!r}"
+        ) from None
+    if not errors or not all(0 <= e <= 1 for e in errors):
+        raise _Refused(f"--critic-error must be numbers in [0, 1], got {args.critic_error!r}")
     if args.dataset == "microworld":
         if args.n < 1:
             raise _Refused(f"--n must be >= 1, got {args.n}")
+        if args.offset < 0:
+            raise _Refused(f"--offset must be >= 0, got {args.offset}")
         if not 64 <= args.size <= 512:
             raise _Refused(f"--size must be in 64..512, got {args.size}")
         samples = list(
-            microworld_samples(args.n, seed=args.seed, n_edits=args.edits, size=args.size)
+            microworld_samples(
+                args.n,
+                split=args.split,
+                offset=args.offset,
+                n_edits=args.edits,
+                size=args.size,
+                language=args.language,
+            )
         )
+        rows = rows_of(strategies, args.critic, errors)
+        upper = [r.label for r in rows if _upper_bound(r, args)]
     else:
         path = Path(args.dataset)
         if path.is_dir():
@@ -575,16 +838,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise _Refused(
                 f"--dataset {args.dataset!r}: not 'microworld', a folder or a .jsonl file"
             )
+        rows, upper = [Row(s, s) for s in strategies], []
     out = Path(args.out)
     try:
-        runner = _Runner(args, out)
+        runner = _Runner(args, out, rows)
     except ValueError as exc:
         raise _Refused(str(exc)) from None
-    records = run_bench(samples, strategies, out, runner, quiet=args.quiet)
-    table = summarise(records, strategies)
+    labels = [r.label for r in rows]
+    records = run_bench(samples, labels, out, runner, quiet=args.quiet)
+    table = summarise(records, labels, upper_bound=upper)
+    if upper:
+        table += (
+            '\nRows with "upper bound: yes" use an oracle component: it reads the scene '
+            "truth and the case's structured edits, not the image or the words.\n"
+        )
     command = " ".join(shlex.quote(a) for a in [PROG, *argv])
     write_atomic(out / "summary.md", f"# {PROG} summary\n\n`{command}`\n\n{table}")
-    write_html(records, samples, strategies, out, limit=args.html_samples)
+    write_html(records, samples, labels, out, limit=args.html_samples)
     print(table, end="")
     print(f"results: {out / RESULTS}\nsummary: {out / 'summary.md'}\nreport:  {out / 'index.html'}")
     return 0

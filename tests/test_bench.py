@@ -37,7 +37,8 @@ def test_resume_skips_finished_samples(tmp_path, monkeypatch, capsys):
     assert len(calls) == 4 and len(first) == 4
     assert bench.main(["--n", "8", *args]) == 0
     assert len(calls) == 8  # only the 4 new cases ran
-    assert calls[4:] == [("agent", f"mw3-{i:05d}") for i in range(4, 8)]
+    # cases are the benchmark split's seeds 0.. (ids mw-<seed>); --seed is the tool seed now
+    assert calls[4:] == [("agent", f"mw-{i}") for i in range(4, 8)]
     second = _records(out)
     assert second[:4] == first and len(second) == 8
     assert bench.main(["--n", "8", *args]) == 0 and len(calls) == 8  # nothing left to do
@@ -51,8 +52,8 @@ def test_truncated_last_line_is_dropped_and_redone(tmp_path, monkeypatch):
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:2]) + lines[2][:25])  # killed mid-write
     assert bench.main(args) == 0
-    assert len(calls) == 4 and calls[-1] == ("single-shot", "mw0-00002")
-    assert [r["id"] for r in _records(out)] == ["mw0-00000", "mw0-00001", "mw0-00002"]
+    assert len(calls) == 4 and calls[-1] == ("single-shot", "mw-2")  # ids: mw-<benchmark seed>
+    assert [r["id"] for r in _records(out)] == ["mw-0", "mw-1", "mw-2"]
 
 
 def test_reports_table_and_html(tmp_path, capsys):
@@ -70,6 +71,8 @@ def test_reports_table_and_html(tmp_path, capsys):
                 "3",
                 "--editor",
                 "oracle",
+                "--strategy",
+                "single-shot,agent",
                 "-q",
             ]
         )
@@ -146,7 +149,22 @@ def test_folder_and_jsonl_datasets_run_with_a_preset(tmp_path, capsys):
     mask[:, :32] = 255
     Image.fromarray(mask).save(data / "img0.mask0.png")
     out = tmp_path / "folder"
-    assert bench.main(["--dataset", str(data), "--preset", "dry-run", "--out", str(out), "-q"]) == 0
+    assert (
+        bench.main(
+            [
+                "--dataset",
+                str(data),
+                "--preset",
+                "dry-run",
+                "--out",
+                str(out),
+                "--strategy",
+                "single-shot,agent",
+                "-q",
+            ]
+        )
+        == 0
+    )
     records = {(r["id"], r["strategy"]): r for r in _records(out)}
     assert len(records) == 4
     assert records[("img0", "single-shot")]["consistent"] is True  # the paint stays left
@@ -207,3 +225,174 @@ def test_console_script_runs(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "| agent |" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def _main_table(summary):
+    """Row label -> line of the summary's first table (the one with the upper-bound column)."""
+    return {
+        line.split(" | ")[0][2:]: line
+        for line in summary.splitlines()
+        if line.startswith("| ") and line.endswith(("| yes |", "| no |"))
+    }
+
+
+def test_protocol_rows_share_the_editor_budget_and_keep_traces(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = _count_runs(monkeypatch)
+    assert (
+        bench.main(
+            [
+                "--n",
+                "4",
+                "--budget",
+                "3",
+                "--critic",
+                "noisy",
+                "--critic-error",
+                "0,0.2",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    labels = {label for label, _ in calls}
+    assert labels == {
+        "single-shot",
+        "best-of-n (critic error 0)",
+        "best-of-n (critic error 0.2)",
+        "agent (critic error 0)",
+        "agent (critic error 0.2)",
+    }
+    records = _records(out)
+    for r in records:
+        assert r["seed"] in range(0, 100_000)  # benchmark seeds by default
+        if r["strategy"].startswith("best-of-n"):
+            assert r["steps"] == 3 and len(r["trace"]) == 3 and r["stop_reason"] == "best_of_n"
+            assert r["trace"][r["picked"]]["overall"] == max(t["overall"] for t in r["trace"])
+        elif r["strategy"].startswith("agent"):
+            assert (
+                1 <= r["steps"] <= 3
+                and r["trace"]
+                and r["trace"][-1]["kind"] in ("stop", "edit", "tool_error")
+            )
+        else:
+            assert r["steps"] == 1
+    assert any(r["stop_reason"] == "editor_budget" for r in records)  # 3 calls < 3 edits + retries
+    summary = (out / "summary.md").read_text()
+    # the oracle planner makes every agent row an upper bound; single-shot and best-of-n on
+    # the noisy editor use no oracle unless the critic is exact
+    rows = _main_table(summary)
+    assert rows["agent (critic error 0.2)"].endswith("| yes |")
+    assert rows["single-shot"].endswith("| no |")
+    assert rows["best-of-n (critic error 0.2)"].endswith("| no |")
+    assert rows["best-of-n (critic error 0)"].endswith("| yes |")
+    out2 = tmp_path / "heuristic"
+    assert (
+        bench.main(
+            [
+                "--n",
+                "2",
+                "--budget",
+                "3",
+                "--critic",
+                "noisy",
+                "--critic-error",
+                "0,0.2",
+                "--planner",
+                "heuristic",
+                "--strategy",
+                "agent",
+                "--out",
+                str(out2),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    rows = _main_table((out2 / "summary.md").read_text())
+    # a noisy critic at error 0 is the oracle critic (an upper bound); at 0.2 nothing is oracle
+    assert rows["agent (critic error 0)"].endswith("| yes |")
+    assert rows["agent (critic error 0.2)"].endswith("| no |")
+
+
+def test_best_of_n_picks_what_the_critic_prefers(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        bench.main(
+            [
+                "--n",
+                "10",
+                "--budget",
+                "4",
+                "--strategy",
+                "single-shot,best-of-n",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    by = {(r["strategy"], r["id"]): r for r in _records(out)}
+    ids = {i for _, i in by}
+    best = sum(by[("best-of-n", i)]["success"] for i in ids)
+    single = sum(by[("single-shot", i)]["success"] for i in ids)
+    assert best > single  # the oracle critic picks a right try when one exists
+    for i in ids:  # never worse than its first try, which is the single shot
+        assert by[("best-of-n", i)]["success"] >= by[("single-shot", i)]["success"]
+
+
+def test_components_are_swappable_and_bad_names_are_refused(tmp_path, capsys):
+    out = tmp_path / "h"
+    assert (
+        bench.main(
+            [
+                "--n",
+                "3",
+                "--edits",
+                "2",
+                "--planner",
+                "heuristic",
+                "--strategy",
+                "agent",
+                "--language",
+                "heldout",
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    records = _records(out)
+    assert all(200_000 <= r["seed"] < 300_000 and r["language"] == "heldout" for r in records)
+    assert all(r["trace"] for r in records)
+    out2 = tmp_path / "reg"
+    assert (
+        bench.main(
+            [
+                "--n",
+                "2",
+                "--critic",
+                "pixel-change",
+                "--strategy",
+                "best-of-n",
+                "--budget",
+                "2",
+                "--out",
+                str(out2),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert bench.main(["--n", "1", "--critic", "no-such-critic", "--out", str(tmp_path / "x")]) == 2
+    assert "--critic 'no-such-critic'" in capsys.readouterr().err
+    assert bench.main(["--n", "1", "--critic-error", "2", "--out", str(tmp_path / "y")]) == 2
+    assert bench.main(["--n", "1", "--budget", "0", "--out", str(tmp_path / "z")]) == 2
+    with pytest.raises(SystemExit):
+        bench.main(["--split", "train"])  # the benchmark never runs on training seeds

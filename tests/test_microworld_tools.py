@@ -211,3 +211,73 @@ def test_corrective_phrasing_round_trips():
         fix = corrective_edit(case.scene, wrong, goal_scene(case), {edit.cell})
         if fix is not None:
             assert parse(phrase(fix), case.scene) == [fix]
+
+
+def test_oracle_tools_act_on_structured_edits_not_words():
+    from agent import RecoverableToolError
+    from agent.microworld import EditError, parse
+
+    world = World()
+    case = make_case(200_001, n_edits=3, language="heldout")
+    source = world.add(case)
+    with pytest.raises(EditError):  # no parser reads the held-out words...
+        parse(case.instruction, case.scene)
+    out = OracleEditor(world).edit(source, case.instruction)  # ...the oracle needs none
+    assert np.array_equal(np.asarray(out), np.asarray(intermediate(case)))
+    # a text it never issued is refused, even one the regex parser could read
+    canonical = phrase(case.edits[0])
+    assert parse(canonical, case.scene) == [case.edits[0]]
+    with pytest.raises(RecoverableToolError, match="not an instruction the world issued"):
+        OracleEditor(world).edit(source, canonical)
+    assert not OracleCritic(world).critique(source, out, canonical).valid
+    # the same words with other punctuation or list markers are the same text
+    assert OracleEditor(world).edit(source, "- " + case.atomic[0].upper() + "!") is not None
+
+
+def test_noisy_critic_errs_at_its_rate_deterministically():
+    from agent.microworld import NoisyCritic
+
+    world = World()
+    oracle, noisy = OracleCritic(world), NoisyCritic(world, epsilon=0.3, seed=1)
+    flips = total = 0
+    for case in generate_cases(60, seed=11, n_edits=1):
+        source = world.add(case)
+        for image in (source, world.image(case.id, apply_edit(case.scene, case.edits[0]))):
+            truth = oracle.critique(source, image, case.atomic[0]).overall >= 6
+            said = noisy.critique(source, image, case.atomic[0])
+            assert said == noisy.critique(source, image, case.atomic[0])  # same input, same answer
+            flips += (said.overall >= 6) != truth
+            total += 1
+    assert 0.18 < flips / total < 0.42
+    assert NoisyCritic(world, epsilon=0.0).critique(
+        source, source, case.atomic[0]
+    ) == oracle.critique(source, source, case.atomic[0])
+    with pytest.raises(ValueError, match="epsilon"):
+        NoisyCritic(world, epsilon=1.5)
+
+
+def test_heuristic_planner_reads_words_only():
+    from agent.microworld import HeuristicPlanner
+    from agent.microworld.tools import split_instruction
+
+    assert split_instruction(
+        "First remove the star, then paint the red circle blue, "
+        "and finally add a dotted heart below the star."
+    ) == ["remove the star", "paint the red circle blue", "add a dotted heart below the star"]
+    assert split_instruction("1. Delete the star\n2. Make the disc green") == [
+        "Delete the star",
+        "Make the disc green",
+    ]
+    planner = HeuristicPlanner()
+    image = make_test_image()
+    from tools.contracts import HistoryItem
+
+    d = planner.next_action(image, image, "Remove the star; paint the disc red.", [])
+    assert d.instruction == "Remove the star"
+    done = [HistoryItem(instruction="Remove the star", outcome="accepted")]
+    assert (
+        planner.next_action(image, image, "Remove the star; paint the disc red.", done).instruction
+        == "paint the disc red"
+    )
+    done.append(HistoryItem(instruction="paint the disc red", outcome="accepted"))
+    assert planner.next_action(image, image, "Remove the star; paint the disc red.", done).stop

@@ -20,6 +20,13 @@ from agent.microworld.edits import (
     resolve,
 )
 from agent.microworld.exports import editor_records
+from agent.microworld.formats import (
+    critic_samples,
+    export,
+    grounder_samples,
+    parse_samples,
+    planner_samples,
+)
 from agent.microworld.grammar import LANGUAGES, REF_KINDS, compose, describe, referring
 from agent.microworld.language import PHRASINGS, join, parse, parse_spans, phrase
 from agent.microworld.render import object_box, object_mask, render
@@ -108,6 +115,11 @@ __all__ = [
     "object_truth",
     # training data
     "editor_records",
+    "planner_samples",
+    "grounder_samples",
+    "parse_samples",
+    "critic_samples",
+    "export",
     # scoring
     "Score",
     "Thresholds",

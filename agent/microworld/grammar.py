@@ -191,7 +191,7 @@ TEMPLATES: dict[str, Templates] = {
         ("{v} {ref}, please", T),
         ("{v} only {ref}", T),
         ("get {ref} out of the image", T),
-        ("{ref} is not needed, {v} it", H),
+        ("{ref} is not needed, so remove it", H),
         ("i no longer want {ref} in the picture", H),
         ("would you {v} {ref}", H),
         ("{ref} needs to vanish", H),
@@ -539,16 +539,27 @@ def referring(
 
 # -- atomic phrasings -------------------------------------------------------------------------
 class Phrase(tuple):
-    """(text, ref_kind, template) of one atomic edit: lowercase, no end punctuation."""
+    """(text, ref_kind, template, ref, words) of one atomic edit: lowercase, no end
+    punctuation. ``ref`` is the referring expression as it appears in ``text``; ``words`` the
+    slot fillers used (verb, new values)."""
 
     __slots__ = ()
 
-    def __new__(cls, text: str, ref_kind: str, template: str) -> Phrase:
-        return super().__new__(cls, (text, ref_kind, template))
+    def __new__(
+        cls,
+        text: str,
+        ref_kind: str,
+        template: str,
+        ref: str = "",
+        words: dict[str, str] | None = None,
+    ) -> Phrase:
+        return super().__new__(cls, (text, ref_kind, template, ref, dict(words or {})))
 
     text = property(lambda self: self[0])
     ref_kind = property(lambda self: self[1])
     template = property(lambda self: self[2])
+    ref = property(lambda self: self[3])
+    words = property(lambda self: self[4])
 
 
 def describe(
@@ -599,7 +610,7 @@ def describe(
     elif edit.kind == "material":
         fill["adj"] = _pick(rng, PATTERN_ADJECTIVES[edit.pattern], language)  # type: ignore[index]
         fill["noun"] = _pick(rng, PATTERN_NOUNS[edit.pattern], language)  # type: ignore[index]
-    return Phrase(_squash(template.format(**fill)), kind, template)
+    return Phrase(_squash(template.format(**fill)), kind, template, refs[kind], fill)
 
 
 # -- sentences --------------------------------------------------------------------------------

@@ -427,7 +427,7 @@ class HeuristicPlanner:
         history: Sequence[HistoryItem],
     ) -> PlannerDecision:
         parts = split_instruction(instruction)
-        done = sum(1 for h in history if h["outcome"] == "accepted")
+        done = sum(1 for h in history if h.outcome == "accepted")
         if done >= len(parts):
             return PlannerDecision(raw="<stop>", stop=True)
         return _decision(parts[done])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.microworld.edits import Edit, apply_edit, apply_edits, cell_coords, sample_edits
-from agent.microworld.grammar import LANGUAGES, Language, compose, describe
+from agent.microworld.grammar import LANGUAGES, Language, Phrase, compose, describe
 from agent.microworld.render import object_box, object_mask, render
 from agent.microworld.scene import DEFAULT_SIZE, Scene, cell_box, generate_scene
 
@@ -90,6 +90,31 @@ def make_case(
             )
     elif not 1 <= n_edits <= 5:
         raise ValueError(f"n_edits must be in 1..5 or a range (lo, hi) inside it, got {n_edits!r}")
+    scene, edits, parts, instruction, structure = draw_case(
+        seed, n_edits=n_edits, size=size, language=language
+    )
+    return Case(
+        id=case_id or f"mw-{seed}",
+        seed=seed,
+        scene=scene,
+        edits=tuple(edits),
+        atomic=tuple(p.text for p in parts),
+        instruction=instruction,
+        ref_kinds=tuple(p.ref_kind for p in parts),
+        language=language,
+        structure=structure,
+    )
+
+
+def draw_case(
+    seed: int,
+    *,
+    n_edits: int | tuple[int, int] = 3,
+    size: int = DEFAULT_SIZE,
+    language: Language = "train",
+) -> tuple[Scene, list[Edit], list[Phrase], str, str]:
+    """What ``make_case`` builds a case from (arguments checked there): (scene, edits in the
+    instruction's order, their ``grammar.Phrase`` objects, instruction, structure name)."""
     rng = random.Random(seed)
     scene = generate_scene(rng, size=size)
     n = rng.randint(*n_edits) if isinstance(n_edits, tuple) else n_edits
@@ -105,17 +130,7 @@ def make_case(
             raise AssertionError(f"seed {seed}: no words for {edit!r}")
         parts.append(part)
     instruction, structure = compose(parts, words, language)
-    return Case(
-        id=case_id or f"mw-{seed}",
-        seed=seed,
-        scene=scene,
-        edits=tuple(edits),
-        atomic=tuple(p.text for p in parts),
-        instruction=instruction,
-        ref_kinds=tuple(p.ref_kind for p in parts),
-        language=language,
-        structure=structure,
-    )
+    return scene, edits, parts, instruction, structure
 
 
 def generate_cases(

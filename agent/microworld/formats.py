@@ -1,0 +1,688 @@
+"""Training samples in the formats the project's real model classes consume, streamed and
+sharded with a manifest.
+
+- ``planner_samples``: MIRA planner chats. The user turn is ``tools.vlm.planner.planner_content``
+  (the verbatim ``MIRA_PLANNER_TEMPLATE`` with the original and the current image), the
+  assistant turn ``NEXT_EDITING_INSTRUCTION: <atomic edit>`` or ``<stop>``. Current images are
+  every state the case's edits can reach (any subset done: all edit orders), the answer a
+  pending edit phrased afresh against the current image; plus corrective samples after a
+  realistic mistake (``wrong`` instance, ``bleed`` onto a neighbour, ``partial`` edit,
+  ``noop``), answered with the edit that repairs it.
+- ``grounder_samples``: the grounder's own prompt (``GROUNDING_PROMPTS``) on one image, answers
+  in Qwen's convention ``[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`` normalised to 0..1000
+  from the tight box, expressions of every kind (relational ones included), and "not found"
+  negatives answered ``[]``.
+- ``parse_samples``: MIRAGE parser chats: ``PARSE_PROMPT`` with the instruction, answered with
+  the JSON list of ``{"ref": <verbatim span>, "edit": <edit without positional words>}``.
+- ``critic_samples``: the two verbatim EditScore prompts (``sc_prompt`` with source and edited
+  image, ``pq_prompt`` with the edited image) answered ``{"reasoning": ..., "score": [a, b]}``
+  on 0..25, graded from the pixel scorer: prompt following from the edit's pf (partial edits
+  score in between), over-editing from the changed fraction outside the targets, naturalness
+  and artifacts from blur and smear damage (real editor failures); plus full-instruction
+  samples at partial progress.
+
+Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
+(default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
+JSONL shards plus PNGs (masks as L-mode PNGs) and a ``manifest.json``.
+Images in records are RGB PIL; chats hold them inline (``{"type": "image", "image": PIL}``),
+as the classes build them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent.microworld.edits import (
+    Edit,
+    EditError,
+    apply_edit,
+    apply_edits,
+    corrective_edit,
+    other_targets,
+)
+from agent.microworld.grammar import (
+    CATEGORY_WORDS,
+    COLOUR_WORDS,
+    LANGUAGES,
+    Phrase,
+    _pick,
+    describe,
+    referring,
+)
+from agent.microworld.render import object_box, render
+from agent.microworld.scene import CATEGORIES, PALETTE, Scene
+from agent.microworld.scoring import Score, Thresholds, score_edits
+from agent.microworld.splits import seeds as split_seeds
+from agent.microworld.truth import draw_case, object_truth, target_box
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "planner_samples",
+    "grounder_samples",
+    "parse_samples",
+    "critic_samples",
+    "export",
+    "FORMATS",
+    "SCORE_RANGE",
+    "norm1000",
+]
+
+SCORE_RANGE = 25
+STOP = "<stop>"
+Lang = Literal["train", "heldout"]
+
+
+def _seeds(seeds: Iterable[int] | None, n: int) -> Iterable[int]:
+    return split_seeds("train", n) if seeds is None else seeds
+
+
+def _check(language: str) -> None:
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+
+
+def _image(image: Image.Image) -> dict[str, Any]:
+    return {"type": "image", "image": image}
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+# -- planner ----------------------------------------------------------------------------------
+def _blend(a: Image.Image, b: Image.Image, mask: Any, amount: float = 0.5) -> Image.Image:
+    """``a`` with ``b`` mixed in at ``amount`` inside the HxW bool ``mask``: a half-done edit."""
+    import numpy as np
+    from PIL import Image
+
+    x, y = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    out = np.where(mask[..., None], (1 - amount) * x + amount * y, x)
+    return Image.fromarray(np.rint(out).astype(np.uint8), "RGB")
+
+
+def planner_samples(
+    seeds: Iterable[int] | None = None,
+    *,
+    n: int = 1000,
+    language: Lang = "train",
+    n_edits: int | tuple[int, int] = (1, 4),
+    size: int = 224,
+    corrective: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """MIRA planner chats (see the module docstring). Keys: ``id``, ``seed``, ``messages``
+    (user + assistant), ``answer``, ``state`` (indices of the edits done), ``mistake``
+    (None, "wrong", "bleed", "partial" or "noop")."""
+    from agent.prompts import STOP_TOKEN
+    from tools.vlm.planner import planner_content
+
+    _check(language)
+    for seed in _seeds(seeds, n):
+        scene, edits, parts, instruction, _ = draw_case(
+            seed, n_edits=n_edits, size=size, language=language
+        )
+        rng = random.Random(f"microworld-planner|{seed}|{language}")
+        original = render(scene)
+        goal = apply_edits(scene, edits)
+        pending_cells = {e.cell for e in edits}
+
+        def sample(
+            sid: str, current: Image.Image, answer: str, done: tuple[int, ...], mistake: str | None
+        ) -> dict[str, Any]:
+            user = planner_content(original, current, instruction, _image)
+            return {
+                "id": f"mw-{seed}-{sid}",
+                "seed": seed,
+                "answer": answer,
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": [_text(answer)]},
+                ],
+                "state": list(done),
+                "mistake": mistake,
+            }
+
+        for r in range(len(edits) + 1):
+            for done in itertools.combinations(range(len(edits)), r):
+                state = apply_edits(scene, [edits[i] for i in done])
+                current = original if not done else render(state)
+                todo = [i for i in range(len(edits)) if i not in done]
+                tag = "s" + "".join(map(str, done))
+                if not todo:
+                    yield sample(f"{tag}-stop", current, STOP_TOKEN, done, None)
+                    continue
+                nxt = todo[0]  # the first pending edit in the instruction's order
+                words = _words_for(scene, state, edits[nxt], parts[nxt], rng, language)
+                yield sample(tag, current, f"NEXT_EDITING_INSTRUCTION: {words}", done, None)
+                if not corrective:
+                    continue
+                mistake = rng.choice(("wrong", "bleed", "partial", "noop"))
+                bad = _mistake(scene, state, edits[nxt], mistake, rng)
+                if bad is None:
+                    continue
+                image, fix_scene = bad
+                if mistake in ("partial", "noop"):
+                    fix_words = _words_for(scene, state, edits[nxt], parts[nxt], rng, language)
+                else:
+                    fix = corrective_edit(scene, fix_scene, goal, pending_cells)
+                    if fix is None:
+                        continue
+                    phrased = describe(fix_scene, fix, rng, language)
+                    if phrased is None:
+                        continue
+                    fix_words = phrased.text
+                yield sample(
+                    f"{tag}-{mistake}",
+                    image,
+                    f"NEXT_EDITING_INSTRUCTION: {fix_words}",
+                    done,
+                    mistake,
+                )
+
+
+def _words_for(
+    original: Scene, state: Scene, edit: Edit, part: Phrase, rng: random.Random, language: str
+) -> str:
+    """The edit in varied wording, named on the image the editor will see (``state``)."""
+    if state == original and rng.random() < 0.5:
+        return part.text  # the instruction's own words
+    phrased = describe(state, edit, rng, language)  # type: ignore[arg-type]
+    return phrased.text if phrased is not None else part.text
+
+
+def _mistake(
+    original: Scene, state: Scene, edit: Edit, mode: str, rng: random.Random
+) -> tuple[Image.Image, Scene] | None:
+    """(image, scene) after ``edit`` made with ``mode``'s mistake on ``state``; the scene of a
+    partial edit is the state before it (the object is not right yet). None when impossible."""
+    if mode == "noop":
+        return render(state), state
+    if mode == "partial":
+        after = apply_edit(state, edit)
+        _, mask = object_truth(state, edit)
+        return _blend(render(state), render(after), mask, rng.uniform(0.35, 0.6)), state
+    others = other_targets(original, state, edit)
+    if not others:
+        return None
+    try:
+        if mode == "wrong":
+            wrong = apply_edit(state, edit.model_copy(update={"target": rng.choice(others).id}))
+        else:
+            wrong = apply_edit(
+                apply_edit(state, edit), edit.model_copy(update={"target": others[0].id})
+            )
+    except EditError:
+        return None
+    return render(wrong), wrong
+
+
+# -- grounder ---------------------------------------------------------------------------------
+def norm1000(box: tuple[int, int, int, int], size: int) -> list[int]:
+    """A pixel XYXY box (x2/y2 exclusive) on a ``size`` canvas in Qwen's 0..1000 frame,
+    rounded outward (floor x1/y1, ceil x2/y2), so the grounder's ``to_source_box`` gives back
+    a box that holds the original."""
+    x1, y1, x2, y2 = box
+    return [
+        math.floor(x1 * 1000 / size),
+        math.floor(y1 * 1000 / size),
+        math.ceil(x2 * 1000 / size),
+        math.ceil(y2 * 1000 / size),
+    ]
+
+
+def _negative(scene: Scene, rng: random.Random, language: str) -> str:
+    """An expression that names nothing on ``scene``."""
+    present = {o.category for o in scene.objects}
+    options = []
+    absent = [c for c in CATEGORIES if c not in present]
+    if absent:
+        cat = _pick(rng, CATEGORY_WORDS[rng.choice(absent)], language)
+        options.append(f"the {cat}")
+    cat_key = scene.category
+    colours = {o.colour for o in scene.objects if o.category == cat_key}
+    missing = [c for c in PALETTE if c not in colours]
+    if missing:
+        options.append(
+            f"the {_pick(rng, COLOUR_WORDS[rng.choice(missing)], language)} "
+            f"{_pick(rng, CATEGORY_WORDS[cat_key], language)}"
+        )
+    return rng.choice(options)
+
+
+def grounder_samples(
+    seeds: Iterable[int] | None = None,
+    *,
+    n: int = 1000,
+    language: Lang = "train",
+    size: int = 224,
+    per_object: int = 2,
+    negatives: int = 1,
+    convention: Literal["qwen3"] = "qwen3",
+) -> Iterator[dict[str, Any]]:
+    """Grounder chats on each case's original image and the image after its first edit.
+    Keys: ``id``, ``seed``, ``messages`` (user: image + the grounder's prompt; assistant: the
+    JSON answer), ``answer``, ``expression``, ``ref_kind`` ("none" for a negative), ``box``
+    (tight pixel XYXY, None for a negative)."""
+    from tools.vlm.grounder import GROUNDING_PROMPTS
+
+    _check(language)
+    prompt = GROUNDING_PROMPTS[convention]
+    for seed in _seeds(seeds, n):
+        scene, edits, _, _, _ = draw_case(seed, n_edits=(1, 3), size=size, language=language)
+        rng = random.Random(f"microworld-grounder|{seed}|{language}")
+        for k, state in enumerate((scene, apply_edit(scene, edits[0]))):
+            image = render(state)
+
+            def chat(expression: str, answer: str) -> list[dict[str, Any]]:
+                return [
+                    {
+                        "role": "user",
+                        "content": [_image(image), _text(prompt.format(expression=expression))],
+                    },
+                    {"role": "assistant", "content": [_text(answer)]},
+                ]
+
+            for obj in state.objects:
+                refs = referring(state, obj, rng, language)
+                for kind in rng.sample(sorted(refs), min(per_object, len(refs))):
+                    box = object_box(size, obj)
+                    answer = json.dumps([{"bbox_2d": norm1000(box, size), "label": refs[kind]}])
+                    yield {
+                        "id": f"mw-{seed}-g{k}-{obj.id}-{kind}",
+                        "seed": seed,
+                        "messages": chat(refs[kind], answer),
+                        "answer": answer,
+                        "expression": refs[kind],
+                        "ref_kind": kind,
+                        "box": list(box),
+                    }
+            for j in range(negatives):
+                expression = _negative(state, rng, language)
+                yield {
+                    "id": f"mw-{seed}-g{k}-none{j}",
+                    "seed": seed,
+                    "messages": chat(expression, "[]"),
+                    "answer": "[]",
+                    "expression": expression,
+                    "ref_kind": "none",
+                    "box": None,
+                }
+
+
+# -- MIRAGE parser ----------------------------------------------------------------------------
+def _edit_words(edit: Edit, part: Phrase) -> str:
+    """The edit without its positional words, in the part's own words ("make it red")."""
+    w = part.words
+    if edit.kind == "remove":
+        verb = w.get("v", "remove")
+        if verb.endswith(" out"):  # a phrasal verb takes its object inside: "take it out"
+            return f"{verb[:-4]} it out"
+        return f"{verb} it"
+    if edit.kind == "replace":
+        return f"{w.get('v', 'turn')} it into {w['a_cat']}"
+    if edit.kind == "recolour":
+        return f"{w.get('v', 'make')} it {w['colour']}"
+    if edit.kind == "material":
+        return f"make it {w['adj']}"
+    return f"{w.get('v', 'add')} {w['new']} {w['rel']} it"
+
+
+def parse_samples(
+    seeds: Iterable[int] | None = None,
+    *,
+    n: int = 1000,
+    language: Lang = "train",
+    n_edits: int | tuple[int, int] = (1, 5),
+    size: int = 224,
+) -> Iterator[dict[str, Any]]:
+    """MIRAGE parser chats: ``PARSE_PROMPT`` with the instruction (and the image), answered
+    with ``[{"ref": ..., "edit": ...}]`` in the instruction's reading order; each ``ref`` is
+    copied verbatim from the instruction. Keys: ``id``, ``seed``, ``messages``, ``answer``,
+    ``pairs`` (the list), ``image``."""
+    from tools.mirage.parse import PARSE_PROMPT
+
+    _check(language)
+    for seed in _seeds(seeds, n):
+        scene, edits, parts, instruction, _ = draw_case(
+            seed, n_edits=n_edits, size=size, language=language
+        )
+        low = instruction.lower()
+        pairs = []
+        for edit, part in zip(edits, parts):
+            at = low.find(part.text)
+            start = at + part.text.find(part.ref) if at >= 0 else low.find(part.ref)
+            pairs.append(
+                (
+                    start,
+                    {
+                        "ref": instruction[start : start + len(part.ref)],
+                        "edit": _edit_words(edit, part),
+                    },
+                )
+            )
+        pairs.sort(key=lambda p: p[0])
+        answer = json.dumps([p for _, p in pairs])
+        image = render(scene)
+        yield {
+            "id": f"mw-{seed}-parse",
+            "seed": seed,
+            "image": image,
+            "answer": answer,
+            "pairs": [p for _, p in pairs],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [_image(image), _text(PARSE_PROMPT.format(instruction=instruction))],
+                },
+                {"role": "assistant", "content": [_text(answer)]},
+            ],
+        }
+
+
+# -- critic -----------------------------------------------------------------------------------
+def _sc_grade(score: Score, thresholds: Thresholds) -> tuple[int, int]:
+    """(prompt following, over-editing consistency) on 0..25 from a pixel score."""
+    pf = round(SCORE_RANGE * score.pf)
+    cons = round(
+        SCORE_RANGE
+        * (1 - min(1.0, score.changed_fraction / thresholds.max_changed_fraction_tolerant))
+    )
+    if not score.consistent:
+        cons = min(cons, 12)  # any wrong object changed: below the agent's acceptance line
+    return pf, cons
+
+
+def _sc_reason(instruction: str, score: Score, thresholds: Thresholds) -> str:
+    n = len(score.edits)
+    done = sum(e.passed for e in score.edits)
+    if n == 1:
+        pf = score.edits[0].pf
+        what = (
+            "The requested change is done."
+            if pf >= thresholds.pf_pass
+            else "The requested change is only partly done."
+            if pf > 0.3
+            else "The requested change is missing."
+        )
+    else:
+        what = f"{done} of the {n} requested changes are done."
+    rest = (
+        "Nothing else in the image changed."
+        if score.consistent
+        else f"Other parts of the image changed too ({score.changed_fraction:.1%} of the rest)."
+    )
+    return f'The instruction is "{" ".join(instruction.split())}". {what} {rest}'
+
+
+def _artifact(clean: Image.Image, box: tuple[int, int, int, int], mode: str) -> Image.Image:
+    """``clean`` with an editor's damage in ``box``: Gaussian blur or a horizontal smear."""
+    from PIL import ImageChops, ImageFilter
+
+    x1, y1, x2, y2 = box
+    pad = 4
+    region = (
+        max(0, x1 - pad),
+        max(0, y1 - pad),
+        min(clean.width, x2 + pad),
+        min(clean.height, y2 + pad),
+    )
+    patch = clean.crop(region)
+    if mode == "blur":
+        damaged = patch.filter(ImageFilter.GaussianBlur(2.5))
+    else:
+        damaged = patch
+        for dx in (3, 6):
+            damaged = ImageChops.blend(damaged, ImageChops.offset(patch, dx, 0), 0.4)
+    out = clean.copy()
+    out.paste(damaged, region[:2])
+    return out
+
+
+def _pq_grade(
+    clean: Image.Image, image: Image.Image, box: tuple[int, int, int, int]
+) -> tuple[int, int]:
+    """(naturalness, artifacts) on 0..25 from the damage inside ``box`` (mean abs difference
+    to the clean result)."""
+    import numpy as np
+
+    x1, y1, x2, y2 = box
+    a = np.asarray(clean, np.float32)[y1:y2, x1:x2]
+    b = np.asarray(image, np.float32)[y1:y2, x1:x2]
+    damage = float(np.abs(a - b).mean()) if a.size else 0.0
+    art = round(SCORE_RANGE * max(0.0, 1 - damage / 20))
+    return round((SCORE_RANGE + art) / 2), art
+
+
+def critic_samples(
+    seeds: Iterable[int] | None = None,
+    *,
+    n: int = 1000,
+    language: Lang = "train",
+    n_edits: int | tuple[int, int] = (2, 4),
+    size: int = 224,
+    thresholds: Thresholds = Thresholds(),
+) -> Iterator[dict[str, Any]]:
+    """EditScore critic samples (see the module docstring). Keys: ``id``, ``seed``, ``mode``
+    (correct, wrong, bleed, noop, partial, blur, smear, or progress for the full
+    instruction), ``sc`` and ``pq`` (each a chat: user with the images and the verbatim
+    prompt, assistant with the JSON answer), ``sc_score`` and ``pq_score`` (the 0..25 pairs),
+    ``success`` (the pixel scorer's strict verdict)."""
+    from tools.vlm.editscore_prompts import pq_prompt, sc_prompt
+
+    _check(language)
+
+    def chats(
+        source: Image.Image,
+        edited: Image.Image,
+        instruction: str,
+        sc: tuple[int, int],
+        pq: tuple[int, int],
+        sc_why: str,
+        pq_why: str,
+    ) -> dict[str, Any]:
+        sc_answer = json.dumps({"reasoning": sc_why, "score": list(sc)})
+        pq_answer = json.dumps({"reasoning": pq_why, "score": list(pq)})
+        return {
+            "sc": [
+                {
+                    "role": "user",
+                    "content": [
+                        _image(source),
+                        _image(edited),
+                        _text(sc_prompt(instruction, score_range=SCORE_RANGE)),
+                    ],
+                },
+                {"role": "assistant", "content": [_text(sc_answer)]},
+            ],
+            "pq": [
+                {
+                    "role": "user",
+                    "content": [_image(edited), _text(pq_prompt(score_range=SCORE_RANGE))],
+                },
+                {"role": "assistant", "content": [_text(pq_answer)]},
+            ],
+            "sc_score": list(sc),
+            "pq_score": list(pq),
+        }
+
+    for seed in _seeds(seeds, n):
+        scene, edits, parts, instruction, _ = draw_case(
+            seed, n_edits=n_edits, size=size, language=language
+        )
+        rng = random.Random(f"microworld-critic|{seed}|{language}")
+        state = scene
+        for i, edit in enumerate(edits):
+            phrased = describe(state, edit, rng, language) if i else parts[0]
+            if phrased is None:
+                state = apply_edit(state, edit)
+                continue
+            source = render(state)
+            after = apply_edit(state, edit)
+            expected = render(after)
+            box = target_box(state, edit)
+            tight, mask = object_truth(state, edit)
+            variants: dict[str, Image.Image] = {
+                "correct": expected,
+                "noop": source,
+                "partial": _blend(source, expected, mask, rng.uniform(0.3, 0.6)),
+            }
+            for mode in ("wrong", "bleed"):
+                bad = _mistake(scene, state, edit, mode, rng)
+                if bad is not None:
+                    variants[mode] = bad[0]
+            damage = rng.choice(("blur", "smear"))
+            variants[damage] = _artifact(expected, tight, damage)
+            for mode, edited in variants.items():
+                score = score_edits(
+                    source, edited, expected, [box], kinds=[edit.kind], thresholds=thresholds
+                )
+                pq = _pq_grade(expected, edited, tight) if mode in ("blur", "smear") else (25, 25)
+                pq_why = (
+                    "The image looks clean and natural."
+                    if pq == (25, 25)
+                    else f"The edited object is {'blurred' if mode == 'blur' else 'smeared'}."
+                )
+                yield {
+                    "id": f"mw-{seed}-c{i}-{mode}",
+                    "seed": seed,
+                    "mode": mode,
+                    "success": score.success,
+                    **chats(
+                        source,
+                        edited,
+                        phrased.text,
+                        _sc_grade(score, thresholds),
+                        pq,
+                        _sc_reason(phrased.text, score, thresholds),
+                        pq_why,
+                    ),
+                }
+            state = after
+        # the full instruction at partial progress (the agent's regression check)
+        original, final = render(scene), render(state)
+        boxes = [target_box(scene, e) for e in edits]
+        for k in sorted({0, rng.randrange(1, len(edits) + 1), len(edits)}):
+            subset = rng.sample(range(len(edits)), k)
+            edited = render(apply_edits(scene, [edits[j] for j in subset]))
+            score = score_edits(
+                original, edited, final, boxes, kinds=[e.kind for e in edits], thresholds=thresholds
+            )
+            yield {
+                "id": f"mw-{seed}-full{k}",
+                "seed": seed,
+                "mode": "progress",
+                "success": score.success,
+                **chats(
+                    original,
+                    edited,
+                    instruction,
+                    _sc_grade(score, thresholds),
+                    (25, 25),
+                    _sc_reason(instruction, score, thresholds),
+                    "The image looks clean and natural.",
+                ),
+            }
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _editor(seeds: Iterable[int], **options: Any) -> Iterator[dict[str, Any]]:
+    from agent.microworld.exports import editor_records
+
+    return editor_records(seeds, **options)
+
+
+FORMATS = {
+    "editor": _editor,
+    "planner": planner_samples,
+    "grounder": grounder_samples,
+    "parse": parse_samples,
+    "critic": critic_samples,
+}
+
+
+def _jsonable(value: Any, save: Any, path: str) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return save(value, path)
+    if isinstance(value, np.ndarray):
+        return save(Image.fromarray(np.where(value, 255, 0).astype(np.uint8), "L"), path)
+    if isinstance(value, dict):
+        return {k: _jsonable(v, save, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, save, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def export(
+    folder: str | Path,
+    kind: str,
+    *,
+    n: int = 1000,
+    offset: int = 0,
+    seeds: Iterable[int] | None = None,
+    shard_size: int = 1000,
+    language: Lang = "train",
+    **options: Any,
+) -> dict[str, Any]:
+    """Write ``kind``'s samples (``FORMATS``) for the seeds (default: train seeds ``offset ..
+    offset+n-1``) to ``folder/kind/``: ``shard-00000.jsonl`` ... (``shard_size`` records each;
+    images become PNGs under ``images/`` and their relative paths stand in the JSON), then
+    ``manifest.json`` (kind, language, seeds, splits, shards, counts, options). Returns the
+    manifest. Streamed: one record in memory at a time."""
+    from agent.microworld.splits import split_of
+
+    if kind not in FORMATS:
+        raise ValueError(f"kind must be one of {sorted(FORMATS)}, got {kind!r}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size!r}")
+    seed_list = list(split_seeds("train", n, offset=offset) if seeds is None else seeds)
+    root = Path(folder) / kind
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    shards: list[dict[str, Any]] = []
+    handle = None
+    count = 0
+    counter = itertools.count()
+
+    def save(image: Image.Image, path: str) -> str:
+        rel = f"images/{next(counter):08d}.png"
+        image.save(root / rel)
+        return rel
+
+    try:
+        for record in FORMATS[kind](seed_list, language=language, **options):
+            if count % shard_size == 0:
+                if handle is not None:
+                    handle.close()
+                name = f"shard-{len(shards):05d}.jsonl"
+                shards.append({"file": name, "records": 0})
+                handle = open(root / name, "w")
+            handle.write(json.dumps(_jsonable(record, save, record["id"])) + "\n")  # type: ignore[union-attr]
+            shards[-1]["records"] += 1
+            count += 1
+    finally:
+        if handle is not None:
+            handle.close()
+    manifest = {
+        "kind": kind,
+        "language": language,
+        "records": count,
+        "shards": shards,
+        "seeds": {
+            "count": len(seed_list),
+            "first": seed_list[0] if seed_list else None,
+            "last": seed_list[-1] if seed_list else None,
+            "splits": sorted({split_of(s) for s in seed_list}),
+        },
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,168 @@
+"""Training samples in the real classes' formats: each is read by the class it is meant for
+(tiny models on CPU), exports are sharded with a manifest, train seeds and train words only."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from agent.microworld import seeds, split_of
+from agent.microworld.formats import (
+    critic_samples,
+    export,
+    grounder_samples,
+    parse_samples,
+    planner_samples,
+)
+from agent.microworld.grammar import heldout_markers
+
+pytest.importorskip("transformers")
+
+SEEDS = seeds("train", 3, offset=40)
+
+
+def _text_of(content):
+    return "".join(c["text"] for c in content if c["type"] == "text")
+
+
+def test_planner_samples_go_through_the_qwen25vl_processor_with_the_mira_template():
+    from agent.prompts import STOP_TOKEN, render_planner_prompt
+    from tools.vlm.planner import MiraPlanner, parse_mira_output
+    from tools.vlm.tiny import tiny_processor, tiny_qwen25vl
+
+    processor = tiny_processor("qwen2.5")
+    planner = MiraPlanner(tiny_qwen25vl(), image_size=None)
+    rows = list(planner_samples(SEEDS, n_edits=3))
+    assert {r["mistake"] for r in rows} >= {None, "wrong", "bleed", "partial", "noop"}
+    # every subset of the 3 edits is a state: all edit orders; one stop per case
+    assert sum(r["answer"] == STOP_TOKEN for r in rows) == 3
+    assert len({tuple(r["state"]) for r in rows if r["seed"] == SEEDS[0]}) == 8
+    for r in rows[:12]:
+        user, assistant = r["messages"]
+        images = [c["image"] for c in user["content"] if c["type"] == "image"]
+        instruction = _text_of(user["content"]).split("Instruction Set: ")[1].split("\n")[0]
+        # the user turn is exactly what the MiraPlanner class sends
+        assert planner.messages(images[0], images[1], instruction) == [user]
+        text = processor.apply_chat_template(r["messages"], tokenize=False)
+        for piece in render_planner_prompt(instruction).split("<image>"):
+            assert piece in text  # the verbatim template around the two images
+        assert text.count("<|vision_start|>") == 2 and r["answer"] in text
+        batch = processor(text=[text], images=images, return_tensors="pt")
+        assert batch["image_grid_thw"].shape[0] == 2
+        decision = parse_mira_output(_text_of(assistant["content"]))
+        assert decision.stop == (r["answer"] == STOP_TOKEN)
+        if not decision.stop:
+            assert r["answer"] == f"NEXT_EDITING_INSTRUCTION: {decision.instruction}"
+
+
+def test_critic_samples_are_read_by_the_editscore_parser_and_prompts():
+    from tools.vlm.critic import EditScoreCritic, parse_editscore_output
+    from tools.vlm.tiny import tiny_qwen3vl
+
+    critic = EditScoreCritic(tiny_qwen3vl(), num_passes=1)
+    rows = list(critic_samples(SEEDS))
+    modes = {r["mode"] for r in rows}
+    assert modes >= {"correct", "wrong", "bleed", "noop", "partial", "progress"}
+    assert modes & {"blur", "smear"}
+    for r in rows:
+        for chat, key in ((r["sc"], "sc_score"), (r["pq"], "pq_score")):
+            parsed = parse_editscore_output(_text_of(chat[1]["content"]), score_range=25)
+            assert list(parsed.scores) == r[key] and parsed.reasoning
+        src, edited = (c["image"] for c in r["sc"][0]["content"] if c["type"] == "image")
+        instruction = _text_of(r["sc"][0]["content"])
+        instruction = re.search(r"Editing instruction: (.*)\n\Z", instruction, re.DOTALL).group(1)
+        sc, pq = critic.prompts(src, edited, instruction)
+        assert sc == [r["sc"][0]] and pq == [r["pq"][0]]  # the class's own prompts, verbatim
+    by = {}
+    for r in rows:
+        by.setdefault(r["mode"], []).append(r)
+    assert all(r["sc_score"] == [25, 25] and r["success"] for r in by["correct"])
+    assert all(r["sc_score"][0] <= 5 for r in by["noop"])
+    assert all(r["sc_score"][1] <= 12 for r in by["bleed"] + by["wrong"] if not r["success"])
+    assert all(r["pq_score"][1] < 25 for r in by.get("blur", []) + by.get("smear", []))
+    progress = sorted(r["sc_score"][0] for r in by["progress"] if r["seed"] == SEEDS[0])
+    assert progress[0] < progress[-1] == 25  # partial progress grades in between
+
+
+def test_grounder_samples_are_read_by_the_grounder_box_parser():
+    from tools.vlm.grounder import QwenVLGrounder, parse_boxes, to_source_box
+    from tools.vlm.tiny import tiny_qwen3vl
+
+    grounder = QwenVLGrounder(tiny_qwen3vl())
+    rows = list(grounder_samples(SEEDS))
+    kinds = {r["ref_kind"] for r in rows}
+    assert "none" in kinds and len(kinds - {"none"}) >= 4
+    for r in rows:
+        user, assistant = r["messages"]
+        image = user["content"][0]["image"]
+        assert grounder.messages(image, r["expression"]) == [user]
+        boxes = parse_boxes(_text_of(assistant["content"]))
+        if r["box"] is None:
+            assert boxes == []
+            continue
+        (raw,) = boxes
+        assert all(0 <= v <= 1000 for v in raw)
+        box = to_source_box(raw, convention="qwen3", source_size=image.size)
+        x1, y1, x2, y2 = r["box"]
+        assert box.x1 <= x1 and box.y1 <= y1 and box.x2 >= x2 and box.y2 >= y2
+        assert box.x2 - box.x1 <= x2 - x1 + 2 and box.y2 - box.y1 <= y2 - y1 + 2
+
+
+def test_parse_samples_are_read_by_the_mirage_parser():
+    from tools.mirage.parse import PARSE_PROMPT, parse_edit_pairs
+
+    for r in parse_samples(seeds("train", 10)):
+        user, assistant = r["messages"]
+        prompt = _text_of(user["content"])
+        instruction = prompt.split("Instruction: ", 1)[1]
+        assert prompt == PARSE_PROMPT.format(instruction=instruction)
+        pairs = parse_edit_pairs(_text_of(assistant["content"]))
+        assert [p.expression for p in pairs] == [p["ref"] for p in r["pairs"]]
+        for pair in pairs:
+            assert pair.expression in instruction  # verbatim span
+            assert " it" in f" {pair.instruction}"
+
+
+def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_path):
+    markers = heldout_markers()
+    pattern = re.compile(
+        r"(?<![\w-])(?:"
+        + "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))
+        + r")(?![\w-])"
+    )
+    for kind in ("editor", "planner", "grounder", "parse", "critic"):
+        manifest = export(tmp_path, kind, n=4, shard_size=25)
+        assert manifest["seeds"]["splits"] == ["train"] and manifest["language"] == "train"
+        root = tmp_path / kind
+        assert json.loads((root / "manifest.json").read_text()) == manifest
+        total = 0
+        for shard in manifest["shards"]:
+            lines = (root / shard["file"]).read_text().splitlines()
+            assert len(lines) == shard["records"] <= 25
+            total += len(lines)
+            for line in lines:
+                record = json.loads(line)
+                assert split_of(record["seed"]) == "train"
+                # no held-out word or template anywhere in what a model is trained on
+                words = [
+                    c["text"]
+                    for turn in record.get("messages", record.get("sc", []))
+                    for c in turn["content"]
+                    if c["type"] == "text"
+                ]
+                if kind == "editor":
+                    words = [record["instruction"]]
+                    assert record["mask"].endswith(".png") and record["source"].endswith(".png")
+                for text in words:
+                    text = text.lower()
+                    # the fixed prompts are not generated language: drop them before checking
+                    text = text.split("instruction set: ")[-1].split("editing instruction: ")[-1]
+                    text = text.split("instruction: ")[-1]
+                    assert not pattern.search(text), (kind, text[:200])
+                images = re.findall(r'"(images/\d+\.png)"', line)
+                assert all((root / p).is_file() for p in images)
+        assert total == manifest["records"] > 0
+    with pytest.raises(ValueError, match="kind"):
+        export(tmp_path, "editor-ish")
