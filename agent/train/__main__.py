@@ -1,0 +1,3 @@
+from agent.train.cli import main
+
+raise SystemExit(main())
