@@ -65,7 +65,8 @@ def test_agent_as_subgraph_node_streams_and_inherits_checkpointer(make_agent, im
 def test_agent_as_tool_in_a_tool_node(make_agent, image_path):
     tool = as_tool(make_agent(SplitPlanner(), PixelChangeCritic()))
     assert tool.name == "edit_image"
-    assert set(tool.args) == {"image", "instruction"}
+    # what the model fills in; the conversation's messages are injected by the ToolNode
+    assert set(tool.tool_call_schema.model_json_schema()["properties"]) == {"image", "instruction"}
 
     call = {
         "name": "edit_image",
@@ -90,7 +91,9 @@ def test_agent_as_tool_in_a_tool_node(make_agent, image_path):
     assert any(ev["event"] == "tool_progress" for _, ev in chunks)
 
     message = graph.get_state(config).values["messages"][-1]
-    summary = json.loads(message.content)
+    text, block = message.content  # the summary, then the result as an image block
+    summary = json.loads(text["text"])
+    assert block["type"] == "image" and block["mime_type"] == "image/png"
     assert summary["stop_reason"] == "planner_stop"
     assert summary["accepted_edits"] == ["make the left side red", "make the right side blue"]
     assert message.artifact["result"] == summary["result"]
@@ -107,4 +110,4 @@ def test_tool_called_directly(make_agent, image_path):
             "args": {"image": image_path, "instruction": "make the top green"},
         }
     )
-    assert json.loads(msg.content)["accepted_edits"] == ["make the top green"]
+    assert json.loads(msg.content[0]["text"])["accepted_edits"] == ["make the top green"]

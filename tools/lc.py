@@ -1,12 +1,16 @@
 """The tool contracts as langchain-core tools, so a LangChain chat agent can call them.
 
 Images cross the boundary as ``ImageRef``s: each tool resolves its inputs through the
-artifact store and stores its outputs there. Recoverable tool errors become the tool's answer
-(``handle_tool_error``), so a chat model can react to "no region found"; other errors raise.
+artifact store and stores its outputs there. Bad arguments (a malformed or unknown
+``ImageRef``, a missing field) and recoverable tool errors become the tool's answer, an error
+``ToolMessage`` (``handle_tool_error``, ``handle_validation_error``), so a chat model can react
+to "no region found" or "artifact not in the store" and the chat run goes on; other errors
+(fatal tool errors, bugs) raise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.tools import BaseTool, ToolException
@@ -14,9 +18,9 @@ from pydantic import BaseModel, Field
 
 from tools.artifacts import ArtifactStore, ImageRef
 from tools.contracts import Critic, Editor, Grounder, HistoryItem, Planner
-from tools.errors import RecoverableToolError
+from tools.errors import InvalidInputError, RecoverableToolError
 
-__all__ = ["EditorTool", "GrounderTool", "CriticTool", "PlannerTool"]
+__all__ = ["EditorTool", "GrounderTool", "CriticTool", "PlannerTool", "validation_answer"]
 
 
 class EditArgs(BaseModel):
@@ -46,6 +50,12 @@ class PlanArgs(BaseModel):
     history: list[HistoryItem] = Field(default_factory=list, description="earlier steps")
 
 
+def validation_answer(exc: Exception) -> str:
+    """The answer to a tool call whose arguments do not validate: pydantic's own message, which
+    names each bad argument and its value, so the model can correct the call."""
+    return f"invalid tool arguments: {exc}"
+
+
 def _recoverable(exc: Exception) -> ToolException:
     return ToolException(str(exc))
 
@@ -53,6 +63,22 @@ def _recoverable(exc: Exception) -> ToolException:
 class _StoreTool(BaseTool):
     store: ArtifactStore
     handle_tool_error: bool = True  # ToolException text goes back to the model as the answer
+    # so does a tool call whose arguments do not validate, naming them
+    handle_validation_error: Callable[[Exception], str] = validation_answer
+
+    def _open(self, ref: ImageRef, argument: str) -> Any:
+        """The stored image behind ``ref``; a ref the store cannot read is the model's mistake,
+        answered with a ``ToolException`` that names the argument and its value."""
+        try:
+            return self.store.open(ref)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+            raise ToolException(f"{argument}={ref!r} cannot be read: {exc}") from exc
+
+    def _open_mask(self, ref: ImageRef, argument: str) -> Any:
+        try:
+            return self.store.open_mask(ref)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+            raise ToolException(f"{argument}={ref!r} cannot be read: {exc}") from exc
 
 
 class EditorTool(_StoreTool):
@@ -76,13 +102,13 @@ class EditorTool(_StoreTool):
     ) -> ImageRef:
         try:
             out = self.editor.edit(
-                self.store.open(image),
+                self._open(image, "image"),
                 instruction,
                 seed=seed,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
             )
-        except RecoverableToolError as exc:
+        except (RecoverableToolError, InvalidInputError) as exc:
             raise _recoverable(exc) from exc
         return self.store.put(out)
 
@@ -100,7 +126,7 @@ class GrounderTool(_StoreTool):
 
     def _run(self, image: ImageRef, expression: str, **_: Any) -> dict[str, Any]:
         try:
-            found = self.grounder.ground(self.store.open(image), expression)
+            found = self.grounder.ground(self._open(image, "image"), expression)
         except RecoverableToolError as exc:
             raise _recoverable(exc) from exc
         masks = [self.store.put_mask(m) for m in found.masks] if found.masks else None
@@ -130,10 +156,12 @@ class CriticTool(_StoreTool):
         mask: ImageRef | None = None,
         **_: Any,
     ) -> dict[str, Any]:
-        mask_arr = self.store.open_mask(mask) if mask is not None else None
-        critique = self.critic.critique(
-            self.store.open(source), self.store.open(edited), instruction, mask=mask_arr
-        )
+        mask_arr = self._open_mask(mask, "mask") if mask is not None else None
+        before, after = self._open(source, "source"), self._open(edited, "edited")
+        try:
+            critique = self.critic.critique(before, after, instruction, mask=mask_arr)
+        except RecoverableToolError as exc:
+            raise _recoverable(exc) from exc
         return {**critique.summary(), "reasoning": critique.reasoning}
 
 
@@ -159,7 +187,7 @@ class PlannerTool(_StoreTool):
         items = [HistoryItem.model_validate(h) for h in (history or [])]
         try:
             decision = self.planner.next_action(
-                self.store.open(original), self.store.open(current), instruction, items
+                self._open(original, "original"), self._open(current, "current"), instruction, items
             )
         except RecoverableToolError as exc:
             raise _recoverable(exc) from exc
