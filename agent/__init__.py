@@ -16,11 +16,12 @@ from agent.errors import (
     RecoverableToolError,
     ToolError,
 )
-from agent.factory import EditResult, create_edit_agent, edit_image
+from agent.factory import EditResult, create_chat_agent, create_edit_agent, edit_image
 from agent.state import EditState, InputState, OutputState, StepRecord, StopReason
 
 __all__ = [
     "create_edit_agent",
+    "create_chat_agent",
     "edit_image",
     "as_tool",
     "EditResult",

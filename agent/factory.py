@@ -16,10 +16,11 @@ if TYPE_CHECKING:  # langgraph is imported when an agent is built: `import agent
     from langgraph.types import Checkpointer
     from PIL import Image
 
+    from graphs.chat import ChatGraph
     from graphs.editing import EditGraph
     from tools.contracts import Critic, Editor, Grounder, Planner
 
-__all__ = ["create_edit_agent", "edit_image", "EditResult"]
+__all__ = ["create_edit_agent", "create_chat_agent", "edit_image", "EditResult"]
 
 _COMPONENT_OPTIONS = ("planner", "editors", "grounder", "critic", "artifacts", "checkpointer")
 
@@ -70,6 +71,26 @@ def create_edit_agent(
     return build_graph(
         components, context=config.context(), limits=config.limits(), checkpointer=checkpointer
     )
+
+
+def create_chat_agent(
+    config: AgentConfig | None = None,
+    *,
+    checkpointer: Checkpointer = None,
+    **components: Any,
+) -> ChatGraph:
+    """Build the chat-native agent (``graphs/chat.py``): ``messages`` in (the user's text and
+    an image content block), an AI message out with an account of the steps and the edited
+    image as an image block. ``components`` are ``create_edit_agent``'s (planner, editors,
+    grounder, critic, artifacts); the editing graph runs as its subgraph under
+    ``checkpointer``."""
+    from graphs.chat import build_chat_graph
+
+    unknown = sorted(set(components) - set(_COMPONENT_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown!r}; known: {list(_COMPONENT_OPTIONS)}")
+    editor = create_edit_agent(config, checkpointer=None, **components)
+    return build_chat_graph(editor, checkpointer=checkpointer)
 
 
 @dataclass

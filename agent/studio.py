@@ -1,4 +1,5 @@
-"""``langgraph dev`` entry point (see ``langgraph.json``): the dry-run agent as ``graph``.
+"""``langgraph dev`` entry points (see ``langgraph.json``): the dry-run agent as ``graph``
+(``mira_edit``) and its chat-native form as ``chat_graph`` (``mira_chat``).
 
 ``langgraph dev`` wants a module-level compiled graph without a checkpointer (the server
 brings its own persistence). The artifact root comes from ``$MIRA_ARTIFACTS_DIR`` when set,
@@ -12,9 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent import AgentConfig, create_edit_agent, default_artifacts_dir
+from agent import AgentConfig, create_chat_agent, create_edit_agent, default_artifacts_dir
 
-__all__ = ["ARTIFACTS_ENV", "artifacts_root", "graph"]
+__all__ = ["ARTIFACTS_ENV", "artifacts_root", "graph", "chat_graph"]
 
 ARTIFACTS_ENV = "MIRA_ARTIFACTS_DIR"
 
@@ -26,3 +27,4 @@ def artifacts_root() -> Path:
 
 
 graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=artifacts_root())
+chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=artifacts_root())

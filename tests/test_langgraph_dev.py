@@ -244,3 +244,61 @@ def test_server_shows_and_accepts_the_context_schema(dev_server):
         state = client.threads.get_state(thread["thread_id"])["values"]
         edits = [s for s in state["steps"] if s["kind"] == "edit"]
         assert len(edits) == 1 and state["stop_reason"] == "budget_exhausted", state["steps"]
+
+
+def _png_b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_chat_graph_answers_a_user_message_with_an_image_block_over_the_sdk(dev_server):
+    """The chat-native graph (``mira_chat``): a user message with text and an image block,
+    streamed over ``langgraph_sdk``, ends with an AI message holding the result image; the
+    editing subgraph's progress comes through the stream."""
+    import base64
+    import io
+
+    from langgraph_sdk import get_sync_client
+    from PIL import Image
+
+    image = dev_server.workdir / "chat_input.png"
+    make_test_image(64, 48).save(image)
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "make the left side red, then make the right side blue"},
+            {
+                "type": "image",
+                "source_type": "base64",
+                "mime_type": "image/png",
+                "data": _png_b64(image),
+            },
+        ],
+    }
+    with get_sync_client(url=dev_server.url, api_key=None, timeout=60) as client:
+        thread = client.threads.create()
+        chunks = list(
+            client.runs.stream(
+                thread["thread_id"],
+                "mira_chat",
+                input={"messages": [message]},
+                stream_mode=["updates", "custom"],
+                stream_subgraphs=True,
+            )
+        )
+        errors = [c.data for c in chunks if c.event == "error"]
+        assert not errors, f"run failed: {errors}\n{dev_server.output()}"
+        messages = client.threads.get_state(thread["thread_id"])["values"]["messages"]
+
+    custom = [c.data for c in chunks if c.event.startswith("custom")]
+    assert any(e.get("event") == "tool_progress" for e in custom), [c.event for c in chunks]
+    assert any(c.event.startswith("updates|edit:") for c in chunks), [c.event for c in chunks]
+    answer = messages[-1]
+    assert answer["type"] == "ai"
+    text, block = answer["content"]
+    assert text["text"].startswith("Applied 2 edits; stopped: planner_stop.")
+    assert block["type"] == "image" and block["mime_type"] == "image/png"
+    edited = Image.open(io.BytesIO(base64.b64decode(block["base64"]))).convert("RGB")
+    assert edited.size == (64, 48)
+    assert edited.tobytes() != Image.open(image).convert("RGB").tobytes()
