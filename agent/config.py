@@ -187,6 +187,14 @@ class AgentConfig(BaseModel):
         "full-instruction Overall reaches this value",
     )
 
+    # -- human approval -----------------------------------------------------------------------
+    approve_edits: bool = Field(
+        default=False,
+        description="pause before each planned edit (a LangGraph interrupt showing the edit, "
+        "the current image and the history) until a person resumes with approve, a "
+        "replacement instruction or stop; needs a checkpointer",
+    )
+
     # -- editing ------------------------------------------------------------------------------
     seed: int = Field(
         default=0, ge=0, description="base seed; step i, try j uses a seed derived from it"

@@ -84,6 +84,13 @@ class EditContext:
         "if set (needs check_regression), stop with 'critic_satisfied' once the "
         "full-instruction Overall reaches this value",
     )
+    # -- human approval -----------------------------------------------------------------------
+    approve_edits: bool = _desc(
+        False,
+        "pause before each planned edit (a LangGraph interrupt showing the edit, the current "
+        "image and the history) until a person resumes with approve, a replacement instruction "
+        "or stop; needs a checkpointer",
+    )
     # -- editing ------------------------------------------------------------------------------
     seed: int = _desc(0, "base seed; step i, try j uses a seed derived from it")
     num_inference_steps: int | None = _desc(
@@ -143,6 +150,7 @@ _RULES: dict[str, tuple[type, float | None, float | None]] = {
     "check_regression": (bool, None, None),
     "regression_tolerance": (float, 0, 10),
     "stop_when_satisfied": (float, 0, 10),
+    "approve_edits": (bool, None, None),
     "seed": (int, 0, None),
     "num_inference_steps": (int, 1, None),
     "guidance_scale": (float, 0, None),

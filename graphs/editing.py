@@ -5,8 +5,9 @@ shows all of them. Nodes keep pixels out of state: they read and write images th
 artifact store and pass ``ImageRef``s. Semantics: ``docs/architecture.md``.
 
 Routes:
-- plan  -> act (an edit) | plan (unparseable planner output, fed back) | END (stop, budget,
-  no progress, fatal error)
+- plan  -> act (an edit) | approve (an edit, with ``approve_edits`` on) | plan (unparseable
+  planner output, fed back) | END (stop, budget, no progress, fatal error)
+- approve -> act (approved, or replaced by the reviewer's instruction) | END (stopped)
 - act   -> verify (a candidate) | plan (recoverable tool error, fed back) | END (budget, fatal)
 - verify-> plan (accepted, or retries used up: rejection fed back) | act (retry the same edit
   with a new seed / the next editor) | END (critic satisfied)
@@ -24,7 +25,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer, Overwrite
+from langgraph.types import Checkpointer, Overwrite, interrupt
 
 from graphs.context import EditContext, InputLimits
 from graphs.state import Candidate, EditState, InputState, OutputState, Pending, StepRecord
@@ -33,7 +34,7 @@ from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, Hist
 from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
 from tools.images import check_instruction, load_image
 
-__all__ = ["Components", "build_graph", "GRAPH_NAME", "EditGraph"]
+__all__ = ["Components", "build_graph", "GRAPH_NAME", "EditGraph", "parse_review"]
 
 GRAPH_NAME = "mira_edit_agent"
 
@@ -111,6 +112,29 @@ def _in_flight(state: EditState) -> Pending:
     if pending is None:
         raise RuntimeError("act and verify need a pending edit in state (plan writes it); got none")
     return pending
+
+
+_REVIEW_FORMS = (
+    '"approve", "stop", {"action": "approve"}, {"action": "stop"} or '
+    '{"action": "replace", "instruction": "<the edit to run instead>"}'
+)
+
+
+def parse_review(answer: Any) -> tuple[str, str | None]:
+    """The reviewer's answer to an approval interrupt as ``(action, instruction)``: action is
+    "approve", "replace" (with the replacement instruction) or "stop". Raises ``ValueError``
+    naming the answer when it is none of the forms in ``_REVIEW_FORMS``."""
+    if isinstance(answer, str) and answer in ("approve", "stop"):
+        return answer, None
+    if isinstance(answer, Mapping):
+        action = answer.get("action")
+        if action in ("approve", "stop") and set(answer) == {"action"}:
+            return action, None
+        text = answer.get("instruction")
+        if action == "replace" and isinstance(text, str) and text.strip():
+            if set(answer) == {"action", "instruction"}:
+                return "replace", text.strip()
+    raise ValueError(f"resume value {answer!r} is not a review answer; use {_REVIEW_FORMS}")
 
 
 def _critic_calls(context: EditContext) -> int:
@@ -314,11 +338,56 @@ class _Nodes:
             step=step, attempt=0, instruction=instruction, planner=planner_out, plan_s=dt
         )
         return {
-            "next": "act",
+            "next": "approve" if ctx.approve_edits else "act",
             "pending": pending,
             "step_count": step,
             "tool_calls": calls,
             "elapsed_s": dt,
+        }
+
+    # -- approve ------------------------------------------------------------------------------
+    def approve(self, state: EditState) -> dict[str, Any]:
+        """Ask a person about the planned edit (``approve_edits``): LangGraph ``interrupt``
+        with the edit, the current image and the history; the run pauses until it is resumed
+        with ``Command(resume=answer)``. The node runs again from its start on resume, so
+        nothing happens before the interrupt."""
+        pending = _in_flight(state)
+        answer = interrupt(
+            {
+                "kind": "approve_edit",
+                "step": pending["step"],
+                "edit": pending["instruction"],
+                "instruction": state["instruction"],
+                "current": state["current"],
+                "source": state["source"],
+                "history": state.get("history", []),
+                "resume_with": _REVIEW_FORMS,
+            }
+        )
+        action, replacement = parse_review(answer)
+        review: dict[str, Any] = {"action": action}
+        if action == "stop":
+            return self._end(
+                state,
+                "user_stop",
+                steps=[
+                    _record(
+                        kind="stop",
+                        step=pending["step"],
+                        planner={**pending["planner"], "reviewer": review},
+                        reason=f"the reviewer stopped before {pending['instruction']!r}",
+                    )
+                ],
+            )
+        instruction = pending["instruction"]
+        if replacement is not None:
+            review.update(replaced=instruction, instruction=replacement)
+            instruction = replacement
+        self._emit({"event": "review", "step": pending["step"], **review})
+        planner = {**pending["planner"], "reviewer": review}
+        return {
+            "next": "act",
+            "pending": {**pending, "instruction": instruction, "planner": planner},
         }
 
     # -- act ----------------------------------------------------------------------------------
@@ -594,11 +663,15 @@ def build_graph(
     )
     builder.add_node("perceive", nodes.perceive)
     builder.add_node("plan", nodes.plan)
+    builder.add_node("approve", nodes.approve)
     builder.add_node("act", nodes.act)
     builder.add_node("verify", nodes.verify)
     builder.add_edge(START, "perceive")
     builder.add_edge("perceive", "plan")
-    builder.add_conditional_edges("plan", nodes.route, {"act": "act", "plan": "plan", "end": END})
+    builder.add_conditional_edges(
+        "plan", nodes.route, {"act": "act", "approve": "approve", "plan": "plan", "end": END}
+    )
+    builder.add_conditional_edges("approve", nodes.route, {"act": "act", "end": END})
     builder.add_conditional_edges(
         "act", nodes.route, {"verify": "verify", "plan": "plan", "end": END}
     )

@@ -24,7 +24,9 @@ __all__ = [
     "EditState",
 ]
 
-StopReason = Literal["planner_stop", "budget_exhausted", "no_progress", "critic_satisfied", "error"]
+StopReason = Literal[
+    "planner_stop", "budget_exhausted", "no_progress", "critic_satisfied", "error", "user_stop"
+]
 
 
 class StepRecord(TypedDict):
@@ -35,7 +37,8 @@ class StepRecord(TypedDict):
     step: int
     #: 0-based try of this step's edit (0 = first try).
     attempt: int
-    #: the planner's output: raw text and the parsed action, or None for a retry.
+    #: the planner's output: raw text and the parsed action, or None for a retry; with
+    #: approval on, also the reviewer's answer ({"action": "approve" | "replace", ...}).
     planner: dict[str, Any] | None
     #: the tool that ran and its arguments (seed included); None when none ran.
     tool: str | None
@@ -117,7 +120,7 @@ class _Working(TypedDict, total=False):
     tool_calls: int
     #: seconds spent inside nodes; sums across resumes, unlike wall time (every node).
     elapsed_s: Annotated[float, operator.add]
-    #: where the last node routes next: "plan" | "act" | "verify" | "end".
+    #: where the last node routes next: "plan" | "approve" | "act" | "verify" | "end".
     next: str
 
 

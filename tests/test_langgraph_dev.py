@@ -302,3 +302,59 @@ def test_chat_graph_answers_a_user_message_with_an_image_block_over_the_sdk(dev_
     edited = Image.open(io.BytesIO(base64.b64decode(block["base64"]))).convert("RGB")
     assert edited.size == (64, 48)
     assert edited.tobytes() != Image.open(image).convert("RGB").tobytes()
+
+
+def test_approval_interrupts_and_resumes_over_the_sdk(dev_server):
+    """``approve_edits`` in a run's context: the run stops at an interrupt carrying the planned
+    edit; runs with ``command={"resume": ...}`` approve it, replace it or stop."""
+    from langgraph_sdk import get_sync_client
+
+    image = dev_server.workdir / "input_approve.png"
+    make_test_image(64, 48).save(image)
+    inputs = {
+        "image": str(image),
+        "instruction": "make the left side red, then make the right side blue",
+    }
+    context = {"approve_edits": True}
+
+    def asked(client, thread_id):
+        state = client.threads.get_state(thread_id)
+        interrupts = [i for task in state["tasks"] for i in task["interrupts"]]
+        return interrupts[0]["value"] if interrupts else None, state["values"]
+
+    def edits(values):
+        return [s["args"]["instruction"] for s in values["steps"] if s["kind"] == "edit"]
+
+    with get_sync_client(url=dev_server.url, api_key=None, timeout=60) as client:
+        runs = {}
+        for answers in (
+            ["approve", {"action": "approve"}],
+            [{"action": "replace", "instruction": "make the top green"}, "stop"],
+            ["stop"],
+        ):
+            thread_id = client.threads.create()["thread_id"]
+            client.runs.wait(thread_id, "mira_edit", input=inputs, context=context)
+            seen = []
+            for answer in answers:
+                value, _ = asked(client, thread_id)
+                assert value is not None, f"no interrupt\n{dev_server.output()}"
+                seen.append(value["edit"])
+                client.runs.wait(
+                    thread_id, "mira_edit", command={"resume": answer}, context=context
+                )
+            value, values = asked(client, thread_id)
+            assert value is None
+            runs[len(runs)] = (seen, values)
+
+    seen, values = runs[0]
+    assert seen == ["make the left side red", "make the right side blue"]
+    assert values["stop_reason"] == "planner_stop"
+    assert edits(values) == seen
+    seen, values = runs[1]
+    # the planner (it splits the instruction) proposes the part still missing once more
+    assert seen == ["make the left side red", "make the left side red"]
+    assert values["stop_reason"] == "user_stop" and edits(values) == ["make the top green"]
+    seen, values = runs[2]
+    assert seen == ["make the left side red"]
+    assert values["stop_reason"] == "user_stop" and edits(values) == []
+    assert values["result"]["sha256"] == values["source"]["sha256"]
