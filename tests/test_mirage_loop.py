@@ -226,3 +226,27 @@ def test_mirage_support_is_a_declared_capability_not_a_class_name(tmp_path):
     sampler, call = tiny_flux2_klein_editor().mirage_sampler()
     assert isinstance(sampler, MirageFlux2) and sampler.layers == (1,)
     assert call == {"max_sequence_length": TINY_CALL_KWARGS[KLEIN]["max_sequence_length"]}
+
+
+def test_regional_edit_tool_answers_bad_arguments_with_an_error(tmp_path):
+    from agent import ArtifactStore
+
+    store = ArtifactStore(tmp_path)
+    tool = RegionalEditTool(editor=regional(StaticParser([])), store=store)
+    src = store.put(make_test_image(64, 64))
+    unknown = {**src, "sha256": "0" * 64, "uri": src["uri"].replace(src["sha256"], "0" * 64)}
+    cases = [
+        ({"image": unknown, "instruction": "x"}, "image="),
+        (
+            {
+                "image": src,
+                "instruction": "x",
+                "regions": [{"instruction": "y", "box": [9, 9, 1, 1]}],
+            },
+            "x1 < x2",
+        ),
+        ({"image": src}, "instruction"),
+    ]
+    for args, needle in cases:
+        msg = tool.invoke({"type": "tool_call", "id": "c", "name": tool.name, "args": args})
+        assert msg.status == "error" and needle in msg.content, msg

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from tools.artifacts import ArtifactStore, ImageRef
 from tools.contracts import Box, EditOutput, Grounder
 from tools.errors import GroundingError, RecoverableToolError
+from tools.lc import validation_answer
 from tools.mirage.parse import InstructionParser
 from tools.mirage.regions import Region
 from tools.models import REGISTRY
@@ -183,7 +184,8 @@ class RegionalEditTool(BaseTool):
     args_schema: type[BaseModel] = RegionalEditArgs
     editor: RegionalEditor
     store: ArtifactStore
-    handle_tool_error: bool = True
+    handle_tool_error: bool = True  # bad arguments and recoverable failures are answers
+    handle_validation_error: Callable[[Exception], str] = validation_answer
 
     def _run(
         self,
@@ -197,17 +199,24 @@ class RegionalEditTool(BaseTool):
         **_: Any,
     ) -> dict[str, Any]:
         given = None
+        try:
+            source = self.store.open(image)
+        except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+            raise ToolException(f"image={image!r} cannot be read: {exc}") from exc
         if regions is not None:
-            given = [
-                Region(
-                    instruction=_get(r, "instruction"),
-                    box=Box(**dict(zip("x1 y1 x2 y2".split(), _get(r, "box")))),
-                )
-                for r in regions
-            ]
+            try:
+                given = [
+                    Region(
+                        instruction=_get(r, "instruction"),
+                        box=Box(**dict(zip("x1 y1 x2 y2".split(), _get(r, "box")))),
+                    )
+                    for r in regions
+                ]
+            except ValueError as exc:  # pydantic's ValidationError is one
+                raise ToolException(f"regions={regions!r} are not valid: {exc}") from exc
         try:
             out = self.editor.edit(
-                self.store.open(image),
+                source,
                 instruction,
                 seed=seed,
                 num_inference_steps=num_inference_steps,
