@@ -22,7 +22,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from graphs.context import EditContext
 from graphs.editing import EditGraph
@@ -47,6 +47,10 @@ CHAT_GRAPH_NAME = "mira_chat_agent"
 class ChatInput(TypedDict):
     #: the conversation; the last message is the user's request (text + image block).
     messages: Annotated[list[AnyMessage], add_messages]
+    #: optional region the edits are confined to, as in the editing graph's input: a mask
+    #: image (path, URI or ImageRef) or pixel XYXY boxes.
+    mask: NotRequired[str | ImageRef | None]
+    boxes: NotRequired[list[list[int]] | None]
 
 
 class ChatOutput(TypedDict):
@@ -112,9 +116,12 @@ class _ChatNodes:
         if image is None:
             raise RuntimeError("edit needs an image in the messages (read_request checks it)")
         try:
-            out = self.editor.invoke(
-                InputState(image=image, instruction=state["instruction"]), config
-            )
+            request = InputState(image=image, instruction=state["instruction"])
+            if state.get("mask") is not None:
+                request["mask"] = state.get("mask")
+            if state.get("boxes") is not None:
+                request["boxes"] = state.get("boxes")
+            out = self.editor.invoke(request, config)
         except InvalidInputError as exc:  # refused before any model work: tell the user
             return _answer(f"I cannot edit this: {exc}")
         return {

@@ -33,6 +33,7 @@ from tools.artifacts import ArtifactStore
 from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
 from tools.images import check_instruction, load_image
+from tools.user_region import paste_inside, region_boxes, region_mask
 
 __all__ = ["Components", "build_graph", "GRAPH_NAME", "EditGraph", "parse_review"]
 
@@ -210,6 +211,23 @@ class _Nodes:
             allowed_schemes=self.limits.allowed_uri_schemes,
             max_pixels=self.limits.max_input_pixels,
         )
+        region = region_mask(
+            mask=state.get("mask"),
+            boxes=state.get("boxes"),
+            size=image.size,
+            store=self.c.store,
+            allowed_schemes=self.limits.allowed_uri_schemes,
+            max_pixels=self.limits.max_input_pixels,
+        )
+        region_ref, boxes = None, None
+        if region is not None:
+            region_ref = self.c.store.put_mask(region)
+            given = state.get("boxes")
+            boxes = (
+                [list(b) for b in given]
+                if given
+                else [list(b.as_tuple()) for b in region_boxes(region)]
+            )
         source = self.c.store.put(image)
         self._emit({"event": "run_start", "source": source, "instruction": instruction})
         return {  # "image" becomes the stored ref: a data: URL must not ride in every checkpoint
@@ -218,6 +236,8 @@ class _Nodes:
             "source": source,
             "current": source,
             "result": source,
+            "region": region_ref,
+            "region_boxes": boxes,
             "steps": Overwrite([]),
             "history": Overwrite([]),
             "scores": {},
@@ -434,8 +454,24 @@ class _Nodes:
             )
 
         source = state["current"]
+        region = state.get("region")
+        extra: dict[str, Any] = {}
+        if region is not None and getattr(editor, "takes_regions", False):
+            # A regional editor (MIRAGE) edits the user's boxes as its regions.
+            from tools.contracts import Box
+            from tools.mirage.regions import Region
+
+            extra["regions"] = [
+                Region(
+                    instruction=instruction,
+                    box=Box(x1=b[0], y1=b[1], x2=b[2], y2=b[3]),
+                    expression="the user's region",
+                )
+                for b in state.get("region_boxes") or []
+            ]
         try:
-            edited = editor.edit(self.c.store.open(source), progress=progress, **args)
+            before = self.c.store.open(source)
+            edited = editor.edit(before, progress=progress, **args, **extra)
         except RecoverableToolError as exc:
             dt = time.perf_counter() - t0
             reason = f"{name} failed: {exc}"
@@ -489,6 +525,11 @@ class _Nodes:
         info: dict[str, Any] = {}
         if isinstance(edited, EditOutput):
             edited, info = edited.image, edited.info
+        if region is not None:
+            # Whole-image editors change everything: keep their pixels inside the region only,
+            # so outside it the result equals the input exactly (MIRAGE's too, after snapping).
+            edited = paste_inside(self.c.store.open_mask(region), edited, before)
+            info = {**info, "user_region": {"mask": region, "boxes": state.get("region_boxes")}}
         candidate = Candidate(
             image=self.c.store.put(edited),
             tool=name,
@@ -515,16 +556,19 @@ class _Nodes:
         current = store.open(state["current"])
         edited = store.open(candidate["image"])
         calls = state["tool_calls"]
+        region = state.get("region")
+        # the critic's masked mode judges inside the user's region (only asked for with one)
+        masked = {"mask": store.open_mask(region)} if region is not None else {}
 
         progress: Critique | None = None
         try:
             calls += 1
-            step_critique = critic.critique(current, edited, instruction)
+            step_critique = critic.critique(current, edited, instruction, **masked)
             accepted, reason = _judge_step(step_critique, ctx)
             if accepted and ctx.check_regression:
                 calls += 1
                 progress = critic.critique(
-                    store.open(state["source"]), edited, state["instruction"]
+                    store.open(state["source"]), edited, state["instruction"], **masked
                 )
                 accepted, reason = _judge_progress(progress, self._last_progress(state), ctx)
         except RecoverableToolError as exc:  # judged as a rejection: retry or re-plan

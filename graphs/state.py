@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, Literal
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from tools.artifacts import ImageRef
 
@@ -62,6 +62,11 @@ class InputState(TypedDict):
     image: str | ImageRef
     #: the full (possibly compositional) instruction.
     instruction: str
+    #: optional region the edits are confined to: a mask image (path, URI or ImageRef; pixels
+    #: above mid-grey are inside) of the image's size ...
+    mask: NotRequired[str | ImageRef | None]
+    #: ... or pixel XYXY boxes (x2, y2 exclusive); give one or neither.
+    boxes: NotRequired[list[list[int]] | None]
 
 
 class OutputState(TypedDict):
@@ -106,6 +111,10 @@ class Candidate(TypedDict):
 class _Working(TypedDict, total=False):
     #: the input as stored in the artifact store (written by perceive).
     source: ImageRef
+    #: the user's region as a stored mask (True = may change) and its boxes (pixel XYXY), or
+    #: None for the whole image (perceive).
+    region: ImageRef | None
+    region_boxes: list[list[int]] | None
     #: the last accepted image; rollback means leaving it as it is (written by verify).
     current: ImageRef
     #: what the planner sees of earlier steps: accepted/rejected/error items (plan, verify).

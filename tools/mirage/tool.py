@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, Field
@@ -39,6 +39,9 @@ class RegionalEditor:
     ablation switches are passed to the sampler. ``num_inference_steps``/``guidance_scale``
     default to the sampler's when not given per call.
     """
+
+    #: ``edit`` takes ``regions=``: the loop passes a user's boxes as the regions to edit.
+    takes_regions: ClassVar[bool] = True
 
     def __init__(
         self,
