@@ -6,18 +6,46 @@ brings its own persistence). The artifact root comes from ``$MIRA_ARTIFACTS_DIR`
 else ``default_artifacts_dir()``. Reading an environment variable here is intended: this is a
 top-level entry point, like a CLI's ``main``; ``AgentConfig`` and the nodes never read one.
 ``agent/http.py`` serves the same root through ``artifacts_root()``.
+
+When served, every ``ImageRef`` the graphs write (state, output, trace, interrupts) also carries
+``url``, the http URL of the artifact route (``GET /artifacts/<sha256>.png``), so Studio and
+SDK users can open it: the base is ``$MIRA_PUBLIC_URL`` if set, else ``$LANGGRAPH_API_URL``,
+which ``langgraph dev`` sets to its own address before it loads the graphs.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent import AgentConfig, create_chat_agent, create_edit_agent, default_artifacts_dir
+from agent import (
+    AgentConfig,
+    ArtifactStore,
+    create_chat_agent,
+    create_edit_agent,
+    default_artifacts_dir,
+)
 
-__all__ = ["ARTIFACTS_ENV", "artifacts_root", "graph", "chat_graph"]
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from agent import ImageRef
+
+__all__ = [
+    "ARTIFACTS_ENV",
+    "PUBLIC_URL_ENV",
+    "ServedStore",
+    "artifact_url",
+    "artifacts_root",
+    "public_url",
+    "graph",
+    "chat_graph",
+]
 
 ARTIFACTS_ENV = "MIRA_ARTIFACTS_DIR"
+PUBLIC_URL_ENV = "MIRA_PUBLIC_URL"
 
 
 def artifacts_root() -> Path:
@@ -26,5 +54,41 @@ def artifacts_root() -> Path:
     return Path(value).expanduser() if value else default_artifacts_dir()
 
 
-graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=artifacts_root())
-chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=artifacts_root())
+def public_url() -> str | None:
+    """The server's base URL: ``$MIRA_PUBLIC_URL``, else ``$LANGGRAPH_API_URL``, else None."""
+    value = os.environ.get(PUBLIC_URL_ENV) or os.environ.get("LANGGRAPH_API_URL")
+    return value.rstrip("/") if value else None
+
+
+def artifact_url(base_url: str, sha256: str) -> str:
+    """The URL of an artifact on the route of ``agent/http.py``."""
+    return f"{base_url.rstrip('/')}/artifacts/{sha256}.png"
+
+
+class ServedStore(ArtifactStore):
+    """An ``ArtifactStore`` whose refs also carry ``url``, the artifact route's http URL."""
+
+    def __init__(self, root: str | os.PathLike[str] | None, *, base_url: str) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        super().__init__(root)
+        self.base_url = base_url.rstrip("/")
+
+    def put(self, image: Image.Image) -> ImageRef:
+        ref = super().put(image)
+        return {**ref, "url": artifact_url(self.base_url, ref["sha256"])}
+
+    def put_mask(self, mask: Image.Image | np.ndarray) -> ImageRef:
+        ref = super().put_mask(mask)
+        return {**ref, "url": artifact_url(self.base_url, ref["sha256"])}
+
+
+def _served_store() -> ArtifactStore:
+    base = public_url()
+    root = artifacts_root()
+    return ServedStore(root, base_url=base) if base else ArtifactStore(root)
+
+
+_store = _served_store()
+graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=_store)
+chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=_store)

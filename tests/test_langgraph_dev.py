@@ -358,3 +358,24 @@ def test_approval_interrupts_and_resumes_over_the_sdk(dev_server):
     assert seen == ["make the left side red"]
     assert values["stop_reason"] == "user_stop" and edits(values) == []
     assert values["result"]["sha256"] == values["source"]["sha256"]
+
+
+def test_served_refs_carry_urls_clients_can_open(dev_server):
+    from langgraph_sdk import get_sync_client
+
+    image = dev_server.workdir / "input_urls.png"
+    make_test_image(64, 48).save(image)
+    with get_sync_client(url=dev_server.url, api_key=None, timeout=60) as client:
+        thread = client.threads.create()
+        client.runs.wait(
+            thread["thread_id"],
+            "mira_edit",
+            input={"image": str(image), "instruction": "make the left side red"},
+        )
+        values = client.threads.get_state(thread["thread_id"])["values"]
+    refs = [values["result"], values["source"], values["image"]]
+    refs += [s["output"] for s in values["steps"] if s.get("output")]
+    for ref in refs:
+        assert ref["url"] == f"{dev_server.url}/artifacts/{ref['sha256']}.png", ref
+        status, _, body = _get(ref["url"])
+        assert status == 200 and hashlib.sha256(body).hexdigest() == ref["sha256"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic needs these on Python < 3.12
 
 from tools._io import write_atomic
 
@@ -40,6 +40,8 @@ class ImageRef(TypedDict):
     sha256: str
     width: int
     height: int
+    #: the http URL of the artifact route, when a server serves the store (agent/studio.py).
+    url: NotRequired[str]
 
 
 def default_artifacts_dir() -> Path:
