@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo lint test clean
+.PHONY: setup chromium demo lint test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	SAM2_BUILD_CUDA=0 $(PIP) -c constraints.txt --no-deps --no-build-isolation sam2
 	touch $@
 
-setup: $(VENV)/.installed
+# Headless Chromium renders the HTML reports in tests/test_report.py: Debian's package, via apt
+# where the machine has it (the test fails when apt is there but chromium is not, and skips,
+# saying why, where there is no apt).
+chromium:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium; }
+
+setup: $(VENV)/.installed chromium
 
 # Runs the agent on the bundled example with the dry-run preset (test doubles, not real models).
 demo: setup

@@ -35,7 +35,6 @@ Exit status: 0 done; 2 a bad option (or a strategy the dataset cannot run); 130 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import re
@@ -175,6 +174,9 @@ class Outcome:
     steps: int
     stop_reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the agent's whole output (full step records with image refs), for the trajectory page;
+    #: not written into results.jsonl.
+    trajectory: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +395,7 @@ class _Runner:
             steps=self.budgeted.calls,
             stop_reason=stop,
             extra={"accepted": sum(1 for s in edits if s["accepted"]), "trace": trace},
+            trajectory=dict(out),
         )
 
     def _best_of_n(self, row: Row, sample: Sample, source: Image.Image) -> Outcome:
@@ -543,6 +546,7 @@ def run_bench(
 
                     intermediate(sample.case).save(folder / "truth.png")
             outcome.image.save(folder / files["result"])
+            page = _write_trajectory(out, runner, sample, strategy, files, source, outcome)
             record = {
                 "id": sample.id,
                 "strategy": strategy,
@@ -558,6 +562,7 @@ def run_bench(
                 "time_s": round(elapsed, 4),
                 **outcome.extra,
                 "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
+                "trajectory": page,
                 "finished_at": time.time(),
             }
             f.write(json.dumps(record) + "\n")
@@ -565,6 +570,38 @@ def run_bench(
             bar.update(1)
     wanted = {(st, s.id) for s in samples for st in strategies}
     return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+
+
+def _write_trajectory(
+    out: Path,
+    runner: _Runner,
+    sample: Sample,
+    strategy: str,
+    files: dict[str, str],
+    source: Image.Image,
+    outcome: Outcome,
+) -> str:
+    """Write the run's trajectory page; returns its path relative to ``out``."""
+    from agent.report import trajectory_html
+
+    run = outcome.trajectory or {}
+    notes = [] if run else [n for n in outcome.extra.get("trace") or [] if isinstance(n, dict)]
+    page = trajectory_html(
+        title=f"{PROG}: {sample.id} / {strategy}",
+        instruction=sample.instruction,
+        source=run.get("source") or runner.store.put(source),
+        result=run.get("result") or runner.store.put(outcome.image),
+        steps=run.get("steps") or [],
+        stop_reason=str(outcome.stop_reason),
+        scores=run.get("scores"),
+        elapsed_s=run.get("elapsed_s"),
+        store=runner.store,
+        notes=notes,
+    )
+    rel = f"trajectories/{sample.id}/{Path(files['result']).stem}.html"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / rel, page.encode())
+    return rel
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -640,22 +677,47 @@ def write_html(
     *,
     limit: int,
 ) -> Path:
-    """``out/index.html``: a grid of source / ground truth / each strategy's result."""
+    """``out/index.html``: the summary table, then a grid of source / ground truth / each
+    strategy's result; every result links to its trajectory page; ``#failures`` shows only
+    the samples some strategy failed."""
+    from agent.report import bench_index_html
+
     by = {(r["id"], r["strategy"]): r for r in records}
-    head = "".join(f"<th>{html.escape(x)}</th>" for x in ["source", "ground truth", *strategies])
+    summary = []
+    for st in strategies:
+        rs = [r for r in records if r["strategy"] == st]
+        if not rs:
+            continue
+        summary.append(
+            {
+                "strategy": st,
+                "samples": len(rs),
+                "success": _fmt(_mean([r.get("success") for r in rs]), ".1%"),
+                "edits done": _fmt(_mean([r.get("edits_passed") for r in rs]), ".1%"),
+                "consistent": _fmt(_mean([r.get("consistent") for r in rs]), ".1%"),
+                "editor calls": _fmt(_mean([r["steps"] for r in rs]), ".2f"),
+                "time / sample (s)": _fmt(_mean([r["time_s"] for r in rs]), ".3f"),
+                "failures": sum(1 for r in rs if r.get("success") is False),
+            }
+        )
     rows = []
     for sample in samples[:limit]:
         first = next((by[(sample.id, st)] for st in strategies if (sample.id, st) in by), None)
         if first is None:
             continue
-        cells = [_img(first["images"].get("source")), _img(first["images"].get("truth"))]
+        cells = [
+            {"image": first["images"].get("source"), "link": None, "verdict": "", "note": ""},
+            {"image": first["images"].get("truth"), "link": None, "verdict": "", "note": ""},
+        ]
+        failed = False
         for st in strategies:
             r = by.get((sample.id, st))
             if r is None:
-                cells.append("<td></td>")
+                cells.append({"image": None, "link": None, "verdict": "", "note": ""})
                 continue
             done = sum(e["passed"] for e in r.get("edits") or [])
             verdict = {True: "success", False: "fail", None: ""}[r.get("success")]
+            failed = failed or r.get("success") is False
             steps = f"{r['steps']} step{'' if r['steps'] == 1 else 's'}"
             note = (
                 f"{done}/{len(r.get('edits') or [])} edits, "
@@ -663,29 +725,28 @@ def write_html(
                 if r.get("edits")
                 else steps
             )
-            cells.append(_img(r["images"]["result"], f"<b class='{verdict}'>{verdict}</b> {note}"))
+            link = r.get("trajectory")
+            cells.append(
+                {
+                    "image": r["images"]["result"],
+                    "link": link if link and (out / link).is_file() else None,
+                    "verdict": verdict,
+                    "note": note,
+                }
+            )
         rows.append(
-            f"<tr><td class='ins'><code>{html.escape(sample.id)}</code><br>"
-            f"{html.escape(sample.instruction)}</td>{''.join(cells)}</tr>"
+            {"id": sample.id, "instruction": sample.instruction, "failed": failed, "cells": cells}
         )
-    page = f"""<!doctype html><meta charset="utf-8"><title>{PROG} report</title>
-<style>body{{font:13px sans-serif;margin:16px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;text-align:center}}
-td.ins{{width:260px;text-align:left}} img{{width:160px;height:160px;image-rendering:pixelated}}
-.success{{color:#080}} .fail{{color:#b00}}</style>
-<h1>{PROG}: {len(rows)} of {len(samples)} samples</h1>
-<p>Results in <code>{RESULTS}</code>, table in <code>summary.md</code>.</p>
-<table><tr><th>instruction</th>{head}</tr>{"".join(rows)}</table>
-"""
+    page = bench_index_html(
+        title=f"{PROG}: {len(rows)} of {len(samples)} samples",
+        summary=summary,
+        columns=["source", "ground truth", *strategies],
+        rows=rows,
+        total=len(samples),
+    )
     path = out / "index.html"
-    write_atomic(path, page)
+    write_atomic(path, page.encode())
     return path
-
-
-def _img(src: str | None, caption: str = "") -> str:
-    if src is None:
-        return "<td>n/a</td>"
-    return f"<td><img src='{html.escape(src)}' alt=''><br>{caption}</td>"
 
 
 # -- the command ------------------------------------------------------------------------------

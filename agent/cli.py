@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="overwrite --out, its trace and its _steps/ images if they exist",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write <out stem>.report.html: one self-contained page of the run (source, "
+        "each tried edit with planner text, tool, seed, scores, verdict, regions, result)",
+    )
+    parser.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -360,6 +366,9 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(f"{stem}_edited.png")
     outputs = _Outputs(out)
     outputs.check(input_path, force=args.force)
+    report = outputs.out.with_name(f"{outputs.out.stem}.report.html") if args.report else None
+    if report is not None and not args.force and os.path.lexists(report):
+        raise _Refused(f"{_display(report)} already exists; pass --force to overwrite it")
 
     # The input's checks, before any work or any write (the graph repeats them).
     from tools.images import check_instruction, load_image
@@ -420,7 +429,28 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         _err(_one_line(f"cannot write the outputs: {exc}"))
         return 1
+    if report is not None:
+        from agent.report import trajectory_html
+
+        page = trajectory_html(
+            title=f"mira-edit: {outputs.out.name}",
+            instruction=instruction,
+            source=final.get("source"),
+            result=final["result"],
+            steps=final.get("steps", []),
+            stop_reason=final["stop_reason"],
+            scores=final.get("scores"),
+            elapsed_s=final.get("elapsed_s"),
+            store=store,
+        )
+        try:
+            write_atomic(report, page.encode())
+        except OSError as exc:
+            _err(_one_line(f"cannot write the report: {exc}"))
+            return 1
     _summary(final, outputs, written)
+    if report is not None:
+        print(f"report: {_display(report)}")
     return 1 if final["stop_reason"] == "error" else 0
 
 

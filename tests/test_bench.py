@@ -83,7 +83,7 @@ def test_reports_table_and_html(tmp_path, capsys):
     assert "| single-shot | 5 | 100.0% |" in summary and "| agent | 5 | 100.0% |" in summary
     assert "mira-bench --n 5" in summary and "| single-shot | 5 |" in printed
     page = (out / "index.html").read_text()
-    images = re.findall(r"src='([^']+)'", page)
+    images = re.findall(r"src=[\"']([^\"']+)[\"']", page)
     assert len(images) == 3 * 4  # source, truth, two results
     assert all((out / src).is_file() for src in images)
     record = _records(out)[0]
