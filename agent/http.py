@@ -1,4 +1,5 @@
-"""Read-only HTTP access to the artifact store, mounted by ``langgraph dev`` (``langgraph.json``).
+"""Read-only HTTP access to the artifact store, mounted by ``langgraph dev`` (``langgraph.json``),
+and OpenAI's ``POST /v1/images/edits`` beside it (``agent/openai_images.py``).
 
 ``GET /artifacts/{sha256}.png`` (or without ``.png``) returns the PNG whose bytes hash to
 ``sha256``, from the same store root as the ``mira_edit`` graph (``agent.studio``), so a
@@ -19,7 +20,7 @@ import os
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from agent.studio import artifacts_root
 from tools.artifacts import ArtifactStore
@@ -33,7 +34,7 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CACHE = "public, max-age=31536000, immutable"
 
 
-def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
+def create_app(root: str | os.PathLike[str] | None = None, *extra_routes: BaseRoute) -> Starlette:
     """A Starlette app serving the store at ``root``; with ``None``, ``artifacts_root()`` is
     resolved on every request (so ``$MIRA_ARTIFACTS_DIR`` is read when serving, not at import)."""
     fixed = ArtifactStore(root) if root is not None else None
@@ -77,7 +78,7 @@ def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
         return Response(data, media_type="image/png", headers=headers)
 
     route = Route("/artifacts/{name}", artifact, methods=_METHODS, name="artifact")
-    return Starlette(routes=[route])
+    return Starlette(routes=[route, *extra_routes])
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -88,4 +89,15 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-app = create_app(None)
+def _served_app() -> Starlette:
+    """The ``langgraph.json`` app: the artifact route, and OpenAI's ``POST /v1/images/edits``
+    running the served ``mira_edit`` agent (``agent/openai_images.py``)."""
+    from agent import studio
+    from agent.openai_images import images_edits_route
+
+    return create_app(
+        None, images_edits_route(studio.graph, studio.store, base_url=studio.public_url)
+    )
+
+
+app = _served_app()

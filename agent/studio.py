@@ -39,6 +39,7 @@ __all__ = [
     "ServedStore",
     "artifact_url",
     "artifacts_root",
+    "store",
     "public_url",
     "graph",
     "chat_graph",
@@ -89,6 +90,6 @@ def _served_store() -> ArtifactStore:
     return ServedStore(root, base_url=base) if base else ArtifactStore(root)
 
 
-_store = _served_store()
-graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=_store)
-chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=_store)
+store = _served_store()
+graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=store)
+chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=store)

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.testing import make_test_image
@@ -379,3 +380,73 @@ def test_served_refs_carry_urls_clients_can_open(dev_server):
         assert ref["url"] == f"{dev_server.url}/artifacts/{ref['sha256']}.png", ref
         status, _, body = _get(ref["url"])
         assert status == 200 and hashlib.sha256(body).hexdigest() == ref["sha256"]
+
+
+def _openai(dev_server):
+    import openai
+
+    return openai.OpenAI(base_url=f"{dev_server.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_images_edit_returns_an_image(dev_server):
+    """The official ``openai`` client against ``POST /v1/images/edits`` of the served app."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = dev_server.workdir / "openai_in.png"
+    make_test_image(64, 48).save(image)
+    source = np.asarray(Image.open(image).convert("RGB"))
+    client = _openai(dev_server)
+    with open(image, "rb") as f:
+        answer = client.images.edit(
+            image=f, prompt="make the left side red", response_format="b64_json"
+        )
+    edited = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(answer.data[0].b64_json))).convert("RGB")
+    )
+    assert edited.shape == source.shape and (edited != source).any()
+
+    # a mask: its fully transparent pixels mark where to edit; outside, nothing changes
+    mask = np.full((48, 64, 4), 255, np.uint8)
+    mask[:, :10, 3] = 0
+    mask_path = dev_server.workdir / "openai_mask.png"
+    Image.fromarray(mask, "RGBA").save(mask_path)
+    with open(image, "rb") as f, open(mask_path, "rb") as m:
+        answer = client.images.edit(
+            image=f, mask=m, prompt="make the left side red", response_format="url"
+        )
+    url = answer.data[0].url
+    assert url.startswith(f"{dev_server.url}/artifacts/")
+    status, _, body = _get(url)
+    assert status == 200
+    edited = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    assert (edited[:, 10:] == source[:, 10:]).all() and (edited[:, :10] != source[:, :10]).any()
+
+
+def test_openai_images_edit_errors_have_openais_shape(dev_server):
+    import openai
+
+    client = _openai(dev_server)
+    image = dev_server.workdir / "openai_err.png"
+    make_test_image(32, 32).save(image)
+    not_png = dev_server.workdir / "not.png"
+    not_png.write_text("hello")
+    cases = [
+        ({"image": not_png, "prompt": "x"}, "image", "not an image"),
+        ({"image": image, "prompt": " "}, "prompt", "prompt is required"),
+        ({"image": image, "prompt": "x", "response_format": "jpeg"}, "response_format", "jpeg"),
+        ({"image": image, "prompt": "x", "mask": image}, "mask", "alpha channel"),
+    ]
+    for args, param, needle in cases:
+        files = {k: open(v, "rb") for k, v in args.items() if isinstance(v, Path)}
+        try:
+            with pytest.raises(openai.BadRequestError) as info:
+                client.images.edit(**{**args, **files})
+        finally:
+            for f in files.values():
+                f.close()
+        error = info.value.body
+        assert error["type"] == "invalid_request_error" and error["param"] == param, error
+        assert needle in error["message"], error
