@@ -362,21 +362,22 @@ def _run(args: argparse.Namespace) -> int:
     outputs.check(input_path, force=args.force)
 
     # The input's checks, before any work or any write (the graph repeats them).
-    from tools.images import check_instruction, load_image
+    from tools.images import FIRST_FRAME_NOTE, check_instruction, load_image
 
     try:
         instruction = check_instruction(args.instruction, max_chars=config.max_instruction_chars)
-        load_image(
+        checked = load_image(
             args.image,
             allowed_schemes=config.allowed_uri_schemes,
             max_pixels=config.max_input_pixels,
+            max_bytes=config.max_input_bytes,
         )
     except InvalidInputError as exc:
         raise _Refused(str(exc)) from None
+    input_note: str | None = checked.info.get(FIRST_FRAME_NOTE)
+    if input_note:
+        print(f"note: {input_note}", file=sys.stderr)
     image: str = str(input_path.resolve()) if input_path is not None else args.image
-
-    if config.preset in ("dry-run", "tiny"):
-        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
     from agent.factory import create_edit_agent
     from tools.artifacts import ArtifactStore, default_artifacts_dir
@@ -385,11 +386,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         store = ArtifactStore(root)
     except OSError as exc:
-        raise _Refused(f"--artifacts {root}: cannot create the artifact store: {exc}") from None
+        raise _Refused(
+            f"--artifacts {str(root)!r}: cannot create the artifact store: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    if not os.access(store.root, os.W_OK | os.X_OK):
+        raise _Refused(f"--artifacts {str(store.root)!r}: the folder is not writable")
     try:  # a stack that cannot work (e.g. a strategy its backends do not support) is refused
         agent = create_edit_agent(config, artifacts=store)
     except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
         raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
+
+    if config.preset in ("dry-run", "tiny"):
+        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
     progress = _Progress(config.max_steps, quiet=args.quiet)
     final: dict[str, Any] | None = None
@@ -415,7 +424,13 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         written = _write_outputs(
-            outputs, final, store, config=config, image=image, instruction=instruction
+            outputs,
+            final,
+            store,
+            config=config,
+            image=image,
+            instruction=instruction,
+            input_note=input_note,
         )
     except OSError as exc:
         _err(_one_line(f"cannot write the outputs: {exc}"))
@@ -441,6 +456,7 @@ def _write_outputs(
     config: AgentConfig,
     image: str,
     instruction: str,
+    input_note: str | None = None,
 ) -> list[Path]:
     """Intermediates, then the trace, then the result (so a result implies the rest)."""
     steps = [dict(s) for s in final.get("steps", [])]
@@ -469,6 +485,7 @@ def _write_outputs(
         "mira_agent_version": package_version,
         "instruction": instruction,
         "input": image,
+        "input_note": input_note,
         "output": str(outputs.out),
         "stop_reason": final["stop_reason"],
         "stop_detail": stop_record.get("reason") if stop_record else None,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _badfiles import png_with_size
 from PIL import Image
 
 from agent import FatalToolError
@@ -390,3 +391,34 @@ def test_strategy_the_preset_cannot_run_is_refused(picture, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--strategy mirage" in err and "grounder's VLM" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before
+
+
+# -- issue 15: the input gate and the store folder through the CLI ------------------------------
+def test_refuses_a_decompression_bomb_in_one_line(tmp_path, capsys):
+    bomb = tmp_path / "work" / "bomb.png"
+    bomb.write_bytes(png_with_size(40_000, 40_000))
+    _refused([str(bomb), "make it red"], tmp_path, capsys, "max_input_pixels", repr(str(bomb)))
+
+
+def test_refuses_an_artifacts_folder_it_cannot_write(picture, tmp_path, monkeypatch, capsys):
+    real_access = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **k: False if Path(p) == locked else real_access(p, m, **k)
+    )
+    _refused(
+        [str(picture), "make it red", "--artifacts", str(locked)],
+        tmp_path,
+        capsys,
+        "--artifacts",
+        "not writable",
+    )
+
+
+def test_animation_note_is_in_the_trace(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert main(["anim.gif", "make the left side red", "--quiet", "--max-steps", "1"]) == 0
+    trace = json.loads(Path("anim_edited.trace.json").read_text())
+    assert "first frame" in trace["input_note"]
