@@ -6,7 +6,9 @@
 Writes the result PNG (``--out``, default ``<input stem>_edited.png`` in the current
 directory), the trace ``<out stem>.trace.json`` next to it, and the output of every tried edit,
 accepted or not, under ``<out stem>_steps/``. Nothing is written when the options or the input
-are refused, and the input file is only ever read.
+are refused, and the input file is only ever read. The output folder is made and reserved
+(a staging folder) before any model work; the outputs are written there and published together
+(``agent/_outputs.py``), so an interrupt leaves all of them or none.
 
 Exit status: 0 the run finished (any stop reason but ``error``); 1 the run ended on a tool
 error (the best image so far is still written) or an output could not be written; 2 a bad
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -28,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
+from agent._outputs import publish, recover, stage
 from agent.config import PRESETS, AgentConfig
 from tools._io import write_atomic
 from tools.errors import InvalidInputError, ToolError
@@ -51,8 +55,6 @@ _OPTION_OF = {
     "seed": "--seed",
     "artifacts_dir": "--artifacts",
 }
-#: What the CLI writes into ``<out stem>_steps/``; only such files are replaced by --force.
-_STEP_FILE = re.compile(r"^step\d+_try\d+_(?:accepted|rejected)\.png$")
 
 DRY_RUN_NOTICE = (
     "note: preset 'dry-run' runs the real agent loop with test doubles, not models: its edits "
@@ -220,6 +222,7 @@ class _Outputs:
         self.steps_dir = self.out.with_name(f"{self.out.stem}_steps")
 
     def check(self, input_path: Path | None, *, force: bool) -> None:
+        recover(self.out, self.steps_dir, self.trace)  # a killed run's publication first
         if self.out.suffix.lower() != ".png":
             raise _Refused(f"--out {_display(self.out)} must end in .png (the result is a PNG)")
         if input_path is not None:
@@ -317,14 +320,32 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mira-edit`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit status."""
     args = build_parser().parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: staged outputs are removed, published ones stay whole.
+    previous = _on_sigterm(_interrupt)
     try:
         return _run(args)
     except _Refused as exc:
         _err(_one_line(str(exc)))
         return 2
     except KeyboardInterrupt:
-        _err("interrupted")
+        _err("interrupted; nothing written")
         return 130
+    finally:
+        _on_sigterm(previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Set the SIGTERM handler (main thread only; elsewhere nothing changes)."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -397,6 +418,34 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
         raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
 
+    # The outputs' place is made and reserved before any model work: an unwritable --out
+    # folder is refused now, not after the run.
+    try:
+        staging = stage(outputs.out)
+    except OSError as exc:
+        raise _Refused(
+            f"--out {str(outputs.out)!r}: cannot write in {str(outputs.out.parent)!r}: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    try:
+        return _edit_and_publish(
+            agent, outputs, staging, store, args, config, image, instruction, input_note
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+
+
+def _edit_and_publish(
+    agent: Any,
+    outputs: _Outputs,
+    staging: Path,
+    store: ArtifactStore,
+    args: argparse.Namespace,
+    config: AgentConfig,
+    image: str,
+    instruction: str,
+    input_note: str | None,
+) -> int:
     if config.preset in ("dry-run", "tiny"):
         print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
@@ -425,6 +474,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         written = _write_outputs(
             outputs,
+            staging,
             final,
             store,
             config=config,
@@ -432,8 +482,11 @@ def _run(args: argparse.Namespace) -> int:
             instruction=instruction,
             input_note=input_note,
         )
+        publish(staging, outputs.out, outputs.steps_dir, outputs.trace)
     except OSError as exc:
-        _err(_one_line(f"cannot write the outputs: {exc}"))
+        where = f" {exc.filename!r}" if exc.filename else ""
+        why = exc.strerror or str(exc)
+        _err(_one_line(f"cannot write the outputs{where}: {why}; nothing written"))
         return 1
     _summary(final, outputs, written)
     return 1 if final["stop_reason"] == "error" else 0
@@ -450,6 +503,7 @@ def _stop_record(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _write_outputs(
     outputs: _Outputs,
+    staging: Path,
     final: dict[str, Any],
     store: ArtifactStore,
     *,
@@ -458,19 +512,14 @@ def _write_outputs(
     instruction: str,
     input_note: str | None = None,
 ) -> list[Path]:
-    """Intermediates, then the trace, then the result (so a result implies the rest)."""
+    """Write every output into ``staging`` (``publish`` moves them into place together)."""
     steps = [dict(s) for s in final.get("steps", [])]
-    outputs.out.parent.mkdir(parents=True, exist_ok=True)
-    outputs.steps_dir.mkdir(exist_ok=True)
-    for old in outputs.steps_dir.iterdir():  # a previous run's images (only with --force)
-        if _STEP_FILE.match(old.name) and old.is_file():
-            old.unlink()
     written: list[Path] = []
     for record in steps:
         record["output_file"] = None
         if record.get("output"):
             path = outputs.step_file(record)
-            write_atomic(path, store.read_bytes(record["output"]))
+            write_atomic(staging / "steps" / path.name, store.read_bytes(record["output"]))
             record["output_file"] = os.path.relpath(path, outputs.out.parent)
             written.append(path)
 
@@ -500,8 +549,8 @@ def _write_outputs(
         "config": config.model_dump(mode="json"),
         "steps": steps,
     }
-    write_atomic(outputs.trace, (json.dumps(trace, indent=2, default=str) + "\n").encode())
-    write_atomic(outputs.out, store.read_bytes(final["result"]))
+    write_atomic(staging / "trace.json", (json.dumps(trace, indent=2, default=str) + "\n").encode())
+    write_atomic(staging / "result.png", store.read_bytes(final["result"]))
     return written
 
 

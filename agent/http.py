@@ -43,7 +43,7 @@ def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
             return fixed
         path = artifacts_root()
         # Serving is read-only: a missing root means nothing stored, not a folder to create.
-        return ArtifactStore(path) if path.is_dir() else None
+        return ArtifactStore(path, clean_temp_files=False) if path.is_dir() else None
 
     def artifact(request: Request) -> Response:  # sync: Starlette runs it in a thread pool
         if request.method not in ("GET", "HEAD"):

@@ -83,3 +83,29 @@ def test_unknown_and_corrupt_artifacts(store):
     with pytest.raises(ValueError, match="corrupt"):
         store.open(ref)
     assert not store.contains("0" * 64)
+
+
+def test_temp_files_of_killed_writers_are_cleaned_at_start_up(tmp_path):
+    import subprocess
+    import sys
+
+    from agent.testing import make_test_image
+
+    store = ArtifactStore(tmp_path / "s")
+    ref = store.put(make_test_image(8, 8))
+    shard = store.path(ref).parent
+    dead = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    stale = shard / f".{ref['sha256']}.png.{dead}.k3j2h1.tmp"
+    live = shard / f".{ref['sha256']}.png.{os.getpid()}.a1b2c3.tmp"
+    stale.write_bytes(b"half a png")
+    live.write_bytes(b"being written")
+    ArtifactStore(tmp_path / "s")
+    assert not stale.exists()
+    assert live.exists()  # a live writer's file is never touched

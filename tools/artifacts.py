@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from tools._io import write_atomic
+from tools._io import stale_temp_files, write_atomic
 
 if TYPE_CHECKING:  # PIL and numpy are imported on use: `import agent` stays light.
     import numpy as np
@@ -61,10 +61,24 @@ class ArtifactStore:
     Safe to share between threads and processes: files are written once, atomically.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, clean_temp_files: bool = True
+    ) -> None:
         self.root = Path(root if root is not None else default_artifacts_dir()).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
+        if clean_temp_files:  # a read-only server (agent.http) leaves that to the writers
+            self._clean_stale_temp_files()
+
+    def _clean_stale_temp_files(self) -> None:
+        """Remove the temporary files of writers killed mid-write (SIGKILL, power loss)."""
+        try:
+            shards = [e.path for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for folder in shards:
+            for tmp in stale_temp_files(folder):
+                tmp.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return f"ArtifactStore(root={str(self.root)!r})"
