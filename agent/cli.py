@@ -392,6 +392,7 @@ def _run(args: argparse.Namespace) -> int:
             allowed_schemes=config.allowed_uri_schemes,
             max_pixels=config.max_input_pixels,
             max_bytes=config.max_input_bytes,
+            file_roots=config.allowed_file_roots,
         )
     except InvalidInputError as exc:
         raise _Refused(str(exc)) from None

@@ -222,6 +222,13 @@ class AgentConfig(BaseModel):
         f"{SUPPORTED_URI_SCHEMES}",
     )
 
+    allowed_file_roots: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders input image files may be read from (links resolved); None = any "
+        "file (the CLI, the Python API), () = no file at all (the graph served by langgraph "
+        "dev, unless $MIRA_FILE_ROOTS names folders); data URLs and ImageRefs always work",
+    )
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
@@ -261,6 +268,7 @@ class AgentConfig(BaseModel):
             max_input_pixels=self.max_input_pixels,
             max_instruction_chars=self.max_instruction_chars,
             max_input_bytes=self.max_input_bytes,
+            allowed_file_roots=self.allowed_file_roots,
             allowed_uri_schemes=self.allowed_uri_schemes,
         )
 

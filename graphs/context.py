@@ -193,3 +193,6 @@ class InputLimits:
     allowed_uri_schemes: tuple[str, ...] = _desc(
         SUPPORTED_URI_SCHEMES, "URI schemes accepted for the input image"
     )
+    allowed_file_roots: tuple[str, ...] | None = _desc(
+        None, "folders input files may be read from; None = any file, () = no file"
+    )

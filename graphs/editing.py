@@ -186,6 +186,7 @@ class _Nodes:
             allowed_schemes=self.limits.allowed_uri_schemes,
             max_pixels=self.limits.max_input_pixels,
             max_bytes=self.limits.max_input_bytes,
+            file_roots=self.limits.allowed_file_roots,
         )
         note = image.info.get(FIRST_FRAME_NOTE)
         source = self.c.store.put(image)

@@ -288,3 +288,47 @@ def test_animation_gives_its_first_frame_and_says_so(tmp_path, make_agent):
     stream = agent.stream({"image": str(path), "instruction": "make it red"}, stream_mode="custom")
     events = [e for e in stream if e.get("event") == "run_start"]
     assert "first frame" in events[0]["input_note"]
+
+
+# -- issue 15: served-mode file policy ---------------------------------------------------------
+def test_file_roots_allow_only_files_under_them_with_one_error_text(tmp_path, image_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    inside = allowed / "in.png"
+    make_test_image(16, 16).save(inside)
+    assert load_image(str(inside), max_pixels=LIMIT, file_roots=[allowed]).size == (16, 16)
+    assert load_image(inside.as_uri(), max_pixels=LIMIT, file_roots=[allowed]).size == (16, 16)
+    link = allowed / "escape.png"
+    link.symlink_to(image_path)  # a link inside a root to a file outside it
+    texts = []
+    for path in (image_path, str(allowed / "missing.png"), str(link), "/etc/passwd"):
+        with pytest.raises(InvalidInputError) as info:
+            load_image(path, max_pixels=LIMIT, file_roots=[allowed])
+        texts.append(str(info.value).replace(repr(path), "PATH"))
+    assert len(set(texts)) == 1 and "not found or not allowed" in texts[0]
+    with pytest.raises(InvalidInputError, match="not found or not allowed"):
+        load_image(str(inside), max_pixels=LIMIT, file_roots=())
+
+
+def test_the_served_graph_reads_no_file_unless_configured(tmp_path, monkeypatch, image_path):
+    import importlib
+
+    monkeypatch.setenv("MIRA_ARTIFACTS_DIR", str(tmp_path / "served"))
+    monkeypatch.delenv("MIRA_FILE_ROOTS", raising=False)
+    import agent.studio
+
+    studio = importlib.reload(agent.studio)
+    with pytest.raises(InvalidInputError, match="not found or not allowed"):
+        studio.graph.invoke({"image": image_path, "instruction": "make the left side red"})
+    data = base64.b64encode(open(image_path, "rb").read()).decode()
+    done = studio.graph.invoke(
+        {"image": f"data:image/png;base64,{data}", "instruction": "make the left side red"}
+    )
+    assert done["stop_reason"] == "planner_stop"
+    again = studio.graph.invoke({"image": done["result"], "instruction": "make it blue"})
+    assert again["stop_reason"] == "planner_stop"  # an ImageRef of the store still works
+    monkeypatch.setenv("MIRA_FILE_ROOTS", os.path.dirname(image_path))
+    studio = importlib.reload(agent.studio)
+    assert studio.graph.invoke({"image": image_path, "instruction": "make it red"})["result"]
+    monkeypatch.delenv("MIRA_FILE_ROOTS")
+    importlib.reload(agent.studio)

@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlparse
 from tools.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from PIL import Image
 
     from tools.artifacts import ArtifactStore
@@ -67,6 +69,7 @@ def load_image(
     allowed_schemes: tuple[str, ...] | list[str] = SUPPORTED_URI_SCHEMES,
     max_pixels: int,
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    file_roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Image.Image:
     """Read ``image`` (see module docstring) into an upright 8-bit RGB PIL image.
 
@@ -75,6 +78,11 @@ def load_image(
     bytes (checked before reading), not an image, truncated data, a decompression or
     text-chunk bomb, or more than ``max_pixels`` pixels. An animation or a multi-page file
     gives its first frame, and the result's ``info[FIRST_FRAME_NOTE]`` says so.
+
+    ``file_roots``: ``None`` reads any file; otherwise only files that lie (links resolved)
+    under one of these folders, and an empty sequence reads no file at all (a served graph).
+    A missing file and a file outside the roots then get the same error text, so a client
+    cannot probe which server paths exist. Data URLs and ImageRefs are not files: unaffected.
     """
     from PIL import Image
 
@@ -114,14 +122,18 @@ def load_image(
             f"{list(allowed_schemes)!r}){hint}"
         )
     if match is None:
-        return _read_path(Path(image).expanduser(), max_pixels=max_pixels, max_bytes=max_bytes)
+        return _read_path(
+            Path(image).expanduser(), max_pixels=max_pixels, max_bytes=max_bytes, roots=file_roots
+        )
     if scheme == "file":
         parsed = urlparse(image)
         if parsed.netloc not in ("", "localhost"):
             raise InvalidInputError(
                 f"file URI names a remote host {parsed.netloc!r}: {image[:80]!r}"
             )
-        return _read_path(Path(unquote(parsed.path)), max_pixels=max_pixels, max_bytes=max_bytes)
+        return _read_path(
+            Path(unquote(parsed.path)), max_pixels=max_pixels, max_bytes=max_bytes, roots=file_roots
+        )
     if scheme == "data":
         return _read_data_url(image, max_pixels=max_pixels, max_bytes=max_bytes)
     raise InvalidInputError(
@@ -136,8 +148,39 @@ def _os_error(path: Path, exc: OSError) -> InvalidInputError:
     return InvalidInputError(f"image file {str(path)!r} cannot be read: {why}")
 
 
-def _read_path(path: Path, *, max_pixels: int, max_bytes: int) -> Image.Image:
+def _not_found_or_not_allowed(path: Path) -> InvalidInputError:
+    return InvalidInputError(
+        f"image file not found or not allowed: {str(path)!r} (files are read only under the "
+        "configured allowed_file_roots)"
+    )
+
+
+def _under(path: Path, roots: Sequence[str | os.PathLike[str]]) -> bool:
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return False
+    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+
+
+def _read_path(
+    path: Path,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
+) -> Image.Image:
     import stat
+
+    if roots is not None:
+        if not _under(path, roots):
+            raise _not_found_or_not_allowed(path)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise _not_found_or_not_allowed(path) from None
+        except OSError:
+            pass  # reported below, like any read error
 
     try:
         st = os.stat(path)  # follows links: a loop or a dangling link is an OSError here
