@@ -163,11 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers ----------------------------------------------------------------------------------
 def _err(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_printable(message)}", file=sys.stderr)
+
+
+#: C0 and C1 controls (ESC starts terminal escape sequences), DEL, and the Unicode format
+#: characters that reorder or hide text (bidi overrides, zero-width marks).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``), never sent raw to
+    the terminal: an instruction or a planner's output cannot move the cursor or recolour."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+        str(text),
+    )
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return _printable(" ".join(str(text).split()))
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -282,7 +296,7 @@ class _Progress:
 
     def _line(self, text: str) -> None:
         if not self.quiet:
-            self._tqdm.write(text, file=sys.stderr)
+            self._tqdm.write(_printable(text), file=sys.stderr)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -398,7 +412,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _Refused(str(exc)) from None
     input_note: str | None = checked.info.get(FIRST_FRAME_NOTE)
     if input_note:
-        print(f"note: {input_note}", file=sys.stderr)
+        print(f"note: {_printable(input_note)}", file=sys.stderr)
     image: str = str(input_path.resolve()) if input_path is not None else args.image
 
     from agent.factory import create_edit_agent
@@ -569,13 +583,15 @@ def _summary(final: dict[str, Any], outputs: _Outputs, written: list[Path]) -> N
         f"stop reason: {final['stop_reason']}{detail}",
         f"accepted edits: {len(accepted)} of {tried} tried",
     ]
-    lines += [f"  {i}. {s['args'].get('instruction', '?')}" for i, s in enumerate(accepted, 1)]
+    lines += [
+        f"  {i}. {_one_line(s['args'].get('instruction', '?'))}" for i, s in enumerate(accepted, 1)
+    ]
     overall = (final.get("scores") or {}).get("overall")
     if overall is not None:
         lines.append(f"score: {overall:.2f} / 10")
     lines += [
-        f"result: {_display(outputs.out)}",
-        f"trace:  {_display(outputs.trace)}",
-        f"steps:  {_display(outputs.steps_dir)}/ ({len(written)} images)",
+        f"result: {_printable(_display(outputs.out))}",
+        f"trace:  {_printable(_display(outputs.trace))}",
+        f"steps:  {_printable(_display(outputs.steps_dir))}/ ({len(written)} images)",
     ]
     print("\n".join(lines))

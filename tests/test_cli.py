@@ -548,3 +548,20 @@ def test_a_killed_publication_is_finished_by_the_next_run(picture):
         "pic_edited.trace.json",
         "pic_edited_steps",
     ]
+
+
+# -- issue 15: terminal output escapes control characters ---------------------------------------
+def test_control_characters_never_reach_the_terminal_raw(picture, capsys):
+    evil = "make the left side red\x1b[2J\x1b]0;pwned\x07 \u202eright\x9b"
+    assert main([str(picture), evil]) == 0
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert not any(c in stream for c in "\x1b\x07\u202e\x9b"), stream
+    assert "\\x1b[2J" in captured.out and "\\u202e" in captured.out
+    trace = json.loads(Path("pic_edited.trace.json").read_text())
+    assert "\x1b[2J" in trace["instruction"]  # the data itself is kept as given
+
+
+def test_control_characters_in_an_error_are_escaped(tmp_path, capsys):
+    line = _refused(["pic\x1b[31m.png", "make it red"], tmp_path, capsys, "not found")
+    assert "\x1b" not in line
