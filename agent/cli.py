@@ -204,7 +204,7 @@ def _local_path(image: str) -> Path | None:
     """The file behind IMAGE when it is a path or a file:// URI, else None (a data: URL)."""
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", image)
     if match is None:
-        return Path(image).expanduser()
+        return Path(os.path.expanduser(image))  # "~nobody" stays as given
     if match.group(1).lower() == "file":
         return Path(unquote(urlparse(image).path))
     return None
@@ -215,7 +215,7 @@ def _same_file(a: Path, b: Path) -> bool:
         if a.resolve() == b.resolve():
             return True
         return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+    except (OSError, RuntimeError, ValueError):  # a link loop; a NUL byte: the input check says
         return False
 
 
@@ -389,7 +389,7 @@ def _run(args: argparse.Namespace) -> int:
 
     input_path = _local_path(args.image)
     if args.out is not None:
-        out = Path(args.out).expanduser()
+        out = Path(os.path.expanduser(args.out))
     else:
         stem = input_path.stem if input_path is not None and input_path.stem else "image"
         out = Path(f"{stem}_edited.png")

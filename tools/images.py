@@ -123,7 +123,10 @@ def load_image(
         )
     if match is None:
         return _read_path(
-            Path(image).expanduser(), max_pixels=max_pixels, max_bytes=max_bytes, roots=file_roots
+            Path(os.path.expanduser(image)),
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+            roots=file_roots,
         )
     if scheme == "file":
         parsed = urlparse(image)
@@ -172,6 +175,8 @@ def _read_path(
 ) -> Image.Image:
     import stat
 
+    if "\x00" in str(path):  # os.stat would raise ValueError("embedded null byte")
+        raise InvalidInputError(f"image path contains a NUL byte: {str(path)!r}")
     if roots is not None:
         if not _under(path, roots):
             raise _not_found_or_not_allowed(path)
