@@ -488,13 +488,17 @@ def test_an_interrupt_during_publication_keeps_every_output(picture, monkeypatch
 
     real_rename_all = agent._outputs._rename_all
 
+    sent = []
+
     def interrupted(*args):
+        sent.append(True)
         os.kill(os.getpid(), signal.SIGINT)  # held back until all outputs are in place
         os.kill(os.getpid(), signal.SIGTERM)
         real_rename_all(*args)
 
     monkeypatch.setattr(agent._outputs, "_rename_all", interrupted)
     assert main([str(picture), "make the left side red", "-q"]) == 0
+    assert sent == [True]  # the signals came in the middle of publication
     assert _outputs_in(picture.parent) == [
         "pic_edited.png",
         "pic_edited.trace.json",
@@ -562,6 +566,12 @@ def test_control_characters_never_reach_the_terminal_raw(picture, capsys):
     assert "\x1b[2J" in trace["instruction"]  # the data itself is kept as given
 
 
-def test_control_characters_in_an_error_are_escaped(tmp_path, capsys):
+def test_control_characters_in_an_error_are_escaped(picture, tmp_path, monkeypatch, capsys):
     line = _refused(["pic\x1b[31m.png", "make it red"], tmp_path, capsys, "not found")
     assert "\x1b" not in line
+    boom = FatalToolError("critic \x1b[31mmissing\x1b]0;pwned\x07", tool="critic")
+    use_critic(monkeypatch, ScriptedCritic([boom]))
+    assert main([str(picture), "make the left side red", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.err + captured.out and "\x07" not in captured.err
+    assert "critic \\x1b[31mmissing" in captured.err + captured.out
