@@ -24,10 +24,12 @@ mistakes at set rates; critic: the oracle critic with its verdict flipped at rat
 name (its backend for that role). Every result keeps its trace (the agent's steps, the
 best-of-n tries).
 
-Writes into ``--out``: ``results.jsonl`` (one line per sample and row, appended and flushed as
-each finishes; a rerun skips what is there, so an interrupted run resumes), ``images/<id>/``,
-``summary.md`` (the table, also printed) and ``index.html`` (source / ground truth / result
-thumbnails for the first ``--html-samples`` samples).
+Writes into ``--out``: ``options.json`` (the run's options: a rerun with other options is
+refused, so records of two setups never mix; ``--n`` may grow), ``results.jsonl`` (one line
+per sample and row, appended and flushed as each finishes; a rerun skips what is there, so an
+interrupted run resumes), ``images/<id>/``, ``summary.md`` (the table, also printed) and
+``index.html`` (source / ground truth / result thumbnails for the first ``--html-samples``
+samples).
 
 Exit status: 0 done; 2 a bad option (or a strategy the dataset cannot run); 130 interrupted.
 """
@@ -45,6 +47,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from agent.config import PRESETS
 from tools._io import write_atomic
@@ -73,6 +77,8 @@ STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage")
 #: Strategies that need a diffusion pipeline to regionalise (MIRAGE): preset datasets only.
 REGIONAL = ("mirage", "mira+mirage")
 RESULTS = "results.jsonl"
+#: The options of the run in ``--out`` (all but --out, --quiet, --html-samples, --n).
+OPTIONS = "options.json"
 
 
 class _Refused(Exception):
@@ -847,6 +853,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: Options that do not change the records: a rerun may differ in these (--n may grow: a record
+#: is keyed by its sample).
+_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n")
+#: AgentConfig field -> the option that sets it (for one-line validation messages).
+_OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        option = _OPTION_OF.get(field, field)
+        parts.append(f"{option} {error.get('input')!r}: {error.get('msg', 'invalid value')}")
+    return " ".join("; ".join(parts).split())
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {k: v for k, v in sorted(vars(args).items()) if k not in _NEUTRAL_OPTIONS},
+            default=str,
+        )
+    )
+
+
+def _check_options(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to resume a run in ``out`` made with other options (its records would mix)."""
+    path = out / OPTIONS
+    if not path.is_file():
+        if (out / RESULTS).is_file() and (out / RESULTS).stat().st_size:
+            raise _Refused(
+                f"--out {str(out)!r} holds results but no {OPTIONS}: its options are "
+                "unknown, so it cannot be resumed; choose a new --out"
+            )
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _Refused(f"--out {str(out)!r}: cannot read {OPTIONS}: {exc}") from None
+    now = _options(args)
+    changed = [
+        f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k)
+    ]
+    if changed:
+        raise _Refused(
+            f"--out {str(out)!r} holds a run made with other options: {', '.join(changed)}; "
+            "rerun with the same options to resume, or choose a new --out"
+        )
+
+
+def _save_options(args: argparse.Namespace, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / OPTIONS).is_file():
+        write_atomic(out / OPTIONS, json.dumps(_options(args), indent=2) + "\n")
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     for s in strategies:
@@ -901,10 +966,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         rows, upper = [Row(s, s) for s in strategies], []
     out = Path(args.out)
+    _check_options(args, out)
     try:
         runner = _Runner(args, out, rows)
+    except ValidationError as exc:
+        raise _Refused(_validation_message(exc)) from None
     except ValueError as exc:
-        raise _Refused(str(exc)) from None
+        raise _Refused(" ".join(str(exc).split())) from None
+    _save_options(args, out)
     labels = [r.label for r in rows]
     records = run_bench(samples, labels, out, runner, quiet=args.quiet)
     table = summarise(records, labels, upper_bound=upper)

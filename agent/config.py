@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from graphs.context import CONTEXT_KEYS, EditContext, InputLimits
 from tools import registry
-from tools.images import SUPPORTED_URI_SCHEMES
+from tools.images import DEFAULT_MAX_INPUT_BYTES, SUPPORTED_URI_SCHEMES
 from tools.registry import Kind
 
 __all__ = ["AgentConfig", "PRESETS"]
@@ -229,10 +229,23 @@ class AgentConfig(BaseModel):
     max_instruction_chars: int = Field(
         default=2000, ge=1, description="longest instruction accepted"
     )
+    max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES,
+        ge=1,
+        description="largest input file (or decoded data URL) read, in bytes; checked "
+        "before reading",
+    )
     allowed_uri_schemes: tuple[str, ...] = Field(
         default=SUPPORTED_URI_SCHEMES,
         description="URI schemes accepted for the input image, a subset of "
         f"{SUPPORTED_URI_SCHEMES}",
+    )
+
+    allowed_file_roots: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders input image files may be read from (links resolved); None = any "
+        "file (the CLI, the Python API), () = no file at all (the graph served by langgraph "
+        "dev, unless $MIRA_FILE_ROOTS names folders); data URLs and ImageRefs always work",
     )
 
     @field_validator("preset")
@@ -273,6 +286,8 @@ class AgentConfig(BaseModel):
         return InputLimits(
             max_input_pixels=self.max_input_pixels,
             max_instruction_chars=self.max_instruction_chars,
+            max_input_bytes=self.max_input_bytes,
+            allowed_file_roots=self.allowed_file_roots,
             allowed_uri_schemes=self.allowed_uri_schemes,
         )
 

@@ -5,6 +5,7 @@
 brings its own persistence). The artifact root comes from ``$MIRA_ARTIFACTS_DIR`` when set,
 else ``default_artifacts_dir()``. Reading an environment variable here is intended: this is a
 top-level entry point, like a CLI's ``main``; ``AgentConfig`` and the nodes never read one.
+Served, the graph reads input files only under ``$MIRA_FILE_ROOTS`` (none when unset).
 ``agent/http.py`` serves the same root through ``artifacts_root()``.
 
 When served, every ``ImageRef`` the graphs write (state, output, trace, interrupts) also carries
@@ -39,6 +40,8 @@ __all__ = [
     "ServedStore",
     "artifact_url",
     "artifacts_root",
+    "FILE_ROOTS_ENV",
+    "file_roots",
     "store",
     "public_url",
     "graph",
@@ -47,12 +50,21 @@ __all__ = [
 
 ARTIFACTS_ENV = "MIRA_ARTIFACTS_DIR"
 PUBLIC_URL_ENV = "MIRA_PUBLIC_URL"
+FILE_ROOTS_ENV = "MIRA_FILE_ROOTS"
 
 
 def artifacts_root() -> Path:
     """The artifact store root: ``$MIRA_ARTIFACTS_DIR`` if set and non-empty, else the default."""
     value = os.environ.get(ARTIFACTS_ENV)
     return Path(value).expanduser() if value else default_artifacts_dir()
+
+
+def file_roots() -> tuple[str, ...]:
+    """Folders a served graph may read input files from: ``$MIRA_FILE_ROOTS``
+    (``os.pathsep``-separated); none when unset, so a client cannot make the server read (and
+    then serve through the artifact route) any file it names. Data URLs and ImageRefs work."""
+    value = os.environ.get(FILE_ROOTS_ENV, "")
+    return tuple(str(Path(p).expanduser()) for p in value.split(os.pathsep) if p)
 
 
 def public_url() -> str | None:
@@ -91,5 +103,6 @@ def _served_store() -> ArtifactStore:
 
 
 store = _served_store()
-graph = create_edit_agent(AgentConfig(preset="dry-run"), artifacts=store)
-chat_graph = create_chat_agent(AgentConfig(preset="dry-run"), artifacts=store)
+_config = AgentConfig(preset="dry-run", allowed_file_roots=file_roots())
+graph = create_edit_agent(_config, artifacts=store)
+chat_graph = create_chat_agent(_config, artifacts=store)

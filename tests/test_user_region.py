@@ -166,3 +166,21 @@ def test_the_chat_graph_passes_boxes_on(store, image_path):
     region = np.zeros(source.shape[:2], bool)
     region[:16, :16] = True
     assert (result[~region] == source[~region]).all() and (result[region] != source[region]).any()
+
+
+def test_a_mask_file_is_read_under_the_same_file_roots_as_the_image(make_agent, tmp_path):
+    from agent.testing import make_test_image
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    inside.mkdir(), outside.mkdir()
+    make_test_image(32, 32).save(inside / "in.png")
+    Image.new("L", (32, 32), 255).save(outside / "mask.png")
+    agent = make_agent(SplitPlanner(), PixelChangeCritic(), allowed_file_roots=(str(inside),))
+    with pytest.raises(InvalidInputError, match="mask cannot be read"):
+        agent.invoke(
+            {
+                "image": str(inside / "in.png"),
+                "instruction": INSTRUCTION,
+                "mask": str(outside / "mask.png"),
+            }
+        )

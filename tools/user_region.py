@@ -8,12 +8,13 @@ region and the original's outside, so outside the region the result equals the i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tools.contracts import Box
 from tools.errors import InvalidInputError
-from tools.images import SUPPORTED_URI_SCHEMES, load_image
+from tools.images import DEFAULT_MAX_INPUT_BYTES, SUPPORTED_URI_SCHEMES, load_image
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,12 +60,15 @@ def region_mask(
     store: ArtifactStore | None = None,
     allowed_schemes: tuple[str, ...] | list[str] = SUPPORTED_URI_SCHEMES,
     max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    file_roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> np.ndarray | None:
     """The user's region as an HxW bool array for an image of ``size`` (width, height), or
     ``None`` when neither ``mask`` nor ``boxes`` is given.
 
     ``mask``: an image (path, ``file://``/``data:`` URI, ``ImageRef`` or PIL image) of the
-    input's size; pixels brighter than mid-grey are inside. ``boxes``: pixel XYXY boxes
+    input's size, read under the same limits as the image (``load_image``: schemes, size,
+    file roots); pixels brighter than mid-grey are inside. ``boxes``: pixel XYXY boxes
     (x2, y2 exclusive); their union is the region. Giving both, an empty region, or a mask of
     another size raises ``InvalidInputError``.
     """
@@ -84,7 +88,12 @@ def region_mask(
         return region
     try:
         image = load_image(
-            mask, store=store, allowed_schemes=allowed_schemes, max_pixels=max_pixels
+            mask,
+            store=store,
+            allowed_schemes=allowed_schemes,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+            file_roots=file_roots,
         )
     except InvalidInputError as exc:
         raise InvalidInputError(f"mask cannot be read: {exc}") from exc
