@@ -24,10 +24,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# Runs the agent on the bundled example with the dry-run preset (test doubles, not real models).
+# Runs the agent on a bundled micro-world scene with the `micro` preset: the project's own
+# learned editor (weights/micro-editor) makes each edit; planner and critic are test doubles.
+DEMO_INSTRUCTION := Change the pattern of the 2nd square shape counting from the left to a plain \
+fill and let the square with polka dots be brown.
 demo: setup
-	$(BIN)/mira-edit examples/shapes.png "make the left side red, then make the right side blue" \
-		--preset dry-run --out outputs/shapes_edited.png --force
+	$(BIN)/mira-edit examples/micro_scene.png "$(DEMO_INSTRUCTION)" \
+		--preset micro --out outputs/micro_scene_edited.png --force
 
 # The machine-checked style (config in pyproject.toml): the layer contract, lint and import
 # order, the format, and the type check of the public API and the graph.

@@ -41,6 +41,15 @@ PRESETS: dict[str, dict[str, object]] = {
         "grounder": "qwen-vl-tiny",
         "critic": "editscore-tiny",
     },
+    # The project's own learned editor (weights/micro-editor, trained on the micro-world by
+    # `mira-train editor`) with the test doubles in the other roles: edits micro-world scenes
+    # for real on a CPU; planner, grounder and critic are not learned yet.
+    "micro": {
+        "planner": "split",
+        "editors": ["micro-editor"],
+        "grounder": "side",
+        "critic": "pixel-change",
+    },
     # Real stacks: need the weights on this machine (nothing is downloaded) and a GPU.
     "flux2-klein": {
         "planner": "mira-7b",
@@ -77,13 +86,15 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-#: The test doubles of ``agent.testing`` as registry backends (the ``dry-run`` preset's).
+#: The test doubles of ``agent.testing`` as registry backends (the ``dry-run`` preset's), and
+#: the project's shipped micro models (``agent.micro``).
 #: ``tools.registry`` lists only the backends of ``tools``; the layer above adds its own.
 _TEST_DOUBLES: tuple[tuple[Kind, str, str], ...] = (
     ("planner", "split", "agent.testing:SplitPlanner"),
     ("editor", "paint", "agent.testing:PaintEditor"),
     ("grounder", "side", "agent.testing:SideGrounder"),
     ("critic", "pixel-change", "agent.testing:PixelChangeCritic"),
+    ("editor", "micro-editor", "agent.micro:micro_editor"),
 )
 
 
