@@ -171,6 +171,7 @@ def _served_options(url: str) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_agent_run_through_server_backed_roles(tmp_path, picture, stub):
     """Planner, MIRAGE parser, grounder and critic all answer from the server; the run edits
     the grounded left half, accepts it on the served scores and stops on the planner's stop."""
@@ -199,6 +200,7 @@ def test_agent_run_through_server_backed_roles(tmp_path, picture, stub):
     assert models.count(BASE) == 2  # parse, ground
 
 
+@pytest.mark.slow
 def test_cli_reaches_the_servers_through_the_preset_and_role_options(
     tmp_path, picture, stub, monkeypatch
 ):
