@@ -849,7 +849,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: Options that do not change the records: a rerun may differ in these (--n may grow: a record
 #: is keyed by its sample).
-_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n")
+#: Options that do not change a case's record: where it runs (one process or Ray workers gives
+#: equal records, tests/test_ray.py), how much is shown, and how many cases (a run may grow).
+_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n", "ray", "ray_workers")
 #: AgentConfig field -> the option that sets it (for one-line validation messages).
 _OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
 
