@@ -7,6 +7,7 @@
                [--critic oracle|noisy|NAME] [--grounder oracle|NAME] [--critic-error E[,E...]]
                [--p-wrong P] [--p-bleed P] [--p-noop P] [--preset NAME] [--max-steps N]
                [--max-retries N] [--out DIR] [--html-samples K] [--quiet]
+               [--ray [ADDRESS]] [--ray-workers N]
 
 Datasets: ``microworld`` (the procedural benchmark of ``agent.microworld``: exact ground
 truth; cases are the seeds ``--offset .. --offset+n-1`` of the ``--split`` range, benchmark by
@@ -30,6 +31,9 @@ per sample and row, appended and flushed as each finishes; a rerun skips what is
 interrupted run resumes), ``images/<id>/``, ``summary.md`` (the table, also printed) and
 ``index.html`` (source / ground truth / result thumbnails for the first ``--html-samples``
 samples).
+
+``--ray`` spreads the runs over Ray actors (``agent/distributed.py``): the same records in the
+same file, resumable the same way; without it nothing changes.
 
 Exit status: 0 done; 2 a bad option (or a strategy the dataset cannot run); 130 interrupted.
 """
@@ -500,6 +504,95 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _case(runner: _Runner, strategy: str, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one strategy on one sample: its record and the images to save under
+    ``images/<id>/`` (file name -> PIL image; the source and truth only if not there yet)."""
+    source = runner.source(sample)
+    t0 = time.perf_counter()
+    outcome = _execute(runner, strategy, sample, source)
+    elapsed = time.perf_counter() - t0
+    files = {
+        "source": "source.png",
+        "result": f"{re.sub(r'[^A-Za-z0-9.-]+', '_', strategy).strip('_')}.png",
+    }
+    images: dict[str, Any] = {files["source"]: source, files["result"]: outcome.image}
+    images[_PAGE] = _trajectory_page(runner, sample, strategy, source, outcome)
+    if sample.case is not None:
+        from agent.microworld.truth import intermediate
+
+        files["truth"] = "truth.png"
+        images["truth.png"] = intermediate(sample.case)
+    record = {
+        "id": sample.id,
+        "strategy": strategy,
+        "instruction": sample.instruction,
+        "n_edits": len(sample.case.edits) if sample.case else None,
+        "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
+        "seed": sample.case.seed if sample.case else None,
+        "ref_kinds": list(sample.case.ref_kinds) if sample.case else None,
+        "language": sample.case.language if sample.case else None,
+        **_score(sample, source, outcome.image),
+        "steps": outcome.steps,
+        "stop_reason": outcome.stop_reason,
+        "time_s": round(elapsed, 4),
+        **outcome.extra,
+        "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
+        "trajectory": f"trajectories/{sample.id}/{Path(files['result']).stem}.html",
+        "finished_at": time.time(),
+    }
+    return record, images
+
+
+def _save_images(out: Path, record: dict[str, Any], images: dict[str, Any]) -> None:
+    """Save a run's images next to the results (the result always; source and truth once)."""
+    images = dict(images)
+    page = images.pop(_PAGE, None)
+    if page is not None:  # the run's trajectory page, before the record that links to it
+        (out / record["trajectory"]).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / record["trajectory"], page.encode())
+    folder = out / "images" / record["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Path(record["images"]["result"]).name
+    for name, image in images.items():
+        if name == result or not (folder / name).exists():
+            image.save(folder / name)
+
+
+def _todo(
+    samples: Sequence[Sample], strategies: Sequence[str], path: Path, quiet: bool
+) -> list[tuple[str, Sample]]:
+    """The runs of ``samples`` x ``strategies`` not in the results file yet."""
+    done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
+    todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
+    if done and not quiet:
+        print(
+            f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
+            f"{len(samples) * len(strategies)} runs already in {path}",
+            file=sys.stderr,
+        )
+    return todo
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="run",
+        file=sys.stderr,
+        disable=True if quiet else None,
+        dynamic_ncols=True,
+    )
+
+
+def _records_of(
+    samples: Sequence[Sample], strategies: Sequence[str], path: Path
+) -> list[dict[str, Any]]:
+    """The records of ``samples`` x ``strategies`` in the results file, in file order."""
+    wanted = {(st, s.id) for s in samples for st in strategies}
+    return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+
+
 def run_bench(
     samples: Sequence[Sample],
     strategies: Sequence[str],
@@ -509,90 +602,34 @@ def run_bench(
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Run what is not in ``out/results.jsonl`` yet; returns the records of ``samples``."""
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
-    todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
-    if done and not quiet:
-        print(
-            f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
-            f"{len(samples) * len(strategies)} runs already in {path}",
-            file=sys.stderr,
-        )
-    with (
-        open(path, "a") as f,
-        tqdm(
-            total=len(todo),
-            unit="run",
-            file=sys.stderr,
-            disable=True if quiet else None,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
+    todo = _todo(samples, strategies, path, quiet)
+    with open(path, "a") as f, _progress(len(todo), quiet) as bar:
         for strategy, sample in todo:
             bar.set_postfix_str(f"{strategy} {sample.id}", refresh=False)
-            source = runner.source(sample)
-            t0 = time.perf_counter()
-            outcome = _execute(runner, strategy, sample, source)
-            elapsed = time.perf_counter() - t0
-            folder = out / "images" / sample.id
-            folder.mkdir(parents=True, exist_ok=True)
-            files = {
-                "source": "source.png",
-                "result": f"{re.sub(r'[^A-Za-z0-9.-]+', '_', strategy).strip('_')}.png",
-            }
-            if not (folder / files["source"]).exists():
-                source.save(folder / files["source"])
-            if sample.case is not None:
-                files["truth"] = "truth.png"
-                if not (folder / "truth.png").exists():
-                    from agent.microworld.truth import intermediate
-
-                    intermediate(sample.case).save(folder / "truth.png")
-            outcome.image.save(folder / files["result"])
-            page = _write_trajectory(out, runner, sample, strategy, files, source, outcome)
-            record = {
-                "id": sample.id,
-                "strategy": strategy,
-                "instruction": sample.instruction,
-                "n_edits": len(sample.case.edits) if sample.case else None,
-                "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
-                "seed": sample.case.seed if sample.case else None,
-                "ref_kinds": list(sample.case.ref_kinds) if sample.case else None,
-                "language": sample.case.language if sample.case else None,
-                **_score(sample, source, outcome.image),
-                "steps": outcome.steps,
-                "stop_reason": outcome.stop_reason,
-                "time_s": round(elapsed, 4),
-                **outcome.extra,
-                "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
-                "trajectory": page,
-                "finished_at": time.time(),
-            }
+            record, images = _case(runner, strategy, sample)
+            _save_images(out, record, images)
             f.write(json.dumps(record) + "\n")
             f.flush()
             bar.update(1)
-    wanted = {(st, s.id) for s in samples for st in strategies}
-    return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+    return _records_of(samples, strategies, path)
 
 
-def _write_trajectory(
-    out: Path,
-    runner: _Runner,
-    sample: Sample,
-    strategy: str,
-    files: dict[str, str],
-    source: Image.Image,
-    outcome: Outcome,
+#: Key of a run's trajectory page (HTML text) among the files ``_case`` returns.
+_PAGE = "<trajectory page>"
+
+
+def _trajectory_page(
+    runner: _Runner, sample: Sample, strategy: str, source: Image.Image, outcome: Outcome
 ) -> str:
-    """Write the run's trajectory page; returns its path relative to ``out``."""
+    """The run's trajectory page (``agent/report.py``): the agent's whole trace, or the tries
+    of a strategy that is not the agent's."""
     from agent.report import trajectory_html
 
     run = outcome.trajectory or {}
     notes = [] if run else [n for n in outcome.extra.get("trace") or [] if isinstance(n, dict)]
-    page = trajectory_html(
+    return trajectory_html(
         title=f"{PROG}: {sample.id} / {strategy}",
         instruction=sample.instruction,
         source=run.get("source") or runner.store.put(source),
@@ -604,10 +641,6 @@ def _write_trajectory(
         store=runner.store,
         notes=notes,
     )
-    rel = f"trajectories/{sample.id}/{Path(files['result']).stem}.html"
-    (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / rel, page.encode())
-    return rel
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -768,6 +801,27 @@ def _edits(text: str) -> int | tuple[int, int]:
     return value
 
 
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-workers N`` (agent/distributed.py)."""
+    ray = p.add_argument_group("Ray (pip install 'mira-agent[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the runs over Ray actors, one per GPU (or CPU slot), each loading its "
+        "models once: a new local cluster, or the one at ADDRESS ('auto', 'ray://host:10001')",
+    )
+    ray.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of Ray actors (default: the cluster's GPUs, else its CPUs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -836,6 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step"
     )
     p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
+    add_ray_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -853,9 +908,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-#: Options that do not change the records: a rerun may differ in these (--n may grow: a record
-#: is keyed by its sample).
-_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n")
+#: Options that do not change the records, so a rerun may differ in them: what is shown, how
+#: many cases (--n may grow: a record is keyed by its sample), and where cases run (one
+#: process or Ray workers give equal records, tests/test_ray.py).
+_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n", "ray", "ray_workers")
 #: AgentConfig field -> the option that sets it (for one-line validation messages).
 _OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
 
@@ -927,6 +983,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise _Refused("--strategy names no strategy")
     if args.budget < 1:
         raise _Refused(f"--budget must be >= 1, got {args.budget}")
+    if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
+        raise _Refused(f"--ray-workers must be >= 1 and go with --ray, got {args.ray_workers}")
     try:
         errors = [float(e) for e in args.critic_error.split(",") if e.strip()]
     except ValueError:
@@ -975,7 +1033,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise _Refused(" ".join(str(exc).split())) from None
     _save_options(args, out)
     labels = [r.label for r in rows]
-    records = run_bench(samples, labels, out, runner, quiet=args.quiet)
+    if args.ray is None:
+        records = run_bench(samples, labels, out, runner, quiet=args.quiet)
+    else:  # the runner above checked the options; each actor builds its own
+        from functools import partial
+
+        from agent.distributed import run_bench_ray
+
+        records = run_bench_ray(
+            samples,
+            labels,
+            out,
+            partial(_Runner, args, out, rows),
+            address=None if args.ray == "local" else args.ray,
+            workers=args.ray_workers,
+            quiet=args.quiet,
+        )
     table = summarise(records, labels, upper_bound=upper)
     if upper:
         table += (

@@ -75,6 +75,14 @@ PRESETS: dict[str, dict[str, object]] = {
         "grounder": "qwen3-vl-8b",
         "critic": "editscore-qwen3-vl-8b",
     },
+    # The VLM roles on OpenAI-compatible servers (docs/serving.md: the `vllm serve` commands),
+    # the editor local: MIRA on :8000, Qwen3-VL-8B with the EditScore LoRA on :8001.
+    "vllm": {
+        "planner": "mira-server",
+        "editors": ["flux2-klein-9b"],
+        "grounder": "qwen-vl-server",
+        "critic": "editscore-server",
+    },
 }
 
 
@@ -124,7 +132,9 @@ class AgentConfig(BaseModel):
         default_factory=dict,
         description="keyword options per backend name, passed to its factory, e.g. "
         "{'mira-7b': {'checkpoint': '/models/mira-7b'}, "
-        "'flux2-klein-9b': {'model': '/models/klein'}}",
+        "'flux2-klein-9b': {'model': '/models/klein'}}; a role's key (planner, editor, "
+        "grounder, critic) gives options to whichever backend fills that role, e.g. "
+        "{'planner': {'base_url': 'http://gpu-host:8000/v1'}} (the backend's own key wins)",
     )
     strategy: Literal["mira", "mirage", "mira+mirage"] = Field(
         default="mira",
