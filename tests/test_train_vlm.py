@@ -1,0 +1,214 @@
+"""The micro VLM's training code on CPU: model/tokenizer/processor build, labels of the vision
+probe, mRoPE positions shared by training and decoding, and a smoke run whose saved folder loads
+through the project's real classes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from agent.train import vlm as V  # noqa: E402
+from agent.train import vlm_model as M  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke_vlm():
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    return M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vlm") / "micro-vlm"
+    settings = V.settings_for("smoke", seconds=4.0)
+    metrics = V.train_vlm(out, settings=settings)
+    return out, metrics
+
+
+def test_gpu_model_fits_the_budget():
+    """The GPU configuration's bf16 weights stay at most ~20 MB."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    class Tok:  # only the ids the config needs
+        def convert_tokens_to_ids(self, t):
+            return M.SPECIALS.index(t)
+
+    import torch
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(M.model_config(M.GPU_MODEL, Tok()))
+    n = sum(p.numel() for p in model.parameters())
+    assert 5e6 < n and 2 * n <= 20.5e6
+
+
+def test_tokenizer_and_processor(smoke_vlm):
+    tok = smoke_vlm.processor.tokenizer
+    assert len(tok) <= M.SMOKE_MODEL.vocab_size
+    text = 'Locate every "the red circle" in the image'
+    assert tok.decode(tok(text)["input_ids"]) == text
+    from PIL import Image
+
+    frame = smoke_vlm.image_frame(Image.new("RGB", (224, 224)))
+    assert frame == (224, 224)  # Qwen2.5-VL pixel boxes are source pixels
+    enc = smoke_vlm.processor.image_processor(images=[Image.new("RGB", (224, 224))])
+    assert [int(v) for v in enc["image_grid_thw"][0]] == [1, 16, 16]  # 64 merged tokens
+
+
+def test_cell_tokens_and_labels():
+    from agent.microworld.truth import draw_case
+
+    tokens = V.cell_tokens()
+    assert len(tokens) == 21 and len(set(tokens)) == 21 and max(tokens) < 64
+    scene = draw_case(1_000_000, n_edits=1)[0]
+    labels = V.cell_labels(scene)
+    filled = [i for i, c in enumerate(labels["category"]) if c]
+    assert len(filled) == len(scene.objects)
+    obj = scene.objects[0]
+    i = obj.row * 7 + obj.col
+    assert V._vocab()["colour"][labels["colour"][i]] == obj.colour
+    assert V._changed(scene, scene) == [0] * 21
+    moved = scene.without(obj.id)
+    assert V._changed(scene, moved)[i] == 1 and sum(V._changed(scene, moved)) == 1
+
+
+def test_shuffled_is_a_derangement():
+    for n in range(2, 9):
+        order = V.shuffled(n, random.Random(n))
+        assert sorted(order) == list(range(n)) and all(o != i for i, o in enumerate(order))
+    assert V.shuffled(1) == [0]
+
+
+def test_training_positions_equal_decode_positions(smoke_vlm):
+    """Training passes ``rope_positions`` to every forward; they are the fast decoder's prefill
+    positions, and the model's own computation (``generate``'s path) gives the same logits."""
+    import torch
+
+    from agent.microworld.formats import grounder_samples
+    from tools.vlm._decode import _prompt_positions
+
+    samples = list(V._role_samples(smoke_vlm, "grounder", [1_000_001], "train"))[:2]
+    batch = V.encode(smoke_vlm, samples)
+    again = _prompt_positions(smoke_vlm.model, batch, batch["attention_mask"])
+    assert torch.equal(batch["position_ids"], again)
+    # the image tokens get 2-D positions (rows differ), not a running count
+    pos = batch["position_ids"][:, 0]
+    assert not torch.equal(pos[1], pos[2]) or not torch.equal(pos[0], pos[1])
+    args = {k: v for k, v in batch.items() if k not in ("labels", "position_ids")}
+    with torch.no_grad():
+        own = smoke_vlm.model(**args).logits
+        ours = smoke_vlm.model(**args, position_ids=batch["position_ids"]).logits
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(own[mask], ours[mask], atol=1e-5)
+    del grounder_samples
+
+
+def test_greedy_generate_equals_fast_decoder(smoke_vlm):
+    """Both decoding paths of ``QwenVL.generate`` give the same greedy tokens."""
+    from agent.microworld.formats import parse_samples
+
+    prompt = next(V._role_samples(smoke_vlm, "parser", [1_000_002], "train"))[0]
+    slow = smoke_vlm.generate([prompt], max_new_tokens=6, fast=False)
+    fast = smoke_vlm.generate([prompt], max_new_tokens=6, fast=True, compile=False)
+    assert slow == fast
+    del parse_samples
+
+
+def test_encode_labels_only_the_answer(smoke_vlm):
+    samples = list(V._role_samples(smoke_vlm, "parser", [1_000_003], "train"))[:1]
+    batch = V.encode(smoke_vlm, samples)
+    tok = smoke_vlm.processor.tokenizer
+    kept = batch["labels"][0][batch["labels"][0] != -100]
+    assert tok.decode(kept) == samples[0][1] + "<|im_end|>"
+
+
+def test_role_prompts_are_the_classes_own(smoke_vlm):
+    """Critic samples are rendered in EditScoreCritic's Qwen2.5-VL format; grounder samples in
+    QwenVLGrounder's prompt with pixel boxes."""
+    critic = list(V._role_samples(smoke_vlm, "critic", [1_000_004], "train"))
+    from tools.vlm._qwen import RawPrompt
+
+    assert all(isinstance(p, RawPrompt) for p, _ in critic)
+    assert critic[0][0].text.count("<img1>:") == 1 and "<img2>:" in critic[0][0].text
+    grounder = list(V._role_samples(smoke_vlm, "grounder", [1_000_004], "train"))
+    text = grounder[0][0][0]["content"][1]["text"]
+    assert text.startswith("Locate every")
+    answer = json.loads(grounder[0][1])
+    assert answer == [] or max(answer[0]["bbox_2d"]) <= 224
+
+
+def test_smoke_run_reports_true_and_shuffled(trained):
+    _, metrics = trained
+    probe = metrics["vision"]["probe_validation"]
+    for key in ("category", "colour", "pattern", "changed"):
+        assert 0 <= probe["true"][key] <= 1 and 0 <= probe["shuffled"][key] <= 1
+    for stage, roles in (("language", ["describe"]), ("roles", ["grounder", "parser", "planner"])):
+        for lang in ("train", "heldout"):
+            for role in roles:
+                row = metrics[stage]["validation"][lang][role]
+                assert row["samples"] > 0
+                assert {"true_loss", "shuffled_loss", "true_acc", "shuffled_acc"} <= set(row)
+    assert metrics["text_only_baselines"]["critic_always_reject"] == 0.73
+
+
+def test_saved_folder_loads_through_the_real_classes(trained):
+    """The folder loads with no special case through load_qwen_vl, and one call of each class
+    comes back well-formed or as the class's typed error."""
+    from PIL import Image
+
+    from agent.microworld.render import render
+    from agent.microworld.truth import draw_case
+    from tools.contracts import Critique, Grounding
+    from tools.errors import GroundingError
+    from tools.mirage.parse import RegionParseError, VLMInstructionParser
+    from tools.vlm._qwen import load_qwen_vl
+    from tools.vlm.critic import EditScoreCritic
+    from tools.vlm.grounder import QwenVLGrounder
+    from tools.errors import PlannerOutputError
+    from tools.vlm.planner import MiraPlanner
+
+    out, _ = trained
+    assert (out / "config.json").is_file() and (out / "editscore" / "adapter_config.json").is_file()
+    vlm = load_qwen_vl(out)
+    vlm.load_adapter("editscore", out / "editscore")
+    image = render(draw_case(200_000, n_edits=1)[0])
+    try:
+        g = QwenVLGrounder(vlm, max_new_tokens=16, retries=0).ground(image, "the red circle")
+        assert isinstance(g, Grounding)
+    except GroundingError:
+        pass
+    crit = EditScoreCritic(vlm, max_new_tokens=16, retries=0).critique(image, image, "make it red")
+    assert isinstance(crit, Critique)
+    assert vlm.active_adapter() == "editscore"
+    try:
+        pairs = VLMInstructionParser(vlm, max_new_tokens=16, retries=0).parse(image, "make it red")
+        assert isinstance(pairs, list)
+    except RegionParseError:
+        pass
+    assert vlm.active_adapter() is None  # the parser ran on the base weights
+    planner = MiraPlanner.from_pretrained(out, max_new_tokens=8, image_size=224)
+    try:
+        planner.next_action(image, Image.new("RGB", (224, 224)), "make the circle red")
+    except PlannerOutputError:
+        pass
+
+
+def test_resume_from_folder_skips_nothing_and_keeps_weights(trained, tmp_path):
+    import torch
+
+    out, _ = trained
+    vlm, done, _ = V.load_folder(out)
+    assert done == list(V.STAGES)
+    before = {k: v.clone() for k, v in vlm.model.state_dict().items() if "visual" in k}
+    settings = V.settings_for("smoke", stages=("language",), seconds=1.0)
+    V.train_vlm(tmp_path / "again", settings=settings, init=out)
+    again, done2, metrics = V.load_folder(tmp_path / "again")
+    assert done2 == list(V.STAGES) and "language" in metrics and "vision" in metrics
+    after = {k: v for k, v in again.model.state_dict().items() if "visual.blocks" in k}
+    # the language stage keeps the vision blocks frozen (bf16 round trip of the saved weights)
+    for k, v in after.items():
+        assert torch.equal(v.to(torch.bfloat16), before[k].to(torch.bfloat16))
