@@ -212,3 +212,48 @@ def test_resume_from_folder_skips_nothing_and_keeps_weights(trained, tmp_path):
     # the language stage keeps the vision blocks frozen (bf16 round trip of the saved weights)
     for k, v in after.items():
         assert torch.equal(v.to(torch.bfloat16), before[k].to(torch.bfloat16))
+
+
+def test_stages_train_the_right_parameters(smoke_vlm):
+    """vision: tower and merger only; language/roles: merger and language model, the vision
+    blocks frozen; critic: only the LoRA adapter."""
+    from peft import LoraConfig
+
+    def chosen(model, stage):
+        ids = {id(p) for p in V._set_trainable(model, stage)}
+        names = {n for n, p in model.named_parameters() if id(p) in ids}
+        assert names == {n for n, p in model.named_parameters() if p.requires_grad}
+        return names
+
+    model = M.build_model(M.SMOKE_MODEL, smoke_vlm.processor).model
+    vision = chosen(model, "vision")
+    assert vision and all("visual" in n for n in vision)
+    assert any("merger" in n for n in vision) and any("blocks" in n for n in vision)
+    for stage in ("language", "roles"):
+        lang = chosen(model, stage)
+        assert not any("visual.blocks" in n or "patch_embed" in n for n in lang)
+        assert any("visual.merger" in n for n in lang)
+        assert any("language_model" in n for n in lang)
+    model.add_adapter(
+        LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj"), adapter_name="editscore"
+    )
+    critic = chosen(model, "critic")
+    assert critic and all("lora_" in n for n in critic)
+
+
+def test_loader_workers_build_batches():
+    """Batches come from DataLoader worker processes, every item drawn once per epoch."""
+    import torch
+
+    batches = V._loader(lambda c: {"x": torch.tensor(c)}, [1, 2, 3, 4], 2, 0, 1)
+    seen = torch.cat([next(batches)["x"] for _ in range(2)])
+    assert sorted(seen.tolist()) == [1, 2, 3, 4]
+
+
+def test_encode_matches_processor_ids(smoke_vlm):
+    """Training ids are the processor's ids for the decode-path prompt, plus the answer."""
+    samples = list(V._role_samples(smoke_vlm, "describe", [1_000_005], "train"))
+    batch = V.encode(smoke_vlm, samples)
+    text, images = smoke_vlm.render(samples[0][0])
+    prompt = smoke_vlm.processor(text=[text], images=images, return_tensors="pt")["input_ids"][0]
+    assert batch["input_ids"][0][: len(prompt)].tolist() == prompt.tolist()

@@ -32,6 +32,7 @@ Not trained here: nothing in this module has been run at GPU size yet (see docs/
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -94,10 +95,13 @@ class VLMSettings:
     lora_r: int = 16
     train_seeds: int = 4000
     val_seeds: int = 64
+    pool_samples: int = 12000
+    eval_samples: int = 256
     seed_offset: int = 0
     device: str = "cuda"
     dtype: str = "bfloat16"
     log_every: int = 50
+    workers: int = 8
 
 
 GPU_SETTINGS = VLMSettings()
@@ -107,10 +111,13 @@ SMOKE_SETTINGS = VLMSettings(
     batch=2,
     lora_r=2,
     train_seeds=4,
-    val_seeds=2,
+    val_seeds=1,
+    pool_samples=64,
+    eval_samples=2,
     device="cpu",
     dtype="float32",
     log_every=1,
+    workers=0,
 )
 
 
@@ -250,33 +257,52 @@ def _sc_instruction(record: dict[str, Any]) -> str:
     return text[len(head) : len(text) - len(tail)]
 
 
-def encode(vlm: Any, samples: Sequence[tuple[Any, str]], *, device: str = "cpu") -> dict[str, Any]:
-    """One left-padded training batch: the prompt rendered by ``QwenVL.render`` (the decode
-    path's own text), the answer and ``<|im_end|>`` after it; ``labels`` are -100 except on the
-    answer tokens; ``position_ids`` from ``tools.vlm._decode.rope_positions`` (as decoding)."""
-    import torch
-
-    from tools.vlm._decode import rope_positions
-
-    tok = vlm.processor.tokenizer
-    texts, images, answer_lens = [], [], []
+def render_samples(vlm: Any, samples: Sequence[tuple[Any, str]]) -> list[tuple[str, list, str]]:
+    """(prompt text as ``QwenVL.render`` makes it for decoding, its images, answer) per sample."""
+    out = []
     for prompt, answer in samples:
         text, imgs = vlm.render(prompt)
+        out.append((text, [im.convert("RGB") for im in imgs], answer))
+    return out
+
+
+def encode_rendered(processor: Any, items: Sequence[tuple[str, list, str]]) -> dict[str, Any]:
+    """CPU tensors of one left-padded batch through the real processor: prompt, answer and
+    ``<|im_end|>``; ``labels`` -100 except on the answer tokens. No positions (see ``encode``)."""
+    import torch
+
+    tok = processor.tokenizer
+    texts, images, answer_lens = [], [], []
+    for text, imgs, answer in items:
         tail = answer + "<|im_end|>"
         texts.append(text + tail)
-        images.extend(im.convert("RGB") for im in imgs)
+        images.extend(imgs)
         answer_lens.append(len(tok(tail, add_special_tokens=False)["input_ids"]))
     tok.padding_side = "left"
-    inputs = vlm.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    inputs = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
     ids = inputs["input_ids"]
     labels = torch.full_like(ids, -100)
     width = ids.shape[1]
     for i, n in enumerate(answer_lens):
         labels[i, width - n :] = ids[i, width - n :]
+    inputs["labels"] = labels
+    return inputs
+
+
+def with_positions(vlm: Any, inputs: dict[str, Any], device: str) -> dict[str, Any]:
+    """``inputs`` on ``device`` with ``position_ids`` from ``tools.vlm._decode.rope_positions``:
+    the one function the fast decoder's prefill also uses."""
+    from tools.vlm._decode import rope_positions
+
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    inputs["labels"] = labels.to(device)
     inputs["position_ids"] = rope_positions(vlm.model, inputs, inputs["attention_mask"])
     return inputs
+
+
+def encode(vlm: Any, samples: Sequence[tuple[Any, str]], *, device: str = "cpu") -> dict[str, Any]:
+    """One training batch of (prompt, answer) samples: ``render_samples`` ->
+    ``encode_rendered`` -> ``with_positions``."""
+    return with_positions(vlm, encode_rendered(vlm.processor, render_samples(vlm, samples)), device)
 
 
 def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
@@ -285,14 +311,14 @@ def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
 
     labels = batch["labels"]
     args = {k: v for k, v in batch.items() if k not in ("labels", "mm_token_type_ids")}
-    logits = vlm.model(**args).logits[:, :-1].float()
+    logits = vlm.model(**args).logits[:, :-1].float()  # (B, L-1, V)
     target = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
     )
     keep = target != -100
     acc = float((logits.argmax(-1)[keep] == target[keep]).float().mean()) if keep.any() else 0.0
-    return loss, float(loss), acc
+    return loss, float(loss.detach()), acc
 
 
 def _with_images(batch: dict[str, Any], order: list[int]) -> dict[str, Any]:
@@ -326,13 +352,14 @@ def evaluate_lm(vlm: Any, samples: Sequence[tuple[Any, str]], *, batch: int, dev
 
 
 # -- stage 1: the vision tower with linear probes -----------------------------------------------
-def _probe_batch(vlm: Any, pairs: Sequence[tuple[Any, Any]], device: str) -> dict[str, Any]:
+def _probe_batch(processor: Any, pairs: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """CPU tensors: the pairs' images (a0, b0, a1, b1, ...) and their cell labels."""
     import torch
 
     from agent.microworld.render import render
 
     images = [render(s) for pair in pairs for s in pair]
-    enc = vlm.processor.image_processor(images=images, return_tensors="pt")
+    enc = processor.image_processor(images=images, return_tensors="pt")
     labels = {k: [] for k in _vocab()}
     changed = []
     for a, b in pairs:
@@ -340,10 +367,10 @@ def _probe_batch(vlm: Any, pairs: Sequence[tuple[Any, Any]], device: str) -> dic
             for k, v in cell_labels(s).items():
                 labels[k].append(v)
         changed.append(_changed(a, b))
-    out = {k: torch.tensor(v, device=device) for k, v in labels.items()}
-    out["changed"] = torch.tensor(changed, device=device)
-    out["pixel_values"] = enc["pixel_values"].to(device)
-    out["image_grid_thw"] = enc["image_grid_thw"].to(device)
+    out = {k: torch.tensor(v) for k, v in labels.items()}
+    out["changed"] = torch.tensor(changed)
+    out["pixel_values"] = enc["pixel_values"]
+    out["image_grid_thw"] = enc["image_grid_thw"]
     return out
 
 
@@ -388,7 +415,7 @@ def evaluate_probe(vlm: Any, heads: Any, seeds: Sequence[int], *, batch: int, de
     n = 0
     with torch.no_grad():
         for i in range(0, len(pairs), batch):
-            b = _probe_batch(vlm, pairs[i : i + batch], device)
+            b = {k: v.to(device) for k, v in _probe_batch(vlm.processor, pairs[i : i + batch]).items()}
             _, acc = _probe_forward(vlm, heads, b)
             # shuffle whole pairs, so "changed" also reads another pair's images
             n_pairs = len(pairs[i : i + batch])
@@ -435,28 +462,39 @@ def _run(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % log_every == 0:
             log(f"{name} step {step} loss {losses[-1]:.4f} t {elapsed:.1f}s")
         step += 1
     return {"steps": step, "seconds": time.monotonic() - start, "last_loss": losses[-1]}
 
 
-def _cycle(samples: list[Any], batch: int, seed: int) -> Callable[[int], list[Any]]:
-    rng = random.Random(seed)
-    order: list[int] = []
+def _loader(
+    make: Callable[[list[Any]], dict[str, Any]], items: list[Any], batch: int, seed: int, workers: int
+) -> Iterator[dict[str, Any]]:
+    """Endless CPU batches ``make(chosen items)``, items drawn in shuffled epochs, built by
+    ``workers`` DataLoader processes (0: in this process)."""
+    import torch
 
-    def take(_: int) -> list[Any]:
-        nonlocal order
-        out = []
-        while len(out) < batch:
-            if not order:
-                order = list(range(len(samples)))
-                rng.shuffle(order)
-            out.append(samples[order.pop()])
-        return out
+    class Batches(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Iterator[dict[str, Any]]:
+            info = torch.utils.data.get_worker_info()
+            rng = random.Random(f"{seed}|{info.id if info else 0}")
+            order: list[int] = []
+            while True:
+                chosen = []
+                while len(chosen) < batch:
+                    if not order:
+                        order = list(range(len(items)))
+                        rng.shuffle(order)
+                    chosen.append(items[order.pop()])
+                yield make(chosen)
 
-    return take
+    return iter(
+        torch.utils.data.DataLoader(
+            Batches(), batch_size=None, num_workers=workers, persistent_workers=False
+        )
+    )
 
 
 def _set_trainable(model: Any, stage: str) -> list[Any]:
@@ -475,8 +513,16 @@ def _set_trainable(model: Any, stage: str) -> list[Any]:
     return params
 
 
-def _pool(vlm: Any, roles: Sequence[str], seeds: Sequence[int], language: str) -> list[Any]:
-    return [s for role in roles for s in _role_samples(vlm, role, seeds, language)]
+def _pool(
+    vlm: Any, roles: Sequence[str], seeds: Sequence[int], language: str, limit: int
+) -> list[Any]:
+    """The first ``limit`` samples of each role over ``seeds`` (in a fixed shuffled order)."""
+    out: list[Any] = []
+    for role in roles:
+        got = list(itertools.islice(_role_samples(vlm, role, seeds, language), limit))
+        random.Random(f"pool|{role}|{language}").shuffle(got)
+        out.extend(got[:limit])
+    return out
 
 
 def train_vlm(
@@ -518,10 +564,18 @@ def train_vlm(
                 heads = _probe_heads(vlm.model.config.text_config.hidden_size, device)
                 params = _set_trainable(vlm.model, "vision")
                 pairs = list(_probe_pairs(train))
-                take = _cycle(pairs, max(1, settings.batch // 2), 0)
+                processor = vlm.processor
+                batches = _loader(
+                    lambda chosen: _probe_batch(processor, chosen),
+                    pairs,
+                    max(1, settings.batch // 2),
+                    0,
+                    settings.workers,
+                )
 
-                def step_fn(i: int, take=take, heads=heads) -> Any:
-                    return _probe_forward(vlm, heads, _probe_batch(vlm, take(i), device))[0]
+                def step_fn(i: int, batches=batches, heads=heads) -> Any:
+                    b = {k: v.to(device) for k, v in next(batches).items()}
+                    return _probe_forward(vlm, heads, b)[0]
 
                 run = _run(
                     params + list(heads.parameters()),
@@ -546,11 +600,20 @@ def train_vlm(
                 adapter = CRITIC_ADAPTER if stage == "critic" else None
                 vlm._set_state(adapter)
                 params = _set_trainable(vlm.model, stage)
-                pool = _pool(vlm, roles, train, "train")
-                take = _cycle(pool, settings.batch, 1)
+                limit = settings.pool_samples // len(roles)
+                pool = _pool(vlm, roles, train, "train", limit)
+                log(f"{stage}: {len(pool)} training samples")
+                processor = vlm.processor
+                batches = _loader(
+                    lambda chosen: encode_rendered(processor, chosen),
+                    render_samples(vlm, pool),
+                    settings.batch,
+                    1,
+                    settings.workers,
+                )
 
-                def step_fn(i: int, take=take) -> Any:
-                    return _lm_metrics(vlm, encode(vlm, take(i), device=device))[0]
+                def step_fn(i: int, batches=batches) -> Any:
+                    return _lm_metrics(vlm, with_positions(vlm, next(batches), device))[0]
 
                 lr = settings.lr_lora if stage == "critic" else settings.lr
                 run = _run(params, lr, seconds, step_fn, log, stage, settings.log_every)
@@ -559,7 +622,7 @@ def train_vlm(
                     lang: {
                         role: evaluate_lm(
                             vlm,
-                            _pool(vlm, [role], val, lang),
+                            _pool(vlm, [role], val, lang, settings.eval_samples),
                             batch=settings.batch,
                             device=device,
                         )

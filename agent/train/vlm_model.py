@@ -104,7 +104,7 @@ SMOKE_MODEL = MicroVLMConfig(
     vision_depth=2,
     vision_heads=2,
     vision_intermediate=64,
-    tokenizer_seeds=6,
+    tokenizer_seeds=3,
 )
 
 
