@@ -257,3 +257,56 @@ def test_encode_matches_processor_ids(smoke_vlm):
     text, images = smoke_vlm.render(samples[0][0])
     prompt = smoke_vlm.processor(text=[text], images=images, return_tensors="pt")["input_ids"][0]
     assert batch["input_ids"][0][: len(prompt)].tolist() == prompt.tolist()
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    from agent.train.cli import main
+
+    assert main(["vlm", "--settings", "smoke", "--out", str(tmp_path), "--stages", "nope"]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--init", str(tmp_path)]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--stage-seconds", "vision"]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--batch", "0"]) == 2
+    assert "micro_vlm.json" in capsys.readouterr().err
+
+
+def test_cli_trains_one_stage_from_a_folder(trained, tmp_path):
+    from agent.train.cli import main
+
+    out, _ = trained
+    rc = main(
+        ["vlm", "--settings", "smoke", "--init", str(out), "--out", str(tmp_path / "m"),
+         "--stages", "critic", "--stage-seconds", "critic=0.5"]
+    )
+    assert rc == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["critic"]["steps"] >= 1 and "critic" in metrics["critic"]["validation"]["heldout"]
+    assert (tmp_path / "m" / "editscore" / "adapter_model.safetensors").is_file()
+
+
+def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
+    """benchmarks/train_micro_vlm.sh trains, writes metrics and a folder that unpacks and loads."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    env = dict(os.environ, OUT=str(out), WORK=str(work), SETTINGS="smoke", PYTHON=sys.executable)
+    args = ["--stages", "language", "--stage-seconds", "language=0.2"]
+    subprocess.run(
+        ["bash", "benchmarks/train_micro_vlm.sh", *args], cwd=root, env=env, check=True,
+        capture_output=True,
+    )
+    assert "language" in json.loads((out / "metrics.json").read_text())
+    parts = sorted(out.glob("vlm.tar.part*"))
+    assert parts
+    joined = tmp_path / "vlm.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    vlm, done, _ = V.load_folder(tmp_path / "unpacked" / "vlm")
+    assert done == ["language"] and vlm.family == "qwen2.5"
