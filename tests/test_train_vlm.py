@@ -163,12 +163,11 @@ def test_saved_folder_loads_through_the_real_classes(trained):
     from agent.microworld.render import render
     from agent.microworld.truth import draw_case
     from tools.contracts import Critique, Grounding
-    from tools.errors import GroundingError
+    from tools.errors import GroundingError, PlannerOutputError
     from tools.mirage.parse import RegionParseError, VLMInstructionParser
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.critic import EditScoreCritic
     from tools.vlm.grounder import QwenVLGrounder
-    from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
     out, _ = trained
@@ -274,12 +273,25 @@ def test_cli_trains_one_stage_from_a_folder(trained, tmp_path):
 
     out, _ = trained
     rc = main(
-        ["vlm", "--settings", "smoke", "--init", str(out), "--out", str(tmp_path / "m"),
-         "--stages", "critic", "--stage-seconds", "critic=0.5"]
+        [
+            "vlm",
+            "--settings",
+            "smoke",
+            "--init",
+            str(out),
+            "--out",
+            str(tmp_path / "m"),
+            "--stages",
+            "critic",
+            "--stage-seconds",
+            "critic=0.5",
+        ]
     )
     assert rc == 0
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["critic"]["steps"] >= 1 and "critic" in metrics["critic"]["validation"]["heldout"]
+    assert (
+        metrics["critic"]["steps"] >= 1 and "critic" in metrics["critic"]["validation"]["heldout"]
+    )
     assert (tmp_path / "m" / "editscore" / "adapter_model.safetensors").is_file()
 
 
@@ -298,7 +310,10 @@ def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
     env = dict(os.environ, OUT=str(out), WORK=str(work), SETTINGS="smoke", PYTHON=sys.executable)
     args = ["--stages", "language", "--stage-seconds", "language=0.2"]
     subprocess.run(
-        ["bash", "benchmarks/train_micro_vlm.sh", *args], cwd=root, env=env, check=True,
+        ["bash", "benchmarks/train_micro_vlm.sh", *args],
+        cwd=root,
+        env=env,
+        check=True,
         capture_output=True,
     )
     assert "language" in json.loads((out / "metrics.json").read_text())

@@ -210,6 +210,7 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
     from tools.mirage.parse import PARSE_PROMPT
     from tools.vlm.critic import EditScoreCritic
     from tools.vlm.grounder import QwenVLGrounder
+
     lang: Any = language
     if role == "describe":
         for seed in seeds:
@@ -415,7 +416,10 @@ def evaluate_probe(vlm: Any, heads: Any, seeds: Sequence[int], *, batch: int, de
     n = 0
     with torch.no_grad():
         for i in range(0, len(pairs), batch):
-            b = {k: v.to(device) for k, v in _probe_batch(vlm.processor, pairs[i : i + batch]).items()}
+            b = {
+                k: v.to(device)
+                for k, v in _probe_batch(vlm.processor, pairs[i : i + batch]).items()
+            }
             _, acc = _probe_forward(vlm, heads, b)
             # shuffle whole pairs, so "changed" also reads another pair's images
             n_pairs = len(pairs[i : i + batch])
@@ -425,7 +429,10 @@ def evaluate_probe(vlm: Any, heads: Any, seeds: Sequence[int], *, batch: int, de
                 true[k] = true.get(k, 0.0) + acc[k]
                 shuf[k] = shuf.get(k, 0.0) + sacc[k]
             n += 1
-    return {"true": {k: v / n for k, v in true.items()}, "shuffled": {k: v / n for k, v in shuf.items()}}
+    return {
+        "true": {k: v / n for k, v in true.items()},
+        "shuffled": {k: v / n for k, v in shuf.items()},
+    }
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -470,7 +477,11 @@ def _run(
 
 
 def _loader(
-    make: Callable[[list[Any]], dict[str, Any]], items: list[Any], batch: int, seed: int, workers: int
+    make: Callable[[list[Any]], dict[str, Any]],
+    items: list[Any],
+    batch: int,
+    seed: int,
+    workers: int,
 ) -> Iterator[dict[str, Any]]:
     """Endless CPU batches ``make(chosen items)``, items drawn in shuffled epochs, built by
     ``workers`` DataLoader processes (0: in this process)."""
@@ -667,9 +678,7 @@ def save_folder(
         model.disable_adapters()
     # base weights only: peft's layers hold the base weight under ``base_layer``
     state = {
-        k.replace(".base_layer.", "."): v
-        for k, v in model.state_dict().items()
-        if "lora_" not in k
+        k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k
     }
     clone = _plain_copy(vlm, state)
     save_micro_vlm(
@@ -710,7 +719,9 @@ def load_folder(path: str | Path, *, train: bool = False) -> tuple[Any, list[str
 
     path = Path(path)
     manifest = json.loads((path / MANIFEST).read_text())
-    vlm = _load(str(path), str(path), LoadOptions(device="cpu", dtype="float32").resolved(), name=str(path))
+    vlm = _load(
+        str(path), str(path), LoadOptions(device="cpu", dtype="float32").resolved(), name=str(path)
+    )
     if (path / CRITIC_ADAPTER).is_dir():
         vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)
     metrics_file = path / "metrics.json"

@@ -113,7 +113,6 @@ def corpus(n_seeds: int, *, offset: int = 0) -> Iterator[str]:
     grounder, parser, critic) on the first ``n_seeds`` train seeds, train-split language only."""
     from agent.microworld import formats
     from agent.microworld.splits import seeds
-
     from tools.vlm.grounder import GROUNDING_PROMPTS
 
     chosen = seeds("train", n_seeds, offset=offset)
@@ -163,7 +162,9 @@ def build_tokenizer(texts: Iterable[str], config: MicroVLMConfig) -> Any:
     tok.chat_template = CHAT_TEMPLATE
     tok.padding_side = "left"
     if len(tok) > config.vocab_size:
-        raise ValueError(f"tokenizer has {len(tok)} tokens, more than vocab_size={config.vocab_size}")
+        raise ValueError(
+            f"tokenizer has {len(tok)} tokens, more than vocab_size={config.vocab_size}"
+        )
     return tok
 
 
@@ -244,7 +245,11 @@ def build_model(config: MicroVLMConfig, processor: Any, *, seed: int = 0) -> Any
 
     cfg = model_config(config, processor.tokenizer)
     vlm = qwen_vl_from_config(
-        cfg, processor, seed=seed, options=LoadOptions(device="cpu", dtype="float32"), name="micro-vlm"
+        cfg,
+        processor,
+        seed=seed,
+        options=LoadOptions(device="cpu", dtype="float32"),
+        name="micro-vlm",
     )
     gen = vlm.model.generation_config
     gen.eos_token_id = cfg.text_config.eos_token_id
