@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     editor = micro_editor()
     editor.edit(image, text, seed=0, num_inference_steps=1)  # loads the pipeline, warms up
     load = time.perf_counter() - t
-    print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; load + first 1-step edit {load:.2f} s")
+    print(
+        f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads; load + first 1-step edit {load:.2f} s"
+    )
     print("\n| steps | s per edit (median) | min | max |\n|---:|---:|---:|---:|")
     for n in steps:
         times = []
