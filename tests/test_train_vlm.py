@@ -143,9 +143,10 @@ def test_role_prompts_are_the_classes_own(smoke_vlm):
 
 def test_smoke_run_reports_true_and_shuffled(trained):
     _, metrics = trained
-    probe = metrics["vision"]["probe_validation"]
-    for key in ("category", "colour", "pattern", "changed"):
-        assert 0 <= probe["true"][key] <= 1 and 0 <= probe["shuffled"][key] <= 1
+    for split in ("validation", "test"):
+        probe = metrics["vision"][f"probe_{split}"]
+        for key in ("category", "colour", "pattern", "changed"):
+            assert 0 <= probe["true"][key] <= 1 and 0 <= probe["shuffled"][key] <= 1
     for stage, roles in (("language", ["describe"]), ("roles", ["grounder", "parser", "planner"])):
         for lang in ("train", "heldout"):
             for role in roles:

@@ -562,6 +562,7 @@ def train_vlm(
     vlm.model.to(device).train()
     train = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
     val = list(split_seeds("validation", settings.val_seeds))
+    test = list(split_seeds("test", settings.val_seeds))  # the probe's reported table only
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda") and settings.dtype == "bfloat16"
@@ -597,9 +598,10 @@ def train_vlm(
                     stage,
                     settings.log_every,
                 )
-                run["probe_validation"] = evaluate_probe(
-                    vlm, heads, val, batch=settings.batch, device=device
-                )
+                for split, chosen in (("validation", val), ("test", test)):
+                    run[f"probe_{split}"] = evaluate_probe(
+                        vlm, heads, chosen, batch=settings.batch, device=device
+                    )
             else:
                 if stage == "critic" and CRITIC_ADAPTER not in vlm.adapters:
                     vlm.add_adapter(CRITIC_ADAPTER, lora_config(settings.lora_r))

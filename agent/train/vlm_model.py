@@ -87,7 +87,7 @@ class MicroVLMConfig:
     vision_heads: int = 3
     vision_intermediate: int = 512
     max_positions: int = 4096
-    tokenizer_seeds: int = 400
+    tokenizer_seeds: int = 150
 
 
 GPU_MODEL = MicroVLMConfig()
