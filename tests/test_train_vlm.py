@@ -146,7 +146,8 @@ def test_smoke_run_reports_true_and_shuffled(trained):
     for split in ("validation", "test"):
         probe = metrics["vision"][f"probe_{split}"]
         for key in ("category", "colour", "pattern", "changed"):
-            assert 0 <= probe["true"][key] <= 1 and 0 <= probe["shuffled"][key] <= 1
+            for name in (key, "changed_cells" if key == "changed" else f"{key}_objects"):
+                assert 0 <= probe["true"][name] <= 1 and 0 <= probe["shuffled"][name] <= 1
     for stage, roles in (("language", ["describe"]), ("roles", ["grounder", "parser", "planner"])):
         for lang in ("train", "heldout"):
             for role in roles:
@@ -326,3 +327,37 @@ def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
         tar.extractall(tmp_path / "unpacked", filter="data")
     vlm, done, _ = V.load_folder(tmp_path / "unpacked" / "vlm")
     assert done == ["language"] and vlm.family == "qwen2.5"
+
+
+def test_pool_spreads_over_seeds_and_workers_agree(smoke_vlm):
+    """At most ``per_seed`` samples come from one scene; forked workers build the same pool."""
+    seeds = [1_000_010, 1_000_011, 1_000_012]
+    here = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2)
+    assert len(here) == 6
+    forked = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2, workers=2)
+    assert [a for _, a in here] == [a for _, a in forked]
+
+    def scenes(pool):
+        return {p[0]["content"][0]["image"].tobytes() for p, _ in pool}
+
+    one_seed = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=6)
+    assert len(scenes(one_seed)) <= 2  # one seed: its scene before and after the first edit
+    assert len(scenes(here)) >= 3  # per_seed=2 spreads the pool over the three seeds
+
+
+def test_probe_reports_object_cells_apart_from_empty_ones(smoke_vlm):
+    """A probe that always answers "empty" / "unchanged" scores high on all cells but 0 on the
+    objects' cells and on the changed cells."""
+    import torch
+
+    pairs = list(V._probe_pairs([1_000_020, 1_000_021]))
+    batch = V._probe_batch(smoke_vlm.processor, pairs)
+    heads = V._probe_heads(smoke_vlm.model.config.text_config.hidden_size, "cpu")
+    with torch.no_grad():
+        for head in heads.values():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[0] = 1.0  # always class 0: empty / unchanged
+        _, acc = V._probe_forward(smoke_vlm, heads, batch)
+    assert acc["category"] > 0.5 and acc["category_objects"] == 0.0
+    assert acc["changed"] > 0.5 and acc["changed_cells"] == 0.0
