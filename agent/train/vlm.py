@@ -579,8 +579,8 @@ def train_vlm(
 ) -> dict[str, Any]:
     """Run ``settings.stages`` (each on its wall-clock budget), evaluate each on validation
     seeds (true vs shuffled images), save a loadable folder to ``out`` with ``metrics.json``.
-    ``init``: a folder saved by an earlier run (model, tokenizer and processor reused; the
-    stages it lists as done are skipped unless named again in ``settings.stages``)."""
+    ``init``: a folder saved by an earlier run (model, tokenizer, processor, critic adapter and
+    metrics reused); exactly ``settings.stages`` run, whatever the folder lists as done."""
     import torch
 
     from agent.microworld.splits import seeds as split_seeds
@@ -588,7 +588,7 @@ def train_vlm(
     out = Path(out)
     device = settings.device if torch.cuda.is_available() or settings.device == "cpu" else "cpu"
     if init is not None:
-        vlm, done, metrics = load_folder(init, train=True)
+        vlm, done, metrics = load_folder(init)
     else:
         tok = build_tokenizer(corpus(settings.model.tokenizer_seeds), settings.model)
         vlm = build_model(settings.model, build_processor(tok))
@@ -741,7 +741,7 @@ def _plain_copy(vlm: Any, state: dict[str, Any]) -> Any:
     from tools.vlm._qwen import QwenVL
 
     model = Qwen2_5_VLForConditionalGeneration(vlm.model.config)
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=True)
     model.generation_config = vlm.model.generation_config
     return QwenVL(model, vlm.processor, family="qwen2.5", name="micro-vlm")
 
@@ -754,7 +754,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_folder(path: str | Path, *, train: bool = False) -> tuple[Any, list[str], dict]:
+def load_folder(path: str | Path) -> tuple[Any, list[str], dict]:
     """(QwenVL in float32 on CPU with the critic adapter if saved, stages done, metrics) of a
     folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
     from tools.models import LoadOptions
@@ -769,7 +769,6 @@ def load_folder(path: str | Path, *, train: bool = False) -> tuple[Any, list[str
         vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    del train
     return vlm, list(manifest.get("stages_done", [])), metrics
 
 
