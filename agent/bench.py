@@ -7,6 +7,7 @@
                [--critic oracle|noisy|NAME] [--grounder oracle|NAME] [--critic-error E[,E...]]
                [--p-wrong P] [--p-bleed P] [--p-noop P] [--preset NAME] [--max-steps N]
                [--max-retries N] [--out DIR] [--html-samples K] [--quiet]
+               [--ray [ADDRESS]] [--ray-workers N]
 
 Datasets: ``microworld`` (the procedural benchmark of ``agent.microworld``: exact ground
 truth; cases are the seeds ``--offset .. --offset+n-1`` of the ``--split`` range, benchmark by
@@ -24,10 +25,15 @@ mistakes at set rates; critic: the oracle critic with its verdict flipped at rat
 name (its backend for that role). Every result keeps its trace (the agent's steps, the
 best-of-n tries).
 
-Writes into ``--out``: ``results.jsonl`` (one line per sample and row, appended and flushed as
-each finishes; a rerun skips what is there, so an interrupted run resumes), ``images/<id>/``,
-``summary.md`` (the table, also printed) and ``index.html`` (source / ground truth / result
-thumbnails for the first ``--html-samples`` samples).
+Writes into ``--out``: ``options.json`` (the run's options: a rerun with other options is
+refused, so records of two setups never mix; ``--n`` may grow), ``results.jsonl`` (one line
+per sample and row, appended and flushed as each finishes; a rerun skips what is there, so an
+interrupted run resumes), ``images/<id>/``, ``summary.md`` (the table, also printed) and
+``index.html`` (source / ground truth / result thumbnails for the first ``--html-samples``
+samples).
+
+``--ray`` spreads the runs over Ray actors (``agent/distributed.py``): the same records in the
+same file, resumable the same way; without it nothing changes.
 
 Exit status: 0 done; 2 a bad option (or a strategy the dataset cannot run); 130 interrupted.
 """
@@ -46,6 +52,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from agent.config import PRESETS
 from tools._io import write_atomic
@@ -74,6 +82,8 @@ STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage")
 #: Strategies that need a diffusion pipeline to regionalise (MIRAGE): preset datasets only.
 REGIONAL = ("mirage", "mira+mirage")
 RESULTS = "results.jsonl"
+#: The options of the run in ``--out`` (all but --out, --quiet, --html-samples, --n).
+OPTIONS = "options.json"
 
 
 class _Refused(Exception):
@@ -491,6 +501,88 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _case(runner: _Runner, strategy: str, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one strategy on one sample: its record and the images to save under
+    ``images/<id>/`` (file name -> PIL image; the source and truth only if not there yet)."""
+    source = runner.source(sample)
+    t0 = time.perf_counter()
+    outcome = _execute(runner, strategy, sample, source)
+    elapsed = time.perf_counter() - t0
+    files = {
+        "source": "source.png",
+        "result": f"{re.sub(r'[^A-Za-z0-9.-]+', '_', strategy).strip('_')}.png",
+    }
+    images = {files["source"]: source, files["result"]: outcome.image}
+    if sample.case is not None:
+        from agent.microworld.truth import intermediate
+
+        files["truth"] = "truth.png"
+        images["truth.png"] = intermediate(sample.case)
+    record = {
+        "id": sample.id,
+        "strategy": strategy,
+        "instruction": sample.instruction,
+        "n_edits": len(sample.case.edits) if sample.case else None,
+        "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
+        "seed": sample.case.seed if sample.case else None,
+        "ref_kinds": list(sample.case.ref_kinds) if sample.case else None,
+        "language": sample.case.language if sample.case else None,
+        **_score(sample, source, outcome.image),
+        "steps": outcome.steps,
+        "stop_reason": outcome.stop_reason,
+        "time_s": round(elapsed, 4),
+        **outcome.extra,
+        "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
+        "finished_at": time.time(),
+    }
+    return record, images
+
+
+def _save_images(out: Path, record: dict[str, Any], images: dict[str, Any]) -> None:
+    """Save a run's images next to the results (the result always; source and truth once)."""
+    folder = out / "images" / record["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Path(record["images"]["result"]).name
+    for name, image in images.items():
+        if name == result or not (folder / name).exists():
+            image.save(folder / name)
+
+
+def _todo(
+    samples: Sequence[Sample], strategies: Sequence[str], path: Path, quiet: bool
+) -> list[tuple[str, Sample]]:
+    """The runs of ``samples`` x ``strategies`` not in the results file yet."""
+    done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
+    todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
+    if done and not quiet:
+        print(
+            f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
+            f"{len(samples) * len(strategies)} runs already in {path}",
+            file=sys.stderr,
+        )
+    return todo
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="run",
+        file=sys.stderr,
+        disable=True if quiet else None,
+        dynamic_ncols=True,
+    )
+
+
+def _records_of(
+    samples: Sequence[Sample], strategies: Sequence[str], path: Path
+) -> list[dict[str, Any]]:
+    """The records of ``samples`` x ``strategies`` in the results file, in file order."""
+    wanted = {(st, s.id) for s in samples for st in strategies}
+    return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+
+
 def run_bench(
     samples: Sequence[Sample],
     strategies: Sequence[str],
@@ -500,71 +592,18 @@ def run_bench(
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Run what is not in ``out/results.jsonl`` yet; returns the records of ``samples``."""
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    done = {(r.get("strategy"), r.get("id")) for r in load_results(path)}
-    todo = [(st, s) for s in samples for st in strategies if (st, s.id) not in done]
-    if done and not quiet:
-        print(
-            f"{PROG}: resuming: {len(samples) * len(strategies) - len(todo)} of "
-            f"{len(samples) * len(strategies)} runs already in {path}",
-            file=sys.stderr,
-        )
-    with (
-        open(path, "a") as f,
-        tqdm(
-            total=len(todo),
-            unit="run",
-            file=sys.stderr,
-            disable=True if quiet else None,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
+    todo = _todo(samples, strategies, path, quiet)
+    with open(path, "a") as f, _progress(len(todo), quiet) as bar:
         for strategy, sample in todo:
             bar.set_postfix_str(f"{strategy} {sample.id}", refresh=False)
-            source = runner.source(sample)
-            t0 = time.perf_counter()
-            outcome = _execute(runner, strategy, sample, source)
-            elapsed = time.perf_counter() - t0
-            folder = out / "images" / sample.id
-            folder.mkdir(parents=True, exist_ok=True)
-            files = {
-                "source": "source.png",
-                "result": f"{re.sub(r'[^A-Za-z0-9.-]+', '_', strategy).strip('_')}.png",
-            }
-            if not (folder / files["source"]).exists():
-                source.save(folder / files["source"])
-            if sample.case is not None:
-                files["truth"] = "truth.png"
-                if not (folder / "truth.png").exists():
-                    from agent.microworld.truth import intermediate
-
-                    intermediate(sample.case).save(folder / "truth.png")
-            outcome.image.save(folder / files["result"])
-            record = {
-                "id": sample.id,
-                "strategy": strategy,
-                "instruction": sample.instruction,
-                "n_edits": len(sample.case.edits) if sample.case else None,
-                "kinds": [e.kind for e in sample.case.edits] if sample.case else None,
-                "seed": sample.case.seed if sample.case else None,
-                "ref_kinds": list(sample.case.ref_kinds) if sample.case else None,
-                "language": sample.case.language if sample.case else None,
-                **_score(sample, source, outcome.image),
-                "steps": outcome.steps,
-                "stop_reason": outcome.stop_reason,
-                "time_s": round(elapsed, 4),
-                **outcome.extra,
-                "images": {k: f"images/{sample.id}/{v}" for k, v in files.items()},
-                "finished_at": time.time(),
-            }
+            record, images = _case(runner, strategy, sample)
+            _save_images(out, record, images)
             f.write(json.dumps(record) + "\n")
             f.flush()
             bar.update(1)
-    wanted = {(st, s.id) for s in samples for st in strategies}
-    return [r for r in load_results(path) if (r.get("strategy"), r.get("id")) in wanted]
+    return _records_of(samples, strategies, path)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -701,6 +740,27 @@ def _edits(text: str) -> int | tuple[int, int]:
     return value
 
 
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-workers N`` (agent/distributed.py)."""
+    ray = p.add_argument_group("Ray (pip install 'mira-agent[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="spread the runs over Ray actors, one per GPU (or CPU slot), each loading its "
+        "models once: a new local cluster, or the one at ADDRESS ('auto', 'ray://host:10001')",
+    )
+    ray.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of Ray actors (default: the cluster's GPUs, else its CPUs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -769,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step"
     )
     p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
+    add_ray_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -786,6 +847,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: Options that do not change the records: a rerun may differ in these (--n may grow: a record
+#: is keyed by its sample).
+_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n")
+#: AgentConfig field -> the option that sets it (for one-line validation messages).
+_OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        option = _OPTION_OF.get(field, field)
+        parts.append(f"{option} {error.get('input')!r}: {error.get('msg', 'invalid value')}")
+    return " ".join("; ".join(parts).split())
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {k: v for k, v in sorted(vars(args).items()) if k not in _NEUTRAL_OPTIONS},
+            default=str,
+        )
+    )
+
+
+def _check_options(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to resume a run in ``out`` made with other options (its records would mix)."""
+    path = out / OPTIONS
+    if not path.is_file():
+        if (out / RESULTS).is_file() and (out / RESULTS).stat().st_size:
+            raise _Refused(
+                f"--out {str(out)!r} holds results but no {OPTIONS}: its options are "
+                "unknown, so it cannot be resumed; choose a new --out"
+            )
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _Refused(f"--out {str(out)!r}: cannot read {OPTIONS}: {exc}") from None
+    now = _options(args)
+    changed = [
+        f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k)
+    ]
+    if changed:
+        raise _Refused(
+            f"--out {str(out)!r} holds a run made with other options: {', '.join(changed)}; "
+            "rerun with the same options to resume, or choose a new --out"
+        )
+
+
+def _save_options(args: argparse.Namespace, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / OPTIONS).is_file():
+        write_atomic(out / OPTIONS, json.dumps(_options(args), indent=2) + "\n")
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     for s in strategies:
@@ -801,6 +921,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise _Refused("--strategy names no strategy")
     if args.budget < 1:
         raise _Refused(f"--budget must be >= 1, got {args.budget}")
+    if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
+        raise _Refused(f"--ray-workers must be >= 1 and go with --ray, got {args.ray_workers}")
     try:
         errors = [float(e) for e in args.critic_error.split(",") if e.strip()]
     except ValueError:
@@ -840,12 +962,31 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             )
         rows, upper = [Row(s, s) for s in strategies], []
     out = Path(args.out)
+    _check_options(args, out)
     try:
         runner = _Runner(args, out, rows)
+    except ValidationError as exc:
+        raise _Refused(_validation_message(exc)) from None
     except ValueError as exc:
-        raise _Refused(str(exc)) from None
+        raise _Refused(" ".join(str(exc).split())) from None
+    _save_options(args, out)
     labels = [r.label for r in rows]
-    records = run_bench(samples, labels, out, runner, quiet=args.quiet)
+    if args.ray is None:
+        records = run_bench(samples, labels, out, runner, quiet=args.quiet)
+    else:  # the runner above checked the options; each actor builds its own
+        from functools import partial
+
+        from agent.distributed import run_bench_ray
+
+        records = run_bench_ray(
+            samples,
+            labels,
+            out,
+            partial(_Runner, args, out, rows),
+            address=None if args.ray == "local" else args.ray,
+            workers=args.ray_workers,
+            quiet=args.quiet,
+        )
     table = summarise(records, labels, upper_bound=upper)
     if upper:
         table += (

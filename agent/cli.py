@@ -6,7 +6,9 @@
 Writes the result PNG (``--out``, default ``<input stem>_edited.png`` in the current
 directory), the trace ``<out stem>.trace.json`` next to it, and the output of every tried edit,
 accepted or not, under ``<out stem>_steps/``. Nothing is written when the options or the input
-are refused, and the input file is only ever read.
+are refused, and the input file is only ever read. The output folder is made and reserved
+(a staging folder) before any model work; the outputs are written there and published together
+(``agent/_outputs.py``), so an interrupt leaves all of them or none.
 
 Exit status: 0 the run finished (any stop reason but ``error``); 1 the run ended on a tool
 error (the best image so far is still written) or an output could not be written; 2 a bad
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -28,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
+from agent._outputs import publish, recover, stage
 from agent.config import PRESETS, AgentConfig
 from tools._io import write_atomic
 from tools.errors import InvalidInputError, ToolError
@@ -51,8 +55,6 @@ _OPTION_OF = {
     "seed": "--seed",
     "artifacts_dir": "--artifacts",
 }
-#: What the CLI writes into ``<out stem>_steps/``; only such files are replaced by --force.
-_STEP_FILE = re.compile(r"^step\d+_try\d+_(?:accepted|rejected)\.png$")
 
 DRY_RUN_NOTICE = (
     "note: preset 'dry-run' runs the real agent loop with test doubles, not models: its edits "
@@ -161,11 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers ----------------------------------------------------------------------------------
 def _err(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_printable(message)}", file=sys.stderr)
+
+
+#: C0 and C1 controls (ESC starts terminal escape sequences), DEL, and the Unicode format
+#: characters that reorder or hide text (bidi overrides, zero-width marks).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``), never sent raw to
+    the terminal: an instruction or a planner's output cannot move the cursor or recolour."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+        str(text),
+    )
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return _printable(" ".join(str(text).split()))
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -188,7 +204,7 @@ def _local_path(image: str) -> Path | None:
     """The file behind IMAGE when it is a path or a file:// URI, else None (a data: URL)."""
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]+):", image)
     if match is None:
-        return Path(image).expanduser()
+        return Path(os.path.expanduser(image))  # "~nobody" stays as given
     if match.group(1).lower() == "file":
         return Path(unquote(urlparse(image).path))
     return None
@@ -199,7 +215,7 @@ def _same_file(a: Path, b: Path) -> bool:
         if a.resolve() == b.resolve():
             return True
         return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
+    except (OSError, RuntimeError, ValueError):  # a link loop; a NUL byte: the input check says
         return False
 
 
@@ -220,6 +236,7 @@ class _Outputs:
         self.steps_dir = self.out.with_name(f"{self.out.stem}_steps")
 
     def check(self, input_path: Path | None, *, force: bool) -> None:
+        recover(self.out, self.steps_dir, self.trace)  # a killed run's publication first
         if self.out.suffix.lower() != ".png":
             raise _Refused(f"--out {_display(self.out)} must end in .png (the result is a PNG)")
         if input_path is not None:
@@ -279,7 +296,7 @@ class _Progress:
 
     def _line(self, text: str) -> None:
         if not self.quiet:
-            self._tqdm.write(text, file=sys.stderr)
+            self._tqdm.write(_printable(text), file=sys.stderr)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -317,14 +334,32 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mira-edit`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit status."""
     args = build_parser().parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: staged outputs are removed, published ones stay whole.
+    previous = _on_sigterm(_interrupt)
     try:
         return _run(args)
     except _Refused as exc:
         _err(_one_line(str(exc)))
         return 2
     except KeyboardInterrupt:
-        _err("interrupted")
+        _err("interrupted; nothing written")
         return 130
+    finally:
+        _on_sigterm(previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Set the SIGTERM handler (main thread only; elsewhere nothing changes)."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -354,7 +389,7 @@ def _run(args: argparse.Namespace) -> int:
 
     input_path = _local_path(args.image)
     if args.out is not None:
-        out = Path(args.out).expanduser()
+        out = Path(os.path.expanduser(args.out))
     else:
         stem = input_path.stem if input_path is not None and input_path.stem else "image"
         out = Path(f"{stem}_edited.png")
@@ -362,21 +397,23 @@ def _run(args: argparse.Namespace) -> int:
     outputs.check(input_path, force=args.force)
 
     # The input's checks, before any work or any write (the graph repeats them).
-    from tools.images import check_instruction, load_image
+    from tools.images import FIRST_FRAME_NOTE, check_instruction, load_image
 
     try:
         instruction = check_instruction(args.instruction, max_chars=config.max_instruction_chars)
-        load_image(
+        checked = load_image(
             args.image,
             allowed_schemes=config.allowed_uri_schemes,
             max_pixels=config.max_input_pixels,
+            max_bytes=config.max_input_bytes,
+            file_roots=config.allowed_file_roots,
         )
     except InvalidInputError as exc:
         raise _Refused(str(exc)) from None
+    input_note: str | None = checked.info.get(FIRST_FRAME_NOTE)
+    if input_note:
+        print(f"note: {_printable(input_note)}", file=sys.stderr)
     image: str = str(input_path.resolve()) if input_path is not None else args.image
-
-    if config.preset in ("dry-run", "tiny"):
-        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
     from agent.factory import create_edit_agent
     from tools.artifacts import ArtifactStore, default_artifacts_dir
@@ -385,11 +422,47 @@ def _run(args: argparse.Namespace) -> int:
     try:
         store = ArtifactStore(root)
     except OSError as exc:
-        raise _Refused(f"--artifacts {root}: cannot create the artifact store: {exc}") from None
+        raise _Refused(
+            f"--artifacts {str(root)!r}: cannot create the artifact store: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    if not os.access(store.root, os.W_OK | os.X_OK):
+        raise _Refused(f"--artifacts {str(store.root)!r}: the folder is not writable")
     try:  # a stack that cannot work (e.g. a strategy its backends do not support) is refused
         agent = create_edit_agent(config, artifacts=store)
     except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
         raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
+
+    # The outputs' place is made and reserved before any model work: an unwritable --out
+    # folder is refused now, not after the run.
+    try:
+        staging = stage(outputs.out)
+    except OSError as exc:
+        raise _Refused(
+            f"--out {str(outputs.out)!r}: cannot write in {str(outputs.out.parent)!r}: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    try:
+        return _edit_and_publish(
+            agent, outputs, staging, store, args, config, image, instruction, input_note
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+
+
+def _edit_and_publish(
+    agent: Any,
+    outputs: _Outputs,
+    staging: Path,
+    store: ArtifactStore,
+    args: argparse.Namespace,
+    config: AgentConfig,
+    image: str,
+    instruction: str,
+    input_note: str | None,
+) -> int:
+    if config.preset in ("dry-run", "tiny"):
+        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
 
     progress = _Progress(config.max_steps, quiet=args.quiet)
     final: dict[str, Any] | None = None
@@ -415,10 +488,20 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         written = _write_outputs(
-            outputs, final, store, config=config, image=image, instruction=instruction
+            outputs,
+            staging,
+            final,
+            store,
+            config=config,
+            image=image,
+            instruction=instruction,
+            input_note=input_note,
         )
+        publish(staging, outputs.out, outputs.steps_dir, outputs.trace)
     except OSError as exc:
-        _err(_one_line(f"cannot write the outputs: {exc}"))
+        where = f" {exc.filename!r}" if exc.filename else ""
+        why = exc.strerror or str(exc)
+        _err(_one_line(f"cannot write the outputs{where}: {why}; nothing written"))
         return 1
     _summary(final, outputs, written)
     return 1 if final["stop_reason"] == "error" else 0
@@ -435,26 +518,23 @@ def _stop_record(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _write_outputs(
     outputs: _Outputs,
+    staging: Path,
     final: dict[str, Any],
     store: ArtifactStore,
     *,
     config: AgentConfig,
     image: str,
     instruction: str,
+    input_note: str | None = None,
 ) -> list[Path]:
-    """Intermediates, then the trace, then the result (so a result implies the rest)."""
+    """Write every output into ``staging`` (``publish`` moves them into place together)."""
     steps = [dict(s) for s in final.get("steps", [])]
-    outputs.out.parent.mkdir(parents=True, exist_ok=True)
-    outputs.steps_dir.mkdir(exist_ok=True)
-    for old in outputs.steps_dir.iterdir():  # a previous run's images (only with --force)
-        if _STEP_FILE.match(old.name) and old.is_file():
-            old.unlink()
     written: list[Path] = []
     for record in steps:
         record["output_file"] = None
         if record.get("output"):
             path = outputs.step_file(record)
-            write_atomic(path, store.read_bytes(record["output"]))
+            write_atomic(staging / "steps" / path.name, store.read_bytes(record["output"]))
             record["output_file"] = os.path.relpath(path, outputs.out.parent)
             written.append(path)
 
@@ -469,6 +549,7 @@ def _write_outputs(
         "mira_agent_version": package_version,
         "instruction": instruction,
         "input": image,
+        "input_note": input_note,
         "output": str(outputs.out),
         "stop_reason": final["stop_reason"],
         "stop_detail": stop_record.get("reason") if stop_record else None,
@@ -483,8 +564,8 @@ def _write_outputs(
         "config": config.model_dump(mode="json"),
         "steps": steps,
     }
-    write_atomic(outputs.trace, (json.dumps(trace, indent=2, default=str) + "\n").encode())
-    write_atomic(outputs.out, store.read_bytes(final["result"]))
+    write_atomic(staging / "trace.json", (json.dumps(trace, indent=2, default=str) + "\n").encode())
+    write_atomic(staging / "result.png", store.read_bytes(final["result"]))
     return written
 
 
@@ -502,13 +583,15 @@ def _summary(final: dict[str, Any], outputs: _Outputs, written: list[Path]) -> N
         f"stop reason: {final['stop_reason']}{detail}",
         f"accepted edits: {len(accepted)} of {tried} tried",
     ]
-    lines += [f"  {i}. {s['args'].get('instruction', '?')}" for i, s in enumerate(accepted, 1)]
+    lines += [
+        f"  {i}. {_one_line(s['args'].get('instruction', '?'))}" for i, s in enumerate(accepted, 1)
+    ]
     overall = (final.get("scores") or {}).get("overall")
     if overall is not None:
         lines.append(f"score: {overall:.2f} / 10")
     lines += [
-        f"result: {_display(outputs.out)}",
-        f"trace:  {_display(outputs.trace)}",
-        f"steps:  {_display(outputs.steps_dir)}/ ({len(written)} images)",
+        f"result: {_printable(_display(outputs.out))}",
+        f"trace:  {_printable(_display(outputs.trace))}",
+        f"steps:  {_printable(_display(outputs.steps_dir))}/ ({len(written)} images)",
     ]
     print("\n".join(lines))

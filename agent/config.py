@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from graphs.context import CONTEXT_KEYS, EditContext, InputLimits
 from tools import registry
-from tools.images import SUPPORTED_URI_SCHEMES
+from tools.images import DEFAULT_MAX_INPUT_BYTES, SUPPORTED_URI_SCHEMES
 from tools.registry import Kind
 
 __all__ = ["AgentConfig", "PRESETS"]
@@ -75,6 +75,14 @@ PRESETS: dict[str, dict[str, object]] = {
         "grounder": "qwen3-vl-8b",
         "critic": "editscore-qwen3-vl-8b",
     },
+    # The VLM roles on OpenAI-compatible servers (docs/serving.md: the `vllm serve` commands),
+    # the editor local: MIRA on :8000, Qwen3-VL-8B with the EditScore LoRA on :8001.
+    "vllm": {
+        "planner": "mira-server",
+        "editors": ["flux2-klein-9b"],
+        "grounder": "qwen-vl-server",
+        "critic": "editscore-server",
+    },
 }
 
 
@@ -124,7 +132,9 @@ class AgentConfig(BaseModel):
         default_factory=dict,
         description="keyword options per backend name, passed to its factory, e.g. "
         "{'mira-7b': {'checkpoint': '/models/mira-7b'}, "
-        "'flux2-klein-9b': {'model': '/models/klein'}}",
+        "'flux2-klein-9b': {'model': '/models/klein'}}; a role's key (planner, editor, "
+        "grounder, critic) gives options to whichever backend fills that role, e.g. "
+        "{'planner': {'base_url': 'http://gpu-host:8000/v1'}} (the backend's own key wins)",
     )
     strategy: Literal["mira", "mirage", "mira+mirage"] = Field(
         default="mira",
@@ -221,10 +231,23 @@ class AgentConfig(BaseModel):
     max_instruction_chars: int = Field(
         default=2000, ge=1, description="longest instruction accepted"
     )
+    max_input_bytes: int = Field(
+        default=DEFAULT_MAX_INPUT_BYTES,
+        ge=1,
+        description="largest input file (or decoded data URL) read, in bytes; checked "
+        "before reading",
+    )
     allowed_uri_schemes: tuple[str, ...] = Field(
         default=SUPPORTED_URI_SCHEMES,
         description="URI schemes accepted for the input image, a subset of "
         f"{SUPPORTED_URI_SCHEMES}",
+    )
+
+    allowed_file_roots: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders input image files may be read from (links resolved); None = any "
+        "file (the CLI, the Python API), () = no file at all (the graph served by langgraph "
+        "dev, unless $MIRA_FILE_ROOTS names folders); data URLs and ImageRefs always work",
     )
 
     @field_validator("preset")
@@ -265,6 +288,8 @@ class AgentConfig(BaseModel):
         return InputLimits(
             max_input_pixels=self.max_input_pixels,
             max_instruction_chars=self.max_instruction_chars,
+            max_input_bytes=self.max_input_bytes,
+            allowed_file_roots=self.allowed_file_roots,
             allowed_uri_schemes=self.allowed_uri_schemes,
         )
 

@@ -9,12 +9,15 @@ Only GET and HEAD are served (POST, PUT, PATCH, DELETE, OPTIONS: 405). A name th
 exist yet: serving never creates it) gives 404. The file is found through
 ``ArtifactStore.path()``, which validates the hash and keeps the path inside the root: no
 path is ever built from the URL here. Artifacts are content-addressed, so responses carry an
-``ETag`` of the hash and an immutable ``Cache-Control``.
+``ETag`` of the hash and an immutable ``Cache-Control``; every answer (GET, HEAD and a 304 to
+``If-None-Match``) is given only after the bytes were read and hashed: a corrupt file, a
+symbolic link or a non-regular file gives 500, never a cached lie.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +34,7 @@ _ALLOW = "GET, HEAD"
 #: would fall through to the LangGraph API's catch-all mount under ``langgraph dev`` (a 404).
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CACHE = "public, max-age=31536000, immutable"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
@@ -43,37 +47,35 @@ def create_app(root: str | os.PathLike[str] | None = None) -> Starlette:
             return fixed
         path = artifacts_root()
         # Serving is read-only: a missing root means nothing stored, not a folder to create.
-        return ArtifactStore(path) if path.is_dir() else None
+        return ArtifactStore(path, clean_temp_files=False) if path.is_dir() else None
 
     def artifact(request: Request) -> Response:  # sync: Starlette runs it in a thread pool
         if request.method not in ("GET", "HEAD"):
             return PlainTextResponse("method not allowed", 405, headers={"Allow": _ALLOW})
         sha = request.path_params["name"].removesuffix(".png")
+        if not _SHA256.fullmatch(sha):  # fullmatch: "<sha>\n" (%0A) is refused too
+            return PlainTextResponse("not a sha256 hex digest (64 lowercase hex digits)", 400)
         current = store()
         try:
             if current is None:
                 raise FileNotFoundError(sha)
-            path = current.path(sha)  # validates the hash; refuses anything outside the root
+            # Every answer (GET, HEAD, 304) comes from bytes read and checked against the hash:
+            # a corrupt file or a planted link is never announced as this artifact.
+            data = current.read_bytes(sha)
         except ValueError:
-            return PlainTextResponse("not a sha256 hex digest (64 lowercase hex digits)", 400)
+            return PlainTextResponse("artifact is corrupt", 500)
         except FileNotFoundError:
             return PlainTextResponse("no such artifact", 404)
         etag = f'"{sha}"'
         headers = {"Cache-Control": _CACHE, "ETag": etag, "X-Content-Type-Options": "nosniff"}
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        try:
-            if request.method == "HEAD":
-                return Response(
-                    b"",
-                    media_type="image/png",
-                    headers={**headers, "Content-Length": str(path.stat().st_size)},
-                )
-            data = current.read_bytes(sha)  # re-checks the bytes against the hash
-        except FileNotFoundError:
-            return PlainTextResponse("no such artifact", 404)
-        except ValueError:
-            return PlainTextResponse("artifact is corrupt", 500)
+        if request.method == "HEAD":
+            return Response(
+                b"",
+                media_type="image/png",
+                headers={**headers, "Content-Length": str(len(data))},
+            )
         return Response(data, media_type="image/png", headers=headers)
 
     route = Route("/artifacts/{name}", artifact, methods=_METHODS, name="artifact")

@@ -11,7 +11,14 @@ from graphs.editing import Components
 from tools.artifacts import ArtifactStore
 from tools.contracts import Critic, Editor, Grounder, Planner
 
-__all__ = ["components_from"]
+__all__ = ["components_from", "backend_options"]
+
+
+def backend_options(config: AgentConfig, kind: str, name: str) -> dict[str, Any]:
+    """The options of backend ``name`` in role ``kind``: those keyed by the role (``planner``,
+    ``grounder``, ``critic``, ``editor``: e.g. ``--backend-option planner.base_url=...``),
+    overridden by those keyed by the backend's own name."""
+    return {**config.backend_options.get(kind, {}), **config.backend_options.get(name, {})}
 
 
 def components_from(
@@ -29,7 +36,7 @@ def components_from(
         from tools.registry import build as registry_build
 
         def build(kind: str, name: str) -> Any:
-            return registry_build(kind, name, **config.backend_options.get(name, {}))
+            return registry_build(kind, name, **backend_options(config, kind, name))
 
     def need(kind: str, obj: Any, name: str | None) -> Any:
         if obj is not None:

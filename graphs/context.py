@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.images import SUPPORTED_URI_SCHEMES
+from tools.images import DEFAULT_MAX_INPUT_BYTES, SUPPORTED_URI_SCHEMES
 
 __all__ = ["EditContext", "InputLimits", "CONTEXT_KEYS"]
 
@@ -187,6 +187,12 @@ class InputLimits:
 
     max_input_pixels: int = _desc(4096 * 4096, "largest input image accepted, in pixels (w*h)")
     max_instruction_chars: int = _desc(2000, "longest instruction accepted")
+    max_input_bytes: int = _desc(
+        DEFAULT_MAX_INPUT_BYTES, "largest input file (or decoded data URL) read, in bytes"
+    )
     allowed_uri_schemes: tuple[str, ...] = _desc(
         SUPPORTED_URI_SCHEMES, "URI schemes accepted for the input image"
+    )
+    allowed_file_roots: tuple[str, ...] | None = _desc(
+        None, "folders input files may be read from; None = any file, () = no file"
     )

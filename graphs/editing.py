@@ -31,7 +31,7 @@ from graphs.state import Candidate, EditState, InputState, OutputState, Pending,
 from tools.artifacts import ArtifactStore
 from tools.contracts import Critic, Critique, Editor, EditOutput, Grounder, HistoryItem, Planner
 from tools.errors import FatalToolError, PlannerOutputError, RecoverableToolError
-from tools.images import check_instruction, load_image
+from tools.images import FIRST_FRAME_NOTE, check_instruction, load_image
 
 __all__ = ["Components", "build_graph", "GRAPH_NAME", "EditGraph"]
 
@@ -185,9 +185,15 @@ class _Nodes:
             store=self.c.store,
             allowed_schemes=self.limits.allowed_uri_schemes,
             max_pixels=self.limits.max_input_pixels,
+            max_bytes=self.limits.max_input_bytes,
+            file_roots=self.limits.allowed_file_roots,
         )
+        note = image.info.get(FIRST_FRAME_NOTE)
         source = self.c.store.put(image)
-        self._emit({"event": "run_start", "source": source, "instruction": instruction})
+        event: dict[str, Any] = {"event": "run_start", "source": source, "instruction": instruction}
+        if note:
+            event["input_note"] = note
+        self._emit(event)
         return {  # "image" becomes the stored ref: a data: URL must not ride in every checkpoint
             "image": source,
             "instruction": instruction,

@@ -83,3 +83,77 @@ def test_unknown_and_corrupt_artifacts(store):
     with pytest.raises(ValueError, match="corrupt"):
         store.open(ref)
     assert not store.contains("0" * 64)
+
+
+def test_temp_files_of_killed_writers_are_cleaned_at_start_up(tmp_path):
+    import subprocess
+    import sys
+
+    from agent.testing import make_test_image
+
+    store = ArtifactStore(tmp_path / "s")
+    ref = store.put(make_test_image(8, 8))
+    shard = store.path(ref).parent
+    dead = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    stale = shard / f".{ref['sha256']}.png.{dead}.k3j2h1.tmp"
+    live = shard / f".{ref['sha256']}.png.{os.getpid()}.a1b2c3.tmp"
+    stale.write_bytes(b"half a png")
+    live.write_bytes(b"being written")
+    ArtifactStore(tmp_path / "s")
+    assert not stale.exists()
+    assert live.exists()  # a live writer's file is never touched
+
+
+# -- issue 15: a self-healing store that trusts nothing on disk --------------------------------
+def test_put_rewrites_a_corrupt_artifact(store):
+    image = make_test_image(8, 8)
+    ref = store.put(image)
+    path = store.path(ref)
+    good = path.read_bytes()
+    path.write_bytes(b"bit rot")
+    with pytest.raises(ValueError, match="corrupt"):
+        store.read_bytes(ref)
+    assert store.put(image) == ref
+    assert path.read_bytes() == good and store.read_bytes(ref) == good
+
+
+def test_a_link_inside_the_store_never_serves_another_image(store):
+    a = store.put(make_test_image(8, 8, seed=1))
+    b = store.put(make_test_image(8, 8, seed=2))
+    path_a = store.path(a)
+    path_a.unlink()
+    path_a.symlink_to(store.path(b))  # hash A now points at image B
+    with pytest.raises(ValueError, match="link"):
+        store.read_bytes(a)
+    assert not store.contains(a)
+    store.put(make_test_image(8, 8, seed=1))  # put() replaces the link with the real file
+    assert not path_a.is_symlink()
+    assert hashlib.sha256(store.read_bytes(a)).hexdigest() == a["sha256"]
+    assert hashlib.sha256(store.read_bytes(b)).hexdigest() == b["sha256"]
+
+
+def test_a_fifo_or_folder_at_an_artifact_name_is_refused_then_healed(store):
+    image = make_test_image(8, 8)
+    ref = store.put(image)
+    path = store.path(ref)
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        store.read_bytes(ref)
+    assert store.put(image) == ref and store.read_bytes(ref)
+    path.unlink()
+    path.mkdir()
+    assert store.put(image) == ref and store.read_bytes(ref)
+
+
+def test_a_name_with_a_trailing_newline_is_not_a_hash(store):
+    ref = store.put(make_test_image(8, 8))
+    with pytest.raises(ValueError, match="not a sha256"):
+        store.path(ref["sha256"] + "\n")

@@ -396,3 +396,35 @@ def test_components_are_swappable_and_bad_names_are_refused(tmp_path, capsys):
     assert bench.main(["--n", "1", "--budget", "0", "--out", str(tmp_path / "z")]) == 2
     with pytest.raises(SystemExit):
         bench.main(["--split", "train"])  # the benchmark never runs on training seeds
+
+
+# -- issue 15: a resumed run has the same options; option errors are one line -------------------
+def test_resume_with_other_options_is_refused(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    calls = _count_runs(monkeypatch)
+    args = ["--n", "2", "--out", str(out), "--strategy", "agent", "-q"]
+    assert bench.main([*args, "--seed", "3"]) == 0
+    assert json.loads((out / "options.json").read_text())["seed"] == 3
+    before = (out / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert bench.main([*args, "--seed", "4", "--p-wrong", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--seed 3 (now 4)" in err and "--p-wrong 0.15 (now 0.5)" in err
+    assert (out / "results.jsonl").read_bytes() == before and len(calls) == 2
+    assert bench.main([*args, "--seed", "3", "--html-samples", "1"]) == 0  # neutral options
+
+
+def test_results_without_options_are_not_resumed(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "results.jsonl").write_text('{"id": "mw-0"}\n')
+    assert bench.main(["--n", "1", "--out", str(out), "-q"]) == 2
+    assert "options.json" in capsys.readouterr().err
+
+
+def test_max_steps_0_is_one_line_naming_the_option(tmp_path, capsys):
+    assert bench.main(["--n", "1", "--max-steps", "0", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--max-steps 0" in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "options.json").exists()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _badfiles import png_with_size
 from PIL import Image
 
 from agent import FatalToolError
@@ -390,3 +391,187 @@ def test_strategy_the_preset_cannot_run_is_refused(picture, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--strategy mirage" in err and "grounder's VLM" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before
+
+
+# -- issue 15: the input gate and the store folder through the CLI ------------------------------
+def test_refuses_a_decompression_bomb_in_one_line(tmp_path, capsys):
+    bomb = tmp_path / "work" / "bomb.png"
+    bomb.write_bytes(png_with_size(40_000, 40_000))
+    _refused([str(bomb), "make it red"], tmp_path, capsys, "max_input_pixels", repr(str(bomb)))
+
+
+def test_refuses_an_artifacts_folder_it_cannot_write(picture, tmp_path, monkeypatch, capsys):
+    real_access = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **k: False if Path(p) == locked else real_access(p, m, **k)
+    )
+    _refused(
+        [str(picture), "make it red", "--artifacts", str(locked)],
+        tmp_path,
+        capsys,
+        "--artifacts",
+        "not writable",
+    )
+
+
+def test_animation_note_is_in_the_trace(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert main(["anim.gif", "make the left side red", "--quiet", "--max-steps", "1"]) == 0
+    trace = json.loads(Path("anim_edited.trace.json").read_text())
+    assert "first frame" in trace["input_note"]
+
+
+# -- issue 15: outputs reserved before any work, published all together -------------------------
+def _outputs_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != "pic.png")
+
+
+def test_unwritable_out_folder_is_refused_before_any_model_work(
+    picture, tmp_path, monkeypatch, capsys
+):
+    import agent._outputs
+
+    critic = ScriptedCritic([])
+    use_critic(monkeypatch, critic)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(agent._outputs.tempfile, "mkdtemp", denied)
+    line = _refused(
+        [str(picture), "make the left side red", "--out", "res/out.png"],
+        tmp_path,
+        capsys,
+        "--out",
+        "Permission denied",
+        repr(str(Path("res").resolve())),
+    )
+    assert "cannot write in" in line
+    assert critic.calls == []
+
+
+def test_a_write_failure_at_the_end_leaves_nothing_and_names_the_path(picture, monkeypatch, capsys):
+    import agent.cli
+    from tools._io import write_atomic
+
+    def full_disk(path, data):
+        if Path(path).name == "result.png":
+            raise OSError(28, "No space left on device", str(path))
+        write_atomic(path, data)
+
+    monkeypatch.setattr(agent.cli, "write_atomic", full_disk)
+    assert main([str(picture), "make the left side red", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "result.png" in err and "Traceback" not in err
+    assert _outputs_in(picture.parent) == []  # no step images, no trace, no staging folder
+
+
+def test_force_never_writes_through_a_symlinked_steps_folder(picture, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "step01_try1_accepted.png").write_bytes(b"not yours")
+    Path("pic_edited_steps").symlink_to(outside)
+    assert main([str(picture), "make the left side red", "--force", "-q"]) == 0
+    assert (outside / "step01_try1_accepted.png").read_bytes() == b"not yours"
+    steps = Path("pic_edited_steps")
+    assert steps.is_dir() and not steps.is_symlink()
+    assert [p.name for p in steps.iterdir()] == ["step01_try1_accepted.png"]
+
+
+def test_an_interrupt_during_publication_keeps_every_output(picture, monkeypatch, capsys):
+    import signal
+
+    import agent._outputs
+
+    real_rename_all = agent._outputs._rename_all
+
+    sent = []
+
+    def interrupted(*args):
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGINT)  # held back until all outputs are in place
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_rename_all(*args)
+
+    monkeypatch.setattr(agent._outputs, "_rename_all", interrupted)
+    assert main([str(picture), "make the left side red", "-q"]) == 0
+    assert sent == [True]  # the signals came in the middle of publication
+    assert _outputs_in(picture.parent) == [
+        "pic_edited.png",
+        "pic_edited.trace.json",
+        "pic_edited_steps",
+    ]
+    assert "interrupted" not in capsys.readouterr().err
+
+
+def test_an_interrupt_before_publication_leaves_nothing(picture, monkeypatch, capsys):
+    import agent.cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent.cli, "publish", interrupt)
+    assert main([str(picture), "make the left side red", "-q"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _outputs_in(picture.parent) == []
+
+
+def test_a_killed_publication_is_finished_by_the_next_run(picture):
+    from agent._outputs import stage
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    out = Path("pic_edited.png").resolve()
+    marked = stage(out)
+    marked = marked.rename(marked.with_name(f".pic_edited.mira-{pid}-abc"))
+    (marked / "steps" / "step01_try1_accepted.png").write_bytes(b"staged step")
+    (marked / "trace.json").write_text("{}")
+    (marked / "result.png").write_bytes(b"staged result")
+    (marked / "PUBLISH").write_text("")
+    Path("pic_edited_steps").mkdir()  # the kill came after the steps folder was moved in
+    (marked / "steps").rename(Path("pic_edited_steps.new"))
+    Path("pic_edited_steps").rmdir()
+    Path("pic_edited_steps.new").rename("pic_edited_steps")
+    unmarked = out.parent / f".pic_edited.mira-{pid}-xyz"
+    unmarked.mkdir()
+    (unmarked / "result.png").write_bytes(b"half")
+    # the next run finishes the marked publication, drops the unmarked one, then refuses
+    assert main([str(picture), "make the left side red", "-q"]) == 2
+    assert Path("pic_edited.png").read_bytes() == b"staged result"
+    assert Path("pic_edited.trace.json").read_text() == "{}"
+    assert _outputs_in(picture.parent) == [
+        "pic_edited.png",
+        "pic_edited.trace.json",
+        "pic_edited_steps",
+    ]
+
+
+# -- issue 15: terminal output escapes control characters ---------------------------------------
+def test_control_characters_never_reach_the_terminal_raw(picture, capsys):
+    evil = "make the left side red\x1b[2J\x1b]0;pwned\x07 \u202eright\x9b"
+    assert main([str(picture), evil]) == 0
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert not any(c in stream for c in "\x1b\x07\u202e\x9b"), stream
+    assert "\\x1b[2J" in captured.out and "\\u202e" in captured.out
+    trace = json.loads(Path("pic_edited.trace.json").read_text())
+    assert "\x1b[2J" in trace["instruction"]  # the data itself is kept as given
+
+
+def test_control_characters_in_an_error_are_escaped(picture, tmp_path, monkeypatch, capsys):
+    line = _refused(["pic\x1b[31m.png", "make it red"], tmp_path, capsys, "not found")
+    assert "\x1b" not in line
+    boom = FatalToolError("critic \x1b[31mmissing\x1b]0;pwned\x07", tool="critic")
+    use_critic(monkeypatch, ScriptedCritic([boom]))
+    assert main([str(picture), "make the left side red", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.err + captured.out and "\x07" not in captured.err
+    assert "critic \\x1b[31mmissing" in captured.err + captured.out

@@ -167,3 +167,34 @@ def test_studio_root_follows_the_env_var(root, monkeypatch, tmp_path):
     assert artifacts_root() == default_artifacts_dir()
     monkeypatch.delenv("MIRA_ARTIFACTS_DIR")
     assert artifacts_root() == default_artifacts_dir()
+
+
+# -- issue 15: answers from verified bytes only; strict names ----------------------------------
+def _corrupt(root, ref):
+    path = ArtifactStore(root).path(ref)
+    path.write_bytes(b"not the artifact")
+    return ref["sha256"]
+
+
+def test_head_and_conditional_get_of_a_corrupt_artifact_are_errors(client, root, ref):
+    sha = _corrupt(root, ref)
+    assert client.head(f"/artifacts/{sha}.png").status_code == 500
+    r = client.get(f"/artifacts/{sha}.png", headers={"If-None-Match": f'"{sha}"'})
+    assert r.status_code == 500 and "immutable" not in r.headers.get("cache-control", "")
+
+
+def test_a_linked_artifact_is_never_served_as_another(client, root, ref):
+    other = ArtifactStore(root).put(make_test_image(16, 16))
+    path = ArtifactStore(root).path(other)
+    path.unlink()
+    path.symlink_to(ArtifactStore(root).path(ref))
+    for method in ("get", "head"):
+        r = getattr(client, method)(f"/artifacts/{other['sha256']}.png")
+        assert r.status_code == 500 and "etag" not in r.headers
+
+
+def test_an_encoded_newline_after_the_hash_is_refused(client, ref):
+    r = client.get(f"/artifacts/{ref['sha256']}%0A.png")
+    assert r.status_code == 400
+    r = client.get(f"/artifacts/{ref['sha256']}%0A")
+    assert r.status_code == 400

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from _badfiles import png_with_size
 from PIL import Image
 
 from agent import InvalidInputError
@@ -186,3 +187,148 @@ def test_plain_paths_count_as_file_scheme(make_agent, image_path):
     agent = make_agent(ScriptedPlanner([]), ScriptedCritic([]), allowed_uri_schemes=("data",))
     with pytest.raises(InvalidInputError, match="'file' is not allowed"):
         agent.invoke({"image": image_path, "instruction": "x"})
+
+
+# -- the input gate: sizes, bombs, OS errors (issue 15) ----------------------------------------
+def test_decompression_bomb_header_is_a_typed_error(untouched_agent, tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_with_size(40_000, 40_000))  # 1.6 GP: PIL's DecompressionBombError
+    before = fingerprint(path)
+    with pytest.raises(InvalidInputError, match="max_input_pixels"):
+        untouched_agent.invoke({"image": str(path), "instruction": "make it red"})
+    assert fingerprint(path) == before
+
+
+def test_text_chunk_bomb_is_a_typed_error(untouched_agent, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("comment", "a" * 20_000_000, zip=True)  # ~20 kB on disk, 20 MB unpacked
+    path = tmp_path / "text-bomb.png"
+    make_test_image(8, 8).save(path, pnginfo=info)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(InvalidInputError, match="not an image PIL can read"):
+        untouched_agent.invoke({"image": str(path), "instruction": "make it red"})
+
+
+def test_size_limit_is_checked_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "sparse.png"
+    with open(path, "wb") as f:
+        f.truncate(3 * 1024**3)  # 3 GB, sparse: nothing on disk
+    import builtins
+
+    real_open = builtins.open
+
+    def no_read(file, *args, **kwargs):
+        if os.fspath(file) == str(path):
+            raise AssertionError("the oversized file was opened")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_read)
+    with pytest.raises(InvalidInputError, match=r"max_input_bytes=") as info:
+        load_image(str(path), max_pixels=LIMIT)
+    assert repr(str(path)) in str(info.value)
+
+
+def test_small_byte_limit_applies_to_files_and_data_urls(image_path):
+    with pytest.raises(InvalidInputError, match="max_input_bytes=100"):
+        load_image(image_path, max_pixels=LIMIT, max_bytes=100)
+    data = base64.b64encode(open(image_path, "rb").read()).decode()
+    with pytest.raises(InvalidInputError, match="max_input_bytes=100"):
+        load_image(f"data:image/png;base64,{data}", max_pixels=LIMIT, max_bytes=100)
+
+
+def test_unreadable_file_is_a_typed_error_naming_the_path(image_path, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):
+        if os.fspath(file) == image_path:
+            raise PermissionError(13, "Permission denied", image_path)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(InvalidInputError, match="Permission denied") as info:
+        load_image(image_path, max_pixels=LIMIT)
+    assert repr(image_path) in str(info.value)
+
+
+def test_name_too_long_and_symlink_loop_are_typed_errors(tmp_path):
+    long_name = str(tmp_path / ("x" * 300 + ".png"))
+    with pytest.raises(InvalidInputError, match="cannot be read") as info:
+        load_image(long_name, max_pixels=LIMIT)
+    assert "File name too long" in str(info.value)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(InvalidInputError, match="cannot be read") as info:
+        load_image(str(loop), max_pixels=LIMIT)
+    assert repr(str(loop)) in str(info.value)
+
+
+def test_a_directory_or_fifo_is_not_a_regular_file(tmp_path):
+    with pytest.raises(InvalidInputError, match="not a file"):
+        load_image(str(tmp_path), max_pixels=LIMIT)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInputError, match="not a file"):
+        load_image(str(fifo), max_pixels=LIMIT)
+
+
+def test_animation_gives_its_first_frame_and_says_so(tmp_path, make_agent):
+    from agent.images import FIRST_FRAME_NOTE
+
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    image = load_image(str(path), max_pixels=LIMIT)
+    assert image.getpixel((0, 0)) == (255, 0, 0)
+    assert "3 frames" in image.info[FIRST_FRAME_NOTE]
+    agent = make_agent(ScriptedPlanner(["<stop>"]), ScriptedCritic([]))
+    stream = agent.stream({"image": str(path), "instruction": "make it red"}, stream_mode="custom")
+    events = [e for e in stream if e.get("event") == "run_start"]
+    assert "first frame" in events[0]["input_note"]
+
+
+# -- issue 15: served-mode file policy ---------------------------------------------------------
+def test_file_roots_allow_only_files_under_them_with_one_error_text(tmp_path, image_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    inside = allowed / "in.png"
+    make_test_image(16, 16).save(inside)
+    assert load_image(str(inside), max_pixels=LIMIT, file_roots=[allowed]).size == (16, 16)
+    assert load_image(inside.as_uri(), max_pixels=LIMIT, file_roots=[allowed]).size == (16, 16)
+    link = allowed / "escape.png"
+    link.symlink_to(image_path)  # a link inside a root to a file outside it
+    texts = []
+    for path in (image_path, str(allowed / "missing.png"), str(link), "/etc/passwd"):
+        with pytest.raises(InvalidInputError) as info:
+            load_image(path, max_pixels=LIMIT, file_roots=[allowed])
+        texts.append(str(info.value).replace(repr(path), "PATH"))
+    assert len(set(texts)) == 1 and "not found or not allowed" in texts[0]
+    with pytest.raises(InvalidInputError, match="not found or not allowed"):
+        load_image(str(inside), max_pixels=LIMIT, file_roots=())
+
+
+def test_the_served_graph_reads_no_file_unless_configured(tmp_path, monkeypatch, image_path):
+    import importlib
+
+    monkeypatch.setenv("MIRA_ARTIFACTS_DIR", str(tmp_path / "served"))
+    monkeypatch.delenv("MIRA_FILE_ROOTS", raising=False)
+    import agent.studio
+
+    studio = importlib.reload(agent.studio)
+    with pytest.raises(InvalidInputError, match="not found or not allowed"):
+        studio.graph.invoke({"image": image_path, "instruction": "make the left side red"})
+    data = base64.b64encode(open(image_path, "rb").read()).decode()
+    done = studio.graph.invoke(
+        {"image": f"data:image/png;base64,{data}", "instruction": "make the left side red"}
+    )
+    assert done["stop_reason"] == "planner_stop"
+    again = studio.graph.invoke({"image": done["result"], "instruction": "make it blue"})
+    assert again["stop_reason"] == "planner_stop"  # an ImageRef of the store still works
+    monkeypatch.setenv("MIRA_FILE_ROOTS", os.path.dirname(image_path))
+    studio = importlib.reload(agent.studio)
+    assert studio.graph.invoke({"image": image_path, "instruction": "make it red"})["result"]
+    monkeypatch.delenv("MIRA_FILE_ROOTS")
+    importlib.reload(agent.studio)

@@ -71,6 +71,7 @@ def dev_server(tmp_path_factory):
     env = {
         **os.environ,
         "MIRA_ARTIFACTS_DIR": str(artifacts),
+        "MIRA_FILE_ROOTS": str(workdir),  # served: input files are read only under here
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",  # the CLI would POST usage data in a thread
         "LANGGRAPH_NO_VERSION_CHECK": "1",  # langgraph-api would ask PyPI for a newer version
         "LANGSMITH_TRACING": "false",  # runs are never traced to LangSmith, key or not

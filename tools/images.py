@@ -13,6 +13,8 @@ import binascii
 import io
 import os
 import re
+import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -20,14 +22,26 @@ from urllib.parse import unquote, urlparse
 from tools.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from PIL import Image
 
     from tools.artifacts import ArtifactStore
 
-__all__ = ["load_image", "check_instruction", "SUPPORTED_URI_SCHEMES"]
+__all__ = [
+    "load_image",
+    "check_instruction",
+    "SUPPORTED_URI_SCHEMES",
+    "DEFAULT_MAX_INPUT_BYTES",
+    "FIRST_FRAME_NOTE",
+]
 
 #: The schemes this package can read. Nothing is ever fetched over a network.
 SUPPORTED_URI_SCHEMES = ("file", "data")
+#: Largest input file (or decoded data URL) read, in bytes: checked before reading anything.
+DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024
+#: Key of ``Image.info`` that says an animation or multi-page file was cut to its first frame.
+FIRST_FRAME_NOTE = "mira_input_note"
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
 _DATA_URL = re.compile(r"^data:(image/[a-zA-Z0-9.+-]+)?(;[^,]*)?,(.*)$", re.DOTALL)
@@ -54,11 +68,21 @@ def load_image(
     store: ArtifactStore | None = None,
     allowed_schemes: tuple[str, ...] | list[str] = SUPPORTED_URI_SCHEMES,
     max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    file_roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Image.Image:
     """Read ``image`` (see module docstring) into an upright 8-bit RGB PIL image.
 
     Raises ``InvalidInputError`` naming the problem: unknown type, forbidden scheme, missing
-    file, not an image, truncated data, or more than ``max_pixels`` pixels.
+    or unreadable file (every ``OSError`` is mapped, naming the path), more than ``max_bytes``
+    bytes (checked before reading), not an image, truncated data, a decompression or
+    text-chunk bomb, or more than ``max_pixels`` pixels. An animation or a multi-page file
+    gives its first frame, and the result's ``info[FIRST_FRAME_NOTE]`` says so.
+
+    ``file_roots``: ``None`` reads any file; otherwise only files that lie (links resolved)
+    under one of these folders, and an empty sequence reads no file at all (a served graph).
+    A missing file and a file outside the roots then get the same error text, so a client
+    cannot probe which server paths exist. Data URLs and ImageRefs are not files: unaffected.
     """
     from PIL import Image
 
@@ -71,7 +95,7 @@ def load_image(
             )
         try:
             data = store.read_bytes(image)  # type: ignore[arg-type]
-        except (ValueError, FileNotFoundError, TypeError) as exc:
+        except (ValueError, OSError, TypeError) as exc:
             raise InvalidInputError(f"image ImageRef cannot be read: {exc}") from exc
         return _decode(data, source=f"artifact {image['sha256'][:12]}", max_pixels=max_pixels)
     if isinstance(image, os.PathLike):
@@ -98,38 +122,103 @@ def load_image(
             f"{list(allowed_schemes)!r}){hint}"
         )
     if match is None:
-        return _read_path(Path(image).expanduser(), max_pixels=max_pixels)
+        return _read_path(
+            Path(os.path.expanduser(image)),
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+            roots=file_roots,
+        )
     if scheme == "file":
         parsed = urlparse(image)
         if parsed.netloc not in ("", "localhost"):
             raise InvalidInputError(
                 f"file URI names a remote host {parsed.netloc!r}: {image[:80]!r}"
             )
-        return _read_path(Path(unquote(parsed.path)), max_pixels=max_pixels)
+        return _read_path(
+            Path(unquote(parsed.path)), max_pixels=max_pixels, max_bytes=max_bytes, roots=file_roots
+        )
     if scheme == "data":
-        return _read_data_url(image, max_pixels=max_pixels)
+        return _read_data_url(image, max_pixels=max_pixels, max_bytes=max_bytes)
     raise InvalidInputError(
         f"image URI scheme {scheme!r} is not supported; use one of {SUPPORTED_URI_SCHEMES!r}"
     )
 
 
-def _read_path(path: Path, *, max_pixels: int) -> Image.Image:
-    if not path.exists():
-        raise InvalidInputError(f"image file not found: {str(path)!r}")
-    if not path.is_file():
-        raise InvalidInputError(f"image path is not a file: {str(path)!r}")
-    with open(path, "rb") as f:  # read-only: the caller's file is never touched again
-        data = f.read()
+def _os_error(path: Path, exc: OSError) -> InvalidInputError:
+    if isinstance(exc, FileNotFoundError):
+        return InvalidInputError(f"image file not found: {str(path)!r}")
+    why = exc.strerror or type(exc).__name__
+    return InvalidInputError(f"image file {str(path)!r} cannot be read: {why}")
+
+
+def _not_found_or_not_allowed(path: Path) -> InvalidInputError:
+    return InvalidInputError(
+        f"image file not found or not allowed: {str(path)!r} (files are read only under the "
+        "configured allowed_file_roots)"
+    )
+
+
+def _under(path: Path, roots: Sequence[str | os.PathLike[str]]) -> bool:
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return False
+    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+
+
+def _read_path(
+    path: Path,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
+) -> Image.Image:
+    import stat
+
+    if "\x00" in str(path):  # os.stat would raise ValueError("embedded null byte")
+        raise InvalidInputError(f"image path contains a NUL byte: {str(path)!r}")
+    if roots is not None:
+        if not _under(path, roots):
+            raise _not_found_or_not_allowed(path)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise _not_found_or_not_allowed(path) from None
+        except OSError:
+            pass  # reported below, like any read error
+
+    try:
+        st = os.stat(path)  # follows links: a loop or a dangling link is an OSError here
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInputError(f"image path is not a file (not a regular file): {str(path)!r}")
+        if st.st_size > max_bytes:  # before reading: a huge (or sparse) file is never loaded
+            raise InvalidInputError(
+                f"image file {str(path)!r} is {st.st_size} bytes, over the limit "
+                f"max_input_bytes={max_bytes}"
+            )
+        with open(path, "rb") as f:  # read-only: the caller's file is never touched again
+            data = f.read(max_bytes + 1)  # the file may grow between stat and read
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    if len(data) > max_bytes:
+        raise InvalidInputError(
+            f"image file {str(path)!r} is over the limit max_input_bytes={max_bytes}"
+        )
     return _decode(data, source=repr(str(path)), max_pixels=max_pixels)
 
 
-def _read_data_url(url: str, *, max_pixels: int) -> Image.Image:
+def _read_data_url(url: str, *, max_pixels: int, max_bytes: int) -> Image.Image:
     match = _DATA_URL.match(url)
     if match is None or match.group(1) is None:
         raise InvalidInputError(f"data URL must be data:image/<type>;base64,...: {url[:40]!r}")
     params = (match.group(2) or "").lower()
     if "base64" not in params:
         raise InvalidInputError(f"data URL must be base64-encoded: {url[:40]!r}")
+    if len(match.group(3)) // 4 * 3 > max_bytes:  # before decoding
+        raise InvalidInputError(
+            f"data URL holds about {len(match.group(3)) // 4 * 3} bytes, over the limit "
+            f"max_input_bytes={max_bytes}"
+        )
     try:
         data = base64.b64decode(match.group(3), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -141,15 +230,37 @@ def _decode(data: bytes, *, source: str, max_pixels: int) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own limit (max_pixels) is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # header claims far more pixels than allowed
+        raise InvalidInputError(
+            f"{source} claims too many pixels (a decompression bomb?), over the limit "
+            f"max_input_pixels={max_pixels}: {exc}"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InvalidInputError(f"{source} is not an image PIL can read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        # e.g. a PNG text chunk that decompresses past PIL's limit ("Decompressed Data Too
+        # Large"), or a header PIL recognises but cannot parse.
+        raise InvalidInputError(f"{source} is not an image PIL can read: {exc}") from exc
     _check_size(image, source=source, max_pixels=max_pixels)  # before decoding any pixels
+    frames = getattr(image, "n_frames", 1)
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()  # the first frame only, on purpose
+    except Image.DecompressionBombWarning as exc:
+        raise InvalidInputError(f"{source} is a decompression bomb: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as exc:
         raise InvalidInputError(f"{source} is truncated or corrupt: {exc}") from exc
-    return _normalise(image, source=source, max_pixels=max_pixels)
+    result = _normalise(image, source=source, max_pixels=max_pixels)
+    if isinstance(frames, int) and frames > 1:
+        result.info[FIRST_FRAME_NOTE] = (
+            f"{source} has {frames} frames (an animation or a multi-page file): "
+            "the first frame is used"
+        )
+    return result
 
 
 def _check_size(image: Image.Image, *, source: str, max_pixels: int) -> None:

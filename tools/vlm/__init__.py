@@ -7,7 +7,9 @@ Registry factories (``"module:attribute"`` strings for ``tools.registry``):
   ``tools.vlm.tiny:tiny_editscore_critic`` (grounder and critic share one tiny Qwen3-VL);
 - real weights, local only: ``tools.vlm.planner:mira_7b`` / ``mira_3b``,
   ``tools.vlm.grounder:qwen3vl_8b`` / ``qwen25vl_7b``,
-  ``tools.vlm.critic:editscore_qwen3vl_8b`` / ``editscore_qwen3vl_4b`` / ``editscore_7b``.
+  ``tools.vlm.critic:editscore_qwen3vl_8b`` / ``editscore_qwen3vl_4b`` / ``editscore_7b``;
+- on an OpenAI-compatible server (vLLM): ``tools.vlm.served:served_planner``,
+  ``served_grounder``, ``served_critic`` (``docs/serving.md``).
 """
 
 from tools.vlm._qwen import QwenVL, RawPrompt, load_qwen_vl, qwen_vl_from_config
