@@ -847,9 +847,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-#: Options that do not change the records: a rerun may differ in these (--n may grow: a record
-#: is keyed by its sample).
-_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n")
+#: Options that do not change the records, so a rerun may differ in them: what is shown, how
+#: many cases (--n may grow: a record is keyed by its sample), and where cases run (one
+#: process or Ray workers give equal records, tests/test_ray.py).
+_NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n", "ray", "ray_workers")
 #: AgentConfig field -> the option that sets it (for one-line validation messages).
 _OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
 
