@@ -1,6 +1,8 @@
 """``mira-train``: train the project's micro models.
 
     mira-train editor --settings smoke|gpu --out DIR [--init DIR] [--state DIR] [--seconds S]
+    mira-train vlm --settings smoke|gpu --out DIR [--init DIR] [--stages vision,language,...]
+                   [--seconds S] [--stage-seconds vision=60,roles=300]
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -40,6 +42,22 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="skip this many train seeds (a resumed run can see new cases)",
     )
+    vl = sub.add_parser("vlm", help="the micro Qwen2.5-VL (grounder, parser, planner, critic)")
+    vl.add_argument("--settings", choices=("smoke", "gpu"), default="gpu")
+    vl.add_argument("--out", required=True, type=Path, help="folder for the trained model")
+    vl.add_argument("--init", type=Path, default=None, help="model folder to go on from")
+    vl.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages to run, in order (default: vision,language,roles,critic)",
+    )
+    vl.add_argument("--seconds", type=float, default=None, help="total budget, split as settings")
+    vl.add_argument(
+        "--stage-seconds", default=None, help="per-stage budgets, e.g. vision=60,roles=300"
+    )
+    vl.add_argument("--batch", type=int, default=None, help="batch size")
+    vl.add_argument("--lr", type=float, default=None, help="learning rate of stages 2-3")
+    vl.add_argument("--seed-offset", type=int, default=None, help="skip this many train seeds")
     ev = sub.add_parser("eval-editor", help="the editor table of a saved micro editor")
     ev.add_argument("--model", required=True, type=Path, help="the saved pipeline folder")
     ev.add_argument("--split", choices=("validation", "test", "benchmark"), default="test")
@@ -54,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "eval-editor":
         return _eval_editor(args)
+    if args.command == "vlm":
+        return _vlm(args)
     from agent.train.editor import GPU_SETTINGS, SMOKE_SETTINGS, train_editor
 
     settings = SMOKE_SETTINGS if args.settings == "smoke" else GPU_SETTINGS
@@ -110,4 +130,44 @@ def _eval_editor(args: argparse.Namespace) -> int:
         args.out.write_text(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _vlm(args: argparse.Namespace) -> int:
+    from agent.train.vlm import STAGES, settings_for, train_vlm
+    from agent.train.vlm_model import MANIFEST
+
+    def fail(message: str) -> int:
+        print(f"mira-train: {message}", file=sys.stderr)
+        return 2
+
+    changes: dict = {}
+    for name in ("seconds", "batch", "lr", "seed_offset"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0 or (name == "batch" and value < 1):
+                return fail(f"--{name.replace('_', '-')} out of range: {value!r}")
+            changes[name] = value
+    if args.stages is not None:
+        stages = tuple(s for s in args.stages.split(",") if s)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown or not stages:
+            return fail(f"--stages must name some of {','.join(STAGES)}, got {args.stages!r}")
+        changes["stages"] = stages
+    if args.init is not None and not (args.init / MANIFEST).is_file():
+        return fail(f"--init {str(args.init)!r} holds no {MANIFEST}")
+    settings = settings_for(args.settings, **changes)
+    if args.stage_seconds is not None:
+        seconds = dict(settings.seconds)
+        for part in args.stage_seconds.split(","):
+            name, _, value = part.partition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                return fail(f"--stage-seconds: {part!r} is not stage=seconds")
+            if name not in STAGES or number < 0:
+                return fail(f"--stage-seconds: {part!r} is not stage=seconds")
+            seconds[name] = number
+        settings = replace(settings, seconds=seconds)
+    train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0

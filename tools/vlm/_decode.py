@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["fast_generate", "clear_decode_state"]
+__all__ = ["fast_generate", "clear_decode_state", "rope_positions"]
 
 # model -> OrderedDict[(rows, cache_len, compile), _DecodeState]; a few shapes per model, LRU.
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -306,6 +306,13 @@ def _prompt_positions(model: Any, inputs: dict[str, Any], attention_mask: Any) -
     )
     model.model.rope_deltas = deltas  # as generate leaves it, for callers that read it
     return pos
+
+
+def rope_positions(model: Any, inputs: dict[str, Any], attention_mask: Any) -> Any:
+    """(3, B, P) multimodal RoPE positions of a (left- or right-)padded batch, computed the one
+    way the project uses everywhere: training (``agent.train.vlm.encode``) passes these to every
+    forward, and the fast decoder's prefill uses the same function."""
+    return _prompt_positions(model, inputs, attention_mask)
 
 
 def _choose(logits: Any, seen: Any, noise: Any, eos_bias: Any, opts: _Options) -> Any:

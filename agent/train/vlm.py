@@ -1,0 +1,782 @@
+"""Training the micro VLM (issue 11): a curriculum of stages, each on its own wall-clock budget,
+resumable from a saved folder.
+
+1. ``vision``: the vision tower (patch embedding, blocks and merger) alone, with throwaway linear
+   heads on its 64 merged output tokens. For every scene cell the token holding the cell's centre
+   predicts the object's category, colour and pattern or "empty"; a linear head on
+   ``|a - b|`` of two images' tokens predicts whether the cell changed between them (labels are
+   exact, from the scene). Reports the linear-probe accuracy on validation seeds, with true
+   images and with images shuffled across the batch.
+2. ``language``: vision blocks frozen; merger and language model learn to describe every object
+   of a scene (``DESCRIBE_PROMPT``), answer-only loss.
+3. ``roles``: the base weights learn the grounder, MIRAGE parser and MIRA planner samples of
+   ``agent.microworld.formats`` with their verbatim prompts, each prompt built by the project's
+   own class (``QwenVLGrounder.messages``, ``MiraPlanner.messages``, ``VLMInstructionParser``'s
+   chat), so training text is what those classes send.
+4. ``critic``: the base frozen; a peft LoRA adapter named ``editscore`` learns the EditScore
+   samples in the prompt format ``EditScoreCritic.prompts`` builds for a Qwen2.5-VL (EditScore's
+   hand-written chat string), as EditScore itself is a LoRA on a shared base.
+
+Every evaluation reports held-out loss and answer-token accuracy with the TRUE images and with
+the images SHUFFLED across the batch (a derangement), beside the text-only baselines of issue 11.
+
+A plain PyTorch loop, not TRL's ``SFTTrainer``: stage 1 is no language-modelling task; every
+forward must receive the multimodal RoPE positions computed by the project's decode path
+(``tools.vlm._decode.rope_positions``), which ``SFTTrainer``'s collator and the model's own
+fallback do not guarantee; the critic's prompts are raw chat strings (``RawPrompt``) with several
+images; and the GPU machine then needs no trl wheel. peft (already a project dependency) makes
+the critic adapter.
+
+Not trained here: nothing in this module has been run at GPU size yet (see docs/micro_vlm.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agent.train.vlm_model import (
+    GPU_MODEL,
+    IMAGE_SIZE,
+    MANIFEST,
+    MERGE,
+    PATCH,
+    SMOKE_MODEL,
+    MicroVLMConfig,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    corpus,
+    save_micro_vlm,
+)
+
+__all__ = [
+    "STAGES",
+    "VLMSettings",
+    "SMOKE_SETTINGS",
+    "GPU_SETTINGS",
+    "DESCRIBE_PROMPT",
+    "CRITIC_ADAPTER",
+    "cell_labels",
+    "cell_tokens",
+    "encode",
+    "shuffled",
+    "train_vlm",
+    "load_folder",
+]
+
+STAGES = ("vision", "language", "roles", "critic")
+CRITIC_ADAPTER = "editscore"
+DESCRIBE_PROMPT = "Describe every object: cell, colour, pattern, shape."
+#: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
+TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
+
+
+@dataclass(frozen=True)
+class VLMSettings:
+    """One run: model sizes, seconds per stage, batch, learning rates, data pool sizes."""
+
+    model: MicroVLMConfig = GPU_MODEL
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"vision": 60.0, "language": 150.0, "roles": 240.0, "critic": 90.0}
+    )
+    stages: tuple[str, ...] = STAGES
+    batch: int = 32
+    lr_vision: float = 1e-3
+    lr: float = 1e-3
+    lr_lora: float = 1e-3
+    lora_r: int = 16
+    train_seeds: int = 20000
+    probe_seeds: int = 6000
+    val_seeds: int = 64
+    pool_samples: int = 12000
+    eval_samples: int = 256
+    seed_offset: int = 0
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    log_every: int = 50
+    workers: int = 8
+
+
+GPU_SETTINGS = VLMSettings()
+SMOKE_SETTINGS = VLMSettings(
+    model=SMOKE_MODEL,
+    seconds={"vision": 2.0, "language": 2.0, "roles": 2.0, "critic": 2.0},
+    batch=2,
+    lora_r=2,
+    train_seeds=4,
+    probe_seeds=4,
+    val_seeds=1,
+    pool_samples=64,
+    eval_samples=2,
+    device="cpu",
+    dtype="float32",
+    log_every=1,
+    workers=0,
+)
+
+
+# -- labels of stage 1 --------------------------------------------------------------------------
+def cell_tokens() -> list[int]:
+    """Index of the merged token holding each scene cell's centre (21 cells, row-major)."""
+    from agent.microworld.scene import COLS, ROWS, cell_box
+
+    side = IMAGE_SIZE // (PATCH * MERGE)  # 8 tokens per side
+    token = PATCH * MERGE
+    out = []
+    for row in range(ROWS):
+        for col in range(COLS):
+            x1, y1, x2, y2 = cell_box(IMAGE_SIZE, row, col)
+            out.append(((y1 + y2) // 2 // token) * side + (x1 + x2) // 2 // token)
+    if len(set(out)) != len(out):
+        raise AssertionError("two cells share a merged token")
+    return out
+
+
+def _vocab() -> dict[str, list[str]]:
+    from agent.microworld.scene import CATEGORIES, PALETTE, PATTERNS
+
+    return {
+        "category": ["empty", *CATEGORIES],
+        "colour": ["empty", *PALETTE],
+        "pattern": ["empty", *PATTERNS],
+    }
+
+
+def cell_labels(scene: Any) -> dict[str, list[int]]:
+    """Per cell (row-major), the index of the object's category / colour / pattern in
+    ``["empty", ...]``; 0 for an empty cell."""
+    from agent.microworld.scene import COLS, ROWS
+
+    vocab = _vocab()
+    out: dict[str, list[int]] = {k: [] for k in vocab}
+    for row in range(ROWS):
+        for col in range(COLS):
+            obj = scene.at(row, col)
+            for key, names in vocab.items():
+                out[key].append(0 if obj is None else names.index(getattr(obj, key)))
+    return out
+
+
+def _changed(a: Any, b: Any) -> list[int]:
+    from agent.microworld.scene import COLS, ROWS
+
+    def sig(scene: Any, r: int, c: int) -> Any:
+        o = scene.at(r, c)
+        return None if o is None else (o.category, o.colour, o.pattern)
+
+    return [int(sig(a, r, c) != sig(b, r, c)) for r in range(ROWS) for c in range(COLS)]
+
+
+def _probe_pairs(seeds: Sequence[int]) -> Iterator[tuple[Any, Any]]:
+    """(scene, scene after the case's first edit or first two edits) per seed."""
+    from agent.microworld.edits import apply_edit, apply_edits
+    from agent.microworld.truth import draw_case
+
+    for seed in seeds:
+        scene, edits, _, _, _ = draw_case(seed, n_edits=(1, 3), size=IMAGE_SIZE)
+        after = apply_edit(scene, edits[0]) if seed % 2 else apply_edits(scene, edits[:2])
+        yield scene, after
+
+
+def shuffled(n: int, rng: random.Random | None = None) -> list[int]:
+    """A derangement of ``range(n)`` (no index stays; identity for n < 2): which image each
+    sample sees in the SHUFFLED control."""
+    if n < 2:
+        return list(range(n))
+    rng = rng or random.Random(0)
+    k = rng.randrange(1, n)
+    return [(i + k) % n for i in range(n)]
+
+
+# -- encoding role samples ----------------------------------------------------------------------
+def _describe(scene: Any) -> str:
+    return "; ".join(
+        f"{o.id} {o.colour} {o.pattern} {o.category}"
+        for o in sorted(scene.objects, key=lambda o: (o.row, o.col))
+    )
+
+
+def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> Iterator[Any]:
+    """(prompt, answer, images) for ``role``, the prompt built by the project's own class."""
+    from agent.microworld import formats
+    from agent.microworld.render import render
+    from agent.microworld.truth import draw_case
+    from tools.mirage.parse import PARSE_PROMPT
+    from tools.vlm.critic import EditScoreCritic
+    from tools.vlm.grounder import QwenVLGrounder
+
+    lang: Any = language
+    if role == "describe":
+        for seed in seeds:
+            scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
+            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
+            chat[0]["content"].append({"type": "text", "text": DESCRIBE_PROMPT})
+            yield chat, _describe(scene)
+    elif role == "grounder":
+        grounder = QwenVLGrounder(vlm)
+        for r in formats.grounder_samples(seeds, language=lang):
+            image = r["messages"][0]["content"][0]["image"]
+            # Qwen2.5-VL's convention: pixels of the processor-resized image, here 224 = source
+            boxes = [] if r["box"] is None else [{"bbox_2d": r["box"], "label": r["expression"]}]
+            yield grounder.messages(image, r["expression"]), json.dumps(boxes)
+    elif role == "parser":
+        for r in formats.parse_samples(seeds, language=lang):
+            text = r["messages"][0]["content"][1]["text"]
+            if not text.startswith(PARSE_PROMPT.split("{")[0][:40]):
+                raise AssertionError("parse sample does not carry PARSE_PROMPT")
+            yield r["messages"][:1], r["answer"]
+    elif role == "planner":
+        # planner_samples' user turn is already ``planner_content`` (MiraPlanner's own builder)
+        for r in formats.planner_samples(seeds, language=lang):
+            yield r["messages"][:1], r["answer"]
+    elif role == "critic":
+        critic = EditScoreCritic(vlm)
+        for r in formats.critic_samples(seeds, language=lang):
+            sc_images = [c["image"] for c in r["sc"][0]["content"] if c["type"] == "image"]
+            instruction = _sc_instruction(r)
+            sc, pq = critic.prompts(sc_images[0], sc_images[1], instruction)
+            yield sc, r["sc"][1]["content"][0]["text"]
+            yield pq, r["pq"][1]["content"][0]["text"]
+    else:
+        raise ValueError(f"unknown role {role!r}")
+
+
+def _sc_instruction(record: dict[str, Any]) -> str:
+    """The edit instruction inside a critic sample's verbatim SC prompt."""
+    from tools.vlm.editscore_prompts import sc_prompt
+
+    text = record["sc"][0]["content"][-1]["text"]
+    head, tail = sc_prompt("\x00", score_range=25).split("\x00")
+    if not (text.startswith(head) and text.endswith(tail)):
+        raise AssertionError("critic sample does not carry the verbatim SC prompt")
+    return text[len(head) : len(text) - len(tail)]
+
+
+def render_samples(vlm: Any, samples: Sequence[tuple[Any, str]]) -> list[tuple[str, list, str]]:
+    """(prompt text as ``QwenVL.render`` makes it for decoding, its images, answer) per sample."""
+    out = []
+    for prompt, answer in samples:
+        text, imgs = vlm.render(prompt)
+        out.append((text, [im.convert("RGB") for im in imgs], answer))
+    return out
+
+
+def encode_rendered(processor: Any, items: Sequence[tuple[str, list, str]]) -> dict[str, Any]:
+    """CPU tensors of one left-padded batch through the real processor: prompt, answer and
+    ``<|im_end|>``; ``labels`` -100 except on the answer tokens. No positions (see ``encode``)."""
+    import torch
+
+    tok = processor.tokenizer
+    texts, images, answer_lens = [], [], []
+    for text, imgs, answer in items:
+        tail = answer + "<|im_end|>"
+        texts.append(text + tail)
+        images.extend(imgs)
+        answer_lens.append(len(tok(tail, add_special_tokens=False)["input_ids"]))
+    tok.padding_side = "left"
+    inputs = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+    ids = inputs["input_ids"]
+    labels = torch.full_like(ids, -100)
+    width = ids.shape[1]
+    for i, n in enumerate(answer_lens):
+        labels[i, width - n :] = ids[i, width - n :]
+    inputs["labels"] = labels
+    return inputs
+
+
+def with_positions(vlm: Any, inputs: dict[str, Any], device: str) -> dict[str, Any]:
+    """``inputs`` on ``device`` with ``position_ids`` from ``tools.vlm._decode.rope_positions``:
+    the one function the fast decoder's prefill also uses."""
+    from tools.vlm._decode import rope_positions
+
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs["position_ids"] = rope_positions(vlm.model, inputs, inputs["attention_mask"])
+    return inputs
+
+
+def encode(vlm: Any, samples: Sequence[tuple[Any, str]], *, device: str = "cpu") -> dict[str, Any]:
+    """One training batch of (prompt, answer) samples: ``render_samples`` ->
+    ``encode_rendered`` -> ``with_positions``."""
+    return with_positions(vlm, encode_rendered(vlm.processor, render_samples(vlm, samples)), device)
+
+
+def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
+    """(loss tensor, loss value, answer-token accuracy) of one encoded batch."""
+    import torch
+
+    labels = batch["labels"]
+    args = {k: v for k, v in batch.items() if k not in ("labels", "mm_token_type_ids")}
+    logits = vlm.model(**args).logits[:, :-1].float()  # (B, L-1, V)
+    target = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    )
+    keep = target != -100
+    acc = float((logits.argmax(-1)[keep] == target[keep]).float().mean()) if keep.any() else 0.0
+    return loss, float(loss.detach()), acc
+
+
+def _with_images(batch: dict[str, Any], order: list[int]) -> dict[str, Any]:
+    """``batch`` with its images permuted (every image has the same grid: 224 px)."""
+    if "pixel_values" not in batch:
+        return batch
+    n = len(batch["image_grid_thw"])
+    pv = batch["pixel_values"].reshape(n, -1, batch["pixel_values"].shape[-1])
+    order = order if len(order) == n else shuffled(n)
+    return {**batch, "pixel_values": pv[order].reshape(-1, pv.shape[-1])}
+
+
+def evaluate_lm(vlm: Any, samples: Sequence[tuple[Any, str]], *, batch: int, device: str) -> dict:
+    """Held-out loss and answer-token accuracy with TRUE and with SHUFFLED images."""
+    import torch
+
+    sums = {"true_loss": 0.0, "true_acc": 0.0, "shuffled_loss": 0.0, "shuffled_acc": 0.0}
+    n = 0
+    with torch.no_grad():
+        for i in range(0, len(samples), batch):
+            enc = encode(vlm, samples[i : i + batch], device=device)
+            _, loss, acc = _lm_metrics(vlm, enc)
+            n_img = len(enc.get("image_grid_thw", []))
+            _, s_loss, s_acc = _lm_metrics(vlm, _with_images(enc, shuffled(n_img)))
+            sums["true_loss"] += loss
+            sums["true_acc"] += acc
+            sums["shuffled_loss"] += s_loss
+            sums["shuffled_acc"] += s_acc
+            n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()} | {"samples": len(samples)}
+
+
+# -- stage 1: the vision tower with linear probes -----------------------------------------------
+def _probe_batch(processor: Any, pairs: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """CPU tensors: the pairs' images (a0, b0, a1, b1, ...) and their cell labels."""
+    import torch
+
+    from agent.microworld.render import render
+
+    images = [render(s) for pair in pairs for s in pair]
+    enc = processor.image_processor(images=images, return_tensors="pt")
+    labels = {k: [] for k in _vocab()}
+    changed = []
+    for a, b in pairs:
+        for s in (a, b):
+            for k, v in cell_labels(s).items():
+                labels[k].append(v)
+        changed.append(_changed(a, b))
+    out = {k: torch.tensor(v) for k, v in labels.items()}
+    out["changed"] = torch.tensor(changed)
+    out["pixel_values"] = enc["pixel_values"]
+    out["image_grid_thw"] = enc["image_grid_thw"]
+    return out
+
+
+def _probe_heads(hidden: int, device: str) -> Any:
+    import torch
+
+    heads = {k: torch.nn.Linear(hidden, len(v)) for k, v in _vocab().items()}
+    heads["changed"] = torch.nn.Linear(hidden, 2)
+    return torch.nn.ModuleDict(heads).to(device)
+
+
+def _probe_forward(vlm: Any, heads: Any, batch: dict[str, Any], order: list[int] | None = None):
+    """(loss, {attribute: accuracy}) of the probes; ``order`` permutes the images (SHUFFLED)."""
+    import torch
+
+    feats = vlm.model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
+    tokens = torch.stack(list(feats.pooler_output)).float()  # (2P, 64, H)
+    if order is not None:
+        tokens = tokens[order]
+    cells = tokens[:, cell_tokens()]  # (2P, 21, H)
+    loss, acc = 0.0, {}
+    for key in _vocab():
+        logits = heads[key](cells)
+        loss = loss + torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[key].flatten())
+        right = logits.argmax(-1) == batch[key]
+        acc[key] = float(right.float().mean())
+        # most cells are empty: the accuracy on the objects' cells is the number that matters
+        occupied = batch["category"] > 0
+        acc[f"{key}_objects"] = float(right[occupied].float().mean()) if occupied.any() else 1.0
+    diff = (cells[0::2] - cells[1::2]).abs()
+    logits = heads["changed"](diff)
+    loss = loss + torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch["changed"].flatten()
+    )
+    right = logits.argmax(-1) == batch["changed"]
+    acc["changed"] = float(right.float().mean())
+    moved = batch["changed"] > 0  # most cells do not change: recall on those that did
+    acc["changed_cells"] = float(right[moved].float().mean()) if moved.any() else 1.0
+    return loss, acc
+
+
+def evaluate_probe(vlm: Any, heads: Any, seeds: Sequence[int], *, batch: int, device: str) -> dict:
+    """Linear-probe accuracy per attribute on ``seeds`` with TRUE and SHUFFLED images."""
+    import torch
+
+    pairs = list(_probe_pairs(seeds))
+    true: dict[str, float] = {}
+    shuf: dict[str, float] = {}
+    n = 0
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch):
+            b = {
+                k: v.to(device)
+                for k, v in _probe_batch(vlm.processor, pairs[i : i + batch]).items()
+            }
+            _, acc = _probe_forward(vlm, heads, b)
+            # shuffle whole pairs, so "changed" also reads another pair's images
+            n_pairs = len(pairs[i : i + batch])
+            order = [2 * j + t for j in shuffled(n_pairs) for t in (0, 1)]
+            _, sacc = _probe_forward(vlm, heads, b, order)
+            for k in acc:
+                true[k] = true.get(k, 0.0) + acc[k]
+                shuf[k] = shuf.get(k, 0.0) + sacc[k]
+            n += 1
+    return {
+        "true": {k: v / n for k, v in true.items()},
+        "shuffled": {k: v / n for k, v in shuf.items()},
+    }
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def _cosine(step: int, total_guess: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_guess - warmup))))
+
+
+def _run(
+    params: list[Any],
+    lr: float,
+    seconds: float,
+    step_fn: Callable[[int], Any],
+    log: Callable[[str], None],
+    name: str,
+    log_every: int,
+) -> dict[str, Any]:
+    """AdamW with linear warmup and a cosine that assumes a constant step time (re-estimated every
+    step from the elapsed time), until ``seconds`` have passed; at least one step."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    start, step, losses = time.monotonic(), 0, []
+    while True:
+        elapsed = time.monotonic() - start
+        if step > 0 and elapsed >= seconds:
+            break
+        guess = max(step + 1, int(seconds / max(elapsed / max(step, 1), 1e-6))) if step else 100
+        for g in opt.param_groups:
+            g["lr"] = lr * _cosine(step, guess, max(1, guess // 10))
+        loss = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % log_every == 0:
+            log(f"{name} step {step} loss {losses[-1]:.4f} t {elapsed:.1f}s")
+        step += 1
+    return {"steps": step, "seconds": time.monotonic() - start, "last_loss": losses[-1]}
+
+
+def _loader(
+    make: Callable[[list[Any]], dict[str, Any]],
+    items: list[Any],
+    batch: int,
+    seed: int,
+    workers: int,
+) -> Iterator[dict[str, Any]]:
+    """Endless CPU batches ``make(chosen items)``, items drawn in shuffled epochs, built by
+    ``workers`` DataLoader processes (0: in this process)."""
+    import torch
+
+    class Batches(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Iterator[dict[str, Any]]:
+            info = torch.utils.data.get_worker_info()
+            rng = random.Random(f"{seed}|{info.id if info else 0}")
+            order: list[int] = []
+            while True:
+                chosen = []
+                while len(chosen) < batch:
+                    if not order:
+                        order = list(range(len(items)))
+                        rng.shuffle(order)
+                    chosen.append(items[order.pop()])
+                yield make(chosen)
+
+    return iter(
+        torch.utils.data.DataLoader(
+            Batches(), batch_size=None, num_workers=workers, persistent_workers=False
+        )
+    )
+
+
+def _set_trainable(model: Any, stage: str) -> list[Any]:
+    """Which parameters a stage trains; everything else is frozen."""
+    names = {
+        "vision": lambda n: ".visual." in f".{n}",
+        "language": lambda n: ".visual." not in f".{n}" or ".merger." in n,
+        "roles": lambda n: ".visual." not in f".{n}" or ".merger." in n,
+        "critic": lambda n: "lora_" in n,
+    }[stage]
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(bool(names(n)) and (stage == "critic" or "lora_" not in n))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+_POOL_VLM: Any = None  # the model whose classes build prompts, seen by forked pool workers
+
+
+def _seed_samples(job: tuple[str, int, str, int]) -> list[Any]:
+    role, seed, language, per_seed = job
+    got = list(_role_samples(_POOL_VLM, role, [seed], language))
+    random.Random(f"pool|{role}|{seed}|{language}").shuffle(got)
+    return got[:per_seed]
+
+
+def _pool(
+    vlm: Any,
+    roles: Sequence[str],
+    seeds: Sequence[int],
+    language: str,
+    limit: int,
+    *,
+    per_seed: int = 4,
+    workers: int = 0,
+) -> list[Any]:
+    """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
+    so a pool spans many scenes; built by ``workers`` forked processes (0: here)."""
+    global _POOL_VLM
+    _POOL_VLM = vlm
+    out: list[Any] = []
+    for role in roles:
+        jobs = [(role, seed, language, per_seed) for seed in seeds[: -(-limit // per_seed)]]
+        if workers > 0 and len(jobs) > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_seed_samples, jobs, chunksize=8)
+        else:
+            parts = [_seed_samples(job) for job in jobs]
+        out.extend([x for part in parts for x in part][:limit])
+    return out
+
+
+def train_vlm(
+    out: str | Path,
+    *,
+    settings: VLMSettings = GPU_SETTINGS,
+    init: str | Path | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """Run ``settings.stages`` (each on its wall-clock budget), evaluate each on validation
+    seeds (true vs shuffled images), save a loadable folder to ``out`` with ``metrics.json``.
+    ``init``: a folder saved by an earlier run (model, tokenizer, processor, critic adapter and
+    metrics reused); exactly ``settings.stages`` run, whatever the folder lists as done."""
+    import torch
+
+    from agent.microworld.splits import seeds as split_seeds
+
+    out = Path(out)
+    device = settings.device if torch.cuda.is_available() or settings.device == "cpu" else "cpu"
+    if init is not None:
+        vlm, done, metrics = load_folder(init)
+    else:
+        tok = build_tokenizer(corpus(settings.model.tokenizer_seeds), settings.model)
+        vlm = build_model(settings.model, build_processor(tok))
+        done, metrics = [], {}
+    vlm.model.to(device).train()
+    train = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
+    val = list(split_seeds("validation", settings.val_seeds))
+    test = list(split_seeds("test", settings.val_seeds))  # the probe's reported table only
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda") and settings.dtype == "bfloat16"
+        else torch.autocast("cpu", enabled=False)
+    )
+    for stage in settings.stages:
+        seconds = settings.seconds.get(stage, 0.0)
+        log(f"stage {stage}: {seconds:.0f} s")
+        with amp:
+            if stage == "vision":
+                heads = _probe_heads(vlm.model.config.text_config.hidden_size, device)
+                params = _set_trainable(vlm.model, "vision")
+                pairs = list(_probe_pairs(train[: settings.probe_seeds]))
+                processor = vlm.processor
+                batches = _loader(
+                    lambda chosen: _probe_batch(processor, chosen),
+                    pairs,
+                    max(1, settings.batch // 2),
+                    0,
+                    settings.workers,
+                )
+
+                def step_fn(i: int, batches=batches, heads=heads) -> Any:
+                    b = {k: v.to(device) for k, v in next(batches).items()}
+                    return _probe_forward(vlm, heads, b)[0]
+
+                run = _run(
+                    params + list(heads.parameters()),
+                    settings.lr_vision,
+                    seconds,
+                    step_fn,
+                    log,
+                    stage,
+                    settings.log_every,
+                )
+                for split, chosen in (("validation", val), ("test", test)):
+                    run[f"probe_{split}"] = evaluate_probe(
+                        vlm, heads, chosen, batch=settings.batch, device=device
+                    )
+            else:
+                if stage == "critic" and CRITIC_ADAPTER not in vlm.adapters:
+                    vlm.add_adapter(CRITIC_ADAPTER, lora_config(settings.lora_r))
+                roles = {
+                    "language": ["describe"],
+                    "roles": ["grounder", "parser", "planner"],
+                    "critic": ["critic"],
+                }[stage]
+                adapter = CRITIC_ADAPTER if stage == "critic" else None
+                vlm._set_state(adapter)
+                params = _set_trainable(vlm.model, stage)
+                limit = settings.pool_samples // len(roles)
+                pool = _pool(vlm, roles, train, "train", limit, workers=settings.workers)
+                log(f"{stage}: {len(pool)} training samples")
+                processor = vlm.processor
+                batches = _loader(
+                    lambda chosen: encode_rendered(processor, chosen),
+                    render_samples(vlm, pool),
+                    settings.batch,
+                    1,
+                    settings.workers,
+                )
+
+                def step_fn(i: int, batches=batches) -> Any:
+                    return _lm_metrics(vlm, with_positions(vlm, next(batches), device))[0]
+
+                lr = settings.lr_lora if stage == "critic" else settings.lr
+                run = _run(params, lr, seconds, step_fn, log, stage, settings.log_every)
+                vlm.model.eval()
+                run["validation"] = {
+                    lang: {
+                        role: evaluate_lm(
+                            vlm,
+                            _pool(
+                                vlm,
+                                [role],
+                                val,
+                                lang,
+                                settings.eval_samples,
+                                workers=settings.workers,
+                            ),
+                            batch=settings.batch,
+                            device=device,
+                        )
+                        for role in roles
+                    }
+                    for lang in ("train", "heldout")
+                }
+                vlm.model.train()
+                vlm._set_state(None)
+        metrics[stage] = run
+        log(f"stage {stage} done: {json.dumps(run)[:400]}")
+        if stage not in done:
+            done.append(stage)
+    metrics["text_only_baselines"] = TEXT_ONLY
+    save_folder(vlm, out, settings=settings, done=done, metrics=metrics)
+    return metrics
+
+
+# -- folders ------------------------------------------------------------------------------------
+def lora_config(r: int) -> Any:
+    """The critic's LoRA on the language model's attention and MLP projections."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=0.0,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+    )
+
+
+def save_folder(
+    vlm: Any, out: Path, *, settings: VLMSettings, done: list[str], metrics: dict
+) -> Path:
+    """The base model at ``out`` (loadable by ``load_qwen_vl``), the critic LoRA (peft format) at
+    ``out/editscore`` when trained, ``metrics.json`` and ``micro_vlm.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = vlm.model
+    has_lora = CRITIC_ADAPTER in vlm.adapters
+    if has_lora:
+        model.save_pretrained(out / CRITIC_ADAPTER, adapter_name=CRITIC_ADAPTER)
+        model.disable_adapters()
+    # base weights only: peft's layers hold the base weight under ``base_layer``
+    state = {
+        k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if "lora_" not in k
+    }
+    clone = _plain_copy(vlm, state)
+    save_micro_vlm(
+        clone,
+        out,
+        config=settings.model,
+        extra={"stages_done": done, "settings": _jsonable(asdict(settings))},
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return out
+
+
+def _plain_copy(vlm: Any, state: dict[str, Any]) -> Any:
+    """A ``QwenVL`` with no adapter layers holding ``state`` (for saving the base)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from tools.vlm._qwen import QwenVL
+
+    model = Qwen2_5_VLForConditionalGeneration(vlm.model.config)
+    model.load_state_dict(state, strict=True)
+    model.generation_config = vlm.model.generation_config
+    return QwenVL(model, vlm.processor, family="qwen2.5", name="micro-vlm")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def load_folder(path: str | Path) -> tuple[Any, list[str], dict]:
+    """(QwenVL in float32 on CPU with the critic adapter if saved, stages done, metrics) of a
+    folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
+    from tools.models import LoadOptions
+    from tools.vlm._qwen import _load
+
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    vlm = _load(
+        str(path), str(path), LoadOptions(device="cpu", dtype="float32").resolved(), name=str(path)
+    )
+    if (path / CRITIC_ADAPTER).is_dir():
+        vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return vlm, list(manifest.get("stages_done", [])), metrics
+
+
+def settings_for(name: str, **changes: Any) -> VLMSettings:
+    """``SMOKE_SETTINGS`` or ``GPU_SETTINGS`` with ``changes`` (``seconds`` scales every stage)."""
+    base = SMOKE_SETTINGS if name == "smoke" else GPU_SETTINGS
+    seconds = changes.pop("seconds", None)
+    if seconds is not None:
+        total = sum(base.seconds.values())
+        changes["seconds"] = {k: v * seconds / total for k, v in base.seconds.items()}
+    return replace(base, **changes)

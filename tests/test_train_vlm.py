@@ -1,0 +1,363 @@
+"""The micro VLM's training code on CPU: model/tokenizer/processor build, labels of the vision
+probe, mRoPE positions shared by training and decoding, and a smoke run whose saved folder loads
+through the project's real classes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from agent.train import vlm as V  # noqa: E402
+from agent.train import vlm_model as M  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke_vlm():
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    return M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vlm") / "micro-vlm"
+    settings = V.settings_for("smoke", seconds=4.0)
+    metrics = V.train_vlm(out, settings=settings)
+    return out, metrics
+
+
+def test_gpu_model_fits_the_budget():
+    """The GPU configuration's bf16 weights stay at most ~20 MB."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    class Tok:  # only the ids the config needs
+        def convert_tokens_to_ids(self, t):
+            return M.SPECIALS.index(t)
+
+    import torch
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(M.model_config(M.GPU_MODEL, Tok()))
+    n = sum(p.numel() for p in model.parameters())
+    assert 5e6 < n and 2 * n <= 20.5e6
+
+
+def test_tokenizer_and_processor(smoke_vlm):
+    tok = smoke_vlm.processor.tokenizer
+    assert len(tok) <= M.SMOKE_MODEL.vocab_size
+    text = 'Locate every "the red circle" in the image'
+    assert tok.decode(tok(text)["input_ids"]) == text
+    from PIL import Image
+
+    frame = smoke_vlm.image_frame(Image.new("RGB", (224, 224)))
+    assert frame == (224, 224)  # Qwen2.5-VL pixel boxes are source pixels
+    enc = smoke_vlm.processor.image_processor(images=[Image.new("RGB", (224, 224))])
+    assert [int(v) for v in enc["image_grid_thw"][0]] == [1, 16, 16]  # 64 merged tokens
+
+
+def test_cell_tokens_and_labels():
+    from agent.microworld.truth import draw_case
+
+    tokens = V.cell_tokens()
+    assert len(tokens) == 21 and len(set(tokens)) == 21 and max(tokens) < 64
+    scene = draw_case(1_000_000, n_edits=1)[0]
+    labels = V.cell_labels(scene)
+    filled = [i for i, c in enumerate(labels["category"]) if c]
+    assert len(filled) == len(scene.objects)
+    obj = scene.objects[0]
+    i = obj.row * 7 + obj.col
+    assert V._vocab()["colour"][labels["colour"][i]] == obj.colour
+    assert V._changed(scene, scene) == [0] * 21
+    moved = scene.without(obj.id)
+    assert V._changed(scene, moved)[i] == 1 and sum(V._changed(scene, moved)) == 1
+
+
+def test_shuffled_is_a_derangement():
+    for n in range(2, 9):
+        order = V.shuffled(n, random.Random(n))
+        assert sorted(order) == list(range(n)) and all(o != i for i, o in enumerate(order))
+    assert V.shuffled(1) == [0]
+
+
+def test_training_positions_equal_decode_positions(smoke_vlm):
+    """Training passes ``rope_positions`` to every forward; they are the fast decoder's prefill
+    positions, and the model's own computation (``generate``'s path) gives the same logits."""
+    import torch
+
+    from agent.microworld.formats import grounder_samples
+    from tools.vlm._decode import _prompt_positions
+
+    samples = list(V._role_samples(smoke_vlm, "grounder", [1_000_001], "train"))[:2]
+    batch = V.encode(smoke_vlm, samples)
+    again = _prompt_positions(smoke_vlm.model, batch, batch["attention_mask"])
+    assert torch.equal(batch["position_ids"], again)
+    # the image tokens get 2-D positions (rows differ), not a running count
+    pos = batch["position_ids"][:, 0]
+    assert not torch.equal(pos[1], pos[2]) or not torch.equal(pos[0], pos[1])
+    args = {k: v for k, v in batch.items() if k not in ("labels", "position_ids")}
+    with torch.no_grad():
+        own = smoke_vlm.model(**args).logits
+        ours = smoke_vlm.model(**args, position_ids=batch["position_ids"]).logits
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(own[mask], ours[mask], atol=1e-5)
+    del grounder_samples
+
+
+def test_greedy_generate_equals_fast_decoder(smoke_vlm):
+    """Both decoding paths of ``QwenVL.generate`` give the same greedy tokens."""
+    from agent.microworld.formats import parse_samples
+
+    prompt = next(V._role_samples(smoke_vlm, "parser", [1_000_002], "train"))[0]
+    slow = smoke_vlm.generate([prompt], max_new_tokens=6, fast=False)
+    fast = smoke_vlm.generate([prompt], max_new_tokens=6, fast=True, compile=False)
+    assert slow == fast
+    del parse_samples
+
+
+def test_encode_labels_only_the_answer(smoke_vlm):
+    samples = list(V._role_samples(smoke_vlm, "parser", [1_000_003], "train"))[:1]
+    batch = V.encode(smoke_vlm, samples)
+    tok = smoke_vlm.processor.tokenizer
+    kept = batch["labels"][0][batch["labels"][0] != -100]
+    assert tok.decode(kept) == samples[0][1] + "<|im_end|>"
+
+
+def test_role_prompts_are_the_classes_own(smoke_vlm):
+    """Critic samples are rendered in EditScoreCritic's Qwen2.5-VL format; grounder samples in
+    QwenVLGrounder's prompt with pixel boxes."""
+    critic = list(V._role_samples(smoke_vlm, "critic", [1_000_004], "train"))
+    from tools.vlm._qwen import RawPrompt
+
+    assert all(isinstance(p, RawPrompt) for p, _ in critic)
+    assert critic[0][0].text.count("<img1>:") == 1 and "<img2>:" in critic[0][0].text
+    grounder = list(V._role_samples(smoke_vlm, "grounder", [1_000_004], "train"))
+    text = grounder[0][0][0]["content"][1]["text"]
+    assert text.startswith("Locate every")
+    answer = json.loads(grounder[0][1])
+    assert answer == [] or max(answer[0]["bbox_2d"]) <= 224
+
+
+def test_smoke_run_reports_true_and_shuffled(trained):
+    _, metrics = trained
+    for split in ("validation", "test"):
+        probe = metrics["vision"][f"probe_{split}"]
+        for key in ("category", "colour", "pattern", "changed"):
+            for name in (key, "changed_cells" if key == "changed" else f"{key}_objects"):
+                assert 0 <= probe["true"][name] <= 1 and 0 <= probe["shuffled"][name] <= 1
+    for stage, roles in (("language", ["describe"]), ("roles", ["grounder", "parser", "planner"])):
+        for lang in ("train", "heldout"):
+            for role in roles:
+                row = metrics[stage]["validation"][lang][role]
+                assert row["samples"] > 0
+                assert {"true_loss", "shuffled_loss", "true_acc", "shuffled_acc"} <= set(row)
+    assert metrics["text_only_baselines"]["critic_always_reject"] == 0.73
+
+
+def test_saved_folder_loads_through_the_real_classes(trained):
+    """The folder loads with no special case through load_qwen_vl, and one call of each class
+    comes back well-formed or as the class's typed error."""
+    from PIL import Image
+
+    from agent.microworld.render import render
+    from agent.microworld.truth import draw_case
+    from tools.contracts import Critique, Grounding
+    from tools.errors import GroundingError, PlannerOutputError
+    from tools.mirage.parse import RegionParseError, VLMInstructionParser
+    from tools.vlm._qwen import load_qwen_vl
+    from tools.vlm.critic import EditScoreCritic
+    from tools.vlm.grounder import QwenVLGrounder
+    from tools.vlm.planner import MiraPlanner
+
+    out, _ = trained
+    assert (out / "config.json").is_file() and (out / "editscore" / "adapter_config.json").is_file()
+    vlm = load_qwen_vl(out)
+    vlm.load_adapter("editscore", out / "editscore")
+    image = render(draw_case(200_000, n_edits=1)[0])
+    try:
+        g = QwenVLGrounder(vlm, max_new_tokens=16, retries=0).ground(image, "the red circle")
+        assert isinstance(g, Grounding)
+    except GroundingError:
+        pass
+    crit = EditScoreCritic(vlm, max_new_tokens=16, retries=0).critique(image, image, "make it red")
+    assert isinstance(crit, Critique)
+    assert vlm.active_adapter() == "editscore"
+    try:
+        pairs = VLMInstructionParser(vlm, max_new_tokens=16, retries=0).parse(image, "make it red")
+        assert isinstance(pairs, list)
+    except RegionParseError:
+        pass
+    assert vlm.active_adapter() is None  # the parser ran on the base weights
+    planner = MiraPlanner.from_pretrained(out, max_new_tokens=8, image_size=224)
+    try:
+        planner.next_action(image, Image.new("RGB", (224, 224)), "make the circle red")
+    except PlannerOutputError:
+        pass
+
+
+def test_resume_from_folder_skips_nothing_and_keeps_weights(trained, tmp_path):
+    import torch
+
+    out, _ = trained
+    vlm, done, _ = V.load_folder(out)
+    assert done == list(V.STAGES)
+    before = {k: v.clone() for k, v in vlm.model.state_dict().items() if "visual" in k}
+    settings = V.settings_for("smoke", stages=("language",), seconds=1.0)
+    V.train_vlm(tmp_path / "again", settings=settings, init=out)
+    again, done2, metrics = V.load_folder(tmp_path / "again")
+    assert done2 == list(V.STAGES) and "language" in metrics and "vision" in metrics
+    after = {k: v for k, v in again.model.state_dict().items() if "visual.blocks" in k}
+    # the language stage keeps the vision blocks frozen (bf16 round trip of the saved weights)
+    for k, v in after.items():
+        assert torch.equal(v.to(torch.bfloat16), before[k].to(torch.bfloat16))
+
+
+def test_stages_train_the_right_parameters(smoke_vlm):
+    """vision: tower and merger only; language/roles: merger and language model, the vision
+    blocks frozen; critic: only the LoRA adapter."""
+    from peft import LoraConfig
+
+    def chosen(model, stage):
+        ids = {id(p) for p in V._set_trainable(model, stage)}
+        names = {n for n, p in model.named_parameters() if id(p) in ids}
+        assert names == {n for n, p in model.named_parameters() if p.requires_grad}
+        return names
+
+    model = M.build_model(M.SMOKE_MODEL, smoke_vlm.processor).model
+    vision = chosen(model, "vision")
+    assert vision and all("visual" in n for n in vision)
+    assert any("merger" in n for n in vision) and any("blocks" in n for n in vision)
+    for stage in ("language", "roles"):
+        lang = chosen(model, stage)
+        assert not any("visual.blocks" in n or "patch_embed" in n for n in lang)
+        assert any("visual.merger" in n for n in lang)
+        assert any("language_model" in n for n in lang)
+    model.add_adapter(
+        LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj"), adapter_name="editscore"
+    )
+    critic = chosen(model, "critic")
+    assert critic and all("lora_" in n for n in critic)
+
+
+def test_loader_workers_build_batches():
+    """Batches come from DataLoader worker processes, every item drawn once per epoch."""
+    import torch
+
+    batches = V._loader(lambda c: {"x": torch.tensor(c)}, [1, 2, 3, 4], 2, 0, 1)
+    seen = torch.cat([next(batches)["x"] for _ in range(2)])
+    assert sorted(seen.tolist()) == [1, 2, 3, 4]
+
+
+def test_encode_matches_processor_ids(smoke_vlm):
+    """Training ids are the processor's ids for the decode-path prompt, plus the answer."""
+    samples = list(V._role_samples(smoke_vlm, "describe", [1_000_005], "train"))
+    batch = V.encode(smoke_vlm, samples)
+    text, images = smoke_vlm.render(samples[0][0])
+    prompt = smoke_vlm.processor(text=[text], images=images, return_tensors="pt")["input_ids"][0]
+    assert batch["input_ids"][0][: len(prompt)].tolist() == prompt.tolist()
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    from agent.train.cli import main
+
+    assert main(["vlm", "--settings", "smoke", "--out", str(tmp_path), "--stages", "nope"]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--init", str(tmp_path)]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--stage-seconds", "vision"]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--batch", "0"]) == 2
+    assert "micro_vlm.json" in capsys.readouterr().err
+
+
+def test_cli_trains_one_stage_from_a_folder(trained, tmp_path):
+    from agent.train.cli import main
+
+    out, _ = trained
+    rc = main(
+        [
+            "vlm",
+            "--settings",
+            "smoke",
+            "--init",
+            str(out),
+            "--out",
+            str(tmp_path / "m"),
+            "--stages",
+            "critic",
+            "--stage-seconds",
+            "critic=0.5",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert (
+        metrics["critic"]["steps"] >= 1 and "critic" in metrics["critic"]["validation"]["heldout"]
+    )
+    assert (tmp_path / "m" / "editscore" / "adapter_model.safetensors").is_file()
+
+
+def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
+    """benchmarks/train_micro_vlm.sh trains, writes metrics and a folder that unpacks and loads."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    env = dict(os.environ, OUT=str(out), WORK=str(work), SETTINGS="smoke", PYTHON=sys.executable)
+    args = ["--stages", "language", "--stage-seconds", "language=0.2"]
+    subprocess.run(
+        ["bash", "benchmarks/train_micro_vlm.sh", *args],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert "language" in json.loads((out / "metrics.json").read_text())
+    parts = sorted(out.glob("vlm.tar.part*"))
+    assert parts
+    joined = tmp_path / "vlm.tar"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    vlm, done, _ = V.load_folder(tmp_path / "unpacked" / "vlm")
+    assert done == ["language"] and vlm.family == "qwen2.5"
+
+
+def test_pool_spreads_over_seeds_and_workers_agree(smoke_vlm):
+    """At most ``per_seed`` samples come from one scene; forked workers build the same pool."""
+    seeds = [1_000_010, 1_000_011, 1_000_012]
+    here = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2)
+    assert len(here) == 6
+    forked = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2, workers=2)
+    assert [a for _, a in here] == [a for _, a in forked]
+
+    def scenes(pool):
+        return {p[0]["content"][0]["image"].tobytes() for p, _ in pool}
+
+    one_seed = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=6)
+    assert len(scenes(one_seed)) <= 2  # one seed: its scene before and after the first edit
+    assert len(scenes(here)) >= 3  # per_seed=2 spreads the pool over the three seeds
+
+
+def test_probe_reports_object_cells_apart_from_empty_ones(smoke_vlm):
+    """A probe that always answers "empty" / "unchanged" scores high on all cells but 0 on the
+    objects' cells and on the changed cells."""
+    import torch
+
+    pairs = list(V._probe_pairs([1_000_020, 1_000_021]))
+    batch = V._probe_batch(smoke_vlm.processor, pairs)
+    heads = V._probe_heads(smoke_vlm.model.config.text_config.hidden_size, "cpu")
+    with torch.no_grad():
+        for head in heads.values():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[0] = 1.0  # always class 0: empty / unchanged
+        _, acc = V._probe_forward(smoke_vlm, heads, batch)
+    assert acc["category"] > 0.5 and acc["category_objects"] == 0.0
+    assert acc["changed"] > 0.5 and acc["changed_cells"] == 0.0
