@@ -62,10 +62,13 @@ class _Worker:
     def __init__(self, make_runner: Callable[[], Any]) -> None:
         self.runner = make_runner()
 
-    def run(self, strategy: str, sample: Sample) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def run(self, strategy: str, sample: Sample) -> tuple[dict[str, Any], dict[str, Any]]:
         record, images = _case(self.runner, strategy, sample)
-        encoded = {}
+        encoded: dict[str, Any] = {}
         for name, image in images.items():  # PNG bytes: the driver may be on another node
+            if isinstance(image, str):  # the trajectory page (HTML text) travels as it is
+                encoded[name] = image
+                continue
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             encoded[name] = buf.getvalue()
@@ -165,7 +168,10 @@ def run_bench_ray(
                 _save_images(
                     out,
                     record,
-                    {name: Image.open(io.BytesIO(data)) for name, data in images.items()},
+                    {
+                        name: data if isinstance(data, str) else Image.open(io.BytesIO(data))
+                        for name, data in images.items()
+                    },
                 )
                 f.write(json.dumps(record) + "\n")
                 f.flush()
