@@ -9,10 +9,11 @@
 # most 15 MB (`cat vlm.tar.part* | tar -xf - -C .micro` unpacks it as .micro/vlm).
 set -euo pipefail
 # SETTINGS=smoke PYTHON=.venv/bin/python WORK=<dir> run the same steps on a CPU (the tests).
-PYTHON="${PYTHON:-python3}" SETTINGS="${SETTINGS:-gpu}" WORK="${WORK:-/tmp}"
-if compgen -G ".whl/*.whl" > /dev/null; then
+# WHEELS=<dir> names another wheel folder than .whl (the tests name an empty one).
+PYTHON="${PYTHON:-python3}" SETTINGS="${SETTINGS:-gpu}" WORK="${WORK:-/tmp}" WHEELS="${WHEELS:-.whl}"
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$WORK/site" .whl/*.whl
+        --target "$WORK/site" "$WHEELS"/*.whl
 fi
 export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1
 init=()

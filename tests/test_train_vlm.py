@@ -309,7 +309,14 @@ def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     out.mkdir()
     work.mkdir()
-    env = dict(os.environ, OUT=str(out), WORK=str(work), SETTINGS="smoke", PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        OUT=str(out),
+        WORK=str(work),
+        SETTINGS="smoke",
+        PYTHON=sys.executable,
+        WHEELS=str(tmp_path),
+    )  # no wheels: a developer's .whl is for the GPU machine
     args = ["--stages", "language", "--stage-seconds", "language=0.2"]
     subprocess.run(
         ["bash", "benchmarks/train_micro_vlm.sh", *args],

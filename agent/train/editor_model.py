@@ -120,42 +120,17 @@ GPU = MicroEditorConfig()
 
 
 def build_tokenizer(corpus: Iterable[str], config: MicroEditorConfig) -> Any:
-    """A byte-level BPE tokenizer trained on ``corpus`` with the ``tokenizers`` library, with
-    Qwen2's pre-tokenizer (so ``Qwen2Tokenizer`` splits text exactly as training did)."""
-    from tokenizers import Tokenizer, decoders, models, trainers
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer
+    """A byte-level BPE tokenizer trained on ``corpus`` (``train_qwen_bpe``) with the Qwen3
+    chat template the pipeline renders prompts with."""
+    from agent.train._tokenizer import train_qwen_bpe
 
-    def qwen(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Any:
-        return Qwen2Tokenizer(
-            vocab=vocab,
-            merges=merges,
-            unk_token=None,
-            bos_token=None,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            model_max_length=config.max_sequence_length,
-        )
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = qwen({"a": 0}, []).backend_tokenizer.pre_tokenizer
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size - len(_SPECIALS),
-        initial_alphabet=ByteLevel.alphabet(),
-        show_progress=False,
+    return train_qwen_bpe(
+        corpus,
+        vocab_size=config.vocab_size,
+        specials=_SPECIALS,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=config.max_sequence_length,
     )
-    bpe.train_from_iterator(corpus, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tok = qwen(model["vocab"], merges)  # type: ignore[arg-type]
-    tok.add_special_tokens({"additional_special_tokens": list(_SPECIALS[1:])})
-    tok.chat_template = CHAT_TEMPLATE
-    if len(tok) > config.vocab_size:
-        raise ValueError(
-            f"tokenizer has {len(tok)} tokens, more than vocab_size={config.vocab_size}"
-        )
-    return tok
 
 
 def build_pipeline(config: MicroEditorConfig, tokenizer: Any, *, seed: int = 0) -> Any:

@@ -128,43 +128,18 @@ def corpus(n_seeds: int, *, offset: int = 0) -> Iterator[str]:
 
 
 def build_tokenizer(texts: Iterable[str], config: MicroVLMConfig) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` with the ``tokenizers`` library, with
-    Qwen2's pre-tokenizer (so ``Qwen2Tokenizer`` splits text exactly as training did), the
-    Qwen-VL special tokens and ``CHAT_TEMPLATE``."""
-    from tokenizers import Tokenizer, decoders, models, trainers
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer
+    """A byte-level BPE tokenizer trained on ``texts`` (``train_qwen_bpe``), with the Qwen-VL
+    special tokens, ``CHAT_TEMPLATE`` and left padding."""
+    from agent.train._tokenizer import train_qwen_bpe
 
-    def qwen(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Any:
-        return Qwen2Tokenizer(
-            vocab=vocab,
-            merges=merges,
-            unk_token=None,
-            bos_token=None,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            model_max_length=config.max_positions,
-        )
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = qwen({"a": 0}, []).backend_tokenizer.pre_tokenizer
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size - len(SPECIALS),
-        initial_alphabet=ByteLevel.alphabet(),
-        show_progress=False,
+    tok = train_qwen_bpe(
+        texts,
+        vocab_size=config.vocab_size,
+        specials=SPECIALS,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=config.max_positions,
     )
-    bpe.train_from_iterator(texts, trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tok = qwen(model["vocab"], merges)  # type: ignore[arg-type]
-    tok.add_special_tokens({"additional_special_tokens": list(SPECIALS[1:])})
-    tok.chat_template = CHAT_TEMPLATE
     tok.padding_side = "left"
-    if len(tok) > config.vocab_size:
-        raise ValueError(
-            f"tokenizer has {len(tok)} tokens, more than vocab_size={config.vocab_size}"
-        )
     return tok
 
 
