@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.vlm.tiny import CHAT_TEMPLATES, SPECIAL_TOKENS
+
 __all__ = [
     "MicroVLMConfig",
     "SMOKE_MODEL",
@@ -42,32 +44,10 @@ PATCH = 14
 MERGE = 2
 MANIFEST = "micro_vlm.json"
 
-#: Qwen-VL special tokens; ``<|endoftext|>`` first (pad).
-SPECIALS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-# Qwen2.5-VL's chat template reduced to what the project sends (text and image items): default
-# system turn, images in place as <|vision_start|><|image_pad|><|vision_end|>.
-_CONTENT = (
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-)
-CHAT_TEMPLATE = (
-    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n"
-    "You are a helpful assistant.<|im_end|>\n{% endif %}"
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    + _CONTENT
-    + "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+#: Qwen-VL special tokens (``<|endoftext|>`` first: the pad) and Qwen2.5-VL's chat template
+#: reduced to text and image items: the same constants as the tiny test models.
+SPECIALS = SPECIAL_TOKENS
+CHAT_TEMPLATE = CHAT_TEMPLATES["qwen2.5"]
 
 
 @dataclass(frozen=True)
