@@ -155,20 +155,10 @@ def _images(u8: Any, device: Any) -> Any:
 def _to_u8(x: Any) -> Any:
     """float (B, 3, H, W) in [-1, 1] -> uint8 numpy (B, H, W, 3), as the pipeline's
     postprocessing rounds (``(x / 2 + 0.5).clamp(0, 1) * 255``, rounded)."""
-    return (
-        ((x.float() / 2 + 0.5).clamp(0, 1) * 255)
-        .round()
-        .to(dtype=_uint8())
-        .permute(0, 2, 3, 1)
-        .cpu()
-        .numpy()
-    )
-
-
-def _uint8() -> Any:
     import torch
 
-    return torch.uint8
+    out = ((x.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+    return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
 # -- the pipeline's own functions ------------------------------------------------------------
@@ -801,9 +791,9 @@ def evaluate_records(
                 ceil = _to_u8(decode_latents(pipe, tref, hw))
             for j in range(len(texts)):
                 k = i + j
-                args = (chunk["source"][k], None, chunk["target"][k], [chunk["box"][k]])
-                m = score_edits(args[0], out[j], args[2], args[3], kinds=[chunk["kind"][k]])
-                c = score_edits(args[0], ceil[j], args[2], args[3], kinds=[chunk["kind"][k]])
+                src, tgt, box = chunk["source"][k], chunk["target"][k], [chunk["box"][k]]
+                m = score_edits(src, out[j], tgt, box, kinds=[chunk["kind"][k]])
+                c = score_edits(src, ceil[j], tgt, box, kinds=[chunk["kind"][k]])
                 rows.append(
                     {
                         "kind": chunk["kind"][k],
