@@ -16,11 +16,17 @@ if compgen -G "$WHEELS/*.whl" > /dev/null; then
         --target "$WORK/site" "$WHEELS"/*.whl
 fi
 export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1
+# INIT: the folder to go on from when it holds a model (default .micro/vlm).
+INIT="${INIT:-.micro/vlm}"
 init=()
-if [ -f .micro/vlm/micro_vlm.json ]; then init=(--init .micro/vlm); fi
+if [ -f "$INIT/micro_vlm.json" ]; then init=(--init "$INIT"); fi
 rm -rf "$WORK/vlm"
-"$PYTHON" -m agent.train vlm --settings "$SETTINGS" --out "$WORK/vlm" "${init[@]}" "$@" 2>&1 \
-    | tee "$OUT/train.log"
+# LIMIT: seconds before training is stopped (the folder is saved after every stage, so a call
+# cut off here still returns the stages it finished); keep it under the call's own limit.
+status=0
+timeout "${LIMIT:-540}" "$PYTHON" -m agent.train vlm --settings "$SETTINGS" --out "$WORK/vlm" \
+    "${init[@]}" "$@" 2>&1 | tee "$OUT/train.log" || status=$?
+[ -f "$WORK/vlm/micro_vlm.json" ] || exit $((status ? status : 1))
 cp "$WORK/vlm/metrics.json" "$OUT/"
 tar -C "$WORK" -cf - vlm | split -b 15M - "$OUT/vlm.tar.part"
 ls -la "$OUT"

@@ -206,3 +206,28 @@ def test_impossible_edits_are_refused():
         )
     with pytest.raises(ValueError):
         Edit(kind="remove", ref="the star", target="r0c2", colour="red")
+
+
+def test_a_scene_without_room_for_n_edits_is_redrawn_not_a_hang():
+    """Seed 1002574 draws 5 edits for a scene with room for fewer: sample_edits used to loop
+    forever. It now raises NoRoomError and draw_case redraws from a derived stream."""
+    import random
+
+    from agent.microworld.edits import NoRoomError, sample_edits
+    from agent.microworld.scene import generate_scene
+    from agent.microworld.truth import draw_case
+
+    rng = random.Random(1002574)
+    scene = generate_scene(rng, size=224)
+    n = rng.randint(1, 5)
+    with pytest.raises(NoRoomError, match=f"of {n} edits fit"):
+        sample_edits(scene, n, rng)
+    _, edits, _, instruction, _ = draw_case(1002574, n_edits=(1, 5), size=224)
+    assert 1 <= len(edits) <= 5 and instruction
+    # a seed with room is drawn exactly as before: its first edit consumes the same stream
+    rng = random.Random(1002575)
+    scene = generate_scene(rng, size=224)
+    first = sample_edits(scene, rng.randint(1, 5), rng)
+    assert draw_case(1002575, n_edits=(1, 5), size=224)[1] != [] and sorted(
+        e.cell for e in first
+    ) == sorted(e.cell for e in draw_case(1002575, n_edits=(1, 5), size=224)[1])

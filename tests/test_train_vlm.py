@@ -316,7 +316,8 @@ def test_gpu_job_script_runs_the_smoke_settings(tmp_path):
         SETTINGS="smoke",
         PYTHON=sys.executable,
         WHEELS=str(tmp_path),
-    )  # no wheels: a developer's .whl is for the GPU machine
+        INIT=str(tmp_path / "none"),
+    )  # no wheels (a developer's .whl is for the GPU machine), no checkpoint of theirs
     args = ["--stages", "language", "--stage-seconds", "language=0.2"]
     subprocess.run(
         ["bash", "benchmarks/train_micro_vlm.sh", *args],
@@ -368,3 +369,85 @@ def test_probe_reports_object_cells_apart_from_empty_ones(smoke_vlm):
         _, acc = V._probe_forward(smoke_vlm, heads, batch)
     assert acc["category"] > 0.5 and acc["category_objects"] == 0.0
     assert acc["changed"] > 0.5 and acc["changed_cells"] == 0.0
+
+
+# -- decoded role evaluation (agent.train.vlm_eval) ---------------------------------------------
+def test_iou_and_edit_meaning():
+    from agent.train.vlm_eval import edit_meaning, iou
+
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    same = [
+        ("paint it orange", "make it orange"),
+        ("make it checkered", "make it chequered"),
+        (
+            "place a turquoise heart shape with dots directly below it",
+            "draw a teal dotted heart under it",
+        ),
+        ("get rid of it", "delete it"),
+    ]
+    for a, b in same:
+        assert edit_meaning(a) == edit_meaning(b) and edit_meaning(a), (a, b)
+    differ = [
+        ("make it dotted", "make it striped"),
+        ("make it green", "make it grass green spotted"),
+        ("add a red star above it", "add a red star below it"),
+        ("turn it into a square", "turn it into a star"),
+    ]
+    for a, b in differ:
+        assert edit_meaning(a) != edit_meaning(b), (a, b)
+
+
+def test_role_evaluation_true_against_shuffled(trained, monkeypatch):
+    """A grounder that reads its answer off the image it is shown scores 1.0 with the true
+    images and less with the shuffled ones: the control really swaps the images. The smoke
+    model's parser and critic rows come back with both rows and rates in [0, 1]."""
+    from agent.microworld import formats
+    from agent.microworld.splits import seeds
+    from agent.train.vlm_eval import evaluate_vlm
+    from tools.contracts import Box, Grounding
+    from tools.errors import GroundingError
+    from tools.vlm.grounder import QwenVLGrounder
+
+    out, _ = trained
+    truth = {}
+    for r in formats.grounder_samples(list(seeds("test", 3))):
+        image = r["messages"][0]["content"][0]["image"]
+        truth[(image.tobytes(), r["expression"])] = r["box"]
+
+    def ground(self, image, expression):
+        box = truth.get((image.tobytes(), expression))
+        if box is None:
+            raise GroundingError("nothing", tool="grounder")
+        return Grounding(
+            expression=expression, boxes=[Box(x1=box[0], y1=box[1], x2=box[2], y2=box[3])]
+        )
+
+    monkeypatch.setattr(QwenVLGrounder, "ground", ground)
+    table = evaluate_vlm(
+        out, split="test", seeds=3, limit=12, roles=["grounder"], languages=("train",)
+    )
+    g = table["grounder"]["train"]
+    assert g["true"]["iou75"] == 1.0 and g["true"]["negatives_rejected"] == 1.0
+    assert g["shuffled"]["iou75"] < 1.0
+    table = evaluate_vlm(
+        out, split="test", seeds=1, limit=1, roles=["parser", "critic"], languages=("train",)
+    )
+    for role in ("parser", "critic"):
+        for row in ("true", "shuffled"):
+            values = table[role]["train"][row]
+            assert 0.0 <= values.get("exact", values.get("separated")) <= 1.0
+            assert 0.0 <= values["valid"] <= 1.0
+    assert table["text_only_baselines"] and table["probe_test"]
+    with pytest.raises(ValueError, match="roles must be some of"):
+        evaluate_vlm(out, roles=["planner"])
+
+
+def test_eval_vlm_cli_checks_its_arguments(tmp_path, capsys):
+    from agent.train.cli import main
+
+    assert main(["eval-vlm", "--model", str(tmp_path)]) == 2
+    assert "holds no" in capsys.readouterr().err
+    assert main(["eval-vlm", "--model", str(tmp_path), "--roles", "planner"]) == 2
+    assert "--roles must name" in capsys.readouterr().err

@@ -34,6 +34,7 @@ __all__ = [
     "ORDINALS",
     "Edit",
     "EditError",
+    "NoRoomError",
     "referring_expressions",
     "relational_ref",
     "resolve",
@@ -64,6 +65,10 @@ ORDINALS = {"second": 2, "third": 3, "fourth": 4}
 
 class EditError(ValueError):
     """An edit that cannot apply to a scene (no such object, cell taken, unknown words)."""
+
+
+class NoRoomError(ValueError):
+    """``sample_edits`` cannot place ``n`` edits: every object is taken and no cell is free."""
 
 
 def cell_coords(obj_id: str) -> tuple[int, int]:
@@ -265,7 +270,8 @@ def apply_edits(scene: Scene, edits: list[Edit] | tuple[Edit, ...]) -> Scene:
 def sample_edits(scene: Scene, n: int, rng: random.Random) -> list[Edit]:
     """``n`` edits on distinct objects/cells, kinds drawn uniformly, each with a random valid
     referring expression. An add's anchor may also be recoloured, re-patterned or replaced
-    (its cell stays), never removed."""
+    (its cell stays), never removed. Raises ``NoRoomError`` when fewer than ``n`` fit (a
+    small scene whose objects are all edited and whose free cells are all taken)."""
     if not 1 <= n <= 5:
         raise ValueError(f"n must be in 1..5, got {n!r}")
     edits: list[Edit] = []
@@ -284,6 +290,7 @@ def sample_edits(scene: Scene, n: int, rng: random.Random) -> list[Edit]:
                 and cell not in changed
             ]
             if not options:
+                _check_room(scene, edits, changed, n)
                 continue
             anchor, relation = rng.choice(options)
             edit = Edit(
@@ -302,6 +309,7 @@ def sample_edits(scene: Scene, n: int, rng: random.Random) -> list[Edit]:
                 if o.id not in changed and not (kind == "remove" and o.id in anchors)
             ]
             if not options:
+                _check_room(scene, edits, changed, n)
                 continue
             obj = rng.choice(options)
             ref = rng.choice(referring_expressions(scene, obj))
@@ -320,6 +328,22 @@ def sample_edits(scene: Scene, n: int, rng: random.Random) -> list[Edit]:
         if edit.kind == "add":
             anchors.add(edit.target)
     return edits
+
+
+def _check_room(scene: Scene, edits: list[Edit], changed: set[str], n: int) -> None:
+    """Raise ``NoRoomError`` when no kind of edit has an option left (draws nothing from the
+    random stream, so every scene with room samples exactly as before)."""
+    free_object = any(o.id not in changed for o in scene.objects)
+    free_cell = any(
+        (cell := neighbour(a.id, rel)) is not None
+        and scene.get(cell) is None
+        and cell not in changed
+        for a in scene.objects
+        if not _removed(edits, a.id)
+        for rel in RELATIONS
+    )
+    if not (free_object or free_cell):
+        raise NoRoomError(f"only {len(edits)} of {n} edits fit in this scene")
 
 
 def _removed(edits: list[Edit], obj_id: str) -> bool:

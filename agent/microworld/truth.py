@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.microworld.edits import Edit, apply_edit, apply_edits, cell_coords, sample_edits
+from agent.microworld.edits import (
+    Edit,
+    NoRoomError,
+    apply_edit,
+    apply_edits,
+    cell_coords,
+    sample_edits,
+)
 from agent.microworld.grammar import LANGUAGES, Language, Phrase, compose, describe
 from agent.microworld.render import object_box, object_mask, render
 from agent.microworld.scene import DEFAULT_SIZE, Scene, cell_box, generate_scene
@@ -115,10 +122,19 @@ def draw_case(
 ) -> tuple[Scene, list[Edit], list[Phrase], str, str]:
     """What ``make_case`` builds a case from (arguments checked there): (scene, edits in the
     instruction's order, their ``grammar.Phrase`` objects, instruction, structure name)."""
-    rng = random.Random(seed)
-    scene = generate_scene(rng, size=size)
-    n = rng.randint(*n_edits) if isinstance(n_edits, tuple) else n_edits
-    edits = sample_edits(scene, n, rng)
+    attempt = 0
+    while True:
+        # a scene without room for n edits is drawn again from a derived stream (rare: a few
+        # scenes in ten thousand at 5 edits); every other seed's case is unchanged
+        rng = random.Random(seed if attempt == 0 else f"{seed}|redraw|{attempt}")
+        scene = generate_scene(rng, size=size)
+        n = rng.randint(*n_edits) if isinstance(n_edits, tuple) else n_edits
+        try:
+            edits = sample_edits(scene, n, rng)
+        except NoRoomError:
+            attempt += 1
+            continue
+        break
     order = list(range(n))
     rng.shuffle(order)  # the instruction's order is not the sampling order
     edits = [edits[i] for i in order]

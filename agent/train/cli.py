@@ -2,7 +2,8 @@
 
     mira-train editor --settings smoke|gpu --out DIR [--init DIR] [--state DIR] [--seconds S]
     mira-train vlm --settings smoke|gpu --out DIR [--init DIR] [--stages vision,language,...]
-                   [--seconds S] [--stage-seconds vision=60,roles=300]
+                   [--seconds S] [--stage-seconds vision=60,roles=300] [--dtype float32]
+    mira-train eval-vlm --model DIR [--split test] [--seeds N] [--roles grounder,parser,critic]
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     vl.add_argument("--batch", type=int, default=None, help="batch size")
     vl.add_argument("--lr", type=float, default=None, help="learning rate of stages 2-3")
     vl.add_argument("--seed-offset", type=int, default=None, help="skip this many train seeds")
+    vl.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default=None,
+        help="compute type on a GPU (bfloat16 autocast, or float32 with TF32 matmuls)",
+    )
     ev = sub.add_parser("eval-editor", help="the editor table of a saved micro editor")
     ev.add_argument("--model", required=True, type=Path, help="the saved pipeline folder")
     ev.add_argument("--split", choices=("validation", "test", "benchmark"), default="test")
@@ -65,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
         "--seeds", type=int, default=300, help="cases per language (default: %(default)s)"
     )
     ev.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    evl = sub.add_parser("eval-vlm", help="decoded role metrics of a saved micro VLM")
+    evl.add_argument("--model", required=True, type=Path, help="the saved model folder")
+    evl.add_argument("--split", choices=("validation", "test", "benchmark"), default="test")
+    evl.add_argument("--seeds", type=int, default=40, help="scenes (default: %(default)s)")
+    evl.add_argument(
+        "--limit", type=int, default=200, help="samples per role and language (%(default)s)"
+    )
+    evl.add_argument("--roles", default="grounder,parser,critic", help="comma-separated roles")
+    evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     return p
 
 
@@ -74,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval_editor(args)
     if args.command == "vlm":
         return _vlm(args)
+    if args.command == "eval-vlm":
+        return _eval_vlm(args)
     from agent.train.editor import GPU_SETTINGS, SMOKE_SETTINGS, train_editor
 
     settings = SMOKE_SETTINGS if args.settings == "smoke" else GPU_SETTINGS
@@ -148,6 +166,8 @@ def _vlm(args: argparse.Namespace) -> int:
             if value < 0 or (name == "batch" and value < 1):
                 return fail(f"--{name.replace('_', '-')} out of range: {value!r}")
             changes[name] = value
+    if args.dtype is not None:
+        changes["dtype"] = args.dtype
     if args.stages is not None:
         stages = tuple(s for s in args.stages.split(",") if s)
         unknown = [s for s in stages if s not in STAGES]
@@ -170,4 +190,42 @@ def _vlm(args: argparse.Namespace) -> int:
             seconds[name] = number
         settings = replace(settings, seconds=seconds)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _eval_vlm(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.train.vlm_eval import ROLES, evaluate_vlm
+    from agent.train.vlm_model import MANIFEST
+
+    roles = [r for r in args.roles.split(",") if r]
+    bad = [r for r in roles if r not in ROLES]
+    if bad or not roles:
+        print(
+            f"mira-train: --roles must name some of {','.join(ROLES)}, got {args.roles!r}",
+            file=sys.stderr,
+        )
+        return 2
+    if not (args.model / MANIFEST).is_file():
+        print(f"mira-train: --model {str(args.model)!r} holds no {MANIFEST}", file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.limit < 1:
+        print(
+            f"mira-train: --seeds and --limit must be >= 1, got {args.seeds}, {args.limit}",
+            file=sys.stderr,
+        )
+        return 2
+    table = evaluate_vlm(
+        args.model,
+        split=args.split,
+        seeds=args.seeds,
+        limit=args.limit,
+        roles=roles,
+        log=lambda m: print(m, flush=True),
+    )
+    text = json.dumps(table, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
     return 0

@@ -87,21 +87,25 @@ class VLMSettings:
         default_factory=lambda: {"vision": 60.0, "language": 150.0, "roles": 240.0, "critic": 90.0}
     )
     stages: tuple[str, ...] = STAGES
-    batch: int = 32
+    batch: int = 64
     lr_vision: float = 1e-3
     lr: float = 1e-3
     lr_lora: float = 1e-3
     lora_r: int = 16
-    train_seeds: int = 20000
+    train_seeds: int = 30000
     probe_seeds: int = 6000
     val_seeds: int = 64
-    pool_samples: int = 12000
+    pool_samples: int = 36000
     eval_samples: int = 256
     seed_offset: int = 0
     device: str = "cuda"
-    dtype: str = "bfloat16"
+    # float32 (TF32 matmuls) on the GPU: the first H200 run under bfloat16 autocast never
+    # started to read the scene (probe loss 6.8 -> 6.05 in 929 steps, objects 0.2%), the same
+    # stage in float32 read every cell in 150 s; a 60-step check later learned alike in both,
+    # so the cause is not pinned down, and float32 costs little at this size
+    dtype: str = "float32"
     log_every: int = 50
-    workers: int = 8
+    workers: int = 14
 
 
 GPU_SETTINGS = VLMSettings()
@@ -475,11 +479,14 @@ def _run(
         loss = step_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
         if step % log_every == 0:
-            log(f"{name} step {step} loss {losses[-1]:.4f} t {elapsed:.1f}s")
+            log(
+                f"{name} step {step} loss {losses[-1]:.4f} grad norm {float(norm):.3g} "
+                f"lr {opt.param_groups[0]['lr']:.2e} t {elapsed:.1f}s"
+            )
         step += 1
     return {"steps": step, "seconds": time.monotonic() - start, "last_loss": losses[-1]}
 
@@ -542,6 +549,9 @@ def _seed_samples(job: tuple[str, int, str, int]) -> list[Any]:
     return got[:per_seed]
 
 
+ONE_PER_SCENE = ("describe", "parser")  # roles whose samples number one per scene
+
+
 def _pool(
     vlm: Any,
     roles: Sequence[str],
@@ -553,12 +563,14 @@ def _pool(
     workers: int = 0,
 ) -> list[Any]:
     """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
-    so a pool spans many scenes; built by ``workers`` forked processes (0: here)."""
+    so a pool spans many scenes; built by ``workers`` forked processes (0: here). Roles with
+    one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes."""
     global _POOL_VLM
     _POOL_VLM = vlm
     out: list[Any] = []
     for role in roles:
-        jobs = [(role, seed, language, per_seed) for seed in seeds[: -(-limit // per_seed)]]
+        k = 1 if role in ONE_PER_SCENE else per_seed
+        jobs = [(role, seed, language, k) for seed in seeds[: -(-limit // k)]]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing
 
@@ -593,10 +605,22 @@ def train_vlm(
         tok = build_tokenizer(corpus(settings.model.tokenizer_seeds), settings.model)
         vlm = build_model(settings.model, build_processor(tok))
         done, metrics = [], {}
-    vlm.model.to(device).train()
     train = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
     val = list(split_seeds("validation", settings.val_seeds))
     test = list(split_seeds("test", settings.val_seeds))  # the probe's reported table only
+    # every sample pool is built by forked processes BEFORE the model touches the GPU (a
+    # process forked from one holding a CUDA context may hang)
+    pools: dict[str, tuple[list[Any], dict[str, dict[str, list[Any]]]]] = {}
+    for stage in settings.stages:
+        if stage != "vision":
+            started = time.monotonic()
+            pools[stage] = _stage_pools(vlm, stage, settings, train, val)
+            took = time.monotonic() - started
+            log(f"{stage}: {len(pools[stage][0])} training samples ({took:.0f} s)")
+    vlm.model.to(device).train()
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda") and settings.dtype == "bfloat16"
@@ -639,17 +663,10 @@ def train_vlm(
             else:
                 if stage == "critic" and CRITIC_ADAPTER not in vlm.adapters:
                     vlm.add_adapter(CRITIC_ADAPTER, lora_config(settings.lora_r))
-                roles = {
-                    "language": ["describe"],
-                    "roles": ["grounder", "parser", "planner"],
-                    "critic": ["critic"],
-                }[stage]
                 adapter = CRITIC_ADAPTER if stage == "critic" else None
                 vlm._set_state(adapter)
                 params = _set_trainable(vlm.model, stage)
-                limit = settings.pool_samples // len(roles)
-                pool = _pool(vlm, roles, train, "train", limit, workers=settings.workers)
-                log(f"{stage}: {len(pool)} training samples")
+                pool, eval_pools = pools[stage]
                 processor = vlm.processor
                 batches = _loader(
                     lambda chosen: encode_rendered(processor, chosen),
@@ -667,22 +684,10 @@ def train_vlm(
                 vlm.model.eval()
                 run["validation"] = {
                     lang: {
-                        role: evaluate_lm(
-                            vlm,
-                            _pool(
-                                vlm,
-                                [role],
-                                val,
-                                lang,
-                                settings.eval_samples,
-                                workers=settings.workers,
-                            ),
-                            batch=settings.batch,
-                            device=device,
-                        )
-                        for role in roles
+                        role: evaluate_lm(vlm, samples, batch=settings.batch, device=device)
+                        for role, samples in by_role.items()
                     }
-                    for lang in ("train", "heldout")
+                    for lang, by_role in eval_pools.items()
                 }
                 vlm.model.train()
                 vlm._set_state(None)
@@ -690,9 +695,35 @@ def train_vlm(
         log(f"stage {stage} done: {json.dumps(run)[:400]}")
         if stage not in done:
             done.append(stage)
-    metrics["text_only_baselines"] = TEXT_ONLY
-    save_folder(vlm, out, settings=settings, done=done, metrics=metrics)
+        # saved after every stage: a call cut off later still returns the stages it finished
+        metrics["text_only_baselines"] = TEXT_ONLY
+        save_folder(vlm, out, settings=settings, done=done, metrics=metrics)
     return metrics
+
+
+STAGE_ROLES = {
+    "language": ["describe"],
+    "roles": ["grounder", "parser", "planner"],
+    "critic": ["critic"],
+}
+
+
+def _stage_pools(
+    vlm: Any, stage: str, settings: VLMSettings, train: Sequence[int], val: Sequence[int]
+) -> tuple[list[Any], dict[str, dict[str, list[Any]]]]:
+    """(training samples on train seeds and train language, {language: {role: validation
+    samples}}) of a language-model stage."""
+    roles = STAGE_ROLES[stage]
+    limit = settings.pool_samples // len(roles)
+    pool = _pool(vlm, roles, train, "train", limit, workers=settings.workers)
+    evals = {
+        lang: {
+            role: _pool(vlm, [role], val, lang, settings.eval_samples, workers=settings.workers)
+            for role in roles
+        }
+        for lang in ("train", "heldout")
+    }
+    return pool, evals
 
 
 # -- folders ------------------------------------------------------------------------------------

@@ -1,0 +1,245 @@
+"""Decoded role metrics of a micro VLM folder, through the project's own classes.
+
+Issue 11's gate: every number is given with the TRUE images and with the images SHUFFLED across
+the evaluated samples (a derangement: each sample sees another sample's image), on seeds of the
+chosen split, for the train and the held-out language. A role counts as learned only well above
+its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONLY``).
+
+- grounder: ``QwenVLGrounder`` (Qwen2.5-VL pixel boxes); a positive counts when its first box
+  has IoU >= 0.75 with the true box (``iou50`` beside it); a negative ("names nothing") counts
+  when the class raises ``GroundingError`` (the model answered ``[]``).
+- parser: ``VLMInstructionParser``; ``exact`` when the (expression, edit) pairs equal the
+  truth string for string; ``same_edits`` when the expressions are exact and each edit's words
+  mean the same (``edit_meaning``: "paint it orange" = "make it orange").
+- critic: ``EditScoreCritic`` with the ``editscore`` adapter, greedy; per edit, each flawed
+  result (wrong instance, bleed, no-op, partial) is a pair with the correct result: separated
+  when the correct one's overall score is higher. ``valid`` is the parseable-output rate.
+
+The planner is not judged here: issue 12 judges its next action by executing it, which needs a
+reader of the micro-world's words that does not exist yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["edit_meaning", "evaluate_vlm", "iou"]
+
+FLAWED = ("wrong", "bleed", "noop", "partial")
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two XYXY boxes (x2/y2 exclusive)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _derange(n: int) -> list[int]:
+    from agent.train.vlm import shuffled
+
+    return shuffled(n)
+
+
+def _grounder(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+    from agent.microworld import formats
+    from tools.errors import GroundingError
+    from tools.vlm.grounder import QwenVLGrounder
+
+    grounder = QwenVLGrounder(vlm, retries=0, max_new_tokens=96)
+    samples = list(formats.grounder_samples(seeds, language=language))[:limit]
+    images = [r["messages"][0]["content"][0]["image"] for r in samples]
+    out: dict[str, Any] = {"samples": len(samples)}
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+        hit75 = hit50 = pos = neg = neg_ok = 0
+        for r, j in zip(samples, order, strict=True):
+            try:
+                boxes = grounder.ground(images[j], r["expression"]).boxes
+            except GroundingError:
+                boxes = []
+            if r["box"] is None:
+                neg += 1
+                neg_ok += not boxes
+                continue
+            pos += 1
+            first = (boxes[0].x1, boxes[0].y1, boxes[0].x2, boxes[0].y2) if boxes else None
+            best = iou(first, r["box"]) if first else 0.0
+            hit75 += best >= 0.75
+            hit50 += best >= 0.5
+        out[name] = {
+            "iou75": hit75 / max(pos, 1),
+            "iou50": hit50 / max(pos, 1),
+            "negatives_rejected": neg_ok / max(neg, 1),
+            "positives": pos,
+            "negatives": neg,
+        }
+    return out
+
+
+def _parser(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+    from agent.microworld import formats
+    from tools.mirage.parse import RegionParseError, VLMInstructionParser
+
+    parser = VLMInstructionParser(vlm, retries=0, max_new_tokens=160)
+    samples = list(formats.parse_samples(seeds, language=language))[:limit]
+    out: dict[str, Any] = {"samples": len(samples)}
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+        exact = same = valid = 0
+        for r, j in zip(samples, order, strict=True):
+            instruction = r["messages"][0]["content"][1]["text"]
+            instruction = _instruction_of(instruction)
+            try:
+                pairs = parser.parse(samples[j]["image"], instruction)
+            except RegionParseError:
+                continue
+            valid += 1
+            got = [{"ref": p.expression, "edit": p.instruction} for p in pairs]
+            exact += got == r["pairs"]
+            same += [g["ref"] for g in got] == [t["ref"] for t in r["pairs"]] and [
+                edit_meaning(g["edit"]) for g in got
+            ] == [edit_meaning(t["edit"]) for t in r["pairs"]]
+        n = max(len(samples), 1)
+        out[name] = {"exact": exact / n, "same_edits": same / n, "valid": valid / n}
+    return out
+
+
+def edit_meaning(text: str) -> frozenset[tuple[str, str]]:
+    """What an atomic edit's words ask for, read with the micro-world's word tables (both
+    language splits): the category, colour, pattern and relation it names, and "remove"; so
+    "paint it orange" and "make it orange" mean the same, "make it dotted" and "make it
+    chequered" do not."""
+    from agent.microworld import grammar
+
+    tables = {
+        "category": grammar.CATEGORY_WORDS,
+        "colour": grammar.COLOUR_WORDS,
+        "pattern": {**grammar.PATTERN_ADJECTIVES},
+        "relation": grammar.RELATION_WORDS,
+        "remove": {"remove": grammar.VERBS["remove"]},
+    }
+    phrases = [
+        (word, (slot, value))
+        for slot, table in tables.items()
+        for value, words in table.items()
+        for word, _ in words
+    ]
+    phrases += [(w, ("pattern", v)) for v, ws in grammar.PATTERN_NOUNS.items() for w, _ in ws]
+    phrases.sort(key=lambda p: -len(p[0]))  # longest first: "grass green" before "green"
+    rest = f" {' '.join(text.lower().replace(',', ' ').split())} "
+    found = set()
+    for word, meaning in phrases:
+        key = f" {word} "
+        while key in rest:
+            found.add(meaning)
+            rest = rest.replace(key, " | ", 1)
+    return frozenset(found)
+
+
+def _instruction_of(prompt: str) -> str:
+    from tools.mirage.parse import PARSE_PROMPT
+
+    head, tail = PARSE_PROMPT.format(instruction="\x00").split("\x00")
+    if not (prompt.startswith(head) and prompt.endswith(tail)):
+        raise AssertionError("parse sample does not carry PARSE_PROMPT")
+    return prompt[len(head) : len(prompt) - len(tail)]
+
+
+def _critic(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+    from agent.microworld import formats
+    from agent.train.vlm import _sc_instruction
+    from tools.vlm.critic import EditScoreCritic
+
+    critic = EditScoreCritic(vlm, temperature=0.0, retries=0, max_new_tokens=160)
+    groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
+    for r in formats.critic_samples(seeds, language=language):
+        if r["mode"] not in ("correct", *FLAWED):
+            continue
+        images = [c["image"] for c in r["sc"][0]["content"] if c["type"] == "image"]
+        if r["mode"] == "correct" or not groups:
+            groups.append({})
+        groups[-1][r["mode"]] = (images[0], images[1], _sc_instruction(r))
+    groups = [g for g in groups if "correct" in g][:limit]
+    sources = [g["correct"][0] for g in groups]
+    out: dict[str, Any] = {"edits": len(groups)}
+    for name, order in (("true", list(range(len(groups)))), ("shuffled", _derange(len(groups)))):
+        separated = pairs = valid = calls = 0
+        by_mode = {m: [0, 0] for m in FLAWED}
+        for g, j in zip(groups, order, strict=True):
+            scores = {}
+            for mode, (source, edited, instruction) in g.items():
+                if name == "shuffled":  # another edit's images, this edit's instruction
+                    other = groups[j].get(mode) or groups[j]["correct"]
+                    source, edited = sources[j], other[1]
+                c = critic.critique(source, edited, instruction)
+                calls += 1
+                valid += c.valid
+                scores[mode] = c.overall if c.valid and c.overall is not None else -1.0
+            for mode in FLAWED:
+                if mode in scores:
+                    pairs += 1
+                    ok = scores["correct"] > scores[mode]
+                    separated += ok
+                    by_mode[mode][0] += ok
+                    by_mode[mode][1] += 1
+        out[name] = {
+            "separated": separated / max(pairs, 1),
+            "pairs": pairs,
+            "valid": valid / max(calls, 1),
+            "by_mode": {m: (v[0] / v[1] if v[1] else math.nan) for m, v in by_mode.items()},
+        }
+    return out
+
+
+ROLES: dict[str, Callable[[Any, Sequence[int], str, int], dict[str, Any]]] = {
+    "grounder": _grounder,
+    "parser": _parser,
+    "critic": _critic,
+}
+
+
+def evaluate_vlm(
+    folder: str | Path,
+    *,
+    split: str = "test",
+    seeds: int = 40,
+    limit: int = 200,
+    roles: Sequence[str] = tuple(ROLES),
+    languages: Sequence[str] = ("train", "heldout"),
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """{role: {language: {"true": ..., "shuffled": ...}}} on the first ``seeds`` seeds of
+    ``split`` (at most ``limit`` samples per role and language), with the folder's
+    ``metrics.json`` probe table and the text-only baselines beside."""
+    from agent.microworld.splits import seeds as split_seeds
+    from agent.train.vlm import CRITIC_ADAPTER, TEXT_ONLY, load_folder
+
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"roles must be some of {sorted(ROLES)}, got {unknown!r}")
+    vlm, _, metrics = load_folder(folder)
+    vlm.model.eval()
+    chosen = list(split_seeds(split, seeds))
+    result: dict[str, Any] = {
+        "split": split,
+        "seeds": seeds,
+        "text_only_baselines": TEXT_ONLY,
+        "probe_test": metrics.get("vision", {}).get("probe_test"),
+    }
+    for role in roles:
+        if role == "critic" and CRITIC_ADAPTER not in vlm.adapters:
+            log("critic: the folder has no critic adapter; skipped")
+            continue
+        result[role] = {}
+        for language in languages:
+            started = time.monotonic()
+            result[role][language] = ROLES[role](vlm, chosen, language, limit)
+            took = time.monotonic() - started
+            log(f"{role} {language} ({took:.0f} s): {json.dumps(result[role][language])}")
+    return result
