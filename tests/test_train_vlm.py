@@ -451,3 +451,29 @@ def test_eval_vlm_cli_checks_its_arguments(tmp_path, capsys):
     assert "holds no" in capsys.readouterr().err
     assert main(["eval-vlm", "--model", str(tmp_path), "--roles", "planner"]) == 2
     assert "--roles must name" in capsys.readouterr().err
+
+
+def test_compare_samples_name_exactly_the_changed_cells():
+    """The language stage's two-image task: the answer lists the cells whose object differs
+    (before -> after), row-major, and "no change" for an unchanged pair (one seed in five)."""
+    from agent.microworld.scene import COLS, ROWS
+
+    for seed in (1_000_000, 1_000_001, 1_000_002, 1_000_003):
+        ((chat, answer),) = V._role_samples(None, "compare", [seed], "train")
+        images = [c for c in chat[0]["content"] if c["type"] == "image"]
+        assert len(images) == 2 and chat[0]["content"][-1]["text"] == V.COMPARE_PROMPT
+        before, after = next(V._probe_pairs([seed]))
+        if seed % 5 == 0:
+            assert (
+                answer == V.NO_CHANGE
+                and images[0]["image"].tobytes() == images[1]["image"].tobytes()
+            )
+            continue
+        changed = [
+            f"r{r}c{c}"
+            for r in range(ROWS)
+            for c in range(COLS)
+            if V._changed(before, after)[r * COLS + c]
+        ]
+        assert [part.split(" ")[0] for part in answer.split("; ")] == changed and changed
+        assert all(" -> " in part for part in answer.split("; "))

@@ -8,7 +8,8 @@ resumable from a saved folder.
    exact, from the scene). Reports the linear-probe accuracy on validation seeds, with true
    images and with images shuffled across the batch.
 2. ``language``: vision blocks frozen; merger and language model learn to describe every object
-   of a scene (``DESCRIBE_PROMPT``), answer-only loss.
+   of a scene (``DESCRIBE_PROMPT``) and to say which cells differ between two images and how
+   (``COMPARE_PROMPT``: the comparison the critic needs), answer-only loss.
 3. ``roles``: the base weights learn the grounder, MIRAGE parser and MIRA planner samples of
    ``agent.microworld.formats`` with their verbatim prompts, each prompt built by the project's
    own class (``QwenVLGrounder.messages``, ``MiraPlanner.messages``, ``VLMInstructionParser``'s
@@ -61,6 +62,7 @@ __all__ = [
     "VLMSettings",
     "SMOKE_SETTINGS",
     "GPU_SETTINGS",
+    "COMPARE_PROMPT",
     "DESCRIBE_PROMPT",
     "CRITIC_ADAPTER",
     "cell_labels",
@@ -74,6 +76,8 @@ __all__ = [
 STAGES = ("vision", "language", "roles", "critic")
 CRITIC_ADAPTER = "editscore"
 DESCRIBE_PROMPT = "Describe every object: cell, colour, pattern, shape."
+COMPARE_PROMPT = "Which cells differ between the first and the second image, and how?"
+NO_CHANGE = "no change"
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -207,6 +211,24 @@ def _describe(scene: Any) -> str:
     )
 
 
+def _compare(before: Any, after: Any) -> str:
+    """``r1c2 red solid circle -> blue solid circle; r0c3 empty -> ...`` over the cells that
+    differ, row-major; ``NO_CHANGE`` when none does."""
+    from agent.microworld.scene import COLS, ROWS
+
+    def look(scene: Any, r: int, c: int) -> str:
+        o = scene.at(r, c)
+        return "empty" if o is None else f"{o.colour} {o.pattern} {o.category}"
+
+    parts = [
+        f"r{r}c{c} {look(before, r, c)} -> {look(after, r, c)}"
+        for r in range(ROWS)
+        for c in range(COLS)
+        if look(before, r, c) != look(after, r, c)
+    ]
+    return "; ".join(parts) or NO_CHANGE
+
+
 def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> Iterator[Any]:
     """(prompt, answer, images) for ``role``, the prompt built by the project's own class."""
     from agent.microworld import formats
@@ -217,7 +239,17 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
     from tools.vlm.grounder import QwenVLGrounder
 
     lang: Any = language
-    if role == "describe":
+    if role == "compare":
+        # the skill a critic needs: what changed between two images (edits, or none)
+        for seed in seeds:
+            before, after = next(_probe_pairs([seed]))
+            if seed % 5 == 0:
+                after = before
+            chat = [{"role": "user", "content": [{"type": "image", "image": render(before)}]}]
+            chat[0]["content"].append({"type": "image", "image": render(after)})
+            chat[0]["content"].append({"type": "text", "text": COMPARE_PROMPT})
+            yield chat, _compare(before, after)
+    elif role == "describe":
         for seed in seeds:
             scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
             chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
@@ -549,7 +581,7 @@ def _seed_samples(job: tuple[str, int, str, int]) -> list[Any]:
     return got[:per_seed]
 
 
-ONE_PER_SCENE = ("describe", "parser")  # roles whose samples number one per scene
+ONE_PER_SCENE = ("describe", "compare", "parser")  # roles whose samples number one per scene
 
 
 def _pool(
@@ -702,7 +734,7 @@ def train_vlm(
 
 
 STAGE_ROLES = {
-    "language": ["describe"],
+    "language": ["describe", "compare"],
     "roles": ["grounder", "parser", "planner"],
     "critic": ["critic"],
 }
