@@ -119,7 +119,9 @@ def planner_samples(
 ) -> Iterator[dict[str, Any]]:
     """MIRA planner chats (see the module docstring). Keys: ``id``, ``seed``, ``messages``
     (user + assistant), ``answer``, ``state`` (indices of the edits done), ``mistake``
-    (None, "wrong", "bleed", "partial" or "noop")."""
+    (None, "wrong", "bleed", "partial" or "noop"), ``instruction``, ``scene`` (the scene the
+    current image shows, as JSON; a partial edit's is the scene before it) and ``goal`` (the
+    scene after every edit, as JSON)."""
     from agent.prompts import STOP_TOKEN
     from tools.vlm.planner import planner_content
 
@@ -134,7 +136,12 @@ def planner_samples(
         pending_cells = {e.cell for e in edits}
 
         def sample(
-            sid: str, current: Image.Image, answer: str, done: tuple[int, ...], mistake: str | None
+            sid: str,
+            current: Image.Image,
+            answer: str,
+            done: tuple[int, ...],
+            mistake: str | None,
+            shown: Scene,
         ) -> dict[str, Any]:
             user = planner_content(original, current, instruction, _image)
             return {
@@ -147,6 +154,9 @@ def planner_samples(
                 ],
                 "state": list(done),
                 "mistake": mistake,
+                "instruction": instruction,
+                "scene": shown.model_dump(mode="json"),
+                "goal": goal.model_dump(mode="json"),
             }
 
         for r in range(len(edits) + 1):
@@ -156,11 +166,11 @@ def planner_samples(
                 todo = [i for i in range(len(edits)) if i not in done]
                 tag = "s" + "".join(map(str, done))
                 if not todo:
-                    yield sample(f"{tag}-stop", current, STOP_TOKEN, done, None)
+                    yield sample(f"{tag}-stop", current, STOP_TOKEN, done, None, state)
                     continue
                 nxt = todo[0]  # the first pending edit in the instruction's order
                 words = _words_for(scene, state, edits[nxt], parts[nxt], rng, language)
-                yield sample(tag, current, f"NEXT_EDITING_INSTRUCTION: {words}", done, None)
+                yield sample(tag, current, f"NEXT_EDITING_INSTRUCTION: {words}", done, None, state)
                 if not corrective:
                     continue
                 mistake = rng.choice(("wrong", "bleed", "partial", "noop"))
@@ -184,6 +194,7 @@ def planner_samples(
                     f"NEXT_EDITING_INSTRUCTION: {fix_words}",
                     done,
                     mistake,
+                    fix_scene,
                 )
 
 

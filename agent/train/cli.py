@@ -3,7 +3,8 @@
     mira-train editor --settings smoke|gpu --out DIR [--init DIR] [--state DIR] [--seconds S]
     mira-train vlm --settings smoke|gpu --out DIR [--init DIR] [--stages vision,language,...]
                    [--seconds S] [--stage-seconds vision=60,roles=300] [--dtype float32]
-    mira-train eval-vlm --model DIR [--split test] [--seeds N] [--roles grounder,parser,critic]
+    mira-train eval-vlm --model DIR [--split test] [--seeds N]
+                        [--roles grounder,parser,planner,critic]
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -79,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     evl.add_argument(
         "--limit", type=int, default=200, help="samples per role and language (%(default)s)"
     )
-    evl.add_argument("--roles", default="grounder,parser,critic", help="comma-separated roles")
+    evl.add_argument(
+        "--roles", default="grounder,parser,planner,critic", help="comma-separated roles"
+    )
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     return p
 

@@ -15,8 +15,13 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
   result (wrong instance, bleed, no-op, partial) is a pair with the correct result: separated
   when the correct one's overall score is higher. ``valid`` is the parseable-output rate.
 
-The planner is not judged here: issue 12 judges its next action by executing it, which needs a
-reader of the micro-world's words that does not exist yet.
+- planner: ``MiraPlanner``, greedy. A next step is judged by executing it:
+  ``agent.microworld.reader.judge_step`` reads the words back into an edit on the scene the
+  current image shows, applies it, and counts "progress" when some cell comes closer to the
+  goal and none moves away. Rows: next step on a clean state, corrective step after a mistake
+  (wrong instance, bleed, partial, no-op), stop precision and recall. The reader does not read
+  every phrasing: ``reference`` is the rate at which the reference answers themselves are
+  judged "progress", the ceiling of the judge.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from agent.microworld.reader import edit_meaning
 
 __all__ = ["edit_meaning", "evaluate_vlm", "iou"]
 
@@ -110,38 +117,6 @@ def _parser(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[s
     return out
 
 
-def edit_meaning(text: str) -> frozenset[tuple[str, str]]:
-    """What an atomic edit's words ask for, read with the micro-world's word tables (both
-    language splits): the category, colour, pattern and relation it names, and "remove"; so
-    "paint it orange" and "make it orange" mean the same, "make it dotted" and "make it
-    chequered" do not."""
-    from agent.microworld import grammar
-
-    tables = {
-        "category": grammar.CATEGORY_WORDS,
-        "colour": grammar.COLOUR_WORDS,
-        "pattern": {**grammar.PATTERN_ADJECTIVES},
-        "relation": grammar.RELATION_WORDS,
-        "remove": {"remove": grammar.VERBS["remove"]},
-    }
-    phrases = [
-        (word, (slot, value))
-        for slot, table in tables.items()
-        for value, words in table.items()
-        for word, _ in words
-    ]
-    phrases += [(w, ("pattern", v)) for v, ws in grammar.PATTERN_NOUNS.items() for w, _ in ws]
-    phrases.sort(key=lambda p: -len(p[0]))  # longest first: "grass green" before "green"
-    rest = f" {' '.join(text.lower().replace(',', ' ').split())} "
-    found = set()
-    for word, meaning in phrases:
-        key = f" {word} "
-        while key in rest:
-            found.add(meaning)
-            rest = rest.replace(key, " | ", 1)
-    return frozenset(found)
-
-
 def _instruction_of(prompt: str) -> str:
     from tools.mirage.parse import PARSE_PROMPT
 
@@ -197,10 +172,90 @@ def _critic(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[s
     return out
 
 
+def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]:
+    """At most ``per_seed`` records of each seed, drawn at random (seeded), then the first
+    ``limit``: a sample over many scenes and states rather than the first scene's all."""
+    import itertools
+    import random
+
+    out: list[dict[str, Any]] = []
+    for seed, group in itertools.groupby(records, key=lambda r: r["seed"]):
+        chosen = list(group)
+        random.Random(f"eval|{seed}").shuffle(chosen)
+        out.extend(chosen[:per_seed])
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def _planner(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+    from agent.microworld import formats
+    from agent.microworld.reader import judge_step
+    from agent.microworld.scene import Scene
+    from tools.errors import PlannerOutputError
+    from tools.vlm.planner import MiraPlanner
+
+    planner = MiraPlanner(vlm, image_size=224, max_new_tokens=96)
+    samples = _spread(formats.planner_samples(seeds, language=language), limit)
+    images = [
+        [c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"] for r in samples
+    ]
+    instructions = [r["instruction"] for r in samples]
+    out: dict[str, Any] = {"samples": len(samples)}
+    reference = [
+        judge_step(
+            r["answer"].split(": ", 1)[1],
+            Scene.model_validate(r["scene"]),
+            Scene.model_validate(r["goal"]),
+        )
+        for r in samples
+        if r["answer"].startswith("NEXT_EDITING_INSTRUCTION")
+    ]
+    out["reference"] = reference.count("progress") / max(len(reference), 1)
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+        counts = {"next": [0, 0], "corrective": [0, 0]}
+        stops = {"tp": 0, "fp": 0, "fn": 0}
+        valid = 0
+        for i, (r, j) in enumerate(zip(samples, order, strict=True)):
+            try:
+                decision = planner.next_action(images[j][0], images[j][1], instructions[i])
+            except PlannerOutputError:
+                decision = None
+            valid += decision is not None
+            want_stop = not r["answer"].startswith("NEXT_EDITING_INSTRUCTION")
+            said_stop = decision is not None and decision.stop
+            stops["tp"] += want_stop and said_stop
+            stops["fp"] += said_stop and not want_stop
+            stops["fn"] += want_stop and not said_stop
+            if want_stop:
+                continue
+            row = counts["corrective" if r["mistake"] else "next"]
+            row[1] += 1
+            if decision is not None and not decision.stop and decision.instruction:
+                verdict = judge_step(
+                    decision.instruction,
+                    Scene.model_validate(r["scene"]),
+                    Scene.model_validate(r["goal"]),
+                )
+                row[0] += verdict == "progress"
+        out[name] = {
+            "next_progress": counts["next"][0] / max(counts["next"][1], 1),
+            "corrective_progress": counts["corrective"][0] / max(counts["corrective"][1], 1),
+            "stop_precision": stops["tp"] / max(stops["tp"] + stops["fp"], 1),
+            "stop_recall": stops["tp"] / max(stops["tp"] + stops["fn"], 1),
+            "valid": valid / max(len(samples), 1),
+            "next_steps": counts["next"][1],
+            "corrective_steps": counts["corrective"][1],
+            "stops": stops["tp"] + stops["fn"],
+        }
+    return out
+
+
 ROLES: dict[str, Callable[[Any, Sequence[int], str, int], dict[str, Any]]] = {
     "grounder": _grounder,
     "parser": _parser,
     "critic": _critic,
+    "planner": _planner,
 }
 
 

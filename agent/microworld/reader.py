@@ -1,0 +1,183 @@
+"""Reading an atomic edit written in the micro-world's words back into an ``Edit``.
+
+A planner writes its next step as free text ("make the first triangle from the left dotted").
+To judge it by what it does, not by string match, ``read_edit`` turns the text into the
+``Edit`` it asks for on the scene it is meant for:
+
+1. the referring expression: the longest expression the grammar can write for some object of
+   ``scene`` (both language splits, many random draws, plus the canonical ones of
+   ``referring_expressions``) that occurs in the text, word for word; every such expression
+   names exactly one object;
+   When the rest of the text still names an object ("the ... circle"), the match was only an
+   anchor of a longer expression the list lacks, and the text is unreadable;
+2. the rest of the text, read with the word tables (``edit_meaning``): the category, colour,
+   pattern and relation it names, and whether it removes;
+3. the kind from what was named: remove (a remove verb, or no value named at all); add
+   (relation + category + colour + pattern, beside the named object); replace (category);
+   recolour (colour); material (pattern). Anything else (two values of a change) is
+   unreadable: ``None``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from functools import lru_cache
+
+from agent.microworld.edits import Edit, referring_expressions
+from agent.microworld.scene import Scene
+
+__all__ = ["edit_meaning", "expressions", "judge_step", "read_edit"]
+
+DRAWS = 400  # random draws per object and language when listing expressions
+
+
+@lru_cache(maxsize=1)
+def _phrases() -> list[tuple[str, tuple[str, str]]]:
+    from agent.microworld import grammar
+
+    tables = {
+        "category": grammar.CATEGORY_WORDS,
+        "colour": grammar.COLOUR_WORDS,
+        "pattern": grammar.PATTERN_ADJECTIVES,
+        "relation": grammar.RELATION_WORDS,
+        "remove": {"remove": grammar.VERBS["remove"]},
+    }
+    phrases = [
+        (word, (slot, value))
+        for slot, table in tables.items()
+        for value, words in table.items()
+        for word, _ in words
+    ]
+    phrases += [(w, ("pattern", v)) for v, ws in grammar.PATTERN_NOUNS.items() for w, _ in ws]
+    phrases.sort(key=lambda p: -len(p[0]))  # longest first: "grass green" before "green"
+    return phrases
+
+
+def _words(text: str) -> str:
+    return f" {' '.join(text.lower().replace(',', ' ').replace('.', ' ').split())} "
+
+
+def edit_meaning(text: str) -> frozenset[tuple[str, str]]:
+    """What an edit's words name, read with the word tables of both language splits: the
+    category, colour, pattern and relation, and ("remove", "remove"). So "paint it orange" and
+    "make it orange" mean the same; "make it dotted" and "make it chequered" do not."""
+    rest = _words(text)
+    found = set()
+    for word, meaning in _phrases():
+        key = f" {word} "
+        while key in rest:
+            found.add(meaning)
+            rest = rest.replace(key, " | ", 1)
+    return frozenset(found)
+
+
+def expressions(scene: Scene) -> dict[str, str]:
+    """{expression (lowercase): object id} for every expression found for the objects of
+    ``scene``; each names one object and nothing else there."""
+    return dict(_expressions(scene.model_dump_json()))
+
+
+@lru_cache(maxsize=256)
+def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
+    from agent.microworld.grammar import LANGUAGES, referring
+
+    scene = Scene.model_validate_json(scene_json)
+    out: dict[str, str] = {}
+    for obj in scene.objects:
+        for text in referring_expressions(scene, obj):
+            out.setdefault(text.lower(), obj.id)
+        for language in LANGUAGES:
+            for k in range(DRAWS):
+                rng = random.Random(f"reader|{k}")
+                for text in referring(scene, obj, rng, language).values():
+                    out.setdefault(text.lower(), obj.id)
+    return tuple(out.items())
+
+
+@lru_cache(maxsize=1)
+def _definite_object() -> re.Pattern[str]:
+    from agent.microworld import grammar
+
+    words = sorted(
+        (w for ws in grammar.CATEGORY_WORDS.values() for w, _ in ws), key=len, reverse=True
+    )
+    alternatives = "|".join(re.escape(w) for w in words)
+    return re.compile(rf" the (?:\S+ ){{0,4}}?(?:{alternatives}) ")
+
+
+def _names_another_object(rest: str) -> bool:
+    """True when the text outside the matched expression still names an object ("the ...
+    circle"): new objects are indefinite ("a red star"), so the match was not the whole
+    expression."""
+    return _definite_object().search(rest) is not None
+
+
+def read_edit(text: str, scene: Scene) -> Edit | None:
+    """The ``Edit`` that ``text`` asks for on ``scene``, or None when it cannot be read."""
+    words = _words(text)
+    found = [(e, oid) for e, oid in expressions(scene).items() if f" {e} " in words]
+    if not found:
+        return None
+    ref, target = max(found, key=lambda p: len(p[0]))
+    rest = words.replace(f" {ref} ", " | ", 1)
+    if _names_another_object(rest):
+        return None  # the match was only an anchor of a longer expression the list lacks
+    meaning = dict(edit_meaning(rest))
+    try:
+        # every other kind names a value, so a text that names none removes ("... has to go")
+        if "remove" in meaning or not meaning:
+            if len(meaning) > 1:
+                return None
+            return Edit(kind="remove", ref=ref, target=target)
+        if "relation" in meaning:
+            return Edit(
+                kind="add",
+                ref=ref,
+                target=target,
+                relation=meaning["relation"],  # type: ignore[arg-type]
+                category=meaning.get("category"),
+                colour=meaning.get("colour"),
+                pattern=meaning.get("pattern"),
+            )
+        if len(meaning) != 1:
+            return None
+        ((slot, value),) = meaning.items()
+        kind = {"category": "replace", "colour": "recolour", "pattern": "material"}[slot]
+        return Edit(kind=kind, ref=ref, target=target, **{slot: value})  # type: ignore[arg-type]
+    except ValueError:  # a kind without the values it needs (e.g. an add with no colour)
+        return None
+
+
+def _distance(a: Scene, b: Scene, cell: str) -> int:
+    """How far cell ``cell`` of ``a`` is from ``b``'s: attributes that differ (category,
+    colour, pattern), 3 when one side is empty and the other not."""
+    x, y = a.get(cell), b.get(cell)
+    if x is None or y is None:
+        return 0 if x is y else 3
+    return sum(getattr(x, k) != getattr(y, k) for k in ("category", "colour", "pattern"))
+
+
+def judge_step(text: str, scene: Scene, goal: Scene) -> str:
+    """What the atomic edit ``text`` does when executed on ``scene``, against ``goal``:
+    "progress" (some cell comes closer to the goal, none moves away), "away" (a cell moves
+    away from it), "no change", "refused" (read, but it cannot apply: the cell is taken) or
+    "unread" (``read_edit`` cannot read it)."""
+    from agent.microworld.edits import EditError, apply_edit
+
+    edit = read_edit(text, scene)
+    if edit is None:
+        return "unread"
+    try:
+        after = apply_edit(scene, edit)
+    except EditError:
+        return "refused"
+    cells = {o.id for o in scene.objects} | {o.id for o in after.objects}
+    moved = [
+        (_distance(scene, goal, c), _distance(after, goal, c))
+        for c in cells
+        if _distance(scene, after, c)
+    ]
+    if not moved:
+        return "no change"
+    return "progress" if all(new < old for old, new in moved) else "away"
