@@ -28,7 +28,7 @@ def test_the_instructions_own_words_read_back_into_its_edits():
     """Each part of a test case's instruction reads back into exactly the edit it was written
     for (same kind, target and values), in both language splits."""
     read = total = 0
-    for seed in seeds("test", 30):
+    for seed in seeds("test", 15):
         for language in ("train", "heldout"):
             scene, edits, parts, _, _ = draw_case(seed, n_edits=3, size=224, language=language)
             for edit, part in zip(edits, parts):
@@ -37,7 +37,7 @@ def test_the_instructions_own_words_read_back_into_its_edits():
                 if got is not None:
                     assert got.model_copy(update={"ref": edit.ref}) == edit, (part.text, got, edit)
                     read += 1
-    assert read / total >= 0.8  # the reader misses some nested phrasings; it never misreads
+    assert read / total >= 0.95  # it may miss a phrasing; it never misreads one
 
 
 def test_a_text_that_names_no_value_removes_and_two_values_are_unreadable():
@@ -89,5 +89,5 @@ def test_reference_planner_answers_are_mostly_judged_progress():
                     Scene.model_validate(r["goal"]),
                 )
             )
-    assert verdicts.count("progress") / len(verdicts) >= 0.8
+    assert verdicts.count("progress") / len(verdicts) >= 0.95
     assert "away" not in verdicts or verdicts.count("away") <= len(verdicts) // 20 + 1

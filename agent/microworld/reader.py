@@ -4,10 +4,12 @@ A planner writes its next step as free text ("make the first triangle from the l
 To judge it by what it does, not by string match, ``read_edit`` turns the text into the
 ``Edit`` it asks for on the scene it is meant for:
 
-1. the referring expression: the longest expression the grammar can write for some object of
-   ``scene`` (both language splits, many random draws, plus the canonical ones of
-   ``referring_expressions``) that occurs in the text, word for word; every such expression
-   names exactly one object;
+1. the referring expression: the longest expression for some object of ``scene`` that occurs
+   in the text, word for word. Simple ones (ordinal, extreme, middle, attribute, category)
+   come from the grammar itself (both language splits, many random draws, plus the canonical
+   ``referring_expressions``); composite ones (relational, next to, between) are parsed with
+   the grammar's templates around simple anchors and resolved on the grid as the grammar
+   defines them. Every expression names exactly one object;
    When the rest of the text still names an object ("the ... circle"), the match was only an
    anchor of a longer expression the list lacks, and the text is unreadable;
 2. the rest of the text, read with the word tables (``edit_meaning``): the category, colour,
@@ -55,7 +57,8 @@ def _phrases() -> list[tuple[str, tuple[str, str]]]:
 
 
 def _words(text: str) -> str:
-    return f" {' '.join(text.lower().replace(',', ' ').replace('.', ' ').split())} "
+    """Lowercase words separated by single spaces, punctuation dropped, padded with spaces."""
+    return f" {' '.join(re.sub(r'[,.:;!?]', ' ', text.lower()).split())} "
 
 
 def edit_meaning(text: str) -> frozenset[tuple[str, str]]:
@@ -113,10 +116,88 @@ def _names_another_object(rest: str) -> bool:
     return _definite_object().search(rest) is not None
 
 
+@lru_cache(maxsize=256)
+def _simple_expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
+    """(expression, object id) of the non-relational expressions (ordinal, extreme, middle,
+    attribute, category) of every object: the anchors of the composite ones."""
+    from agent.microworld.grammar import LANGUAGES, _simple
+
+    scene = Scene.model_validate_json(scene_json)
+    out: dict[str, str] = {}
+    for obj in scene.objects:
+        for language in LANGUAGES:
+            for k in range(DRAWS):
+                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language):
+                    out.setdefault(text.lower(), obj.id)
+    return tuple(out.items())
+
+
+def _alternation(words: list[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
+
+def _composites(scene: Scene, words: str) -> list[tuple[str, str]]:
+    """(expression, object id) of every relational / next-to / between expression in
+    ``words``, parsed with the grammar's templates: the anchors are simple expressions of the
+    scene, the target is found on the grid as ``grammar.referring`` defines it (above = the
+    cell directly above the anchor; next to / between = the nearest objects in the row)."""
+    from agent.microworld import grammar
+
+    anchors = dict(_simple_expressions(scene.model_dump_json()))
+    if not anchors:
+        return []
+    cat_of = {w: c for c, ws in grammar.CATEGORY_WORDS.items() for w, _ in ws}
+    rel_of = {
+        w: r for r, ws in grammar.RELATION_WORDS.items() for w, _ in ws if r in ("above", "below")
+    }
+    slots = {
+        "cat": f"(?P<cat>{_alternation(list(cat_of))})",
+        "rel": f"(?P<rel>{_alternation(list(rel_of))})",
+        "anchor": f"(?P<anchor>{_alternation(list(anchors))})",
+        "anchor2": f"(?P<anchor2>{_alternation(list(anchors))})",
+    }
+    found: list[tuple[str, str]] = []
+    for kind in ("relational", "next_to", "between"):
+        for template, _ in grammar.REF_TEMPLATES[kind]:
+            pattern = re.escape(template)
+            for name, rx in slots.items():
+                pattern = pattern.replace(re.escape("{" + name + "}"), rx)
+            for m in re.finditer(f"(?= ({pattern}) )", words):
+                g = m.groupdict()
+                anchor = scene.get(anchors[g["anchor"]])
+                cat = cat_of.get(g.get("cat") or "")
+                target = None
+                if anchor is None:
+                    continue
+                if kind == "relational":
+                    dr = -1 if rel_of[g["rel"]] == "above" else 1
+                    target = (
+                        scene.at(anchor.row + dr, anchor.col) if 0 <= anchor.row + dr < 3 else None
+                    )
+                elif kind == "next_to":
+                    beside = [
+                        o
+                        for o in grammar._row_neighbours(scene, anchor)
+                        if o is not None and o.category == cat
+                    ]
+                    target = beside[0] if len(beside) == 1 else None
+                else:
+                    other = scene.get(anchors[g["anchor2"]])
+                    for o in scene.objects:
+                        if other is not None and {
+                            x.id for x in grammar._row_neighbours(scene, o) if x
+                        } == {anchor.id, other.id}:
+                            target = o
+                if target is not None and (cat is None or target.category == cat):
+                    found.append((m.group(1), target.id))
+    return found
+
+
 def read_edit(text: str, scene: Scene) -> Edit | None:
     """The ``Edit`` that ``text`` asks for on ``scene``, or None when it cannot be read."""
     words = _words(text)
     found = [(e, oid) for e, oid in expressions(scene).items() if f" {e} " in words]
+    found += _composites(scene, words)
     if not found:
         return None
     ref, target = max(found, key=lambda p: len(p[0]))
