@@ -39,6 +39,7 @@ CEILING = "AE round trip of the ground truth (ceiling)"
 PLAIN = "plain editor, whole instruction (1 call)"
 SEQUENTIAL = "plain editor, atomic edits in sequence (oracle split)"
 MIRAGE = "MIRAGE, oracle regions (1 call)"
+LEARNED = "MIRAGE, learned parser + grounder (1 call)"
 ROWS = (CEILING, PLAIN, SEQUENTIAL, MIRAGE)
 #: Pixel rings (px) around the regions where the background check is reported.
 RINGS = (0, 8, 16, 32)
@@ -62,6 +63,7 @@ class CaseResult:
     seconds: dict[str, float]
     background: Background
     mirage_boxes: list[tuple[int, int, int, int]]  # MIRAGE's snapped regions, pixel XYXY
+    regions_found: int | None = None  # LEARNED row: regions found, None when it failed
 
 
 def load(
@@ -130,9 +132,12 @@ def run_case(
     rho: float,
     seed: int = 0,
     rows: tuple[str, ...] = ROWS,
+    regional: Any = None,
 ) -> CaseResult:
     """Answer ``case`` each way named in ``rows`` and score it (``MIRAGE`` always runs: the
-    background check needs it)."""
+    background check needs it). ``regional``: a ``RegionalEditor`` with a parser and a
+    grounder for the ``LEARNED`` row; a case whose regions cannot be found (a recoverable
+    parse or grounding error) scores the unedited source, as the failed call leaves it."""
     from agent.microworld.render import render
     from agent.microworld.scoring import score_case
     from agent.microworld.truth import intermediate
@@ -167,6 +172,28 @@ def run_case(
     )
     seconds[MIRAGE] = time.perf_counter() - t
     scores[MIRAGE] = score_case(case, out.image)
+    found = None
+    if LEARNED in rows and regional is not None:
+        from tools.errors import RecoverableToolError
+
+        t = time.perf_counter()
+        try:
+            regions, _ = regional.find_regions(source, case.instruction)
+            found = len(regions)
+            image = sampler(
+                source,
+                case.instruction,
+                regions,
+                rho=rho,
+                seed=seed,
+                num_inference_steps=editor.num_inference_steps,
+                guidance_scale=editor.guidance_scale,
+                **call,
+            ).image
+        except RecoverableToolError:
+            image = source
+        seconds[LEARNED] = time.perf_counter() - t
+        scores[LEARNED] = score_case(case, image)
     background = background_check(out, sampler.decode(out.source_latent))
     return CaseResult(
         seed=case.seed,
@@ -174,6 +201,7 @@ def run_case(
         seconds=seconds,
         background=background,
         mirage_boxes=list(out.boxes),
+        regions_found=found,
     )
 
 
@@ -248,9 +276,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="a micro editor folder (default: shipped)")
     p.add_argument("--dtype", default="float32", help="compute dtype (the weights are bf16)")
     p.add_argument("--mirage-only", action="store_true", help="only the MIRAGE row")
+    p.add_argument(
+        "--vlm",
+        default=None,
+        help="a micro VLM folder (mira-train vlm): adds the row with its parser and grounder",
+    )
     args = p.parse_args(argv)
+    regional = None
+    if args.vlm is not None:
+        from agent.train.vlm import load_folder
+        from tools.mirage.parse import VLMInstructionParser
+        from tools.mirage.tool import RegionalEditor
+        from tools.vlm.grounder import QwenVLGrounder
+
+        vlm = load_folder(args.vlm)[0]
+        vlm.model.eval()
+        regional = (VLMInstructionParser(vlm, retries=0), QwenVLGrounder(vlm, retries=0))
 
     editor, sampler, call = load(args.model, min_cells=args.min_cells, dtype=args.dtype)
+    if regional is not None:
+        regional = RegionalEditor(sampler, parser=regional[0], grounder=regional[1])
     todo = cases(args.split, args.n, offset=args.offset)
     n_edits = sum(len(c.edits) for c in todo)
     print(
@@ -260,12 +305,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     for rho in args.rho:
         rows = (MIRAGE,) if args.mirage_only else ROWS
+        if regional is not None:
+            rows = (*rows, LEARNED)
         results = [
-            run_case(editor, sampler, call, c, rho=rho, seed=args.seed, rows=rows) for c in todo
+            run_case(
+                editor, sampler, call, c, rho=rho, seed=args.seed, rows=rows, regional=regional
+            )
+            for c in todo
         ]
         print(f"rho = {rho} (early phase {round((1 - rho) * editor.num_inference_steps)} steps)\n")
         print(table(results, rows))
         print("\nMIRAGE background:\n" + background_summary(results) + "\n")
+        if regional is not None:
+            failed = sum(r.regions_found is None for r in results)
+            print(
+                f"learned parser + grounder: regions not found in {failed}/{len(results)} cases\n"
+            )
     return 0
 
 

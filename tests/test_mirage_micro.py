@@ -101,3 +101,41 @@ def test_one_test_case_keeps_the_background_and_fills_every_row() -> None:
         assert line.startswith(f"| {row} | 1 |")
     summary = bench.background_summary([result])
     assert "equal to the source latent x0: 1/1 cases" in summary
+
+
+def test_learned_row_finds_regions_with_a_parser_and_grounder_or_leaves_the_source() -> None:
+    """The ``--vlm`` row runs the RegionalEditor's parse-and-ground path: with a parser and a
+    grounder that return the truth it edits like the oracle row; when grounding fails, the
+    case scores the unedited source (what the failed call leaves) and is counted as not found."""
+    from agent.microworld.render import render
+    from agent.microworld.scoring import score_case
+    from agent.microworld.splits import seeds
+    from agent.microworld.truth import make_case, target_box
+    from tools.contracts import Box, Grounding
+    from tools.errors import GroundingError
+    from tools.mirage.parse import StaticParser
+    from tools.mirage.tool import RegionalEditor
+
+    editor, sampler, call = bench.load(dtype="bfloat16")
+    case = make_case(seeds("test", 1)[0], n_edits=2, language="train")
+    boxes = {text: target_box(case.scene, e) for e, text in zip(case.edits, case.atomic)}
+
+    class TruthGrounder:
+        def ground(self, image, expression):  # type: ignore[no-untyped-def]
+            x1, y1, x2, y2 = boxes[expression]
+            return Grounding(expression=expression, boxes=[Box(x1=x1, y1=y1, x2=x2, y2=y2)])
+
+    class NoGrounder:
+        def ground(self, image, expression):  # type: ignore[no-untyped-def]
+            raise GroundingError(f"nothing for {expression!r}", tool="grounder")
+
+    parser = StaticParser([(text, text) for text in case.atomic])
+    rows = (bench.MIRAGE, bench.LEARNED)
+    good = RegionalEditor(sampler, parser=parser, grounder=TruthGrounder())
+    result = bench.run_case(editor, sampler, call, case, rho=0.75, rows=rows, regional=good)
+    assert result.regions_found == len(case.edits)
+    assert result.scores[bench.LEARNED] == result.scores[bench.MIRAGE]
+    bad = RegionalEditor(sampler, parser=parser, grounder=NoGrounder())
+    result = bench.run_case(editor, sampler, call, case, rho=0.75, rows=rows, regional=bad)
+    assert result.regions_found is None
+    assert result.scores[bench.LEARNED] == score_case(case, render(case.scene))
