@@ -16,6 +16,19 @@ from agent.train import vlm as V  # noqa: E402
 from agent.train import vlm_model as M  # noqa: E402
 
 
+def _in_fresh_process(code: str) -> None:
+    """Run ``code`` in a new interpreter. The code forks worker processes, and forking from
+    the test process can deadlock the child: earlier tests leave threads there (Ray's gRPC
+    client), and a lock one of them held at the fork stays locked in the child forever."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, check=True, timeout=600)
+
+
 @pytest.fixture(scope="module")
 def smoke_vlm():
     tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
@@ -244,11 +257,16 @@ def test_stages_train_the_right_parameters(smoke_vlm):
 
 def test_loader_workers_build_batches():
     """Batches come from DataLoader worker processes, every item drawn once per epoch."""
-    import torch
+    _in_fresh_process(
+        """
+        import torch
+        from agent.train import vlm as V
 
-    batches = V._loader(lambda c: {"x": torch.tensor(c)}, [1, 2, 3, 4], 2, 0, 1)
-    seen = torch.cat([next(batches)["x"] for _ in range(2)])
-    assert sorted(seen.tolist()) == [1, 2, 3, 4]
+        batches = V._loader(lambda c: {"x": torch.tensor(c)}, [1, 2, 3, 4], 2, 0, 1)
+        seen = torch.cat([next(batches)["x"] for _ in range(2)])
+        assert sorted(seen.tolist()) == [1, 2, 3, 4], seen
+        """
+    )
 
 
 def test_encode_matches_processor_ids(smoke_vlm):
@@ -342,8 +360,18 @@ def test_pool_spreads_over_seeds_and_workers_agree(smoke_vlm):
     seeds = [1_000_010, 1_000_011, 1_000_012]
     here = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2)
     assert len(here) == 6
-    forked = V._pool(smoke_vlm, ["grounder"], seeds, "train", 6, per_seed=2, workers=2)
-    assert [a for _, a in here] == [a for _, a in forked]
+    _in_fresh_process(
+        f"""
+        import json
+        from agent.train import vlm as V
+        from agent.train import vlm_model as M
+
+        tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+        vlm = M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+        forked = V._pool(vlm, ["grounder"], {seeds!r}, "train", 6, per_seed=2, workers=2)
+        assert [a for _, a in forked] == json.loads({json.dumps([a for _, a in here])!r})
+        """
+    )
 
     def scenes(pool):
         return {p[0]["content"][0]["image"].tobytes() for p, _ in pool}
