@@ -21,6 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tools._io import pid_alive
+
 __all__ = ["stage", "publish", "recover", "STAGING_PATTERN"]
 
 #: Name of a staging folder: ``.<stem>.mira-<pid>-<random>``.
@@ -28,18 +30,6 @@ STAGING_PATTERN = re.compile(r"^\.(?P<stem>.*)\.mira-(?P<pid>\d+)-[A-Za-z0-9_]+$
 _MARKER = "PUBLISH"
 #: What the CLI writes into ``<out stem>_steps/``; only such files are replaced by --force.
 STEP_FILE = re.compile(r"^step\d+_try\d+_(?:accepted|rejected)\.png$")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def stage(out: Path) -> Path:
@@ -58,7 +48,7 @@ def recover(out: Path, steps_dir: Path, trace: Path) -> None:
         return
     for entry in entries:
         match = STAGING_PATTERN.match(entry.name)
-        if match is None or match["stem"] != out.stem or _alive(int(match["pid"])):
+        if match is None or match["stem"] != out.stem or pid_alive(int(match["pid"])):
             continue
         if entry.is_symlink() or not entry.is_dir():
             continue

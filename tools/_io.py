@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "stale_temp_files"]
+__all__ = ["pid_alive", "write_atomic", "stale_temp_files"]
 
 #: ``.<name>.<pid>.<random>.tmp``: the temporary files of ``write_atomic``.
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
@@ -38,7 +38,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
         raise
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process always does)."""
     if pid == os.getpid():
         return True
     try:
@@ -60,6 +61,6 @@ def stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
         return []
     for entry in entries:
         match = _TEMP.match(entry.name)
-        if match and entry.is_file(follow_symlinks=False) and not _alive(int(match["pid"])):
+        if match and entry.is_file(follow_symlinks=False) and not pid_alive(int(match["pid"])):
             found.append(Path(entry.path))
     return found

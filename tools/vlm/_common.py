@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Lazy", "fit_longest_side", "image_url_block", "data_url", "message_text"]
+__all__ = [
+    "Lazy",
+    "check_generate_args",
+    "fit_longest_side",
+    "image_url_block",
+    "data_url",
+    "message_text",
+]
 
 T = TypeVar("T")
 
@@ -76,3 +83,20 @@ def message_text(message: Any) -> str:
         ]
         return "".join(parts)
     raise TypeError(f"chat model returned content of type {type(content).__name__}, expected text")
+
+
+def check_generate_args(
+    prompts: object, max_new_tokens: int, temperature: float, num_return_sequences: int
+) -> None:
+    """The argument checks every ``generate`` of a QwenVL-like backend makes."""
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if num_return_sequences < 1 or (temperature == 0 and num_return_sequences > 1):
+        raise ValueError(
+            f"num_return_sequences must be >= 1, and 1 when decoding greedily "
+            f"(temperature=0); got {num_return_sequences!r}"
+        )

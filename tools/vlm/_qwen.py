@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tools.models import REGISTRY, LoadOptions, resolve_local, torch_dtype
+from tools.vlm._common import check_generate_args
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -244,17 +245,7 @@ class QwenVL:
         sampled answers differ draw by draw (another sampler), not in distribution.
         """
         # 1. check inputs
-        if not prompts:
-            raise ValueError("prompts must not be empty")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if num_return_sequences < 1 or (temperature == 0 and num_return_sequences > 1):
-            raise ValueError(
-                f"num_return_sequences must be >= 1, and 1 when decoding greedily "
-                f"(temperature=0); got {num_return_sequences!r}"
-            )
+        check_generate_args(prompts, max_new_tokens, temperature, num_return_sequences)
         import torch
 
         # 2. render and tokenise: one batch, left-padded

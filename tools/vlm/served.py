@@ -24,7 +24,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tools.vlm._common import image_url_block, message_text
+from tools.vlm._common import check_generate_args, image_url_block, message_text
 from tools.vlm.critic import EDITSCORE_ADAPTER, EditScoreCritic
 from tools.vlm.grounder import QwenVLGrounder
 from tools.vlm.planner import DEFAULT_IMAGE_SIZE, MiraPlanner
@@ -167,17 +167,7 @@ class ServedVL:
     ) -> list[list[str]]:
         """``answers[i][j]``: the j-th answer to prompt i (one request per prompt, ``n`` answers
         each), stripped. The sampling settings travel with each request."""
-        if not prompts:
-            raise ValueError("prompts must not be empty")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if num_return_sequences < 1 or (temperature == 0 and num_return_sequences > 1):
-            raise ValueError(
-                f"num_return_sequences must be >= 1, and 1 when decoding greedily "
-                f"(temperature=0); got {num_return_sequences!r}"
-            )
+        check_generate_args(prompts, max_new_tokens, temperature, num_return_sequences)
         client = self._client(self.served_name(adapter))
         params: dict[str, Any] = {
             "max_tokens": max_new_tokens,
