@@ -76,14 +76,16 @@ def edit_meaning(text: str) -> frozenset[tuple[str, str]]:
 
 
 def expressions(scene: Scene) -> dict[str, str]:
-    """{expression (lowercase): object id} for every expression found for the objects of
-    ``scene``; each names one object and nothing else there."""
+    """{expression (lowercase): object id} of the simple expressions (ordinal, extreme,
+    middle, attribute, category) of every object of ``scene``, drawn from the grammar, and
+    the canonical ``referring_expressions``; each names one object and nothing else there.
+    Composite expressions are parsed around these (``_composites``), not listed."""
     return dict(_expressions(scene.model_dump_json()))
 
 
 @lru_cache(maxsize=256)
 def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
-    from agent.microworld.grammar import LANGUAGES, referring
+    from agent.microworld.grammar import LANGUAGES, _simple
 
     scene = Scene.model_validate_json(scene_json)
     out: dict[str, str] = {}
@@ -92,8 +94,7 @@ def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
             out.setdefault(text.lower(), obj.id)
         for language in LANGUAGES:
             for k in range(DRAWS):
-                rng = random.Random(f"reader|{k}")
-                for text in referring(scene, obj, rng, language).values():
+                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language):
                     out.setdefault(text.lower(), obj.id)
     return tuple(out.items())
 
@@ -116,22 +117,6 @@ def _names_another_object(rest: str) -> bool:
     return _definite_object().search(rest) is not None
 
 
-@lru_cache(maxsize=256)
-def _simple_expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
-    """(expression, object id) of the non-relational expressions (ordinal, extreme, middle,
-    attribute, category) of every object: the anchors of the composite ones."""
-    from agent.microworld.grammar import LANGUAGES, _simple
-
-    scene = Scene.model_validate_json(scene_json)
-    out: dict[str, str] = {}
-    for obj in scene.objects:
-        for language in LANGUAGES:
-            for k in range(DRAWS):
-                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language):
-                    out.setdefault(text.lower(), obj.id)
-    return tuple(out.items())
-
-
 def _alternation(words: list[str]) -> str:
     return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
 
@@ -143,7 +128,7 @@ def _composites(scene: Scene, words: str) -> list[tuple[str, str]]:
     cell directly above the anchor; next to / between = the nearest objects in the row)."""
     from agent.microworld import grammar
 
-    anchors = dict(_simple_expressions(scene.model_dump_json()))
+    anchors = expressions(scene)
     if not anchors:
         return []
     cat_of = {w: c for c, ws in grammar.CATEGORY_WORDS.items() for w, _ in ws}
