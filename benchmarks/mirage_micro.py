@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a micro VLM folder (mira-train vlm): adds the row with its parser and grounder",
     )
     args = p.parse_args(argv)
+    editor, sampler, call = load(args.model, min_cells=args.min_cells, dtype=args.dtype)
     regional = None
     if args.vlm is not None:
         from agent.train.vlm import load_folder
@@ -291,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
 
         vlm = load_folder(args.vlm)[0]
         vlm.model.eval()
-        regional = (VLMInstructionParser(vlm, retries=0), QwenVLGrounder(vlm, retries=0))
-
-    editor, sampler, call = load(args.model, min_cells=args.min_cells, dtype=args.dtype)
-    if regional is not None:
-        regional = RegionalEditor(sampler, parser=regional[0], grounder=regional[1])
+        regional = RegionalEditor(
+            sampler,
+            parser=VLMInstructionParser(vlm, retries=0),
+            grounder=QwenVLGrounder(vlm, retries=0),
+        )
     todo = cases(args.split, args.n, offset=args.offset)
     n_edits = sum(len(c.edits) for c in todo)
     print(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.microworld.reader import edit_meaning
+from agent.train.vlm import shuffled
 
 __all__ = ["edit_meaning", "evaluate_vlm", "iou"]
 
@@ -49,12 +50,6 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _derange(n: int) -> list[int]:
-    from agent.train.vlm import shuffled
-
-    return shuffled(n)
-
-
 def _grounder(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
     from agent.microworld import formats
     from tools.errors import GroundingError
@@ -64,7 +59,7 @@ def _grounder(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict
     samples = list(formats.grounder_samples(seeds, language=language))[:limit]
     images = [r["messages"][0]["content"][0]["image"] for r in samples]
     out: dict[str, Any] = {"samples": len(samples)}
-    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", shuffled(len(samples)))):
         hit75 = hit50 = pos = neg = neg_ok = 0
         for r, j in zip(samples, order, strict=True):
             try:
@@ -97,7 +92,7 @@ def _parser(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[s
     parser = VLMInstructionParser(vlm, retries=0, max_new_tokens=160)
     samples = list(formats.parse_samples(seeds, language=language))[:limit]
     out: dict[str, Any] = {"samples": len(samples)}
-    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", shuffled(len(samples)))):
         exact = same = valid = 0
         for r, j in zip(samples, order, strict=True):
             instruction = r["messages"][0]["content"][1]["text"]
@@ -143,7 +138,7 @@ def _critic(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[s
     groups = [g for g in groups if "correct" in g][:limit]
     sources = [g["correct"][0] for g in groups]
     out: dict[str, Any] = {"edits": len(groups)}
-    for name, order in (("true", list(range(len(groups)))), ("shuffled", _derange(len(groups)))):
+    for name, order in (("true", list(range(len(groups)))), ("shuffled", shuffled(len(groups)))):
         separated = pairs = valid = calls = 0
         by_mode = {m: [0, 0] for m in FLAWED}
         for g, j in zip(groups, order, strict=True):
@@ -212,7 +207,7 @@ def _planner(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[
         if r["answer"].startswith("NEXT_EDITING_INSTRUCTION")
     ]
     out["reference"] = reference.count("progress") / max(len(reference), 1)
-    for name, order in (("true", list(range(len(samples)))), ("shuffled", _derange(len(samples)))):
+    for name, order in (("true", list(range(len(samples)))), ("shuffled", shuffled(len(samples)))):
         counts = {"next": [0, 0], "corrective": [0, 0]}
         stops = {"tp": 0, "fp": 0, "fn": 0}
         valid = 0
