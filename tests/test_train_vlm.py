@@ -512,3 +512,50 @@ def test_compare_samples_name_exactly_the_changed_cells():
         ]
         assert [part.split(" ")[0] for part in answer.split("; ")] == changed and changed
         assert all(" -> " in part for part in answer.split("; "))
+
+
+def test_every_stage_is_saved_and_pools_are_built_before_the_model_moves(
+    trained, tmp_path, monkeypatch
+):
+    """A run saves its folder after each stage (a call cut off later keeps what it finished),
+    and builds every sample pool before the model is moved to its device (forking after the
+    model holds a CUDA context may hang the workers)."""
+    out, _ = trained
+    events = []
+    real_save, real_pools = V.save_folder, V._stage_pools
+
+    def save(vlm, path, *, settings, done, metrics):
+        events.append(("save", list(done)))
+        return real_save(vlm, path, settings=settings, done=done, metrics=metrics)
+
+    def pools(vlm, stage, *args):
+        events.append(("pool", stage, str(next(vlm.model.parameters()).device)))
+        return real_pools(vlm, stage, *args)
+
+    monkeypatch.setattr(V, "save_folder", save)
+    monkeypatch.setattr(V, "_stage_pools", pools)
+    real_to = type(V.load_folder(out)[0].model).to
+
+    def to(self, *args, **kwargs):
+        events.append(("to",))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(V.load_folder(out)[0].model), "to", to)
+    settings = V.settings_for("smoke", seconds=1.0, stages=("language", "roles"))
+    V.train_vlm(tmp_path / "m", settings=settings, init=out)
+    kinds = [e[0] for e in events]
+    last_pool = max(i for i, k in enumerate(kinds) if k == "pool")
+    # both pools (language, roles) first, then the move to the device, then one save per stage
+    assert kinds[last_pool - 1 :] == ["pool", "pool", "to", "save", "save"]
+    assert [e[1] for e in events if e[0] == "pool"] == ["language", "roles"]
+
+
+def test_cli_passes_the_dtype(monkeypatch, tmp_path):
+    import agent.train.vlm as vlm_module
+    from agent.train.cli import main
+
+    seen = {}
+    monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    assert main(["vlm", "--settings", "smoke", "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
+    assert seen["s"].dtype == "bfloat16"
+    assert V.GPU_SETTINGS.dtype == "float32"
