@@ -4,6 +4,7 @@ through the project's real classes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -285,6 +286,7 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["vlm", "--out", str(tmp_path), "--init", str(tmp_path)]) == 2
     assert main(["vlm", "--out", str(tmp_path), "--stage-seconds", "vision"]) == 2
     assert main(["vlm", "--out", str(tmp_path), "--batch", "0"]) == 2
+    assert main(["vlm", "--out", str(tmp_path), "--pool-samples", "0"]) == 2
     assert "micro_vlm.json" in capsys.readouterr().err
 
 
@@ -559,3 +561,27 @@ def test_cli_passes_the_dtype(monkeypatch, tmp_path):
     assert main(["vlm", "--settings", "smoke", "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
     assert seen["s"].dtype == "bfloat16"
     assert V.GPU_SETTINGS.dtype == "float32"
+    assert main(["vlm", "--settings", "smoke", "--out", str(tmp_path), "--pool-samples", "9"]) == 0
+    assert seen["s"].pool_samples == 9
+
+
+def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
+    """The roles stage's pool mixes describe and compare samples (their share of one role's
+    count) into grounder, parser and planner, drawn from other train seeds than the roles'."""
+    train = list(range(1_000_000, 1_000_040))
+    settings = dataclasses.replace(V.SMOKE_SETTINGS, pool_samples=36)
+    pool, evals = V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+    prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
+    describe = [p for p, _ in pool if p[0]["content"][-1]["text"] == V.DESCRIBE_PROMPT]
+    compare = sum(t == V.COMPARE_PROMPT for t in prompts)
+    assert len(describe) == compare == 2  # 36 / (3 + 0.5) = 10 per role, a quarter each
+    assert len(pool) == 3 * 10 + 4
+    role_scenes = {
+        c["image"].tobytes()
+        for p, a in pool
+        if p[0]["content"][-1]["text"] not in (V.DESCRIBE_PROMPT, V.COMPARE_PROMPT)
+        for c in p[0]["content"]
+        if c["type"] == "image"
+    }
+    assert not role_scenes & {p[0]["content"][0]["image"].tobytes() for p in describe}
+    assert set(evals["train"]) == {"grounder", "parser", "planner"}

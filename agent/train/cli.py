@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     vl.add_argument("--lr", type=float, default=None, help="learning rate of stages 2-3")
     vl.add_argument("--seed-offset", type=int, default=None, help="skip this many train seeds")
     vl.add_argument(
+        "--pool-samples", type=int, default=None, help="training samples per stage (all roles)"
+    )
+    vl.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
         default=None,
@@ -163,10 +166,10 @@ def _vlm(args: argparse.Namespace) -> int:
         return 2
 
     changes: dict = {}
-    for name in ("seconds", "batch", "lr", "seed_offset"):
+    for name in ("seconds", "batch", "lr", "seed_offset", "pool_samples"):
         value = getattr(args, name)
         if value is not None:
-            if value < 0 or (name == "batch" and value < 1):
+            if value < 0 or (name in ("batch", "pool_samples") and value < 1):
                 return fail(f"--{name.replace('_', '-')} out of range: {value!r}")
             changes[name] = value
     if args.dtype is not None:

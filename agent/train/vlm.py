@@ -738,6 +738,10 @@ STAGE_ROLES = {
     "roles": ["grounder", "parser", "planner"],
     "critic": ["critic"],
 }
+# perception tasks mixed into a later stage's training pool (as a share of one role's samples),
+# so fine-tuning on the long role prompts does not overwrite reading the scene (the first roles
+# run decoded near text-only after a language stage that read every object)
+REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25}}
 
 
 def _stage_pools(
@@ -746,8 +750,13 @@ def _stage_pools(
     """(training samples on train seeds and train language, {language: {role: validation
     samples}}) of a language-model stage."""
     roles = STAGE_ROLES[stage]
-    limit = settings.pool_samples // len(roles)
+    rehearse = REHEARSAL.get(stage, {})
+    limit = int(settings.pool_samples / (len(roles) + sum(rehearse.values())))
     pool = _pool(vlm, roles, train, "train", limit, workers=settings.workers)
+    for role, share in rehearse.items():
+        # other scenes than the roles' own (the end of the train seeds), train language
+        seeds = list(reversed(train))
+        pool += _pool(vlm, [role], seeds, "train", int(limit * share), workers=settings.workers)
     evals = {
         lang: {
             role: _pool(vlm, [role], val, lang, settings.eval_samples, workers=settings.workers)
