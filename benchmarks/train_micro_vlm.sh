@@ -24,8 +24,10 @@ rm -rf "$WORK/vlm"
 # LIMIT: seconds before training is stopped (the folder is saved after every stage, so a call
 # cut off here still returns the stages it finished); keep it under the call's own limit.
 status=0
-timeout "${LIMIT:-540}" "$PYTHON" -m agent.train vlm --settings "$SETTINGS" --out "$WORK/vlm" \
-    "${init[@]}" "$@" 2>&1 | tee "$OUT/train.log" || status=$?
+# --budget: the run itself cuts its last stage short so that it is evaluated and saved in time
+LIMIT="${LIMIT:-540}"
+timeout "$LIMIT" "$PYTHON" -m agent.train vlm --settings "$SETTINGS" --out "$WORK/vlm" \
+    --budget $((LIMIT - 15)) "${init[@]}" "$@" 2>&1 | tee "$OUT/train.log" || status=$?
 [ -f "$WORK/vlm/micro_vlm.json" ] || exit $((status ? status : 1))
 cp "$WORK/vlm/metrics.json" "$OUT/"
 tar -C "$WORK" -cf - vlm | split -b 15M - "$OUT/vlm.tar.part"

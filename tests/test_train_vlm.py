@@ -585,3 +585,14 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
     }
     assert not role_scenes & {p[0]["content"][0]["image"].tobytes() for p in describe}
     assert set(evals["train"]) == {"grounder", "parser", "planner"}
+
+
+def test_stage_is_cut_to_leave_its_evaluation_inside_the_budget(tmp_path):
+    from agent.train.cli import main
+
+    s = dataclasses.replace(V.SMOKE_SETTINGS, seconds={"roles": 300.0}, budget=500.0)
+    assert V.stage_seconds(s, "roles", 100.0) == 300.0  # room left: its own budget
+    assert V.stage_seconds(s, "roles", 200.0) == 500.0 - 200.0 - V.FINISH_SECONDS
+    assert V.stage_seconds(s, "roles", 490.0) == 0.0  # no room: a single step
+    assert V.stage_seconds(dataclasses.replace(s, budget=None), "roles", 1e9) == 300.0
+    assert main(["vlm", "--out", str(tmp_path), "--budget", "-1"]) == 2

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     vl.add_argument("--lr", type=float, default=None, help="learning rate of stages 2-3")
     vl.add_argument("--seed-offset", type=int, default=None, help="skip this many train seeds")
     vl.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-clock seconds for the whole run: the stage running at the end is cut short "
+        "so that it is still evaluated and saved",
+    )
+    vl.add_argument(
         "--pool-samples", type=int, default=None, help="training samples per stage (all roles)"
     )
     vl.add_argument(
@@ -166,7 +173,7 @@ def _vlm(args: argparse.Namespace) -> int:
         return 2
 
     changes: dict = {}
-    for name in ("seconds", "batch", "lr", "seed_offset", "pool_samples"):
+    for name in ("seconds", "batch", "lr", "seed_offset", "pool_samples", "budget"):
         value = getattr(args, name)
         if value is not None:
             if value < 0 or (name in ("batch", "pool_samples") and value < 1):

@@ -110,6 +110,9 @@ class VLMSettings:
     dtype: str = "float32"
     log_every: int = 50
     workers: int = 14
+    # wall-clock seconds for the whole run (pools, stages, evaluations, saves), None: no limit;
+    # a stage is cut short to leave ``FINISH_SECONDS`` for its evaluation and save
+    budget: float | None = None
 
 
 GPU_SETTINGS = VLMSettings()
@@ -629,6 +632,7 @@ def train_vlm(
 
     from agent.microworld.splits import seeds as split_seeds
 
+    run_start = time.monotonic()
     out = Path(out)
     device = settings.device if torch.cuda.is_available() or settings.device == "cpu" else "cpu"
     if init is not None:
@@ -659,7 +663,7 @@ def train_vlm(
         else torch.autocast("cpu", enabled=False)
     )
     for stage in settings.stages:
-        seconds = settings.seconds.get(stage, 0.0)
+        seconds = stage_seconds(settings, stage, time.monotonic() - run_start)
         log(f"stage {stage}: {seconds:.0f} s")
         with amp:
             if stage == "vision":
@@ -731,6 +735,18 @@ def train_vlm(
         metrics["text_only_baselines"] = TEXT_ONLY
         save_folder(vlm, out, settings=settings, done=done, metrics=metrics)
     return metrics
+
+
+FINISH_SECONDS = 60.0  # a stage's evaluation and save on the GPU took 20-45 s
+
+
+def stage_seconds(settings: VLMSettings, stage: str, elapsed: float) -> float:
+    """A stage's training seconds: its own budget, cut so that the run's ``budget`` still
+    leaves time to evaluate and save it; a stage that would get no time gets one step (0)."""
+    seconds = settings.seconds.get(stage, 0.0)
+    if settings.budget is not None:
+        seconds = min(seconds, max(0.0, settings.budget - elapsed - FINISH_SECONDS))
+    return seconds
 
 
 STAGE_ROLES = {
