@@ -2,7 +2,7 @@
 #
 # Install path (one, used by CI too): CPU torch 2.13.0 first (pip takes the local CPU wheel
 # where the machine has one; elsewhere PyPI's build, which also runs on CPU), then the project
-# with its `models`, `dev`, `serve` and `ray` extras pinned by constraints.txt, then sam2 built
+# with its `models`, `dev`, `serve`, `ray` and `train` extras pinned by constraints.txt, then sam2 built
 # pure-Python without dependencies (its torchvision requirement would replace torch with a
 # CUDA build).
 PY ?= python3
@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) setuptools wheel torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[models,dev,serve,ray]"
+	$(PIP) -c constraints.txt -e ".[models,dev,serve,ray,train]"
 	SAM2_BUILD_CUDA=0 $(PIP) -c constraints.txt --no-deps --no-build-isolation sam2
 	touch $@
 

@@ -5,6 +5,8 @@
                    [--seconds S] [--stage-seconds vision=60,roles=300] [--dtype float32]
     mira-train eval-vlm --model DIR [--split test] [--seeds N]
                         [--roles grounder,parser,planner,critic]
+    mira-train grpo --model DIR --out DIR [--reward critic|exact] [--editor DIR] [--steps N]
+                    [--seconds S] [--group G] [--lr LR] [--beta B]
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -94,6 +96,29 @@ def _parser() -> argparse.ArgumentParser:
         "--roles", default="grounder,parser,planner,critic", help="comma-separated roles"
     )
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    gr = sub.add_parser("grpo", help="MIRA stage 2: GRPO with a LoRA on the micro VLM's planner")
+    gr.add_argument("--model", required=True, type=Path, help="the SFT micro VLM folder")
+    gr.add_argument("--out", required=True, type=Path, help="folder for the LoRA and grpo.json")
+    gr.add_argument("--reward", choices=("critic", "exact"), default="critic")
+    gr.add_argument(
+        "--editor", type=Path, default=None, help="micro editor folder (default: the shipped one)"
+    )
+    gr.add_argument("--editor-steps", type=int, default=None, help="editor denoising steps")
+    for name, kind, text in (
+        ("steps", int, "optimiser steps (MIRA: 200)"),
+        ("group", int, "sampled answers per input, G (MIRA: 5)"),
+        ("lr", float, "learning rate (MIRA: 5e-6)"),
+        ("beta", float, "KL coefficient (MIRA: 0.04)"),
+        ("lambda-sc", float, "weight of semantic consistency (MIRA: 2.0)"),
+        ("lambda-pq", float, "weight of perceptual quality (MIRA: 0.5)"),
+        ("prompts-per-step", int, "inputs per step"),
+        ("max-completion-length", int, "most tokens per sampled answer"),
+        ("train-seeds", int, "train-split scenes to draw planner states from"),
+        ("seed-offset", int, "skip this many train seeds"),
+        ("seconds", float, "wall-clock budget (stops after the step that passes it)"),
+    ):
+        gr.add_argument(f"--{name}", type=kind, default=None, help=text)
+    gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     return p
 
 
@@ -105,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return _vlm(args)
     if args.command == "eval-vlm":
         return _eval_vlm(args)
+    if args.command == "grpo":
+        return _grpo(args)
     from agent.train.editor import GPU_SETTINGS, SMOKE_SETTINGS, train_editor
 
     settings = SMOKE_SETTINGS if args.settings == "smoke" else GPU_SETTINGS
@@ -241,4 +268,66 @@ def _eval_vlm(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.write_text(text + "\n")
     print(text)
+    return 0
+
+
+def _grpo(args: argparse.Namespace) -> int:
+    from agent.train.grpo import GRPOSettings, StepReward, train_grpo
+    from agent.train.vlm_model import MANIFEST
+
+    if not (args.model / MANIFEST).is_file():
+        print(f"mira-train: --model {str(args.model)!r} holds no {MANIFEST}", file=sys.stderr)
+        return 2
+    fields = {
+        "steps": args.steps,
+        "group": args.group,
+        "lr": args.lr,
+        "beta": args.beta,
+        "lambda_sc": args.lambda_sc,
+        "lambda_pq": args.lambda_pq,
+        "prompts_per_step": args.prompts_per_step,
+        "max_completion_length": args.max_completion_length,
+        "train_seeds": args.train_seeds,
+        "seed_offset": args.seed_offset,
+        "seconds": args.seconds,
+        "device": args.device,
+    }
+    settings = replace(
+        GRPOSettings(reward=args.reward), **{k: v for k, v in fields.items() if v is not None}
+    )
+    try:
+        settings.check()
+    except ValueError as e:
+        print(f"mira-train: {e}", file=sys.stderr)
+        return 2
+    adapter = args.model / "editscore"
+    if settings.reward == "critic" and not adapter.is_dir():
+        print(
+            f"mira-train: --reward critic needs the critic adapter {str(adapter)!r}",
+            file=sys.stderr,
+        )
+        return 2
+    from agent.micro import micro_editor
+
+    options = {"device": settings.device}
+    if args.editor_steps is not None:
+        options["num_inference_steps"] = args.editor_steps
+    editor = micro_editor(model=args.editor, **options)
+    critic = None
+    if settings.reward == "critic":
+        from agent.train.vlm import load_folder
+        from tools.vlm.critic import EditScoreCritic
+
+        # greedy: the reward of one image is one number, as the evaluation's critic
+        critic = EditScoreCritic(
+            load_folder(args.model)[0], temperature=0.0, retries=0, max_new_tokens=160
+        )
+    reward = StepReward(
+        editor,
+        source=settings.reward,
+        critic=critic,
+        lambda_sc=settings.lambda_sc,
+        lambda_pq=settings.lambda_pq,
+    )
+    train_grpo(args.model, args.out, reward=reward, settings=settings, log=lambda m: print(m))
     return 0

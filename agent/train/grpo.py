@@ -1,0 +1,354 @@
+"""MIRA stage 2: GRPO on the planner, rewarded by executing each sampled step.
+
+TRL's ``GRPOTrainer`` with a peft LoRA on the SFT planner (the micro VLM folder's base, whose
+roles stage is the planner SFT). MIRA's recipe is the default (MIRA supplementary, B.1): 200
+steps, a group of G = 5 sampled answers per input, learning rate 5e-6, KL coefficient
+beta = 0.04, reward lambda_sc x SC + lambda_pq x PQ with 2.0 and 0.5 (``MIRA_GRPO``).
+
+One input is a planner state of the micro-world (``formats.planner_samples``: the original
+image, the current image, the full instruction; clean states and states after a mistake). For
+each sampled answer, ``StepReward``:
+
+- parses it with the planner's own parser (``parse_mira_output``); unparseable output gets the
+  minimum reward, 0;
+- executes a ``NEXT_EDITING_INSTRUCTION`` with the editor on the current image; ``<stop>``
+  keeps the current image;
+- judges the resulting image against the **full** instruction from the original image, so a
+  step and a stop are judged by the same question ("how far is the whole request done?"):
+  ``source="critic"``: the EditScore critic (as MIRA), SC and PQ of its critique, an invalid
+  critique gets the minimum; ``source="exact"``: the micro-world scorer (an oracle reward),
+  SC = 10 x min(mean edit progress, consistency), consistency = 1 - the changed fraction of the
+  rest over the model-tolerant limit (clipped to 0..1), and PQ = 10: the micro-world has no
+  measure of naturalness, and a constant in every sample of a group changes no advantage.
+
+The result is a LoRA adapter folder (peft format) that ``MiraPlanner.from_pretrained(base,
+lora=...)`` loads with no special case, plus ``grpo.json`` (settings, reward curve, KL).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, cast
+
+__all__ = [
+    "MIRA_GRPO",
+    "GRPOSettings",
+    "StepReward",
+    "planner_prompts",
+    "train_grpo",
+]
+
+#: MIRA supplementary, B.1 (stage 2)
+MIRA_GRPO = {"steps": 200, "group": 5, "lr": 5e-6, "beta": 0.04, "lambda_sc": 2.0, "lambda_pq": 0.5}
+REWARD_SOURCES = ("critic", "exact")
+ADAPTER = "mira-planner"  # tools.vlm.planner.MIRA_LORA_ADAPTER: the name MiraPlanner loads it as
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """One GRPO run. ``prompts_per_step`` inputs, each sampled ``group`` times, per step."""
+
+    steps: int = MIRA_GRPO["steps"]
+    group: int = MIRA_GRPO["group"]
+    lr: float = MIRA_GRPO["lr"]
+    beta: float = MIRA_GRPO["beta"]
+    lambda_sc: float = MIRA_GRPO["lambda_sc"]
+    lambda_pq: float = MIRA_GRPO["lambda_pq"]
+    reward: str = "critic"
+    prompts_per_step: int = 2
+    lora_r: int = 16
+    lora_alpha: int = 32
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    train_seeds: int = 2000
+    seed_offset: int = 0
+    language: str = "train"
+    editor_seed: int = 0
+    seconds: float | None = None  # wall-clock budget; None: run every step
+    device: str = "cpu"
+    seed: int = 0
+
+    def check(self) -> None:
+        """``ValueError`` naming the first bad setting and its value."""
+        for name in ("steps", "group", "prompts_per_step", "lora_r", "max_completion_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.group < 2:
+            raise ValueError(f"group must be >= 2 (GRPO compares samples), got {self.group!r}")
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("beta", "lambda_sc", "lambda_pq"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.reward not in REWARD_SOURCES:
+            raise ValueError(f"reward must be one of {REWARD_SOURCES}, got {self.reward!r}")
+        if self.language not in ("train", "heldout"):
+            raise ValueError(f"language must be 'train' or 'heldout', got {self.language!r}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"seconds must be > 0 or None, got {self.seconds!r}")
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def planner_prompts(seeds: Sequence[int], *, language: str = "train") -> list[dict[str, Any]]:
+    """One GRPO input per micro-world planner state of ``seeds`` (the SFT samples' states,
+    clean and after mistakes): ``prompt`` (the planner's chat with image placeholders),
+    ``images`` ([original, current]) and ``case`` (JSON: seed, language, instruction, the
+    reference answer)."""
+    from agent.microworld import formats
+
+    out = []
+    for r in formats.planner_samples(seeds, language=language):  # type: ignore[arg-type]
+        content, images = [], []
+        for part in r["messages"][0]["content"]:
+            if part["type"] == "image":
+                images.append(part["image"])
+                content.append({"type": "image"})
+            else:
+                content.append(part)
+        case = {
+            "seed": r["seed"],
+            "language": language,
+            "instruction": r["instruction"],
+            "reference": r["answer"],
+        }
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": content}],
+                "images": images,
+                "case": json.dumps(case),
+            }
+        )
+    return out
+
+
+# -- reward --------------------------------------------------------------------------------------
+def _text(completion: Any) -> str:
+    """A completion's text: TRL passes a string, or a conversational list of messages."""
+    if isinstance(completion, str):
+        return completion
+    parts = []
+    for message in completion:
+        content = message.get("content", "")
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(c.get("text", "") for c in content if c.get("type") == "text")
+    return "".join(parts)
+
+
+class StepReward:
+    """TRL reward function: lambda_sc x SC + lambda_pq x PQ of the image each sampled answer
+    leads to (see the module docstring). ``editor``: has ``edit(image, instruction, seed=)``;
+    ``critic``: has ``critique(source, edited, instruction)`` (needed for ``source="critic"``).
+    ``last`` keeps the per-sample details of the latest call (decision, SC, PQ, reward)."""
+
+    MINIMUM = 0.0
+
+    def __init__(
+        self,
+        editor: Any,
+        *,
+        source: str = "critic",
+        critic: Any = None,
+        lambda_sc: float = MIRA_GRPO["lambda_sc"],
+        lambda_pq: float = MIRA_GRPO["lambda_pq"],
+        editor_seed: int = 0,
+    ) -> None:
+        if source not in REWARD_SOURCES:
+            raise ValueError(f"source must be one of {REWARD_SOURCES}, got {source!r}")
+        if source == "critic" and critic is None:
+            raise ValueError("source='critic' needs a critic (critic=None given)")
+        self.editor, self.critic, self.source = editor, critic, source
+        self.lambda_sc, self.lambda_pq, self.editor_seed = lambda_sc, lambda_pq, editor_seed
+        self.__name__ = f"{source}_step_reward"  # TRL names its logged reward columns by this
+        self.last: list[dict[str, Any]] = []
+
+    def judge(self, original: Any, result: Any, case: dict[str, Any]) -> tuple[float, float] | None:
+        """(SC, PQ) on 0..10 of ``result`` as the answer to the whole case; None: no verdict."""
+        if self.source == "critic":
+            critique = self.critic.critique(original, result, case["instruction"])
+            if not critique.valid:
+                return None
+            return float(critique.semantic_consistency), float(critique.perceptual_quality)
+        from agent.microworld.scoring import Thresholds, score_case
+        from agent.microworld.truth import make_case
+
+        c = make_case(
+            case["seed"], n_edits=(1, 4), size=original.size[0], language=case["language"]
+        )
+        if c.instruction != case["instruction"]:
+            raise AssertionError(f"seed {case['seed']}: the case is not the prompt's case")
+        score = score_case(c, result)
+        limit = Thresholds().max_changed_fraction_tolerant
+        consistency = min(1.0, max(0.0, 1.0 - score.changed_fraction / limit))
+        return 10.0 * min(score.pf, consistency), 10.0
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        *,
+        images: Sequence[Sequence[Any]],
+        case: Sequence[str],
+        **_: Any,
+    ) -> list[float]:
+        from tools.errors import PlannerOutputError
+        from tools.vlm.planner import parse_mira_output
+
+        rewards, self.last = [], []
+        for completion, (original, current), info in zip(completions, images, case, strict=True):
+            info = json.loads(info)
+            text = _text(completion)
+            try:
+                decision = parse_mira_output(text)
+            except PlannerOutputError:
+                self.last.append({"answer": text, "decision": "unparseable", "reward": 0.0})
+                rewards.append(self.MINIMUM)
+                continue
+            if decision.stop:
+                result = current
+            else:
+                result = self.editor.edit(current, decision.instruction, seed=self.editor_seed)
+            verdict = self.judge(original, result, info)
+            reward = (
+                self.MINIMUM
+                if verdict is None
+                else self.lambda_sc * verdict[0] + self.lambda_pq * verdict[1]
+            )
+            self.last.append(
+                {
+                    "answer": text,
+                    "decision": "stop" if decision.stop else "step",
+                    "sc_pq": verdict,
+                    "reward": reward,
+                }
+            )
+            rewards.append(reward)
+        return rewards
+
+
+# -- training ------------------------------------------------------------------------------------
+def _budget_callback(seconds: float | None) -> Any:
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):
+        """Stops training once ``seconds`` of wall-clock time have passed (after a step)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.monotonic()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if seconds is not None and time.monotonic() - self.start >= seconds:
+                control.should_training_stop = True
+
+    return Budget()
+
+
+def train_grpo(
+    model: str | Path,
+    out: str | Path,
+    *,
+    reward: Callable[..., list[float]],
+    settings: GRPOSettings = GRPOSettings(),
+    inputs: list[dict[str, Any]] | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict[str, Any]:
+    """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
+    Qwen2.5-VL folder with its processor); writes the adapter to ``out/mira-planner`` and
+    ``out/grpo.json`` (settings, per-step reward mean and std, KL, loss). ``inputs``: GRPO inputs
+    as ``planner_prompts`` makes them (default: the train split's first ``train_seeds`` seeds
+    after ``seed_offset``, in ``language``). ``reward``: a ``StepReward``, or any TRL reward
+    function (called with ``prompts``, ``completions``, ``images`` and ``case``)."""
+    settings.check()
+    from datasets import Dataset
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    from agent.microworld.splits import seeds as split_seeds
+
+    out = Path(out)
+    if inputs is None:
+        seeds = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
+        inputs = planner_prompts(seeds, language=settings.language)
+    if not inputs:
+        raise ValueError("inputs is empty: GRPO needs at least one planner state")
+    name = getattr(reward, "__name__", type(reward).__name__)
+    log(f"grpo: {len(inputs)} planner states, reward {name}")
+    from agent.train.vlm import load_folder, lora_config
+
+    vlm = load_folder(model, critic=False)[0]  # the project's loader: no torchvision needed
+    policy, processor = vlm.model, vlm.processor
+    processor.tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
+    batch = settings.group * settings.prompts_per_step
+    scratch = tempfile.TemporaryDirectory(prefix="mira-grpo-")
+    config = GRPOConfig(
+        output_dir=scratch.name,  # nothing is saved there (save_strategy "no")
+        learning_rate=settings.lr,
+        beta=settings.beta,
+        num_generations=settings.group,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        max_steps=settings.steps,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,  # a float below 1: a fraction of the steps (MIRA: warmup 0.1)
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=settings.device == "cpu",
+        bf16=False,
+        seed=settings.seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        gradient_checkpointing=False,  # a micro model: memory is no issue, time is
+    )
+    lora = lora_config(settings.lora_r)  # the critic's: the language model's projections only
+    lora.lora_alpha = settings.lora_alpha
+    lora.task_type = "CAUSAL_LM"
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[cast(Any, reward)],
+        args=config,
+        train_dataset=Dataset.from_list(inputs),  # images become datasets' Image feature
+        processing_class=processor,
+        peft_config=lora,
+        callbacks=[_budget_callback(settings.seconds)],
+    )
+    started = time.monotonic()
+    with scratch:
+        trainer.train()
+    history = [
+        {k: v for k, v in row.items() if k in _LOGGED}
+        for row in trainer.state.log_history
+        if "reward" in row
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    cast(Any, trainer.model).save_pretrained(str(out / ADAPTER))
+    summary = {
+        "settings": asdict(settings),
+        "steps": trainer.state.global_step,
+        "seconds": round(time.monotonic() - started, 1),
+        "reward": name,
+        "history": history,
+    }
+    (out / "grpo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"grpo: {summary['steps']} steps in {summary['seconds']} s")
+    return summary
+
+
+_LOGGED = ("step", "reward", "reward_std", "kl", "loss", "completions/mean_length", "epoch")
+
+
+def settings_for(**changes: Any) -> GRPOSettings:
+    """``GRPOSettings`` with ``changes``, checked."""
+    settings = replace(GRPOSettings(), **changes)
+    settings.check()
+    return settings

@@ -1,0 +1,292 @@
+"""MIRA stage 2 (agent/train/grpo.py): GRPO with TRL and a peft LoRA on a micro planner,
+rewarded by executing each sampled step; the same code path on tiny random models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from agent.train import grpo as G  # noqa: E402
+
+SEED = 1_000_003  # a train seed whose case has at least two edits (checked below)
+
+
+class ReadingEditor:
+    """An exact editor for the tests: reads the words with the micro-world reader on the scene
+    behind the image (known from the planner states) and renders the result."""
+
+    def __init__(self, states):
+        from agent.microworld.scene import Scene
+
+        self.scenes = {}
+        for r in states:
+            scene = Scene.model_validate(r["scene"])
+            self.scenes[_images(r)[1].tobytes()] = scene
+        self.calls = 0
+
+    def edit(self, image, instruction, seed=None):
+        from agent.microworld.edits import EditError, apply_edit
+        from agent.microworld.reader import read_edit
+        from agent.microworld.render import render
+
+        self.calls += 1
+        scene = self.scenes[image.tobytes()]
+        edit = read_edit(instruction, scene)
+        try:
+            after = scene if edit is None else apply_edit(scene, edit)
+        except EditError:
+            after = scene
+        out = render(after)
+        self.scenes[out.tobytes()] = after
+        return out
+
+
+def _images(state):
+    """(original, current) of a planner sample."""
+    return [c["image"] for c in state["messages"][0]["content"] if c["type"] == "image"]
+
+
+@pytest.fixture(scope="module")
+def states():
+    from agent.microworld import formats
+
+    return list(formats.planner_samples([SEED]))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny random micro VLM saved as a folder (the shape a trained one has)."""
+    from agent.train import vlm_model as M
+    from agent.train.vlm import SMOKE_SETTINGS, save_folder
+
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    vlm = M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+    return save_folder(
+        vlm, tmp_path_factory.mktemp("base"), settings=SMOKE_SETTINGS, done=[], metrics={}
+    )
+
+
+def test_defaults_are_mira_stage_2_and_bad_settings_are_named():
+    s = G.GRPOSettings()
+    assert (s.steps, s.group, s.lr, s.beta, s.lambda_sc, s.lambda_pq) == (
+        200,
+        5,
+        5e-6,
+        0.04,
+        2.0,
+        0.5,
+    )
+    for change, word in (
+        ({"group": 1}, "group"),
+        ({"lr": 0.0}, "lr"),
+        ({"beta": -1.0}, "beta"),
+        ({"reward": "pixels"}, "reward"),
+        ({"steps": 0}, "steps"),
+        ({"seconds": 0.0}, "seconds"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            G.settings_for(**change)
+
+
+def test_inputs_are_the_planner_states_with_both_images(states):
+    inputs = G.planner_prompts([SEED])
+    assert len(inputs) == len(states)
+    first = inputs[0]
+    assert [c["type"] for c in first["prompt"][0]["content"]].count("image") == 2
+    assert all("image" not in c for c in first["prompt"][0]["content"] if c["type"] == "image")
+    original, current = first["images"]
+    assert original.tobytes() == _images(states[0])[0].tobytes()
+    assert current.tobytes() == _images(states[0])[1].tobytes()
+    case = json.loads(first["case"])
+    assert case["seed"] == SEED and case["instruction"] == states[0]["instruction"]
+
+
+def _call(reward, states, answers):
+    inputs = G.planner_prompts([SEED])
+    by_id = {json.loads(i["case"])["reference"]: i for i in inputs}
+    rows = [(by_id[s["answer"]], a) for s, a in zip(states, answers, strict=True)]
+    return reward(
+        prompts=[r["prompt"] for r, _ in rows],
+        completions=[[{"role": "assistant", "content": a}] for _, a in rows],
+        images=[r["images"] for r, _ in rows],
+        case=[r["case"] for r, _ in rows],
+    )
+
+
+def test_exact_reward_ranks_progress_over_stop_over_garbage(states):
+    from agent.prompts import STOP_TOKEN
+
+    clean = next(s for s in states if s["mistake"] is None and not s["state"])
+    final = next(s for s in states if s["answer"] == STOP_TOKEN)
+    assert len(json.loads(json.dumps(clean["goal"]))["objects"]) >= 1
+    editor = ReadingEditor(states)
+    reward = G.StepReward(editor, source="exact")
+    step, stop, garbage = _call(
+        reward, [clean] * 3, [clean["answer"], STOP_TOKEN, "\x00\x01 ~~ \x02"]
+    )
+    assert step > stop > garbage == 0.0  # progress beats stopping early; unparseable is minimum
+    assert [d["decision"] for d in reward.last] == ["step", "stop", "unparseable"]
+    assert editor.calls == 1  # only the step ran the editor
+    (done,) = _call(reward, [final], [STOP_TOKEN])
+    assert done == 2.0 * 10 + 0.5 * 10  # every edit done, nothing else changed: the maximum
+    assert done > step
+
+
+def test_critic_reward_uses_the_critique_and_an_invalid_one_gets_the_minimum(states):
+    from tools.contracts import Critique
+
+    class FakeCritic:
+        def __init__(self, critique):
+            self.critique_ = critique
+            self.seen = []
+
+        def critique(self, source, edited, instruction):
+            self.seen.append(instruction)
+            return self.critique_
+
+    clean = next(s for s in states if s["mistake"] is None and not s["state"])
+    good = Critique(prompt_following=8, consistency=6, naturalness=9, artifacts=7)
+    critic = FakeCritic(good)
+    (r,) = _call(G.StepReward(ReadingEditor(states), critic=critic), [clean], [clean["answer"]])
+    assert r == pytest.approx(2.0 * 6 + 0.5 * 7)  # SC = min(PF, Cons), PQ = min(N, A)
+    assert critic.seen == [clean["instruction"]]  # judged against the FULL instruction
+    bad = FakeCritic(Critique.invalid("no json"))
+    (r,) = _call(G.StepReward(ReadingEditor(states), critic=bad), [clean], [clean["answer"]])
+    assert r == 0.0
+    with pytest.raises(ValueError, match="critic"):
+        G.StepReward(ReadingEditor(states), source="critic")
+
+
+def test_positions_in_trl_forward_equal_the_training_positions(base):
+    """TRL feeds the processor's ``mm_token_type_ids`` to every forward; with them transformers'
+    own multimodal RoPE positions equal ``rope_positions`` (what SFT trained with) on a
+    left-padded batch of prompts of different lengths."""
+    import torch
+    from trl.data_utils import prepare_multimodal_messages
+
+    from agent.train.vlm import load_folder, with_positions
+
+    vlm = load_folder(base, critic=False)[0]
+    inputs = G.planner_prompts([1_000_000])[:1] + G.planner_prompts([1_000_001])[:1]
+    vlm.processor.tokenizer.padding_side = "left"
+    batch = vlm.processor.apply_chat_template(
+        conversation=[prepare_multimodal_messages(x["prompt"], images=x["images"]) for x in inputs],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        padding=True,
+        return_tensors="pt",
+    )
+    mask = batch["attention_mask"].bool()
+    assert not mask.all()  # the two prompts differ in length: one is padded
+    model = vlm.model.eval()
+    with torch.no_grad():
+        theirs = model(**dict(batch)).logits
+        ours = model(**with_positions(vlm, dict(batch), "cpu")).logits
+    assert torch.equal(theirs[mask], ours[mask])
+
+
+def test_grpo_trains_a_lora_that_mira_planner_loads(base, tmp_path, states):
+    """A few GRPO steps on a random micro VLM; the adapter changes the policy and
+    ``MiraPlanner.from_pretrained(base, lora=...)`` loads it with no special case."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tools.vlm.planner import MiraPlanner
+
+    def length_reward(prompts, completions, **_):  # always varies: every group has a gradient
+        return [float(len(c[0]["content"])) for c in completions]
+
+    settings = G.settings_for(
+        steps=3, group=2, prompts_per_step=1, lr=5e-2, max_completion_length=6, lora_r=2
+    )
+    summary = G.train_grpo(
+        base,
+        tmp_path / "out",
+        reward=length_reward,
+        settings=settings,
+        inputs=G.planner_prompts([SEED]),
+    )
+    assert summary["steps"] == 3
+    assert [h["step"] for h in summary["history"]] == [1, 2, 3]
+    assert all({"reward", "reward_std", "kl"} <= set(h) for h in summary["history"])
+    assert json.loads((tmp_path / "out" / "grpo.json").read_text())["steps"] == 3
+    saved = load_file(tmp_path / "out" / "mira-planner" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())
+    assert not any("visual" in k for k in saved)  # the language model only
+
+    planner = MiraPlanner.from_pretrained(
+        str(base), lora=str(tmp_path / "out" / "mira-planner"), image_size=None
+    )
+    vlm = planner.vlm
+    original, current = _images(states[0])
+    chat = planner.messages(original, current, states[0]["instruction"])
+    inputs = vlm.processor.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        vlm._set_state(planner.adapter)
+        tuned = vlm.model(**dict(inputs)).logits
+        vlm._set_state(None)
+        plain = vlm.model(**dict(inputs)).logits
+    assert not torch.allclose(tuned, plain)
+
+
+def test_wall_clock_budget_stops_training(base, tmp_path):
+    def zero(prompts, completions, **_):
+        return [0.0] * len(completions)
+
+    settings = G.settings_for(
+        steps=50, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, seconds=0.01
+    )
+    summary = G.train_grpo(
+        base, tmp_path, reward=zero, settings=settings, inputs=G.planner_prompts([SEED])[:2]
+    )
+    assert summary["steps"] == 1
+
+
+def test_cli_checks_its_arguments(base, tmp_path, capsys):
+    from agent.train.cli import main
+
+    assert main(["grpo", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "micro_vlm.json" in capsys.readouterr().err
+    assert main(["grpo", "--model", str(base), "--out", str(tmp_path), "--group", "1"]) == 2
+    assert "group must be >= 2" in capsys.readouterr().err
+    assert main(["grpo", "--model", str(base), "--out", str(tmp_path)]) == 2  # no critic adapter
+    assert "editscore" in capsys.readouterr().err
+
+
+def test_cli_runs_the_exact_reward_with_the_micro_editor(base, tmp_path):
+    from agent.train.cli import main
+
+    rc = main(
+        [
+            "grpo",
+            "--model",
+            str(base),
+            "--out",
+            str(tmp_path),
+            "--reward",
+            "exact",
+            "--steps",
+            "1",
+            "--group",
+            "2",
+            "--prompts-per-step",
+            "1",
+            "--max-completion-length",
+            "4",
+            "--train-seeds",
+            "1",
+            "--editor-steps",
+            "1",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(Path(tmp_path, "grpo.json").read_text())
+    assert summary["reward"] == "exact_step_reward" and summary["steps"] == 1
