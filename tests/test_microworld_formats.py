@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from PIL import Image
 
 from agent.microworld import seeds, split_of
 from agent.microworld.formats import (
@@ -84,6 +85,34 @@ def test_critic_samples_are_read_by_the_editscore_parser_and_prompts():
     assert all(r["pq_score"][1] < 25 for r in by.get("blur", []) + by.get("smear", []))
     progress = sorted(r["sc_score"][0] for r in by["progress"] if r["seed"] == SEEDS[0])
     assert progress[0] < progress[-1] == 25  # partial progress grades in between
+
+
+def test_critic_reasoning_names_the_changed_cells_before_the_verdict():
+    """The SC reasoning says which cells changed (what the critic must look at) before its
+    verdict: none for a no-op, the target's cell for a correct edit, one more for a bleed."""
+    from agent.microworld.formats import changed_cells
+
+    def cells(r):
+        text = json.loads(_text_of(r["sc"][1]["content"]))["reasoning"]
+        said = re.search(r"Changed cells: ([^.]*)\.", text).group(1)
+        assert text.index("Changed cells") < text.index("requested change")
+        return [] if said == "none" else said.split(", ")
+
+    rows = [r for r in critic_samples(SEEDS) if r["mode"] != "progress"]
+    by = {}
+    for r in rows:
+        by.setdefault((r["seed"], r["id"].split("-")[2]), {})[r["mode"]] = r
+    for variants in by.values():
+        correct = cells(variants["correct"])
+        assert len(correct) == 1 and cells(variants["noop"]) == []
+        if "bleed" in variants:
+            assert set(cells(variants["bleed"])) > set(correct)
+        if "wrong" in variants:
+            assert cells(variants["wrong"]) and cells(variants["wrong"]) != correct
+    blank = Image.new("RGB", (224, 224), "white")
+    marked = blank.copy()
+    marked.paste((0, 0, 0), (32, 96, 64, 128))  # the cell of row 1, column 1 (lattice row 3)
+    assert changed_cells(blank, marked) == ["r1c1"] and changed_cells(blank, blank) == []
 
 
 def test_grounder_samples_are_read_by_the_grounder_box_parser():

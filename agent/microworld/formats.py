@@ -19,7 +19,8 @@ sharded with a manifest.
   on 0..25, graded from the pixel scorer: prompt following from the edit's pf (partial edits
   score in between), over-editing from the changed fraction outside the targets, naturalness
   and artifacts from blur and smear damage (real editor failures); plus full-instruction
-  samples at partial progress.
+  samples at partial progress. The reasoning first names the grid cells whose pixels changed
+  (``changed_cells``), then the verdict: what an answer must look at, said before the score.
 
 Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
 (default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
@@ -34,7 +35,7 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -410,7 +411,28 @@ def _sc_grade(score: Score, thresholds: Thresholds) -> tuple[int, int]:
     return pf, cons
 
 
-def _sc_reason(instruction: str, score: Score, thresholds: Thresholds) -> str:
+def changed_cells(
+    source: Image.Image, edited: Image.Image, *, tol: int = Thresholds.tol, share: float = 0.02
+) -> list[str]:
+    """Scene cells (``r1c2``, row-major) where more than ``share`` of the pixels differ
+    between the two images by more than ``tol`` in some channel."""
+    import numpy as np
+
+    from agent.microworld.scene import COLS, ROWS, cell_box
+
+    a = np.asarray(source.convert("RGB"), np.int16)
+    b = np.asarray(edited.convert("RGB"), np.int16)
+    moved = np.abs(a - b).max(axis=-1) > tol
+    out = []
+    for r in range(ROWS):
+        for c in range(COLS):
+            x1, y1, x2, y2 = cell_box(source.width, r, c)
+            if moved[y1:y2, x1:x2].mean() > share:
+                out.append(f"r{r}c{c}")
+    return out
+
+
+def _sc_reason(instruction: str, score: Score, thresholds: Thresholds, cells: Sequence[str]) -> str:
     n = len(score.edits)
     done = sum(e.passed for e in score.edits)
     if n == 1:
@@ -429,7 +451,8 @@ def _sc_reason(instruction: str, score: Score, thresholds: Thresholds) -> str:
         if score.consistent
         else f"Other parts of the image changed too ({score.changed_fraction:.1%} of the rest)."
     )
-    return f'The instruction is "{" ".join(instruction.split())}". {what} {rest}'
+    seen = f"Changed cells: {', '.join(cells) or 'none'}."
+    return f'The instruction is "{" ".join(instruction.split())}". {seen} {what} {rest}'
 
 
 def _artifact(clean: Image.Image, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -571,7 +594,7 @@ def critic_samples(
                         phrased.text,
                         _sc_grade(score, thresholds),
                         pq,
-                        _sc_reason(phrased.text, score, thresholds),
+                        _sc_reason(phrased.text, score, thresholds, changed_cells(source, edited)),
                         pq_why,
                     ),
                 }
@@ -596,7 +619,7 @@ def critic_samples(
                     instruction,
                     _sc_grade(score, thresholds),
                     (25, 25),
-                    _sc_reason(instruction, score, thresholds),
+                    _sc_reason(instruction, score, thresholds, changed_cells(original, edited)),
                     "The image looks clean and natural.",
                 ),
             }
