@@ -254,11 +254,14 @@ def test_cli_checks_its_arguments(base, tmp_path, capsys):
     from agent.train.cli import main
 
     assert main(["grpo", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "micro_vlm.json" in capsys.readouterr().err
+    assert "config.json" in capsys.readouterr().err
     assert main(["grpo", "--model", str(base), "--out", str(tmp_path), "--group", "1"]) == 2
     assert "group must be >= 2" in capsys.readouterr().err
     assert main(["grpo", "--model", str(base), "--out", str(tmp_path)]) == 2  # no critic adapter
     assert "editscore" in capsys.readouterr().err
+    bad = ["--editor-backend", "nope"]
+    assert main(["grpo", "--model", str(base), "--out", str(tmp_path), *bad]) == 2
+    assert "'nope' is not one of" in capsys.readouterr().err
 
 
 def test_cli_runs_the_exact_reward_with_the_micro_editor(base, tmp_path):
@@ -290,3 +293,18 @@ def test_cli_runs_the_exact_reward_with_the_micro_editor(base, tmp_path):
     assert rc == 0
     summary = json.loads(Path(tmp_path, "grpo.json").read_text())
     assert summary["reward"] == "exact_step_reward" and summary["steps"] == 1
+
+
+def test_real_scale_path_runs_on_tiny_random_backends(base, tmp_path):
+    """The real-scale wiring (a registry editor and critic instead of the micro ones; here
+    FLUX.1-Kontext and EditScore on tiny random weights) through the same CLI path."""
+    from agent.train.cli import main
+
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path), "--steps", "1"]
+    args += ["--group", "2", "--prompts-per-step", "1", "--max-completion-length", "4"]
+    args += ["--train-seeds", "1", "--editor-backend", "kontext-tiny"]
+    args += ["--critic-backend", "editscore-tiny", "--editor-steps", "1"]
+    assert main(args) == 0
+    summary = json.loads(Path(tmp_path, "grpo.json").read_text())
+    assert summary["reward"] == "critic_step_reward" and summary["steps"] == 1
+    assert (tmp_path / "mira-planner" / "adapter_config.json").is_file()

@@ -104,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
         "--editor", type=Path, default=None, help="micro editor folder (default: the shipped one)"
     )
     gr.add_argument("--editor-steps", type=int, default=None, help="editor denoising steps")
+    gr.add_argument(
+        "--editor-backend",
+        default=None,
+        help="a registry editor instead of the micro editor (e.g. kontext-dev; kontext-tiny)",
+    )
+    gr.add_argument(
+        "--critic-backend",
+        default=None,
+        help="a registry critic instead of the model's editscore adapter (e.g. editscore-7b)",
+    )
     for name, kind, text in (
         ("steps", int, "optimiser steps (MIRA: 200)"),
         ("group", int, "sampled answers per input, G (MIRA: 5)"),
@@ -119,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
     gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    gr.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="policy dtype")
     return p
 
 
@@ -273,10 +284,9 @@ def _eval_vlm(args: argparse.Namespace) -> int:
 
 def _grpo(args: argparse.Namespace) -> int:
     from agent.train.grpo import GRPOSettings, StepReward, train_grpo
-    from agent.train.vlm_model import MANIFEST
 
-    if not (args.model / MANIFEST).is_file():
-        print(f"mira-train: --model {str(args.model)!r} holds no {MANIFEST}", file=sys.stderr)
+    if not (args.model / "config.json").is_file():
+        print(f"mira-train: --model {str(args.model)!r} holds no config.json", file=sys.stderr)
         return 2
     fields = {
         "steps": args.steps,
@@ -291,6 +301,7 @@ def _grpo(args: argparse.Namespace) -> int:
         "seed_offset": args.seed_offset,
         "seconds": args.seconds,
         "device": args.device,
+        "dtype": args.dtype,
     }
     settings = replace(
         GRPOSettings(reward=args.reward), **{k: v for k, v in fields.items() if v is not None}
@@ -300,21 +311,41 @@ def _grpo(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mira-train: {e}", file=sys.stderr)
         return 2
+    from tools import registry
+
+    for kind, name in (("editor", args.editor_backend), ("critic", args.critic_backend)):
+        if name is not None and name not in registry.available(kind):
+            print(
+                f"mira-train: --{kind}-backend {name!r} is not one of "
+                f"{', '.join(registry.available(kind))}",
+                file=sys.stderr,
+            )
+            return 2
     adapter = args.model / "editscore"
-    if settings.reward == "critic" and not adapter.is_dir():
+    if settings.reward == "critic" and args.critic_backend is None and not adapter.is_dir():
         print(
-            f"mira-train: --reward critic needs the critic adapter {str(adapter)!r}",
+            f"mira-train: --reward critic needs the critic adapter {str(adapter)!r} "
+            "or a --critic-backend",
             file=sys.stderr,
         )
         return 2
-    from agent.micro import micro_editor
-
     options = {"device": settings.device}
     if args.editor_steps is not None:
         options["num_inference_steps"] = args.editor_steps
-    editor = micro_editor(model=args.editor, **options)
+    if args.editor_backend is not None:
+        from tools.editors._base import factory_kwargs
+
+        if settings.device == "cpu":  # the default: tiny random factories take no load options
+            options.pop("device")
+        editor = registry.build("editor", args.editor_backend, **factory_kwargs(options))
+    else:
+        from agent.micro import micro_editor
+
+        editor = micro_editor(model=args.editor, **options)
     critic = None
-    if settings.reward == "critic":
+    if settings.reward == "critic" and args.critic_backend is not None:
+        critic = registry.build("critic", args.critic_backend)
+    elif settings.reward == "critic":
         from agent.train.vlm import load_folder
         from tools.vlm.critic import EditScoreCritic
 

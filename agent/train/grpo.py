@@ -71,6 +71,7 @@ class GRPOSettings:
     editor_seed: int = 0
     seconds: float | None = None  # wall-clock budget; None: run every step
     device: str = "cpu"
+    dtype: str = "float32"  # of the policy's weights (bfloat16 for a 7B planner)
     seed: int = 0
 
     def check(self) -> None:
@@ -91,6 +92,8 @@ class GRPOSettings:
             raise ValueError(f"reward must be one of {REWARD_SOURCES}, got {self.reward!r}")
         if self.language not in ("train", "heldout"):
             raise ValueError(f"language must be 'train' or 'heldout', got {self.language!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"seconds must be > 0 or None, got {self.seconds!r}")
 
@@ -261,8 +264,9 @@ def train_grpo(
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
-    Qwen2.5-VL folder with its processor); writes the adapter to ``out/mira-planner`` and
-    ``out/grpo.json`` (settings, per-step reward mean and std, KL, loss). ``inputs``: GRPO inputs
+    Qwen2.5-VL / Qwen3-VL folder with its processor, e.g. a MIRA SFT checkpoint); writes the
+    adapter to ``out/mira-planner`` and ``out/grpo.json`` (settings, per-step reward mean and
+    std, KL, loss). ``inputs``: GRPO inputs
     as ``planner_prompts`` makes them (default: the train split's first ``train_seeds`` seeds
     after ``seed_offset``, in ``language``). ``reward``: a ``StepReward``, or any TRL reward
     function (called with ``prompts``, ``completions``, ``images`` and ``case``)."""
@@ -281,9 +285,15 @@ def train_grpo(
         raise ValueError("inputs is empty: GRPO needs at least one planner state")
     name = getattr(reward, "__name__", type(reward).__name__)
     log(f"grpo: {len(inputs)} planner states, reward {name}")
-    from agent.train.vlm import load_folder, lora_config
+    from agent.train.vlm import lora_config
+    from tools.models import LoadOptions, resolve_local
+    from tools.vlm._qwen import _load
 
-    vlm = load_folder(model, critic=False)[0]  # the project's loader: no torchvision needed
+    # a private copy through the project's loader (no torchvision needed); the shared
+    # ``load_qwen_vl`` cache is not used: training changes the model
+    path = resolve_local(model, what="GRPO planner")
+    options = LoadOptions(device="cpu", dtype=settings.dtype).resolved()
+    vlm = _load(path, path, options, name=str(model))
     policy, processor = vlm.model, vlm.processor
     processor.tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
     batch = settings.group * settings.prompts_per_step
@@ -304,7 +314,7 @@ def train_grpo(
         save_strategy="no",
         report_to=[],
         use_cpu=settings.device == "cpu",
-        bf16=False,
+        bf16=settings.dtype == "bfloat16",
         seed=settings.seed,
         remove_unused_columns=False,
         disable_tqdm=True,
