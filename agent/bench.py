@@ -78,7 +78,8 @@ __all__ = [
 
 PROG = "mira-bench"
 STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage")
-#: Strategies that need a diffusion pipeline to regionalise (MIRAGE): preset datasets only.
+#: Strategies that need a diffusion pipeline to regionalise (MIRAGE): a preset's editor, or on
+#: the micro-world a diffusion editor backend (e.g. ``micro-editor``) with a VLM grounder.
 REGIONAL = ("mirage", "mira+mirage")
 RESULTS = "results.jsonl"
 #: The options of the run in ``--out`` (all but --out, --quiet, --html-samples, --n).
@@ -380,6 +381,8 @@ class _Runner:
             # MIRAGE needs the diffusion editor itself (it regionalises its pipeline), so its
             # rows are bounded by max_steps, not wrapped in the editor-call budget
             components: dict[str, Any] = {} if strategy in REGIONAL else {"editors": self.budgeted}
+            if self.microworld and strategy in REGIONAL:
+                components["editors"] = self.editor
             if self.microworld:
                 components.update(
                     planner=self.planner, grounder=self.grounder, critic=self.critic(row.epsilon)
@@ -973,11 +976,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
-        if s in REGIONAL and args.dataset == "microworld":
+        if s in REGIONAL and args.dataset == "microworld" and args.editor in ("oracle", "noisy"):
             raise _Refused(
                 f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
-                "micro-world's oracle/noisy editors are not one. Use a folder/JSONL "
-                "--dataset with a --preset whose editor is FLUX.2 or Kontext (e.g. tiny)"
+                f"micro-world's {args.editor} editor is not one. Name a diffusion editor "
+                "backend (e.g. --editor micro-editor --grounder micro-grounder), or use a "
+                "folder/JSONL --dataset with a --preset whose editor is FLUX.2 or Kontext"
             )
     if not strategies:
         raise _Refused("--strategy names no strategy")

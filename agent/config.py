@@ -95,6 +95,9 @@ _TEST_DOUBLES: tuple[tuple[Kind, str, str], ...] = (
     ("grounder", "side", "agent.testing:SideGrounder"),
     ("critic", "pixel-change", "agent.testing:PixelChangeCritic"),
     ("editor", "micro-editor", "agent.micro:micro_editor"),
+    ("planner", "micro-planner", "agent.micro:micro_planner"),
+    ("grounder", "micro-grounder", "agent.micro:micro_grounder"),
+    ("critic", "micro-critic", "agent.micro:micro_critic"),
 )
 
 

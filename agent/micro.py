@@ -15,11 +15,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WEIGHTS", "MICRO_EDITOR", "micro_editor", "micro_editor_meta"]
+__all__ = [
+    "WEIGHTS",
+    "MICRO_EDITOR",
+    "MICRO_VLM",
+    "micro_editor",
+    "micro_editor_meta",
+    "micro_vlm_folder",
+    "micro_planner",
+    "micro_grounder",
+    "micro_critic",
+]
 
 #: The shipped weights, beside the packages in the repository.
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 MICRO_EDITOR = WEIGHTS / "micro-editor"
+#: Where the micro VLM is shipped once it is (``docs/micro_vlm.md``: not yet); the environment
+#: variable ``MIRA_MICRO_VLM`` names another folder (a ``mira-train vlm`` output).
+MICRO_VLM = WEIGHTS / "micro-vlm"
 
 
 def micro_editor_meta(model: str | Path = MICRO_EDITOR) -> dict[str, Any]:
@@ -49,4 +62,67 @@ def micro_editor(*, model: str | Path | None = None, **options: Any) -> Any:
     }
     return Flux2KleinEditor(
         **factory_kwargs({**defaults, **options}, model=str(folder), distilled=True)
+    )
+
+
+# -- the micro VLM's roles (the micro Qwen2.5-VL of ``mira-train vlm``) --------------------------
+def micro_vlm_folder(model: str | Path | None = None) -> Path:
+    """The micro VLM folder: ``model``, else ``$MIRA_MICRO_VLM``, else the shipped
+    ``weights/micro-vlm``; ``FileNotFoundError`` naming it when it holds no ``micro_vlm.json``."""
+    import os
+
+    folder = Path(model or os.environ.get("MIRA_MICRO_VLM") or MICRO_VLM)
+    if not (folder / "micro_vlm.json").is_file():
+        raise FileNotFoundError(
+            f"no micro VLM at {str(folder)!r} (no micro_vlm.json): none is shipped yet "
+            f"(docs/micro_vlm.md); `mira-train vlm` makes one, and model= or $MIRA_MICRO_VLM "
+            f"names it"
+        )
+    return folder
+
+
+def _micro_vlm(folder: Path, *, critic: bool = False) -> Any:
+    """The shared ``QwenVL`` of ``folder`` (loaded once per process), with the ``editscore``
+    adapter loaded when ``critic``."""
+    from tools.models import LoadOptions
+    from tools.vlm._qwen import load_qwen_vl
+    from tools.vlm.critic import EDITSCORE_ADAPTER
+
+    vlm = load_qwen_vl(folder, options=LoadOptions(device="cpu", dtype="float32"), what="micro VLM")
+    if critic and EDITSCORE_ADAPTER not in vlm.adapters:
+        adapter = folder / EDITSCORE_ADAPTER
+        if not adapter.is_dir():
+            raise FileNotFoundError(f"the micro VLM at {str(folder)!r} has no critic adapter")
+        vlm.load_adapter(EDITSCORE_ADAPTER, adapter)
+    return vlm
+
+
+def micro_planner(*, model: str | Path | None = None, **options: Any) -> Any:
+    """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px)."""
+    from tools.vlm.planner import MiraPlanner
+
+    folder = micro_vlm_folder(model)
+    return MiraPlanner(
+        lambda: _micro_vlm(folder), **{"image_size": 224, "max_new_tokens": 96, **options}
+    )
+
+
+def micro_grounder(*, model: str | Path | None = None, **options: Any) -> Any:
+    """The ``micro-grounder`` backend: ``QwenVLGrounder`` on the micro VLM (MIRAGE parses
+    with the same model)."""
+    from tools.vlm.grounder import QwenVLGrounder
+
+    folder = micro_vlm_folder(model)
+    return QwenVLGrounder(lambda: _micro_vlm(folder), **{"max_new_tokens": 96, **options})
+
+
+def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
+    """The ``micro-critic`` backend: ``EditScoreCritic`` with the micro VLM's ``editscore``
+    adapter, greedy (one pass)."""
+    from tools.vlm.critic import EditScoreCritic
+
+    folder = micro_vlm_folder(model)
+    return EditScoreCritic(
+        lambda: _micro_vlm(folder, critic=True),
+        **{"temperature": 0.0, "retries": 0, "max_new_tokens": 160, **options},
     )
