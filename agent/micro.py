@@ -97,13 +97,27 @@ def _micro_vlm(folder: Path, *, critic: bool = False) -> Any:
     return vlm
 
 
-def micro_planner(*, model: str | Path | None = None, **options: Any) -> Any:
-    """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px)."""
-    from tools.vlm.planner import MiraPlanner
+def micro_planner(
+    *, model: str | Path | None = None, lora: str | Path | None = None, **options: Any
+) -> Any:
+    """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px);
+    ``lora``: a planner adapter folder (``mira-train grpo``'s ``mira-planner``) switched on for
+    the planner's calls only."""
+    from tools.vlm.planner import MIRA_LORA_ADAPTER, MiraPlanner
 
     folder = micro_vlm_folder(model)
+    if lora is not None and not (Path(lora) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"lora {str(lora)!r} holds no adapter_config.json")
+
+    def load() -> Any:
+        vlm = _micro_vlm(folder)
+        if lora is not None and MIRA_LORA_ADAPTER not in vlm.adapters:
+            vlm.load_adapter(MIRA_LORA_ADAPTER, lora)
+        return vlm
+
+    adapter = MIRA_LORA_ADAPTER if lora is not None else None
     return MiraPlanner(
-        lambda: _micro_vlm(folder), **{"image_size": 224, "max_new_tokens": 96, **options}
+        load, adapter=adapter, **{"image_size": 224, "max_new_tokens": 96, **options}
     )
 
 

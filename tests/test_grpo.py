@@ -123,7 +123,8 @@ def test_exact_reward_ranks_progress_over_stop_over_garbage(states):
 
     clean = next(s for s in states if s["mistake"] is None and not s["state"])
     final = next(s for s in states if s["answer"] == STOP_TOKEN)
-    assert len(json.loads(json.dumps(clean["goal"]))["objects"]) >= 1
+    assert len(clean["answer"].split(";")) >= 1 and sum(not s["state"] for s in states) >= 1
+    assert max(len(s["state"]) for s in states) >= 2  # the case has at least two edits
     editor = ReadingEditor(states)
     reward = G.StepReward(editor, source="exact")
     step, stop, garbage = _call(
@@ -236,6 +237,68 @@ def test_grpo_trains_a_lora_that_mira_planner_loads(base, tmp_path, states):
         plain = vlm.model(**dict(inputs)).logits
     assert not torch.allclose(tuned, plain)
 
+    from agent.micro import micro_planner
+
+    backend = micro_planner(model=base, lora=tmp_path / "out" / "mira-planner")
+    assert backend.adapter == "mira-planner" and "mira-planner" in backend.vlm.adapters
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        micro_planner(model=base, lora=tmp_path)
+
+
+class Forced(G.StepReward):
+    """A StepReward whose even-numbered answers are replaced by the reference answer: a random
+    policy rarely writes a parseable step, and the test must see the editor and the judge run
+    inside TRL's loop."""
+
+    seen: list = []
+
+    def __call__(self, prompts, completions, *, case, **kwargs):
+        completions = [
+            [{"role": "assistant", "content": json.loads(c)["reference"]}] if i % 2 == 0 else x
+            for i, (x, c) in enumerate(zip(completions, case, strict=True))
+        ]
+        rewards = super().__call__(prompts, completions, case=case, **kwargs)
+        Forced.seen.extend(self.last)
+        return rewards
+
+
+def test_step_reward_executes_and_judges_inside_trl(base, tmp_path, states):
+    editor = ReadingEditor(states)
+    reward = Forced(editor, source="exact")
+    settings = G.settings_for(steps=2, group=2, prompts_per_step=1, max_completion_length=4)
+    summary = G.train_grpo(
+        base, tmp_path, reward=reward, settings=settings, inputs=G.planner_prompts([SEED])
+    )
+    assert summary["steps"] == 2 and summary["trl"]["loss_type"] == "grpo"
+    assert editor.calls >= 1  # every step's reference answer ran through the editor
+    decisions = {d["decision"] for d in reward.last}
+    assert decisions & {"step", "stop"}
+    judged = [d for d in reward.last if d["decision"] in ("step", "stop")]
+    assert all(d["reward"] == 2.0 * d["sc_pq"][0] + 0.5 * d["sc_pq"][1] for d in judged)
+
+
+def test_a_failed_run_keeps_the_steps_it_finished(base, tmp_path):
+    calls = []
+
+    def failing(prompts, completions, **_):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the editor machine went away")
+        return [float(len(c[0]["content"])) for c in completions]
+
+    settings = G.settings_for(
+        steps=5, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, save_every=1
+    )
+    with pytest.raises(RuntimeError, match="went away"):
+        G.train_grpo(
+            base, tmp_path, reward=failing, settings=settings, inputs=G.planner_prompts([SEED])[:4]
+        )
+    summary = json.loads((tmp_path / "grpo.json").read_text())
+    assert summary["steps"] == 2 and summary["stopped"].startswith("error: RuntimeError")
+    assert not summary["schedule_complete"]
+    assert (tmp_path / "mira-planner" / "adapter_model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
 
 def test_wall_clock_budget_stops_training(base, tmp_path):
     def zero(prompts, completions, **_):
@@ -247,7 +310,8 @@ def test_wall_clock_budget_stops_training(base, tmp_path):
     summary = G.train_grpo(
         base, tmp_path, reward=zero, settings=settings, inputs=G.planner_prompts([SEED])[:2]
     )
-    assert summary["steps"] == 1
+    assert summary["steps"] == 1 and summary["stopped"] == "seconds"
+    assert not summary["schedule_complete"]
 
 
 def test_cli_checks_its_arguments(base, tmp_path, capsys):
@@ -295,11 +359,14 @@ def test_cli_runs_the_exact_reward_with_the_micro_editor(base, tmp_path):
     assert summary["reward"] == "exact_step_reward" and summary["steps"] == 1
 
 
-def test_real_scale_path_runs_on_tiny_random_backends(base, tmp_path):
+def test_real_scale_path_runs_on_tiny_random_backends(base, tmp_path, monkeypatch):
     """The real-scale wiring (a registry editor and critic instead of the micro ones; here
-    FLUX.1-Kontext and EditScore on tiny random weights) through the same CLI path."""
+    FLUX.1-Kontext and EditScore on tiny random weights) through the same CLI path; reference
+    answers forced in, so the editor and the critic run inside TRL's loop."""
     from agent.train.cli import main
 
+    monkeypatch.setattr(G, "StepReward", Forced)
+    Forced.seen = []
     args = ["grpo", "--model", str(base), "--out", str(tmp_path), "--steps", "1"]
     args += ["--group", "2", "--prompts-per-step", "1", "--max-completion-length", "4"]
     args += ["--train-seeds", "1", "--editor-backend", "kontext-tiny"]
@@ -308,3 +375,43 @@ def test_real_scale_path_runs_on_tiny_random_backends(base, tmp_path):
     summary = json.loads(Path(tmp_path, "grpo.json").read_text())
     assert summary["reward"] == "critic_step_reward" and summary["steps"] == 1
     assert (tmp_path / "mira-planner" / "adapter_config.json").is_file()
+    # the forced step ran Kontext, then the random critic answered (a verdict or none)
+    assert any(d["decision"] == "step" and "sc_pq" in d for d in Forced.seen)
+
+
+def test_editor_errors_mismatched_cases_and_the_exact_metric_beside_a_critic(states):
+    from tools.contracts import Critique
+    from tools.errors import RecoverableToolError
+
+    clean = next(s for s in states if s["mistake"] is None and not s["state"])
+
+    class Refusing:
+        def edit(self, image, instruction, seed=None):
+            raise RecoverableToolError("no such object", tool="test")
+
+    class Critic:
+        def critique(self, source, edited, instruction):
+            return Critique(prompt_following=5, consistency=5, naturalness=5, artifacts=5)
+
+    reward = G.StepReward(Refusing(), source="exact")
+    assert _call(reward, [clean], [clean["answer"]]) == [0.0]
+    assert (
+        reward.last[0]["decision"] == "editor_error" and "no such object" in reward.last[0]["error"]
+    )
+
+    logged = {}
+    reward = G.StepReward(ReadingEditor(states), critic=Critic())
+    inputs = G.planner_prompts([SEED])
+    row = next(i for i in inputs if json.loads(i["case"])["reference"] == clean["answer"])
+    reward(
+        prompts=[row["prompt"]],
+        completions=[clean["answer"]],
+        images=[row["images"]],
+        case=[row["case"]],
+        log_metric=lambda name, value: logged.update({name: value}),
+    )
+    assert 0 < logged["exact_sc"] <= 10  # the step makes progress: the exact score says so
+
+    wrong = dict(json.loads(row["case"]), n_edits=[5, 5])
+    with pytest.raises(ValueError, match="is not the input's"):
+        G.exact_sc(row["images"][1], wrong)

@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "--roles", default="grounder,parser,planner,critic", help="comma-separated roles"
     )
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    evl.add_argument(
+        "--planner-lora",
+        type=Path,
+        default=None,
+        help="a planner adapter folder (mira-train grpo's mira-planner) for the planner rows",
+    )
     gr = sub.add_parser("grpo", help="MIRA stage 2: GRPO with a LoRA on the micro VLM's planner")
     gr.add_argument("--model", required=True, type=Path, help="the SFT micro VLM folder")
     gr.add_argument("--out", required=True, type=Path, help="folder for the LoRA and grpo.json")
@@ -273,6 +279,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         limit=args.limit,
         roles=roles,
+        planner_lora=args.planner_lora,
         log=lambda m: print(m, flush=True),
     )
     text = json.dumps(table, indent=2)
@@ -329,6 +336,9 @@ def _grpo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.editor_steps is not None and args.editor_steps < 1:
+        print(f"mira-train: --editor-steps must be >= 1, got {args.editor_steps}", file=sys.stderr)
+        return 2
     options = {"device": settings.device}
     if args.editor_steps is not None:
         options["num_inference_steps"] = args.editor_steps
@@ -359,6 +369,7 @@ def _grpo(args: argparse.Namespace) -> int:
         critic=critic,
         lambda_sc=settings.lambda_sc,
         lambda_pq=settings.lambda_pq,
+        editor_seed=settings.editor_seed,
     )
     train_grpo(args.model, args.out, reward=reward, settings=settings, log=lambda m: print(m))
     return 0

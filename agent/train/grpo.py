@@ -65,8 +65,10 @@ class GRPOSettings:
     lora_alpha: int = 32
     max_completion_length: int = 64
     temperature: float = 1.0
-    train_seeds: int = 2000
+    train_seeds: int = 200
+    states_per_seed: int = 2  # planner states drawn from each scene (a scene has about 14)
     seed_offset: int = 0
+    save_every: int = 25  # steps between saves of the adapter and grpo.json
     language: str = "train"
     editor_seed: int = 0
     seconds: float | None = None  # wall-clock budget; None: run every step
@@ -76,7 +78,16 @@ class GRPOSettings:
 
     def check(self) -> None:
         """``ValueError`` naming the first bad setting and its value."""
-        for name in ("steps", "group", "prompts_per_step", "lora_r", "max_completion_length"):
+        for name in (
+            "steps",
+            "group",
+            "prompts_per_step",
+            "lora_r",
+            "max_completion_length",
+            "train_seeds",
+            "states_per_seed",
+            "save_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -92,6 +103,8 @@ class GRPOSettings:
             raise ValueError(f"reward must be one of {REWARD_SOURCES}, got {self.reward!r}")
         if self.language not in ("train", "heldout"):
             raise ValueError(f"language must be 'train' or 'heldout', got {self.language!r}")
+        if not isinstance(self.seed_offset, int) or self.seed_offset < 0:
+            raise ValueError(f"seed_offset must be an integer >= 0, got {self.seed_offset!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.seconds is not None and not self.seconds > 0:
@@ -99,15 +112,30 @@ class GRPOSettings:
 
 
 # -- inputs --------------------------------------------------------------------------------------
-def planner_prompts(seeds: Sequence[int], *, language: str = "train") -> list[dict[str, Any]]:
-    """One GRPO input per micro-world planner state of ``seeds`` (the SFT samples' states,
-    clean and after mistakes): ``prompt`` (the planner's chat with image placeholders),
-    ``images`` ([original, current]) and ``case`` (JSON: seed, language, instruction, the
-    reference answer)."""
+N_EDITS, SIZE = (1, 4), 224  # the planner samples' cases (formats.planner_samples' defaults)
+
+
+def planner_prompts(
+    seeds: Sequence[int], *, language: str = "train", per_seed: int | None = None
+) -> list[dict[str, Any]]:
+    """GRPO inputs from the micro-world planner states of ``seeds`` (the SFT samples' states,
+    clean and after mistakes), at most ``per_seed`` of each scene (drawn at random, seeded;
+    None: all): ``prompt`` (the planner's chat with image placeholders), ``images``
+    ([original, current]) and ``case`` (JSON: seed, language, the case's shape, instruction,
+    the reference answer)."""
+    import random
+
     from agent.microworld import formats
 
     out = []
-    for r in formats.planner_samples(seeds, language=language):  # type: ignore[arg-type]
+    records = []
+    for seed in seeds:
+        got = list(formats.planner_samples([seed], language=language, n_edits=N_EDITS, size=SIZE))  # type: ignore[arg-type]
+        if per_seed is not None:
+            random.Random(f"grpo|{seed}|{language}").shuffle(got)
+            got = got[:per_seed]
+        records.extend(got)
+    for r in records:
         content, images = [], []
         for part in r["messages"][0]["content"]:
             if part["type"] == "image":
@@ -118,6 +146,8 @@ def planner_prompts(seeds: Sequence[int], *, language: str = "train") -> list[di
         case = {
             "seed": r["seed"],
             "language": language,
+            "n_edits": list(N_EDITS),
+            "size": SIZE,
             "instruction": r["instruction"],
             "reference": r["answer"],
         }
@@ -132,6 +162,25 @@ def planner_prompts(seeds: Sequence[int], *, language: str = "train") -> list[di
 
 
 # -- reward --------------------------------------------------------------------------------------
+def exact_sc(result: Any, case: dict[str, Any]) -> float:
+    """The exact micro-world SC (0..10) of ``result`` for the case a GRPO input names:
+    10 x min(mean edit progress, consistency)."""
+    from agent.microworld.scoring import Thresholds, score_case
+    from agent.microworld.truth import make_case
+
+    lo, hi = case["n_edits"]
+    c = make_case(case["seed"], n_edits=(lo, hi), size=case["size"], language=case["language"])
+    if c.instruction != case["instruction"]:
+        raise ValueError(
+            f"seed {case['seed']} with n_edits {(lo, hi)}, size {case['size']}: its instruction "
+            f"{c.instruction!r} is not the input's {case['instruction']!r}"
+        )
+    score = score_case(c, result)
+    limit = Thresholds().max_changed_fraction_tolerant
+    consistency = min(1.0, max(0.0, 1.0 - score.changed_fraction / limit))
+    return 10.0 * min(score.pf, consistency)
+
+
 def _text(completion: Any) -> str:
     """A completion's text: TRL passes a string, or a conversational list of messages."""
     if isinstance(completion, str):
@@ -180,18 +229,7 @@ class StepReward:
             if not critique.valid:
                 return None
             return float(critique.semantic_consistency), float(critique.perceptual_quality)
-        from agent.microworld.scoring import Thresholds, score_case
-        from agent.microworld.truth import make_case
-
-        c = make_case(
-            case["seed"], n_edits=(1, 4), size=original.size[0], language=case["language"]
-        )
-        if c.instruction != case["instruction"]:
-            raise AssertionError(f"seed {case['seed']}: the case is not the prompt's case")
-        score = score_case(c, result)
-        limit = Thresholds().max_changed_fraction_tolerant
-        consistency = min(1.0, max(0.0, 1.0 - score.changed_fraction / limit))
-        return 10.0 * min(score.pf, consistency), 10.0
+        return exact_sc(result, case), 10.0
 
     def __call__(
         self,
@@ -200,11 +238,13 @@ class StepReward:
         *,
         images: Sequence[Sequence[Any]],
         case: Sequence[str],
+        log_metric: Callable[[str, float], None] | None = None,
         **_: Any,
     ) -> list[float]:
-        from tools.errors import PlannerOutputError
+        from tools.errors import PlannerOutputError, ToolError
         from tools.vlm.planner import parse_mira_output
 
+        exact: list[float] = []  # beside a critic's reward: the exact SC of the same images
         rewards, self.last = [], []
         for completion, (original, current), info in zip(completions, images, case, strict=True):
             info = json.loads(info)
@@ -218,8 +258,17 @@ class StepReward:
             if decision.stop:
                 result = current
             else:
-                result = self.editor.edit(current, decision.instruction, seed=self.editor_seed)
+                try:
+                    result = self.editor.edit(current, decision.instruction, seed=self.editor_seed)
+                except ToolError as e:  # the editor refused this instruction: no image
+                    self.last.append(
+                        {"answer": text, "decision": "editor_error", "error": str(e), "reward": 0.0}
+                    )
+                    rewards.append(self.MINIMUM)
+                    continue
             verdict = self.judge(original, result, info)
+            if self.source == "critic" and "seed" in info:
+                exact.append(exact_sc(result, info))
             reward = (
                 self.MINIMUM
                 if verdict is None
@@ -234,24 +283,46 @@ class StepReward:
                 }
             )
             rewards.append(reward)
+        if log_metric is not None and exact:
+            # the critic's reward against the exact score of the same images: reward hacking
+            log_metric("exact_sc", sum(exact) / len(exact))
         return rewards
 
 
 # -- training ------------------------------------------------------------------------------------
-def _budget_callback(seconds: float | None) -> Any:
-    from transformers import TrainerCallback
+#: GRPO as MIRA describes it, pinned rather than left to TRL's defaults: the per-sequence mean
+#: of the clipped surrogate (TRL 1.13 defaults to "dapo", a token-level normalisation), rewards
+#: normalised within each group, one optimisation pass per generation, PPO clip 0.2
+TRL_GRPO = {"loss_type": "grpo", "scale_rewards": "group", "num_iterations": 1, "epsilon": 0.2}
+_LOGGED = (
+    "step",
+    "reward",
+    "reward_std",
+    "kl",
+    "loss",
+    "learning_rate",
+    "completions/mean_length",
+    "exact_sc",
+    "epoch",
+)
 
-    class Budget(TrainerCallback):
-        """Stops training once ``seconds`` of wall-clock time have passed (after a step)."""
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.monotonic()
+def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
+    """The adapter (``out/mira-planner``, swapped in whole) and ``out/grpo.json`` (atomic)."""
+    import shutil
 
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if seconds is not None and time.monotonic() - self.start >= seconds:
-                control.should_training_stop = True
+    from tools._io import write_atomic
 
-    return Budget()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}-", dir=out))
+    cast(Any, trainer.model).save_pretrained(str(staging))
+    final, old = out / ADAPTER, out / f".{ADAPTER}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    write_atomic(out / "grpo.json", json.dumps(summary, indent=2) + "\n")
 
 
 def train_grpo(
@@ -265,30 +336,34 @@ def train_grpo(
 ) -> dict[str, Any]:
     """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
     Qwen2.5-VL / Qwen3-VL folder with its processor, e.g. a MIRA SFT checkpoint); writes the
-    adapter to ``out/mira-planner`` and ``out/grpo.json`` (settings, per-step reward mean and
-    std, KL, loss). ``inputs``: GRPO inputs
-    as ``planner_prompts`` makes them (default: the train split's first ``train_seeds`` seeds
-    after ``seed_offset``, in ``language``). ``reward``: a ``StepReward``, or any TRL reward
-    function (called with ``prompts``, ``completions``, ``images`` and ``case``)."""
+    adapter to ``out/mira-planner`` and ``out/grpo.json`` (settings, TRL's loss settings, per
+    step the reward's mean and std, KL, loss, learning rate), every ``save_every`` steps and
+    at the end, also when training fails or is interrupted (``stopped`` says why).
+    ``inputs``: GRPO inputs as ``planner_prompts`` makes them (default: ``states_per_seed``
+    states of each of the train split's first ``train_seeds`` seeds after ``seed_offset``, in
+    ``language``). ``reward``: a ``StepReward``, or any TRL reward function (called with
+    ``prompts``, ``completions``, ``images`` and ``case``)."""
     settings.check()
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     from agent.microworld.splits import seeds as split_seeds
-
-    out = Path(out)
-    if inputs is None:
-        seeds = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
-        inputs = planner_prompts(seeds, language=settings.language)
-    if not inputs:
-        raise ValueError("inputs is empty: GRPO needs at least one planner state")
-    name = getattr(reward, "__name__", type(reward).__name__)
-    log(f"grpo: {len(inputs)} planner states, reward {name}")
     from agent.train.vlm import lora_config
     from tools.models import LoadOptions, resolve_local
     from tools.vlm._qwen import _load
 
+    out = Path(out)
+    if inputs is None:
+        seeds = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
+        inputs = planner_prompts(
+            seeds, language=settings.language, per_seed=settings.states_per_seed
+        )
+    if not inputs:
+        raise ValueError("inputs is empty: GRPO needs at least one planner state")
+    name = getattr(reward, "__name__", type(reward).__name__)
+    log(f"grpo: {len(inputs)} planner states, reward {name}")
     # a private copy through the project's loader (no torchvision needed); the shared
     # ``load_qwen_vl`` cache is not used: training changes the model
     path = resolve_local(model, what="GRPO planner")
@@ -296,20 +371,19 @@ def train_grpo(
     vlm = _load(path, path, options, name=str(model))
     policy, processor = vlm.model, vlm.processor
     processor.tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
-    batch = settings.group * settings.prompts_per_step
     scratch = tempfile.TemporaryDirectory(prefix="mira-grpo-")
     config = GRPOConfig(
-        output_dir=scratch.name,  # nothing is saved there (save_strategy "no")
+        output_dir=scratch.name,  # nothing is saved there (save_strategy "no"): see _save
         learning_rate=settings.lr,
         beta=settings.beta,
         num_generations=settings.group,
-        per_device_train_batch_size=batch,
+        per_device_train_batch_size=settings.group * settings.prompts_per_step,
         gradient_accumulation_steps=1,
         max_steps=settings.steps,
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,
         lr_scheduler_type="cosine",
-        warmup_steps=0.1,  # a float below 1: a fraction of the steps (MIRA: warmup 0.1)
+        warmup_steps=0.1,  # below 1: a fraction of max_steps (MIRA: warmup 0.1)
         logging_steps=1,
         save_strategy="no",
         report_to=[],
@@ -319,10 +393,41 @@ def train_grpo(
         remove_unused_columns=False,
         disable_tqdm=True,
         gradient_checkpointing=False,  # a micro model: memory is no issue, time is
+        **TRL_GRPO,
     )
     lora = lora_config(settings.lora_r)  # the critic's: the language model's projections only
     lora.lora_alpha = settings.lora_alpha
     lora.task_type = "CAUSAL_LM"
+    started = time.monotonic()
+
+    def summary(stopped: str) -> dict[str, Any]:
+        history = [
+            {k: v for k, v in row.items() if k in _LOGGED}
+            for row in trainer.state.log_history
+            if "reward" in row
+        ]
+        return {
+            "settings": asdict(settings),
+            "trl": {**TRL_GRPO, "warmup": 0.1, "scheduler": "cosine"},
+            "steps": trainer.state.global_step,
+            # a wall-clock budget may end the run before the cosine schedule does
+            "schedule_complete": trainer.state.global_step >= settings.steps,
+            "stopped": stopped,
+            "seconds": round(time.monotonic() - started, 1),
+            "reward": name,
+            "inputs": len(inputs),
+            "history": history,
+        }
+
+    class Progress(TrainerCallback):
+        """Stops after the step that passes ``settings.seconds``; saves every ``save_every``."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
+                control.should_training_stop = True
+            elif state.global_step % settings.save_every == 0:
+                _save(trainer, out, summary("running"))
+
     trainer = GRPOTrainer(
         model=policy,
         reward_funcs=[cast(Any, reward)],
@@ -330,31 +435,20 @@ def train_grpo(
         train_dataset=Dataset.from_list(inputs),  # images become datasets' Image feature
         processing_class=processor,
         peft_config=lora,
-        callbacks=[_budget_callback(settings.seconds)],
+        callbacks=[Progress()],
     )
-    started = time.monotonic()
-    with scratch:
-        trainer.train()
-    history = [
-        {k: v for k, v in row.items() if k in _LOGGED}
-        for row in trainer.state.log_history
-        if "reward" in row
-    ]
-    out.mkdir(parents=True, exist_ok=True)
-    cast(Any, trainer.model).save_pretrained(str(out / ADAPTER))
-    summary = {
-        "settings": asdict(settings),
-        "steps": trainer.state.global_step,
-        "seconds": round(time.monotonic() - started, 1),
-        "reward": name,
-        "history": history,
-    }
-    (out / "grpo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(f"grpo: {summary['steps']} steps in {summary['seconds']} s")
-    return summary
-
-
-_LOGGED = ("step", "reward", "reward_std", "kl", "loss", "completions/mean_length", "epoch")
+    try:
+        with scratch:
+            trainer.train()
+    except BaseException as e:  # a crash or an interrupt still leaves the steps done so far
+        if trainer.state.global_step > 0:
+            _save(trainer, out, summary(f"error: {type(e).__name__}: {e}"))
+        raise
+    stopped = "steps" if trainer.state.global_step >= settings.steps else "seconds"
+    result = summary(stopped)
+    _save(trainer, out, result)
+    log(f"grpo: {result['steps']} steps in {result['seconds']} s")
+    return result
 
 
 def settings_for(**changes: Any) -> GRPOSettings:

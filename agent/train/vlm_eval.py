@@ -183,14 +183,16 @@ def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]
     return out[:limit]
 
 
-def _planner(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+def _planner(
+    vlm: Any, seeds: Sequence[int], language: str, limit: int, *, adapter: str | None = None
+) -> dict[str, Any]:
     from agent.microworld import formats
     from agent.microworld.reader import judge_step
     from agent.microworld.scene import Scene
     from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
-    planner = MiraPlanner(vlm, image_size=224, max_new_tokens=96)
+    planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=96)
     samples = _spread(formats.planner_samples(seeds, language=language), limit)
     images = [
         [c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"] for r in samples
@@ -262,18 +264,25 @@ def evaluate_vlm(
     limit: int = 200,
     roles: Sequence[str] = tuple(ROLES),
     languages: Sequence[str] = ("train", "heldout"),
+    planner_lora: str | Path | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """{role: {language: {"true": ..., "shuffled": ...}}} on the first ``seeds`` seeds of
     ``split`` (at most ``limit`` samples per role and language), with the folder's
-    ``metrics.json`` probe table and the text-only baselines beside."""
+    ``metrics.json`` probe table and the text-only baselines beside. ``planner_lora``: a
+    planner adapter (``mira-train grpo``'s) switched on for the planner rows."""
+    import functools
+
     from agent.microworld.splits import seeds as split_seeds
     from agent.train.vlm import CRITIC_ADAPTER, TEXT_ONLY, load_folder
+    from tools.vlm.planner import MIRA_LORA_ADAPTER
 
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"roles must be some of {sorted(ROLES)}, got {unknown!r}")
     vlm, _, metrics = load_folder(folder)
+    if planner_lora is not None:
+        vlm.load_adapter(MIRA_LORA_ADAPTER, planner_lora)
     vlm.model.eval()
     chosen = list(split_seeds(split, seeds))
     result: dict[str, Any] = {
@@ -281,6 +290,7 @@ def evaluate_vlm(
         "seeds": seeds,
         "text_only_baselines": TEXT_ONLY,
         "probe_test": metrics.get("vision", {}).get("probe_test"),
+        "planner_lora": None if planner_lora is None else str(planner_lora),
     }
     for role in roles:
         if role == "critic" and CRITIC_ADAPTER not in vlm.adapters:
@@ -289,7 +299,10 @@ def evaluate_vlm(
         result[role] = {}
         for language in languages:
             started = time.monotonic()
-            result[role][language] = ROLES[role](vlm, chosen, language, limit)
+            fn = ROLES[role]
+            if role == "planner" and planner_lora is not None:
+                fn = functools.partial(_planner, adapter=MIRA_LORA_ADAPTER)
+            result[role][language] = fn(vlm, chosen, language, limit)
             took = time.monotonic() - started
             log(f"{role} {language} ({took:.0f} s): {json.dumps(result[role][language])}")
     return result
