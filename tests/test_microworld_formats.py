@@ -195,3 +195,33 @@ def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_p
         assert total == manifest["records"] > 0
     with pytest.raises(ValueError, match="kind"):
         export(tmp_path, "editor-ish")
+
+
+def test_planner_answers_copy_the_clause_that_still_names_the_pending_edit():
+    """``wording="copy"`` (the default): the answer is a function of the instruction and the
+    current image: the instruction's own clause when it still names the pending edit there
+    (the reader reads it as that edit), else one fixed re-description per case and edit."""
+    from agent.microworld.reader import read_edit
+    from agent.microworld.scene import Scene
+    from agent.microworld.truth import draw_case
+
+    copied = total = 0
+    for seed in seeds("train", 8):
+        _, edits, parts, _, _ = draw_case(seed, n_edits=(1, 4), size=224)
+        clauses = {p.text: e for p, e in zip(parts, edits, strict=True)}
+        by_state: dict[tuple, set] = {}
+        for r in planner_samples([seed]):
+            if r["mistake"] in (None, "noop") and r["answer"].startswith("NEXT"):
+                words = r["answer"].removeprefix("NEXT_EDITING_INSTRUCTION: ")
+                by_state.setdefault(tuple(r["state"]), set()).add(words)
+                total += 1
+                if words in clauses:
+                    copied += 1
+                    read = read_edit(words, Scene.model_validate(r["scene"]))
+                    assert read is not None and read.target == clauses[words].target
+        # a clean state and the no-op mistake on it show the same image: the same answer
+        assert all(len(answers) == 1 for answers in by_state.values())
+    assert copied / total > 0.7
+    varied = {r["answer"] for r in planner_samples(seeds("train", 8), wording="varied")}
+    copy = {r["answer"] for r in planner_samples(seeds("train", 8))}
+    assert len(varied) > len(copy)  # the old random wording: more distinct answers

@@ -4,8 +4,10 @@ sharded with a manifest.
 - ``planner_samples``: MIRA planner chats. The user turn is ``tools.vlm.planner.planner_content``
   (the verbatim ``MIRA_PLANNER_TEMPLATE`` with the original and the current image), the
   assistant turn ``NEXT_EDITING_INSTRUCTION: <atomic edit>`` or ``<stop>``. Current images are
-  every state the case's edits can reach (any subset done: all edit orders), the answer a
-  pending edit phrased afresh against the current image; plus corrective samples after a
+  every state the case's edits can reach (any subset done: all edit orders), the answer the
+  first pending edit: the instruction's own clause while it still names that edit on the
+  current image, else a fixed re-description (``wording="varied"``: phrased afresh at random
+  each time); plus corrective samples after a
   realistic mistake (``wrong`` instance, ``bleed`` onto a neighbour, ``partial`` edit,
   ``noop``), answered with the edit that repairs it.
 - ``grounder_samples``: the grounder's own prompt (``GROUNDING_PROMPTS``) on one image, answers
@@ -117,8 +119,14 @@ def planner_samples(
     n_edits: int | tuple[int, int] = (1, 4),
     size: int = 224,
     corrective: bool = True,
+    wording: Literal["copy", "varied"] = "copy",
 ) -> Iterator[dict[str, Any]]:
-    """MIRA planner chats (see the module docstring). Keys: ``id``, ``seed``, ``messages``
+    """MIRA planner chats (see the module docstring). ``wording``: how an answer names the
+    pending edit: "copy" (the instruction's own clause whenever it still names that edit on the
+    current image, else one fixed re-description per case and edit: an answer the image and the
+    instruction determine) or "varied" (a random template and referring expression each time,
+    half the time on the original image the clause; the first planner runs learned neither the
+    task nor the copy from these). Keys: ``id``, ``seed``, ``messages``
     (user + assistant), ``answer``, ``state`` (indices of the edits done), ``mistake``
     (None, "wrong", "bleed", "partial" or "noop"), ``instruction``, ``scene`` (the scene the
     current image shows, as JSON; a partial edit's is the scene before it) and ``goal`` (the
@@ -170,7 +178,7 @@ def planner_samples(
                     yield sample(f"{tag}-stop", current, STOP_TOKEN, done, None, state)
                     continue
                 nxt = todo[0]  # the first pending edit in the instruction's order
-                words = _words_for(scene, state, edits[nxt], parts[nxt], rng, language)
+                words = _words(wording, seed, scene, state, edits[nxt], parts[nxt], rng, language)
                 yield sample(tag, current, f"NEXT_EDITING_INSTRUCTION: {words}", done, None, state)
                 if not corrective:
                     continue
@@ -180,12 +188,15 @@ def planner_samples(
                     continue
                 image, fix_scene = bad
                 if mistake in ("partial", "noop"):
-                    fix_words = _words_for(scene, state, edits[nxt], parts[nxt], rng, language)
+                    fix_words = _words(
+                        wording, seed, scene, state, edits[nxt], parts[nxt], rng, language
+                    )
                 else:
                     fix = corrective_edit(scene, fix_scene, goal, pending_cells)
                     if fix is None:
                         continue
-                    phrased = describe(fix_scene, fix, rng, language)
+                    how = rng if wording == "varied" else _fixed_rng(seed, fix, language)
+                    phrased = describe(fix_scene, fix, how, language)
                     if phrased is None:
                         continue
                     fix_words = phrased.text
@@ -197,6 +208,33 @@ def planner_samples(
                     mistake,
                     fix_scene,
                 )
+
+
+def _fixed_rng(seed: int, edit: Edit, language: str) -> random.Random:
+    """The random stream of an answer's fixed wording: one per case, edit and language."""
+    return random.Random(f"microworld-planner-words|{seed}|{edit.model_dump_json()}|{language}")
+
+
+def _words(
+    wording: str,
+    seed: int,
+    original: Scene,
+    state: Scene,
+    edit: Edit,
+    part: Phrase,
+    rng: random.Random,
+    language: str,
+) -> str:
+    """An answer's words for ``edit`` on ``state`` (see ``planner_samples``' ``wording``)."""
+    if wording == "varied":
+        return _words_for(original, state, edit, part, rng, language)
+    from agent.microworld.reader import read_edit
+
+    read = read_edit(part.text, state)
+    if read is not None and read.model_dump(exclude={"ref"}) == edit.model_dump(exclude={"ref"}):
+        return part.text  # the instruction's own clause still names this edit here
+    phrased = describe(state, edit, _fixed_rng(seed, edit, language), language)  # type: ignore[arg-type]
+    return phrased.text if phrased is not None else part.text
 
 
 def _words_for(
