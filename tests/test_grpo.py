@@ -16,34 +16,9 @@ from agent.train import grpo as G  # noqa: E402
 SEED = 1_000_003  # a train seed whose case has at least two edits (checked below)
 
 
-class ReadingEditor:
-    """An exact editor for the tests: reads the words with the micro-world reader on the scene
-    behind the image (known from the planner states) and renders the result."""
-
-    def __init__(self, states):
-        from agent.microworld.scene import Scene
-
-        self.scenes = {}
-        for r in states:
-            scene = Scene.model_validate(r["scene"])
-            self.scenes[_images(r)[1].tobytes()] = scene
-        self.calls = 0
-
-    def edit(self, image, instruction, seed=None):
-        from agent.microworld.edits import EditError, apply_edit
-        from agent.microworld.reader import read_edit
-        from agent.microworld.render import render
-
-        self.calls += 1
-        scene = self.scenes[image.tobytes()]
-        edit = read_edit(instruction, scene)
-        try:
-            after = scene if edit is None else apply_edit(scene, edit)
-        except EditError:
-            after = scene
-        out = render(after)
-        self.scenes[out.tobytes()] = after
-        return out
+def ReadingEditor(states):
+    """The project's exact executor, knowing the current image of every state of ``SEED``."""
+    return G.reading_editor(G.planner_prompts([SEED]))
 
 
 def _images(state):
@@ -423,3 +398,38 @@ def test_editor_errors_mismatched_cases_and_the_exact_metric_beside_a_critic(sta
     wrong = dict(json.loads(row["case"]), n_edits=[5, 5])
     with pytest.raises(ValueError, match="is not the input's"):
         G.exact_sc(row["images"][1], wrong)
+
+
+def test_reading_editor_executes_words_exactly_and_knows_its_images(states):
+    from agent.microworld.edits import apply_edit
+    from agent.microworld.reader import read_edit
+    from agent.microworld.render import render
+    from agent.microworld.scene import Scene
+    from tools.errors import FatalToolError
+
+    editor = ReadingEditor(states)
+    clean = next(s for s in states if s["mistake"] is None and not s["state"])
+    original, current = _images(clean)
+    scene = Scene.model_validate(clean["scene"])
+    words = clean["answer"].removeprefix("NEXT_EDITING_INSTRUCTION: ")
+    out = editor.edit(current, words)
+    assert out.tobytes() == render(apply_edit(scene, read_edit(words, scene))).tobytes()
+    assert editor.edit(current, "sing a song").tobytes() == current.tobytes()  # unread: no-op
+    again = editor.edit(out, words)  # an image it rendered is known too
+    assert again.size == out.size
+    with pytest.raises(FatalToolError, match="not one the reading editor"):
+        editor.edit(render(scene).rotate(90), words)
+
+
+def test_cli_exact_editor_runs_without_an_editor_model(base, tmp_path, monkeypatch, capsys):
+    from agent.train.cli import main
+
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path), "--reward", "exact"]
+    assert main([*args, "--exact-editor", "--editor-backend", "kontext-tiny"]) == 2
+    assert "--exact-editor replaces" in capsys.readouterr().err
+    monkeypatch.setattr(G, "StepReward", Forced)
+    Forced.seen = []
+    args += ["--exact-editor", "--steps", "1", "--group", "2", "--prompts-per-step", "1"]
+    assert main([*args, "--max-completion-length", "4", "--train-seeds", "2"]) == 0
+    steps = [d for d in Forced.seen if d["decision"] == "step"]
+    assert steps and all(d["reward"] > 0 for d in steps)  # executed and judged, exactly

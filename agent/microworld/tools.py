@@ -49,6 +49,7 @@ __all__ = [
     "World",
     "OracleEditor",
     "NoisyEditor",
+    "ReadingEditor",
     "OracleCritic",
     "NoisyCritic",
     "OraclePlanner",
@@ -177,6 +178,57 @@ def _try(scene: Scene, edit: Edit) -> Scene:
         return apply_edit(scene, edit)
     except EditError:
         return scene
+
+
+class ReadingEditor:
+    """Executes an instruction's words exactly: reads them with ``agent.microworld.reader`` on
+    the scene behind the image and renders the result. Unlike ``OracleEditor`` it reads any
+    words (a planner's own), so it measures what an instruction says, with no model error.
+    It knows the images it was given scenes for (``add``) and the images it rendered; words
+    it cannot read, or an edit that cannot apply, leave the image as it is (a no-op, as an
+    editor that does not understand). Raises ``FatalToolError`` for an image it does not know.
+    """
+
+    name = "reading"
+
+    def __init__(self) -> None:
+        self._scenes: dict[str, Scene] = {}
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def add(self, image: Image.Image, scene: Scene) -> None:
+        """Remember that ``image`` shows ``scene``."""
+        with self._lock:
+            self._scenes.setdefault(pixel_key(image), scene)
+
+    def edit(
+        self,
+        image: Image.Image,
+        instruction: str,
+        *,
+        seed: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Image.Image:
+        from agent.microworld.reader import read_edit
+
+        with self._lock:
+            scene = self._scenes.get(pixel_key(image))
+            self.calls += 1
+        if scene is None:
+            raise FatalToolError(
+                f"this {image.width}x{image.height} image is not one the reading editor was "
+                f"given a scene for (add) or rendered",
+                tool=self.name,
+            )
+        edit = read_edit(instruction, scene)
+        after = scene if edit is None else _try(scene, edit)
+        out = render(after)
+        self.add(out, after)
+        if progress is not None:
+            progress(1, 1)
+        return out
 
 
 class NoisyEditor(OracleEditor):

@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     gr.add_argument("--editor-steps", type=int, default=None, help="editor denoising steps")
     gr.add_argument(
+        "--exact-editor",
+        action="store_true",
+        help="execute the words exactly (the micro-world reader) instead of an editor model",
+    )
+    gr.add_argument(
         "--editor-backend",
         default=None,
         help="a registry editor instead of the micro editor (e.g. kontext-dev; kontext-tiny)",
@@ -290,7 +295,8 @@ def _eval_vlm(args: argparse.Namespace) -> int:
 
 
 def _grpo(args: argparse.Namespace) -> int:
-    from agent.train.grpo import GRPOSettings, StepReward, train_grpo
+    from agent.train import grpo
+    from agent.train.grpo import GRPOSettings, train_grpo
 
     if not (args.model / "config.json").is_file():
         print(f"mira-train: --model {str(args.model)!r} holds no config.json", file=sys.stderr)
@@ -342,7 +348,19 @@ def _grpo(args: argparse.Namespace) -> int:
     options = {"device": settings.device}
     if args.editor_steps is not None:
         options["num_inference_steps"] = args.editor_steps
-    if args.editor_backend is not None:
+    inputs = None
+    if args.exact_editor and (args.editor_backend is not None or args.editor is not None):
+        print("mira-train: --exact-editor replaces --editor and --editor-backend", file=sys.stderr)
+        return 2
+    if args.exact_editor:
+        from agent.microworld.splits import seeds as split_seeds
+
+        chosen = split_seeds("train", settings.train_seeds, offset=settings.seed_offset)
+        inputs = grpo.planner_prompts(
+            list(chosen), language=settings.language, per_seed=settings.states_per_seed
+        )
+        editor = grpo.reading_editor(inputs)
+    elif args.editor_backend is not None:
         from tools.editors._base import factory_kwargs
 
         if settings.device == "cpu":  # the default: tiny random factories take no load options
@@ -363,7 +381,7 @@ def _grpo(args: argparse.Namespace) -> int:
         critic = EditScoreCritic(
             load_folder(args.model)[0], temperature=0.0, retries=0, max_new_tokens=160
         )
-    reward = StepReward(
+    reward = grpo.StepReward(
         editor,
         source=settings.reward,
         critic=critic,
@@ -371,5 +389,5 @@ def _grpo(args: argparse.Namespace) -> int:
         lambda_pq=settings.lambda_pq,
         editor_seed=settings.editor_seed,
     )
-    train_grpo(args.model, args.out, reward=reward, settings=settings, log=lambda m: print(m))
+    train_grpo(args.model, args.out, reward=reward, settings=settings, inputs=inputs, log=print)
     return 0

@@ -37,6 +37,7 @@ from typing import Any, cast
 
 __all__ = [
     "MIRA_GRPO",
+    "reading_editor",
     "GRPOSettings",
     "StepReward",
     "planner_prompts",
@@ -122,7 +123,7 @@ def planner_prompts(
     clean and after mistakes), at most ``per_seed`` of each scene (drawn at random, seeded;
     None: all): ``prompt`` (the planner's chat with image placeholders), ``images``
     ([original, current]) and ``case`` (JSON: seed, language, the case's shape, instruction,
-    the reference answer)."""
+    the reference answer, the scene the current image shows)."""
     import random
 
     from agent.microworld import formats
@@ -150,6 +151,7 @@ def planner_prompts(
             "size": SIZE,
             "instruction": r["instruction"],
             "reference": r["answer"],
+            "scene": r["scene"],  # what the current image shows (a partial edit: before it)
         }
         out.append(
             {
@@ -159,6 +161,18 @@ def planner_prompts(
             }
         )
     return out
+
+
+def reading_editor(inputs: Sequence[dict[str, Any]]) -> Any:
+    """A ``ReadingEditor`` (the words executed exactly, no model) that knows the current image
+    of every input: an editor with no weights and no diffusers, for the exact-executor runs."""
+    from agent.microworld.scene import Scene
+    from agent.microworld.tools import ReadingEditor
+
+    editor = ReadingEditor()
+    for row in inputs:
+        editor.add(row["images"][1], Scene.model_validate(json.loads(row["case"])["scene"]))
+    return editor
 
 
 # -- reward --------------------------------------------------------------------------------------
