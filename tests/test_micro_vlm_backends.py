@@ -85,3 +85,18 @@ def test_bench_runs_mirage_on_the_microworld_with_the_micro_models(folder, tmp_p
     (record,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert record["strategy"] == "mirage"
     assert record["stop_reason"]  # random weights: parsing or grounding fails, typed
+
+
+def test_bench_oracle_planner_and_critic_work_beside_the_micro_editor(tmp_path):
+    """The upper-bound rows beside a learned editor: the world matches the editor's images to
+    the case's states and the oracle critic judges by the tolerant rule, so the oracle agent
+    carries on past its first edit (it stopped with ``no_progress`` before)."""
+    from agent import bench
+
+    out = tmp_path / "run"
+    args = ["--n", "1", "--split", "test", "--edits", "2", "--strategy", "agent"]
+    args += ["--editor", "micro-editor", "--planner", "oracle", "--critic", "oracle"]
+    assert bench.main([*args, "--out", str(out), "-q"]) == 0
+    (record,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert record["stop_reason"] == "planner_stop" and record["steps"] >= 2
+    assert record["success_tolerant"]

@@ -281,3 +281,50 @@ def test_heuristic_planner_reads_words_only():
     )
     done.append(HistoryItem(instruction="paint the disc red", outcome="accepted"))
     assert planner.next_action(image, image, "Remove the star; paint the disc red.", done).stop
+
+
+def _noisy(image, n, seed=0):
+    """``image`` with ``n`` pixels changed strongly (a learned editor's round-trip speckle)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(image.convert("RGB")).copy()
+    ys, xs = rng.integers(0, pixels.shape[0], n), rng.integers(0, pixels.shape[1], n)
+    pixels[ys, xs] = 255 - pixels[ys, xs]
+    return Image.fromarray(pixels)
+
+
+def test_world_snaps_a_learned_editors_image_to_the_nearest_reachable_state():
+    from agent.microworld.edits import apply_edit
+    from agent.microworld.render import render
+    from agent.microworld.truth import make_case
+
+    case = make_case(200_001, n_edits=3)
+    after_second = apply_edit(case.scene, case.edits[1])
+    near = _noisy(render(after_second), 100)  # 0.2% of the pixels: within the tolerant 1%
+    strict = World([case])
+    with pytest.raises(FatalToolError, match="only work on images they rendered"):
+        strict.lookup(near)
+    world = World([make_case(200_002, n_edits=2), case], snap=True)
+    found, scene = world.lookup(near)
+    assert found.id == case.id and scene == after_second
+    assert world.lookup(near)[1] == after_second  # remembered
+    far = _noisy(render(after_second), 1500)  # 3%: no reachable state is that far from it
+    with pytest.raises(FatalToolError, match="no reachable state is near it"):
+        world.lookup(far)
+
+
+def test_tolerant_oracle_critic_lets_an_autoencoder_round_trip_through():
+    from agent.microworld.edits import apply_edit
+    from agent.microworld.render import render
+    from agent.microworld.truth import make_case
+
+    case = make_case(200_001, n_edits=3)
+    world = World([case], snap=True)
+    source = world.add(case)
+    result = _noisy(render(apply_edit(case.scene, case.edits[0])), 60, seed=1)
+    strict = OracleCritic(world).critique(source, result, case.atomic[0])
+    tolerant = OracleCritic(world, tolerant=True).critique(source, result, case.atomic[0])
+    assert strict.prompt_following == tolerant.prompt_following == 10.0
+    assert strict.consistency == 3.0  # 0.1% changed outside: more than the strict 0.03%
+    assert tolerant.consistency > 9.9 and tolerant.overall > strict.overall

@@ -17,6 +17,7 @@ stateless apart from the world (which is locked), so one set serves parallel run
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import threading
@@ -75,13 +76,22 @@ def text_key(text: str) -> str:
 
 class World:
     """The cases in play, the scene behind every image the oracle tools have rendered, and
-    the edits behind every text the world issued for a case."""
+    the edits behind every text the world issued for a case.
 
-    def __init__(self, cases: Iterable[Case] = ()) -> None:
+    ``snap=True`` lets the oracle tools work beside a learned editor, whose images the world
+    never rendered: an unknown image is matched to the nearest state its case can reach (any
+    subset of the case's edits, the case chosen by the nearest source image) and accepted when
+    at most the model-tolerant share of pixels differs (``Thresholds``), as an autoencoder's
+    round trip does; a wrong or bleeding edit is further away and stays unknown. Two cases
+    with one scene (one seed in both language splits) cannot be told apart this way."""
+
+    def __init__(self, cases: Iterable[Case] = (), *, snap: bool = False) -> None:
         self._lock = threading.Lock()
         self._cases: dict[str, Case] = {}
         self._states: dict[str, tuple[str, Scene]] = {}
         self._texts: dict[tuple[str, str], tuple[Edit, ...]] = {}
+        self._sources: dict[str, np.ndarray] = {}  # case id -> its source pixels (snap)
+        self.snap = snap
         for case in cases:
             self.add(case)
 
@@ -120,16 +130,61 @@ class World:
 
     def lookup(self, image: Image.Image) -> tuple[Case, Scene]:
         """The case and scene behind ``image``. Raises ``FatalToolError`` for an image no
-        oracle tool rendered (the oracle tools only know the micro-world)."""
+        oracle tool rendered (the oracle tools only know the micro-world), unless ``snap``
+        matches it to a state (see the class)."""
+        key = pixel_key(image)
         with self._lock:
-            hit = self._states.get(pixel_key(image))
-            if hit is None:
-                raise FatalToolError(
-                    f"this {image.width}x{image.height} image is not a micro-world image the "
-                    f"World knows (oracle tools only work on images they rendered)",
-                    tool="World",
-                )
+            hit = self._states.get(key)
+        if hit is None and self.snap:
+            hit = self._snap(image)
+            if hit is not None:
+                with self._lock:
+                    self._states.setdefault(key, hit)
+        if hit is None:
+            raise FatalToolError(
+                f"this {image.width}x{image.height} image is not a micro-world image the "
+                f"World knows (oracle tools only work on images they rendered"
+                f"{'; no reachable state is near it' if self.snap else ''})",
+                tool="World",
+            )
+        with self._lock:
             return self._cases[hit[0]], hit[1]
+
+    def _snap(self, image: Image.Image) -> tuple[str, Scene] | None:
+        import itertools
+
+        import numpy as np
+
+        limit = Thresholds().max_changed_fraction_tolerant
+        tol = Thresholds().tol
+        pixels = np.asarray(image.convert("RGB"), np.int16)
+
+        def distance(other: np.ndarray) -> float:
+            if other.shape != pixels.shape:
+                return math.inf
+            return float((np.abs(pixels - other).max(axis=-1) > tol).mean())
+
+        with self._lock:
+            cases = list(self._cases.values())
+        if not cases:
+            return None
+        for case in cases:
+            if case.id not in self._sources:
+                self._sources[case.id] = np.asarray(render(case.scene), np.int16)
+        case = min(cases, key=lambda c: distance(self._sources[c.id]))
+        best: tuple[float, Scene] | None = None
+        for k in range(len(case.edits) + 1):
+            for subset in itertools.combinations(case.edits, k):
+                try:
+                    scene = apply_edits(case.scene, list(subset))
+                except EditError:
+                    continue
+                d = distance(np.asarray(render(scene), np.int16))
+                if best is None or d < best[0]:
+                    best = (d, scene)
+        if best is None or best[0] > limit:
+            return None
+        return case.id, best[1]
 
 
 # -- editors ----------------------------------------------------------------------------------
@@ -268,15 +323,16 @@ class NoisyEditor(OracleEditor):
 
 
 # -- critic -----------------------------------------------------------------------------------
-def critique_from_score(score: Score) -> Critique:
+def critique_from_score(score: Score, *, tolerant: bool = False) -> Critique:
     """EditScore-style 0..10 fields from a pixel score: prompt following = 10 x the fraction
     of edits that pass; consistency = 10 x the unchanged fraction outside the targets, capped
-    at 3 when the result is not consistent. Naturalness and artifacts are 10 (renders are
-    clean). So a step with any failed edit or any wrong change scores Overall < 6 and is
-    rejected at the default ``min_step_score``."""
+    at 3 when the result is not consistent (``tolerant``: under the model-tolerant rule, which
+    lets a learned editor's autoencoder round trip through). Naturalness and artifacts are 10
+    (renders are clean). So a step with any failed edit or any wrong change scores Overall < 6
+    and is rejected at the default ``min_step_score``."""
     pf = 10.0 * score.edits_passed
     cons = 10.0 * (1.0 - score.changed_fraction)
-    if not score.consistent:
+    if not (score.consistent_tolerant if tolerant else score.consistent):
         cons = min(cons, 3.0)
     failed = [f"{e.kind} #{e.index + 1} (pf {e.pf:.2f})" for e in score.edits if not e.passed]
     why = (
@@ -300,9 +356,12 @@ class OracleCritic:
     ones (a change outside the target). ``mask`` is ignored. An image or a text the world does
     not know gives ``Critique.invalid``, never a made-up score."""
 
-    def __init__(self, world: World, *, thresholds: Thresholds = Thresholds()) -> None:
+    def __init__(
+        self, world: World, *, thresholds: Thresholds = Thresholds(), tolerant: bool = False
+    ) -> None:
         self.world = world
         self.thresholds = thresholds
+        self.tolerant = tolerant  # judge consistency by the model-tolerant rule
 
     def critique(
         self,
@@ -339,7 +398,7 @@ class OracleCritic:
             kinds=[e.kind for e in edits],
             thresholds=self.thresholds,
         )
-        return critique_from_score(score)
+        return critique_from_score(score, tolerant=self.tolerant)
 
 
 class NoisyCritic:
