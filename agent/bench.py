@@ -406,7 +406,9 @@ class _Runner:
         ]
         return Outcome(
             image=self.store.open(out["result"]),
-            steps=self.budgeted.calls,
+            # MIRAGE rows edit through the pipeline itself, not the budget wrapper: count their
+            # edit steps (one regional call each) instead of the wrapper's calls
+            steps=len(edits) if strategy in REGIONAL else self.budgeted.calls,
             stop_reason=stop,
             extra={"accepted": sum(1 for s in edits if s["accepted"]), "trace": trace},
             trajectory=dict(out),

@@ -127,6 +127,8 @@ def test_mirage_strategy_on_a_folder_with_the_tiny_preset(tmp_path):
         "planner_stop",
         "budget_exhausted",
     )
+    # the regional row's edit steps are counted (it bypasses the editor-call budget wrapper)
+    assert record["steps"] == sum(t["kind"] == "edit" for t in record["trace"])
 
 
 def test_bad_options_exit_2(tmp_path, capsys):

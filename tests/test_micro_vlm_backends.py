@@ -100,3 +100,29 @@ def test_bench_oracle_planner_and_critic_work_beside_the_micro_editor(tmp_path):
     (record,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert record["stop_reason"] == "planner_stop" and record["steps"] >= 2
     assert record["success_tolerant"]
+
+
+def test_bench_counts_the_edit_steps_of_a_mirage_row(folder, tmp_path, monkeypatch):
+    """MIRAGE rows edit through the pipeline itself, not the budget wrapper: their steps are
+    the agent's edit steps (the wrapper's call count would say 0)."""
+    import agent.factory
+    from agent import bench
+
+    class Agent:
+        def __init__(self, store):
+            self.store = store
+
+        def invoke(self, state):
+            steps = [{"kind": "edit", "accepted": k == 1, "step": k} for k in (1, 2)]
+            return {"steps": steps, "stop_reason": "planner_stop", "result": state["image"]}
+
+    monkeypatch.setenv("MIRA_MICRO_VLM", str(folder))
+    monkeypatch.setattr(
+        agent.factory, "create_edit_agent", lambda c, artifacts, **k: Agent(artifacts)
+    )
+    out = tmp_path / "run"
+    args = ["--n", "1", "--split", "test", "--edits", "2", "--strategy", "mirage"]
+    args += ["--editor", "micro-editor", "--grounder", "micro-grounder"]
+    assert bench.main([*args, "--out", str(out), "-q"]) == 0
+    (record,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert record["steps"] == 2 and record["accepted"] == 1
