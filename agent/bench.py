@@ -300,6 +300,19 @@ class _Runner:
         for row in rows:  # build critics now, so a bad name is refused before any work
             if self.microworld and row.strategy != "single-shot":
                 self.critic(row.epsilon)
+            if self.microworld and row.strategy in REGIONAL:
+                if not getattr(self.editor, "supports_mirage", False):
+                    raise ValueError(
+                        f"--strategy {row.strategy!r} needs a diffusion editor with a MIRAGE "
+                        f"sampler (FLUX.2, Kontext, Qwen-Image-Edit, e.g. micro-editor); "
+                        f"--editor {args.editor!r} has none"
+                    )
+                if not hasattr(type(self.grounder), "vlm"):
+                    raise ValueError(
+                        f"--strategy {row.strategy!r} parses and grounds with the grounder's "
+                        f"VLM (e.g. --grounder micro-grounder); --grounder {args.grounder!r} "
+                        f"has none"
+                    )
 
     # -- components (micro-world) ------------------------------------------------------------
     def _editor(self, name: str) -> Any:

@@ -430,3 +430,21 @@ def test_max_steps_0_is_one_line_naming_the_option(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--max-steps 0" in err and "Traceback" not in err
     assert not (tmp_path / "x" / "options.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--editor", "paint", "--grounder", "side"], "--editor 'paint' has none"),
+        (["--editor", "micro-editor", "--grounder", "oracle"], "--grounder 'oracle' has none"),
+    ],
+)
+def test_mirage_on_the_microworld_refuses_an_editor_or_grounder_it_cannot_use(
+    tmp_path, capsys, extra, named
+):
+    pytest.importorskip("torch")
+    out = tmp_path / "x"
+    args = ["--n", "1", "--strategy", "mirage", "--out", str(out), *extra]
+    assert bench.main(args) == 2
+    assert named in capsys.readouterr().err
+    assert not (out / "results.jsonl").exists()
