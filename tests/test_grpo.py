@@ -81,18 +81,10 @@ def test_inputs_are_the_planner_states_with_both_images(states):
     assert case["seed"] == SEED and case["instruction"] == states[0]["instruction"]
 
 
-def formats_states():
-    from agent.microworld import formats
-
-    return formats.planner_samples([SEED])
-
-
 def _call(reward, states, answers):
     inputs = G.planner_prompts([SEED])
-    # planner_prompts keeps planner_samples' order: input i is state i (many states share an
-    # answer, so the answer does not identify one)
-    everything = list(formats_states())
-    by_id = {r["id"]: inputs[i] for i, r in enumerate(everything)}
+    # matched by the sample's id (many states share an answer, so it does not identify one)
+    by_id = {json.loads(i["case"])["id"]: i for i in inputs}
     rows = [(by_id[s["id"]], a) for s, a in zip(states, answers, strict=True)]
     return reward(
         prompts=[r["prompt"] for r, _ in rows],
@@ -385,7 +377,7 @@ def test_editor_errors_mismatched_cases_and_the_exact_metric_beside_a_critic(sta
     logged = {}
     reward = G.StepReward(ReadingEditor(states), critic=Critic())
     inputs = G.planner_prompts([SEED])
-    row = inputs[next(i for i, s in enumerate(states) if s["id"] == clean["id"])]
+    row = next(i for i in inputs if json.loads(i["case"])["id"] == clean["id"])
     reward(
         prompts=[row["prompt"]],
         completions=[clean["answer"]],

@@ -126,3 +126,25 @@ def test_bench_counts_the_edit_steps_of_a_mirage_row(folder, tmp_path, monkeypat
     assert bench.main([*args, "--out", str(out), "-q"]) == 0
     (record,) = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert record["steps"] == 2 and record["accepted"] == 1
+
+
+def test_grpo_critic_reward_uses_the_micro_critic_backend(folder, tmp_path, monkeypatch):
+    """``mira-train grpo --reward critic`` on a micro VLM folder judges with the
+    ``micro-critic`` backend on that folder (its editscore adapter)."""
+    import agent.micro
+    from agent.train.cli import main
+
+    built = []
+    real = agent.micro.micro_critic
+
+    def spy(**kwargs):
+        built.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(agent.micro, "micro_critic", spy)
+    args = ["grpo", "--model", str(folder), "--out", str(tmp_path), "--reward", "critic"]
+    args += ["--exact-editor", "--steps", "1", "--group", "2", "--prompts-per-step", "1"]
+    assert main([*args, "--max-completion-length", "4", "--train-seeds", "1"]) == 0
+    assert built == [{"model": folder}]
+    summary = json.loads((tmp_path / "grpo.json").read_text())
+    assert summary["reward"] == "critic_step_reward" and summary["steps"] == 1

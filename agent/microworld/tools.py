@@ -37,7 +37,7 @@ from agent.microworld.grammar import describe
 from agent.microworld.language import phrase
 from agent.microworld.render import object_mask, render
 from agent.microworld.scene import Scene, cell_box
-from agent.microworld.scoring import Score, Thresholds, score_edits
+from agent.microworld.scoring import Score, Thresholds, _chmax, score_edits
 from agent.microworld.truth import Case, target_box
 from tools.contracts import Box, Critique, Grounding, HistoryItem, PlannerDecision, ProgressFn
 from tools.errors import FatalToolError, GroundingError, RecoverableToolError
@@ -162,16 +162,17 @@ class World:
         def distance(other: np.ndarray) -> float:
             if other.shape != pixels.shape:
                 return math.inf
-            return float((np.abs(pixels - other).max(axis=-1) > tol).mean())
+            return float((_chmax(pixels - other) > tol).mean())
 
         with self._lock:
             cases = list(self._cases.values())
+            for case in cases:
+                if case.id not in self._sources:
+                    self._sources[case.id] = np.asarray(render(case.scene), np.int16)
+            sources = dict(self._sources)
         if not cases:
             return None
-        for case in cases:
-            if case.id not in self._sources:
-                self._sources[case.id] = np.asarray(render(case.scene), np.int16)
-        case = min(cases, key=lambda c: distance(self._sources[c.id]))
+        case = min(cases, key=lambda c: distance(sources[c.id]))
         best: tuple[float, Scene] | None = None
         for k in range(len(case.edits) + 1):
             for subset in itertools.combinations(case.edits, k):

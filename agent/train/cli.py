@@ -374,13 +374,10 @@ def _grpo(args: argparse.Namespace) -> int:
     if settings.reward == "critic" and args.critic_backend is not None:
         critic = registry.build("critic", args.critic_backend)
     elif settings.reward == "critic":
-        from agent.train.vlm import load_folder
-        from tools.vlm.critic import EditScoreCritic
+        from agent.micro import micro_critic
 
-        # greedy: the reward of one image is one number, as the evaluation's critic
-        critic = EditScoreCritic(
-            load_folder(args.model)[0], temperature=0.0, retries=0, max_new_tokens=160
-        )
+        # the micro-critic backend: greedy, so the reward of one image is one number
+        critic = micro_critic(model=args.model)
     reward = grpo.StepReward(
         editor,
         source=settings.reward,

@@ -122,13 +122,12 @@ def planner_prompts(
     """GRPO inputs from the micro-world planner states of ``seeds`` (the SFT samples' states,
     clean and after mistakes), at most ``per_seed`` of each scene (drawn at random, seeded;
     None: all): ``prompt`` (the planner's chat with image placeholders), ``images``
-    ([original, current]) and ``case`` (JSON: seed, language, the case's shape, instruction,
-    the reference answer, the scene the current image shows)."""
+    ([original, current]) and ``case`` (JSON: the sample's id, seed, language, the case's
+    shape, instruction, the reference answer, the scene the current image shows)."""
     import random
 
     from agent.microworld import formats
 
-    out = []
     records = []
     for seed in seeds:
         got = list(formats.planner_samples([seed], language=language, n_edits=N_EDITS, size=SIZE))  # type: ignore[arg-type]
@@ -136,6 +135,7 @@ def planner_prompts(
             random.Random(f"grpo|{seed}|{language}").shuffle(got)
             got = got[:per_seed]
         records.extend(got)
+    out = []
     for r in records:
         content, images = [], []
         for part in r["messages"][0]["content"]:
@@ -145,6 +145,7 @@ def planner_prompts(
             else:
                 content.append(part)
         case = {
+            "id": r["id"],  # the planner sample's id: which state this input is
             "seed": r["seed"],
             "language": language,
             "n_edits": list(N_EDITS),
