@@ -147,7 +147,7 @@ def test_positions_in_trl_forward_equal_the_training_positions(base):
 
     from agent.train.vlm import load_folder, with_positions
 
-    vlm = load_folder(base, critic=False)[0]
+    vlm = load_folder(base)[0]
     inputs = G.planner_prompts([1_000_000])[:1] + G.planner_prompts([1_000_001])[:1]
     vlm.processor.tokenizer.padding_side = "left"
     batch = vlm.processor.apply_chat_template(

@@ -842,10 +842,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_folder(path: str | Path, *, critic: bool = True) -> tuple[Any, list[str], dict]:
-    """(QwenVL in float32 on CPU with the critic adapter if saved and ``critic``, stages done,
-    metrics) of a folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path
-    pieces."""
+def load_folder(path: str | Path) -> tuple[Any, list[str], dict]:
+    """(QwenVL in float32 on CPU with the critic adapter if saved, stages done, metrics) of a
+    folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import _load
 
@@ -854,7 +853,7 @@ def load_folder(path: str | Path, *, critic: bool = True) -> tuple[Any, list[str
     vlm = _load(
         str(path), str(path), LoadOptions(device="cpu", dtype="float32").resolved(), name=str(path)
     )
-    if critic and (path / CRITIC_ADAPTER).is_dir():
+    if (path / CRITIC_ADAPTER).is_dir():
         vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
