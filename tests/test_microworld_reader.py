@@ -91,3 +91,36 @@ def test_reference_planner_answers_are_mostly_judged_progress():
             )
     assert verdicts.count("progress") / len(verdicts) >= 0.95
     assert "away" not in verdicts or verdicts.count("away") <= len(verdicts) // 20 + 1
+
+
+def test_shared_draws_list_what_drawing_on_each_scene_lists():
+    """``expressions`` reuses ``grammar._simple``'s draws across scenes by ``_simple_key``; the
+    table must equal drawing afresh on each scene (states of one case, and other cases, where
+    keys repeat with other neighbours)."""
+    import random
+
+    from agent.microworld import reader
+    from agent.microworld.edits import referring_expressions
+    from agent.microworld.grammar import LANGUAGES, _simple
+
+    def fresh(scene: Scene) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for obj in scene.objects:
+            for text in referring_expressions(scene, obj):
+                out.setdefault(text.lower(), obj.id)
+            for language in LANGUAGES:
+                for k in range(reader.DRAWS):
+                    for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language):
+                        out.setdefault(text.lower(), obj.id)
+        return out
+
+    scenes = []
+    for seed in (200_001, 200_002, 200_003):
+        scene, edits, _ = _case(seed)
+        scenes += [scene, apply_edit(scene, edits[0]), apply_edit(scene, edits[-1])]
+    hits = 0
+    for scene in scenes:
+        before = len(reader._SIMPLE_TEXTS)
+        assert expressions(scene) == fresh(scene)
+        hits += len(scene.objects) - (len(reader._SIMPLE_TEXTS) - before)
+    assert hits > 0  # some keys were shared, so the reuse itself was checked

@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import re
 from functools import lru_cache
+from typing import Any
 
 from agent.microworld.edits import Edit, referring_expressions
 from agent.microworld.scene import Scene
@@ -92,11 +93,45 @@ def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
     for obj in scene.objects:
         for text in referring_expressions(scene, obj):
             out.setdefault(text.lower(), obj.id)
-        for language in LANGUAGES:
-            for k in range(DRAWS):
-                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language):
-                    out.setdefault(text.lower(), obj.id)
+        key = _simple_key(scene, obj)
+        texts = _SIMPLE_TEXTS.get(key)
+        if texts is None:
+            texts = [
+                text.lower()
+                for language in LANGUAGES
+                for k in range(DRAWS)
+                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language)
+            ]
+            _SIMPLE_TEXTS[key] = texts
+        for text in texts:
+            out.setdefault(text, obj.id)
     return tuple(out.items())
+
+
+# the draws of ``grammar._simple`` by ``_simple_key``: they depend on the scene only through it,
+# and most states of a case (and many cases) share keys, so each key is drawn once per process
+_SIMPLE_TEXTS: dict[tuple[object, ...], list[str]] = {}
+
+
+def _simple_key(scene: Scene, obj: object) -> tuple[object, ...]:
+    """Everything ``grammar._simple`` reads of ``scene`` for ``obj``: the object's attributes,
+    its place among its category's objects (``grammar._group``), how many objects share its
+    category, and how many of those share its colour, its pattern and both."""
+    from agent.microworld.grammar import _group
+
+    o: Any = obj
+    same = [x for x in scene.objects if x.category == o.category]
+    group = _group(scene, o)
+    return (
+        o.category,
+        o.colour,
+        o.pattern,
+        None if group is None else (len(group), group.index(o)),
+        len(same),
+        sum(1 for x in same if x.colour == o.colour),
+        sum(1 for x in same if x.pattern == o.pattern),
+        sum(1 for x in same if (x.colour, x.pattern) == (o.colour, o.pattern)),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -128,7 +163,9 @@ def _composites(scene: Scene, words: str) -> list[tuple[str, str]]:
     cell directly above the anchor; next to / between = the nearest objects in the row)."""
     from agent.microworld import grammar
 
-    anchors = expressions(scene)
+    # only anchors written in ``words`` can match: filtering first keeps the patterns small
+    # (compiling them over every expression of the scene cost ~0.2 s per call)
+    anchors = {e: oid for e, oid in expressions(scene).items() if e in words}
     if not anchors:
         return []
     cat_of = {w: c for c, ws in grammar.CATEGORY_WORDS.items() for w, _ in ws}
