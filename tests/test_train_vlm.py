@@ -596,3 +596,30 @@ def test_stage_is_cut_to_leave_its_evaluation_inside_the_budget(tmp_path):
     assert V.stage_seconds(s, "roles", 490.0) == 0.0  # no room: a single step
     assert V.stage_seconds(dataclasses.replace(s, budget=None), "roles", 1e9) == 300.0
     assert main(["vlm", "--out", str(tmp_path), "--budget", "-1"]) == 2
+
+
+def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, capsys):
+    """``role_shares`` (``--role-shares planner=2``) gives a role that many times the samples of
+    the others in its stage's pool; the CLI rejects unknown roles and shares that are not > 0."""
+    from agent.train import vlm as vlm_module
+    from agent.train.cli import main
+    from tools.mirage.parse import PARSE_PROMPT
+
+    train = list(range(1_000_000, 1_000_040))
+    settings = dataclasses.replace(V.SMOKE_SETTINGS, pool_samples=36, role_shares={"planner": 2.0})
+    pool, _ = V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+    prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
+    planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
+    parser = sum(t.startswith(PARSE_PROMPT[:40]) for t in prompts)
+    # 36 / (1 + 1 + 2 + 0.5) = 8 per share: 8 grounder, 8 parser, 16 planner, 2 + 2 rehearsal
+    # (a planner scene gives at most 4 samples, a one-edit scene 3, so 4 scenes give 13 to 16)
+    assert parser == 8 and 13 <= planner <= 16
+    assert len(pool) == 8 + 8 + planner + 2 + 2
+    seen = {}
+    monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
+    assert main([*args, "planner=2,grounder=0.5"]) == 0
+    assert seen["s"].role_shares == {"planner": 2.0, "grounder": 0.5}
+    for bad in ("plan=2", "planner=0", "planner=x", "planner"):
+        assert main([*args, bad]) == 2
+        assert f"--role-shares: {bad!r}" in capsys.readouterr().err

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         "--pool-samples", type=int, default=None, help="training samples per stage (all roles)"
     )
     vl.add_argument(
+        "--role-shares",
+        default=None,
+        help="a role's share of the pool against the others' (default 1), e.g. planner=2",
+    )
+    vl.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
         default=None,
@@ -251,6 +256,21 @@ def _vlm(args: argparse.Namespace) -> int:
                 return fail(f"--stage-seconds: {part!r} is not stage=seconds")
             seconds[name] = number
         settings = replace(settings, seconds=seconds)
+    if args.role_shares is not None:
+        from agent.train.vlm import STAGE_ROLES
+
+        roles = {r for rs in STAGE_ROLES.values() for r in rs}
+        shares = {}
+        for part in args.role_shares.split(","):
+            name, _, value = part.partition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if name not in roles or not number > 0:
+                return fail(f"--role-shares: {part!r} is not role=share (a role of {sorted(roles)})")
+            shares[name] = number
+        settings = replace(settings, role_shares=shares)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
 

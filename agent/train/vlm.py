@@ -110,6 +110,9 @@ class VLMSettings:
     dtype: str = "float32"
     log_every: int = 50
     workers: int = 14
+    # a role's share of a stage's training pool against the others' (default 1 each), e.g.
+    # {"planner": 2.0}: twice as many planner samples as grounder or parser samples
+    role_shares: dict[str, float] = field(default_factory=dict)
     # wall-clock seconds for the whole run (pools, stages, evaluations, saves), None: no limit;
     # a stage is cut short to leave ``FINISH_SECONDS`` for its evaluation and save
     budget: float | None = None
@@ -767,8 +770,12 @@ def _stage_pools(
     samples}}) of a language-model stage."""
     roles = STAGE_ROLES[stage]
     rehearse = REHEARSAL.get(stage, {})
-    limit = int(settings.pool_samples / (len(roles) + sum(rehearse.values())))
-    pool = _pool(vlm, roles, train, "train", limit, workers=settings.workers)
+    shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
+    limit = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
+    pool = []
+    for role in roles:
+        pool += _pool(vlm, [role], train, "train", int(limit * shares[role]), workers=settings.workers)
+    limit = int(limit)
     for role, share in rehearse.items():
         # other scenes than the roles' own (the end of the train seeds), train language
         seeds = list(reversed(train))
