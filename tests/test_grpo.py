@@ -425,3 +425,24 @@ def test_cli_exact_editor_runs_without_an_editor_model(base, tmp_path, monkeypat
     assert main([*args, "--max-completion-length", "4", "--train-seeds", "2"]) == 0
     steps = [d for d in Forced.seen if d["decision"] == "step"]
     assert steps and all(d["reward"] > 0 for d in steps)  # executed and judged, exactly
+
+
+def test_a_stalled_step_writes_every_threads_stack(base, tmp_path, capfd):
+    """A step slower than ``stall_seconds`` writes the stacks (faulthandler) to stderr, naming
+    the function it is stuck in; the watchdog is off once the run ends."""
+    import time
+
+    def slow(prompts, completions, **_):
+        time.sleep(1.5)
+        return [0.0] * len(completions)
+
+    settings = G.settings_for(
+        steps=1, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, stall_seconds=0.5
+    )
+    G.train_grpo(base, tmp_path, reward=slow, settings=settings, inputs=G.planner_prompts([SEED])[:2])
+    err = capfd.readouterr().err
+    assert "Timeout (0:00:00.500000)!" in err and "in slow" in err
+    time.sleep(0.7)
+    assert "Timeout" not in capfd.readouterr().err  # cancelled at the end
+    with pytest.raises(ValueError, match="stall_seconds must be > 0 or None, got 0"):
+        G.settings_for(stall_seconds=0)

@@ -142,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
         ("train-seeds", int, "train-split scenes to draw planner states from"),
         ("seed-offset", int, "skip this many train seeds"),
         ("seconds", float, "wall-clock budget (stops after the step that passes it)"),
+        ("stall-seconds", float, "a step slower than this dumps every thread's stack (300)"),
     ):
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
     gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
@@ -333,6 +334,7 @@ def _grpo(args: argparse.Namespace) -> int:
         "train_seeds": args.train_seeds,
         "seed_offset": args.seed_offset,
         "seconds": args.seconds,
+        "stall_seconds": args.stall_seconds,
         "device": args.device,
         "dtype": args.dtype,
     }

@@ -73,6 +73,10 @@ class GRPOSettings:
     language: str = "train"
     editor_seed: int = 0
     seconds: float | None = None  # wall-clock budget; None: run every step
+    # a step (or the start) that takes longer than this writes every thread's stack to stderr,
+    # again each time as long, so a hang shows where it is (the first GPU run stalled after
+    # step 25 with nothing logged); None: never
+    stall_seconds: float | None = 300.0
     device: str = "cpu"
     dtype: str = "float32"  # of the policy's weights (bfloat16 for a 7B planner)
     seed: int = 0
@@ -108,8 +112,10 @@ class GRPOSettings:
             raise ValueError(f"seed_offset must be an integer >= 0, got {self.seed_offset!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"seconds must be > 0 or None, got {self.seconds!r}")
+        for name in ("seconds", "stall_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
 
 
 # -- inputs --------------------------------------------------------------------------------------
@@ -330,7 +336,9 @@ def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}-", dir=out))
-    cast(Any, trainer.model).save_pretrained(str(staging))
+    # no embedding layers are trained: "auto" would ask the Hugging Face Hub about the base's
+    # name (a local folder here), a network call on a machine that may have none
+    cast(Any, trainer.model).save_pretrained(str(staging), save_embedding_layers=False)
     final, old = out / ADAPTER, out / f".{ADAPTER}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -338,6 +346,17 @@ def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     write_atomic(out / "grpo.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _watch(seconds: float | None) -> None:
+    """Arm (or with None cancel) the stall watchdog: ``faulthandler`` writes every thread's
+    stack to stderr after ``seconds``, and again every ``seconds`` until re-armed."""
+    import faulthandler
+    import sys
+
+    faulthandler.cancel_dump_traceback_later()
+    if seconds is not None:
+        faulthandler.dump_traceback_later(seconds, repeat=True, file=sys.__stderr__)
 
 
 def train_grpo(
@@ -438,6 +457,7 @@ def train_grpo(
         """Stops after the step that passes ``settings.seconds``; saves every ``save_every``."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            _watch(settings.stall_seconds)  # re-armed: the next step has its own time
             if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
                 control.should_training_stop = True
             elif state.global_step % settings.save_every == 0:
@@ -454,11 +474,14 @@ def train_grpo(
     )
     try:
         with scratch:
+            _watch(settings.stall_seconds)
             trainer.train()
     except BaseException as e:  # a crash or an interrupt still leaves the steps done so far
         if trainer.state.global_step > 0:
             _save(trainer, out, summary(f"error: {type(e).__name__}: {e}"))
         raise
+    finally:
+        _watch(None)
     stopped = "steps" if trainer.state.global_step >= settings.steps else "seconds"
     result = summary(stopped)
     _save(trainer, out, result)
