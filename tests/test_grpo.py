@@ -439,7 +439,9 @@ def test_a_stalled_step_writes_every_threads_stack(base, tmp_path, capfd):
     settings = G.settings_for(
         steps=1, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, stall_seconds=0.5
     )
-    G.train_grpo(base, tmp_path, reward=slow, settings=settings, inputs=G.planner_prompts([SEED])[:2])
+    G.train_grpo(
+        base, tmp_path, reward=slow, settings=settings, inputs=G.planner_prompts([SEED])[:2]
+    )
     err = capfd.readouterr().err
     assert "Timeout (0:00:00.500000)!" in err and "in slow" in err
     time.sleep(0.7)

@@ -269,7 +269,9 @@ def _vlm(args: argparse.Namespace) -> int:
             except ValueError:
                 number = -1.0
             if name not in roles or not number > 0:
-                return fail(f"--role-shares: {part!r} is not role=share (a role of {sorted(roles)})")
+                return fail(
+                    f"--role-shares: {part!r} is not role=share (a role of {sorted(roles)})"
+                )
             shares[name] = number
         settings = replace(settings, role_shares=shares)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))

@@ -774,7 +774,9 @@ def _stage_pools(
     limit = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
     for role in roles:
-        pool += _pool(vlm, [role], train, "train", int(limit * shares[role]), workers=settings.workers)
+        pool += _pool(
+            vlm, [role], train, "train", int(limit * shares[role]), workers=settings.workers
+        )
     limit = int(limit)
     for role, share in rehearse.items():
         # other scenes than the roles' own (the end of the train seeds), train language
