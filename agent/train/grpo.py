@@ -336,8 +336,8 @@ def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}-", dir=out))
-    # no embedding layers are trained: "auto" would ask the Hugging Face Hub about the base's
-    # name (a local folder here), a network call on a machine that may have none
+    # no embedding layers are trained: "auto" asks the Hugging Face Hub about a base that is
+    # not a local folder, a network call on a machine that may have none
     cast(Any, trainer.model).save_pretrained(str(staging), save_embedding_layers=False)
     final, old = out / ADAPTER, out / f".{ADAPTER}.old"
     shutil.rmtree(old, ignore_errors=True)
