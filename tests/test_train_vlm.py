@@ -574,8 +574,11 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
     prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
     describe = [p for p, _ in pool if p[0]["content"][-1]["text"] == V.DESCRIBE_PROMPT]
     compare = sum(t == V.COMPARE_PROMPT for t in prompts)
-    assert len(describe) == compare == 2  # 36 / (3 + 0.5) = 10 per role, a quarter each
-    assert len(pool) == 3 * 10 + 4
+    pending = sum(t.startswith(V.PENDING_PROMPT[:40]) for t in prompts)
+    assert len(describe) == compare == 2  # 36 / (4 + 0.5) = 8 per role, a quarter each
+    assert pending == 8
+    planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
+    assert len(pool) == 8 + 8 + planner + 8 + 4  # grounder, parser, planner, pending, rehearsal
     role_scenes = {
         c["image"].tobytes()
         for p, a in pool
@@ -584,7 +587,7 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
         if c["type"] == "image"
     }
     assert not role_scenes & {p[0]["content"][0]["image"].tobytes() for p in describe}
-    assert set(evals["train"]) == {"grounder", "parser", "planner"}
+    assert set(evals["train"]) == {"grounder", "parser", "planner", "pending"}
 
 
 def test_stage_is_cut_to_leave_its_evaluation_inside_the_budget(tmp_path):
@@ -611,10 +614,10 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
     planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
     parser = sum(t.startswith(PARSE_PROMPT[:40]) for t in prompts)
-    # 36 / (1 + 1 + 2 + 0.5) = 8 per share: 8 grounder, 8 parser, 16 planner, 2 + 2 rehearsal
-    # (a planner scene gives at most 4 samples, a one-edit scene 3, so 4 scenes give 13 to 16)
-    assert parser == 8 and 13 <= planner <= 16
-    assert len(pool) == 8 + 8 + planner + 2 + 2
+    # 36 / (1 + 1 + 2 + 1 + 0.5) = 6.5 per share: 6 grounder, 6 parser, 13 planner, 6 pending,
+    # 1 + 1 rehearsal (a planner scene gives at most 4 samples, a one-edit scene 3: 4 scenes)
+    assert parser == 6 and 10 <= planner <= 13
+    assert len(pool) == 6 + 6 + planner + 6 + 1 + 1
     seen = {}
     monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
@@ -623,3 +626,31 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     for bad in ("plan=2", "planner=0", "planner=x", "planner"):
         assert main([*args, bad]) == 2
         assert f"--role-shares: {bad!r}" in capsys.readouterr().err
+
+
+def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_vlm):
+    """The roles stage's "pending" task: the answer is the instruction's clauses whose edits
+    the second image does not show, in order, or "nothing"; the second image is the scene with
+    exactly the other edits made. Over some scenes both ends occur (nothing done, all done)."""
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.render import render
+    from agent.microworld.truth import draw_case
+
+    seeds = list(range(1_000_000, 1_000_024))
+    samples = list(V._role_samples(smoke_vlm, "pending", seeds, "train"))
+    assert len(samples) == len(seeds) and "pending" in V.STAGE_ROLES["roles"]
+    answers = set()
+    for seed, (chat, answer) in zip(seeds, samples, strict=True):
+        scene, edits, parts, instruction, _ = draw_case(
+            seed, n_edits=(1, 4), size=224, language="train"
+        )
+        images = [c["image"] for c in chat[0]["content"] if c["type"] == "image"]
+        assert chat[0]["content"][-1]["text"] == V.PENDING_PROMPT.format(instruction=instruction)
+        todo = [] if answer == V.NOTHING_PENDING else answer.split(" | ")
+        texts = [p.text for p in parts]
+        assert todo == [t for t in texts if t in todo]  # clauses of this instruction, in order
+        done = [e for e, t in zip(edits, texts, strict=True) if t not in todo]
+        assert images[0].tobytes() == render(scene).tobytes()
+        assert images[1].tobytes() == render(apply_edits(scene, done)).tobytes()
+        answers.add("none" if not todo else "all" if len(todo) == len(texts) else "some")
+    assert answers == {"none", "all", "some"}

@@ -13,7 +13,8 @@ resumable from a saved folder.
 3. ``roles``: the base weights learn the grounder, MIRAGE parser and MIRA planner samples of
    ``agent.microworld.formats`` with their verbatim prompts, each prompt built by the project's
    own class (``QwenVLGrounder.messages``, ``MiraPlanner.messages``, ``VLMInstructionParser``'s
-   chat), so training text is what those classes send.
+   chat), so training text is what those classes send; beside them "pending"
+   (``PENDING_PROMPT``): which clauses of an instruction the current image does not show yet.
 4. ``critic``: the base frozen; a peft LoRA adapter named ``editscore`` learns the EditScore
    samples in the prompt format ``EditScoreCritic.prompts`` builds for a Qwen2.5-VL (EditScore's
    hand-written chat string), as EditScore itself is a LoRA on a shared base.
@@ -28,7 +29,7 @@ fallback do not guarantee; the critic's prompts are raw chat strings (``RawPromp
 images; and the GPU machine then needs no trl wheel. peft (already a project dependency) makes
 the critic adapter.
 
-Not trained here: nothing in this module has been run at GPU size yet (see docs/micro_vlm.md).
+The GPU calls that ran these stages, and what they reached: docs/micro_vlm.md.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ __all__ = [
     "GPU_SETTINGS",
     "COMPARE_PROMPT",
     "DESCRIBE_PROMPT",
+    "PENDING_PROMPT",
     "CRITIC_ADAPTER",
     "cell_labels",
     "cell_tokens",
@@ -78,6 +80,13 @@ CRITIC_ADAPTER = "editscore"
 DESCRIBE_PROMPT = "Describe every object: cell, colour, pattern, shape."
 COMPARE_PROMPT = "Which cells differ between the first and the second image, and how?"
 NO_CHANGE = "no change"
+# the perception the planner lacks (docs/micro_vlm.md: it gave the same clause before any edit
+# and after every edit): which parts of the instruction the current image does not show yet
+PENDING_PROMPT = (
+    "The first image is the original, the second the current one. Which parts of this "
+    "instruction does the current image not show yet, in order? Instruction: {instruction}"
+)
+NOTHING_PENDING = "nothing"
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -255,6 +264,25 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             chat[0]["content"].append({"type": "image", "image": render(after)})
             chat[0]["content"].append({"type": "text", "text": COMPARE_PROMPT})
             yield chat, _compare(before, after)
+    elif role == "pending":
+        # both images and the instruction, answered with the clauses not done yet (in the
+        # instruction's order) or NOTHING_PENDING: a random subset of the edits done, so about
+        # a third of the scenes show every edit (the planner's stop states)
+        from agent.microworld.edits import apply_edits
+
+        for seed in seeds:
+            scene, edits, parts, instruction, _ = draw_case(
+                seed, n_edits=(1, 4), size=IMAGE_SIZE, language=lang
+            )
+            rng = random.Random(f"pending|{seed}|{language}")
+            done = set(rng.sample(range(len(edits)), rng.randint(0, len(edits))))
+            state = apply_edits(scene, [e for i, e in enumerate(edits) if i in done])
+            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
+            chat[0]["content"].append({"type": "image", "image": render(state)})
+            text = PENDING_PROMPT.format(instruction=instruction)
+            chat[0]["content"].append({"type": "text", "text": text})
+            todo = [parts[i].text for i in range(len(edits)) if i not in done]
+            yield chat, " | ".join(todo) or NOTHING_PENDING
     elif role == "describe":
         for seed in seeds:
             scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
@@ -587,7 +615,8 @@ def _seed_samples(job: tuple[str, int, str, int]) -> list[Any]:
     return got[:per_seed]
 
 
-ONE_PER_SCENE = ("describe", "compare", "parser")  # roles whose samples number one per scene
+# roles whose samples number one per scene
+ONE_PER_SCENE = ("describe", "compare", "parser", "pending")
 
 
 def _pool(
@@ -754,7 +783,7 @@ def stage_seconds(settings: VLMSettings, stage: str, elapsed: float) -> float:
 
 STAGE_ROLES = {
     "language": ["describe", "compare"],
-    "roles": ["grounder", "parser", "planner"],
+    "roles": ["grounder", "parser", "planner", "pending"],
     "critic": ["critic"],
 }
 # perception tasks mixed into a later stage's training pool (as a share of one role's samples),
