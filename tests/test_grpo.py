@@ -448,3 +448,16 @@ def test_a_stalled_step_writes_every_threads_stack(base, tmp_path, capfd):
     assert "Timeout" not in capfd.readouterr().err  # cancelled at the end
     with pytest.raises(ValueError, match="stall_seconds must be > 0 or None, got 0"):
         G.settings_for(stall_seconds=0)
+
+
+def test_cli_stall_seconds_zero_turns_the_watchdog_off(base, tmp_path, monkeypatch):
+    from agent.train.cli import main
+
+    seen = []
+    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append(k["settings"]))
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path), "--reward", "exact"]
+    args += ["--exact-editor", "--train-seeds", "1"]
+    for value, expected in (("0", None), ("5", 5.0)):
+        assert main([*args, "--stall-seconds", value]) == 0
+        assert seen[-1].stall_seconds == expected
+    assert main(args) == 0 and seen[-1].stall_seconds == 300.0

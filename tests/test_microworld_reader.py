@@ -114,6 +114,8 @@ def test_shared_draws_list_what_drawing_on_each_scene_lists():
                         out.setdefault(text.lower(), obj.id)
         return out
 
+    reader._expressions.cache_clear()  # so every scene below is listed here, not remembered
+    reader._SIMPLE_TEXTS.clear()
     scenes = []
     for seed in (200_001, 200_002, 200_003):
         scene, edits, _ = _case(seed)

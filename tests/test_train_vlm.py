@@ -623,7 +623,7 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
     assert main([*args, "planner=2,grounder=0.5"]) == 0
     assert seen["s"].role_shares == {"planner": 2.0, "grounder": 0.5}
-    for bad in ("plan=2", "planner=0", "planner=x", "planner"):
+    for bad in ("plan=2", "planner=0", "planner=x", "planner", "planner=inf"):
         assert main([*args, bad]) == 2
         assert f"--role-shares: {bad!r}" in capsys.readouterr().err
 
@@ -654,3 +654,15 @@ def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_
         assert images[1].tobytes() == render(apply_edits(scene, done)).tobytes()
         answers.add("none" if not todo else "all" if len(todo) == len(texts) else "some")
     assert answers == {"none", "all", "some"}
+
+
+def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
+    train = list(range(1_000_000, 1_000_004))
+    for shares, message in (
+        ({"plan": 2.0}, "unknown role 'plan'"),
+        ({"planner": 0.0}, "finite share > 0, got 0.0"),
+        ({"planner": float("inf")}, "finite share > 0, got inf"),
+    ):
+        settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares=shares)
+        with pytest.raises(ValueError, match=message):
+            V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])

@@ -33,6 +33,7 @@ from agent.microworld.scene import Scene
 __all__ = ["edit_meaning", "expressions", "judge_step", "read_edit"]
 
 DRAWS = 400  # random draws per object and language when listing expressions
+MAX_KEYS = 50_000  # ``_simple_key``s whose draws are kept (about 45 texts each)
 
 
 @lru_cache(maxsize=1)
@@ -96,12 +97,17 @@ def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
         key = _simple_key(scene, obj)
         texts = _SIMPLE_TEXTS.get(key)
         if texts is None:
-            texts = [
-                text.lower()
-                for language in LANGUAGES
-                for k in range(DRAWS)
-                for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language)
-            ]
+            # distinct texts in first-drawn order (the draws repeat each text ~60 times)
+            texts = list(
+                dict.fromkeys(
+                    text.lower()
+                    for language in LANGUAGES
+                    for k in range(DRAWS)
+                    for _, text in _simple(scene, obj, random.Random(f"reader|{k}"), language)
+                )
+            )
+            if len(_SIMPLE_TEXTS) >= MAX_KEYS:
+                _SIMPLE_TEXTS.clear()  # a bound on memory; drawing again gives the same texts
             _SIMPLE_TEXTS[key] = texts
         for text in texts:
             out.setdefault(text, obj.id)

@@ -16,6 +16,7 @@ pipeline folder; ``--init`` goes on from such a folder, ``--state`` keeps the op
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -142,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         ("train-seeds", int, "train-split scenes to draw planner states from"),
         ("seed-offset", int, "skip this many train seeds"),
         ("seconds", float, "wall-clock budget (stops after the step that passes it)"),
-        ("stall-seconds", float, "a step slower than this dumps every thread's stack (300)"),
+        ("stall-seconds", float, "a step slower dumps every thread's stack (300; 0: off)"),
     ):
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
     gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
@@ -268,7 +269,7 @@ def _vlm(args: argparse.Namespace) -> int:
                 number = float(value)
             except ValueError:
                 number = -1.0
-            if name not in roles or not number > 0:
+            if name not in roles or not (math.isfinite(number) and number > 0):
                 return fail(
                     f"--role-shares: {part!r} is not role=share (a role of {sorted(roles)})"
                 )
@@ -343,6 +344,8 @@ def _grpo(args: argparse.Namespace) -> int:
     settings = replace(
         GRPOSettings(reward=args.reward), **{k: v for k, v in fields.items() if v is not None}
     )
+    if args.stall_seconds == 0:
+        settings = replace(settings, stall_seconds=None)  # 0 turns the watchdog off
     try:
         settings.check()
     except ValueError as e:

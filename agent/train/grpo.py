@@ -350,7 +350,11 @@ def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
 
 def _watch(seconds: float | None) -> None:
     """Arm (or with None cancel) the stall watchdog: ``faulthandler`` writes every thread's
-    stack to stderr after ``seconds``, and again every ``seconds`` until re-armed."""
+    stack to stderr after ``seconds``, and again every ``seconds`` until re-armed. It is
+    process-wide (it replaces any other ``dump_traceback_later``), and a child forked while it
+    is armed must leave with ``os._exit`` (as multiprocessing's do): a normal exit there can
+    wait forever on the watchdog's lock. A reward or editor that forks otherwise needs
+    ``stall_seconds=None``."""
     import faulthandler
     import sys
 

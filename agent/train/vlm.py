@@ -799,6 +799,11 @@ def _stage_pools(
     samples}}) of a language-model stage."""
     roles = STAGE_ROLES[stage]
     rehearse = REHEARSAL.get(stage, {})
+    for role, share in settings.role_shares.items():
+        if role not in {r for rs in STAGE_ROLES.values() for r in rs}:
+            raise ValueError(f"role_shares: unknown role {role!r}")
+        if not (math.isfinite(share) and share > 0):
+            raise ValueError(f"role_shares: {role!r} must be a finite share > 0, got {share!r}")
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
     limit = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
