@@ -25,10 +25,9 @@ from __future__ import annotations
 import random
 import re
 from functools import lru_cache
-from typing import Any
 
 from agent.microworld.edits import Edit, referring_expressions
-from agent.microworld.scene import Scene
+from agent.microworld.scene import Obj, Scene
 
 __all__ = ["edit_meaning", "expressions", "judge_step", "read_edit"]
 
@@ -119,13 +118,12 @@ def _expressions(scene_json: str) -> tuple[tuple[str, str], ...]:
 _SIMPLE_TEXTS: dict[tuple[object, ...], list[str]] = {}
 
 
-def _simple_key(scene: Scene, obj: object) -> tuple[object, ...]:
+def _simple_key(scene: Scene, o: Obj) -> tuple[object, ...]:
     """Everything ``grammar._simple`` reads of ``scene`` for ``obj``: the object's attributes,
     its place among its category's objects (``grammar._group``), how many objects share its
     category, and how many of those share its colour, its pattern and both."""
     from agent.microworld.grammar import _group
 
-    o: Any = obj
     same = [x for x in scene.objects if x.category == o.category]
     group = _group(scene, o)
     return (

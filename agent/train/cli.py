@@ -16,7 +16,6 @@ pipeline folder; ``--init`` goes on from such a folder, ``--state`` keeps the op
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -259,21 +258,16 @@ def _vlm(args: argparse.Namespace) -> int:
             seconds[name] = number
         settings = replace(settings, seconds=seconds)
     if args.role_shares is not None:
-        from agent.train.vlm import STAGE_ROLES
+        from agent.train.vlm import check_role_shares
 
-        roles = {r for rs in STAGE_ROLES.values() for r in rs}
         shares = {}
         for part in args.role_shares.split(","):
             name, _, value = part.partition("=")
             try:
-                number = float(value)
-            except ValueError:
-                number = -1.0
-            if name not in roles or not (math.isfinite(number) and number > 0):
-                return fail(
-                    f"--role-shares: {part!r} is not role=share (a role of {sorted(roles)})"
-                )
-            shares[name] = number
+                shares[name] = float(value)
+                check_role_shares({name: shares[name]})
+            except ValueError as e:
+                return fail(f"--role-shares: {part!r} is not role=share ({e})")
         settings = replace(settings, role_shares=shares)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0

@@ -792,6 +792,17 @@ STAGE_ROLES = {
 REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25}}
 
 
+def check_role_shares(shares: dict[str, float]) -> None:
+    """``ValueError`` naming the first entry of ``role_shares`` that is no role of a stage or
+    no finite share > 0."""
+    known = {r for rs in STAGE_ROLES.values() for r in rs}
+    for role, share in shares.items():
+        if role not in known:
+            raise ValueError(f"unknown role {role!r} (one of {sorted(known)})")
+        if not (math.isfinite(share) and share > 0):
+            raise ValueError(f"{role!r} must be a finite share > 0, got {share!r}")
+
+
 def _stage_pools(
     vlm: Any, stage: str, settings: VLMSettings, train: Sequence[int], val: Sequence[int]
 ) -> tuple[list[Any], dict[str, dict[str, list[Any]]]]:
@@ -799,19 +810,14 @@ def _stage_pools(
     samples}}) of a language-model stage."""
     roles = STAGE_ROLES[stage]
     rehearse = REHEARSAL.get(stage, {})
-    for role, share in settings.role_shares.items():
-        if role not in {r for rs in STAGE_ROLES.values() for r in rs}:
-            raise ValueError(f"role_shares: unknown role {role!r}")
-        if not (math.isfinite(share) and share > 0):
-            raise ValueError(f"role_shares: {role!r} must be a finite share > 0, got {share!r}")
+    check_role_shares(settings.role_shares)
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
-    limit = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
+    per_share = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
     for role in roles:
-        pool += _pool(
-            vlm, [role], train, "train", int(limit * shares[role]), workers=settings.workers
-        )
-    limit = int(limit)
+        limit = int(per_share * shares[role])
+        pool += _pool(vlm, [role], train, "train", limit, workers=settings.workers)
+    limit = int(per_share)  # one role's count at share 1, which rehearsal shares are of
     for role, share in rehearse.items():
         # other scenes than the roles' own (the end of the train seeds), train language
         seeds = list(reversed(train))
