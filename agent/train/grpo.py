@@ -348,19 +348,49 @@ def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
     write_atomic(out / "grpo.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _watch(seconds: float | None) -> None:
-    """Arm (or with None cancel) the stall watchdog: ``faulthandler`` writes every thread's
-    stack to stderr after ``seconds``, and again every ``seconds`` until re-armed. It is
-    process-wide (it replaces any other ``dump_traceback_later``), and a child forked while it
-    is armed must leave with ``os._exit`` (as multiprocessing's do): a normal exit there can
-    wait forever on the watchdog's lock. A reward or editor that forks otherwise needs
-    ``stall_seconds=None``."""
-    import faulthandler
-    import sys
+class _Watchdog:
+    """The stall watchdog: a daemon thread that, once a step has run longer than ``seconds``
+    since the last ``arm``, writes every other thread's stack to stderr (``sys.__stderr__``),
+    and again every ``seconds`` until re-armed or closed. It reads the stacks through
+    ``sys._current_frames`` with the GIL held, which is safe while other threads run
+    (``faulthandler``'s watchdog reads them without the GIL and crashed a test run). A thread
+    stuck in C code that keeps the GIL silences it; CUDA waits and I/O release the GIL."""
 
-    faulthandler.cancel_dump_traceback_later()
-    if seconds is not None:
-        faulthandler.dump_traceback_later(seconds, repeat=True, file=sys.__stderr__)
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mira-grpo-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        self._deadline = time.monotonic() + self.seconds
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import sys
+        import threading
+        import traceback
+
+        while not self._closed.wait(max(0.0, self._deadline - time.monotonic())):
+            if time.monotonic() < self._deadline:
+                continue  # re-armed while waiting
+            names = {t.ident: t.name for t in threading.enumerate()}
+            lines = [f"Timeout ({self.seconds} s): no GRPO step ended; every thread's stack:\n"]
+            for ident, frame in sys._current_frames().items():
+                if ident != threading.get_ident():
+                    lines.append(f"Thread {names.get(ident, '?')} ({ident}), most recent last:\n")
+                    lines += traceback.format_stack(frame)
+            stream = sys.__stderr__
+            if stream is not None:
+                stream.write("".join(lines))
+                stream.flush()
+            self._deadline = time.monotonic() + self.seconds
 
 
 def train_grpo(
@@ -461,7 +491,8 @@ def train_grpo(
         """Stops after the step that passes ``settings.seconds``; saves every ``save_every``."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            _watch(settings.stall_seconds)  # re-armed: the next step has its own time
+            if watchdog is not None:
+                watchdog.arm()  # the next step has its own time
             if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
                 control.should_training_stop = True
             elif state.global_step % settings.save_every == 0:
@@ -476,16 +507,17 @@ def train_grpo(
         peft_config=lora,
         callbacks=[Progress()],
     )
+    watchdog = None if settings.stall_seconds is None else _Watchdog(settings.stall_seconds)
     try:
         with scratch:
-            _watch(settings.stall_seconds)
             trainer.train()
     except BaseException as e:  # a crash or an interrupt still leaves the steps done so far
         if trainer.state.global_step > 0:
             _save(trainer, out, summary(f"error: {type(e).__name__}: {e}"))
         raise
     finally:
-        _watch(None)
+        if watchdog is not None:
+            watchdog.close()
     stopped = "steps" if trainer.state.global_step >= settings.steps else "seconds"
     result = summary(stopped)
     _save(trainer, out, result)
