@@ -113,6 +113,26 @@ def test_exact_reward_ranks_progress_over_stop_over_garbage(states):
     assert done > step
 
 
+def test_step_cost_makes_a_stop_beat_a_redundant_step(states):
+    """Once every edit is done, MIRA's reward scores a step that changes nothing as a stop;
+    ``step_cost`` takes from steps only, so stopping wins there; bad costs are named."""
+    from agent.prompts import STOP_TOKEN
+
+    final = next(s for s in states if s["answer"] == STOP_TOKEN)
+    clean = next(s for s in states if s["mistake"] is None and not s["state"])
+    redo = clean["answer"]  # the first edit again, on the image where it is done
+    mira = G.StepReward(ReadingEditor(states), source="exact")
+    assert _call(mira, [final] * 2, [redo, STOP_TOKEN]) == [25.0, 25.0]
+    costly = G.StepReward(ReadingEditor(states), source="exact", step_cost=1.5)
+    assert _call(costly, [final] * 2, [redo, STOP_TOKEN]) == [23.5, 25.0]
+    step, stop = _call(costly, [clean] * 2, [clean["answer"], STOP_TOKEN])
+    assert step > stop  # progress still beats stopping early
+    with pytest.raises(ValueError, match="step_cost must be >= 0, got -1"):
+        G.StepReward(ReadingEditor(states), source="exact", step_cost=-1)
+    with pytest.raises(ValueError, match="step_cost must be >= 0, got nan"):
+        G.settings_for(step_cost=float("nan"))
+
+
 def test_critic_reward_uses_the_critique_and_an_invalid_one_gets_the_minimum(states):
     from tools.contracts import Critique
 
@@ -452,7 +472,7 @@ def test_a_stalled_step_writes_every_threads_stack(base, tmp_path, capfd):
         G.settings_for(stall_seconds=0)
 
 
-def test_cli_stall_seconds_zero_turns_the_watchdog_off(base, tmp_path, monkeypatch):
+def test_cli_stall_seconds_and_step_cost_reach_the_run(base, tmp_path, monkeypatch):
     from agent.train.cli import main
 
     seen = []
@@ -462,4 +482,7 @@ def test_cli_stall_seconds_zero_turns_the_watchdog_off(base, tmp_path, monkeypat
     for value, expected in (("0", None), ("5", 5.0)):
         assert main([*args, "--stall-seconds", value]) == 0
         assert seen[-1].stall_seconds == expected
-    assert main(args) == 0 and seen[-1].stall_seconds == 300.0
+    assert main(args) == 0 and seen[-1].stall_seconds == 300.0 and seen[-1].step_cost == 0.0
+    rewards = []
+    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: rewards.append(k["reward"]))
+    assert main([*args, "--step-cost", "1.5"]) == 0 and rewards[-1].step_cost == 1.5

@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         ("beta", float, "KL coefficient (MIRA: 0.04)"),
         ("lambda-sc", float, "weight of semantic consistency (MIRA: 2.0)"),
         ("lambda-pq", float, "weight of perceptual quality (MIRA: 0.5)"),
+        ("step-cost", float, "taken from a step's reward, not a stop's (MIRA: 0)"),
         ("prompts-per-step", int, "inputs per step"),
         ("max-completion-length", int, "most tokens per sampled answer"),
         ("train-seeds", int, "train-split scenes to draw planner states from"),
@@ -326,6 +327,7 @@ def _grpo(args: argparse.Namespace) -> int:
         "beta": args.beta,
         "lambda_sc": args.lambda_sc,
         "lambda_pq": args.lambda_pq,
+        "step_cost": args.step_cost,
         "prompts_per_step": args.prompts_per_step,
         "max_completion_length": args.max_completion_length,
         "train_seeds": args.train_seeds,
@@ -405,6 +407,7 @@ def _grpo(args: argparse.Namespace) -> int:
         critic=critic,
         lambda_sc=settings.lambda_sc,
         lambda_pq=settings.lambda_pq,
+        step_cost=settings.step_cost,
         editor_seed=settings.editor_seed,
     )
     train_grpo(args.model, args.out, reward=reward, settings=settings, inputs=inputs, log=print)

@@ -60,6 +60,10 @@ class GRPOSettings:
     beta: float = MIRA_GRPO["beta"]
     lambda_sc: float = MIRA_GRPO["lambda_sc"]
     lambda_pq: float = MIRA_GRPO["lambda_pq"]
+    # subtracted from a step's reward, not a stop's (0: MIRA's reward). Without it a step that
+    # changes nothing once every edit is done scores as a stop does, so GRPO cannot teach
+    # stopping (the exact reward's SC is equal for both)
+    step_cost: float = 0.0
     reward: str = "critic"
     prompts_per_step: int = 2
     lora_r: int = 16
@@ -101,7 +105,7 @@ class GRPOSettings:
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "lambda_sc", "lambda_pq"):
+        for name in ("beta", "lambda_sc", "lambda_pq", "step_cost"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.reward not in REWARD_SOURCES:
@@ -218,7 +222,8 @@ def _text(completion: Any) -> str:
 
 class StepReward:
     """TRL reward function: lambda_sc x SC + lambda_pq x PQ of the image each sampled answer
-    leads to (see the module docstring). ``editor``: has ``edit(image, instruction, seed=)``;
+    leads to (see the module docstring), less ``step_cost`` for a step (not for a stop; the
+    minimum stays the floor). ``editor``: has ``edit(image, instruction, seed=)``;
     ``critic``: has ``critique(source, edited, instruction)`` (needed for ``source="critic"``).
     ``last`` keeps the per-sample details of the latest call (decision, SC, PQ, reward)."""
 
@@ -232,6 +237,7 @@ class StepReward:
         critic: Any = None,
         lambda_sc: float = MIRA_GRPO["lambda_sc"],
         lambda_pq: float = MIRA_GRPO["lambda_pq"],
+        step_cost: float = 0.0,
         editor_seed: int = 0,
     ) -> None:
         if source not in REWARD_SOURCES:
@@ -239,7 +245,10 @@ class StepReward:
         if source == "critic" and critic is None:
             raise ValueError("source='critic' needs a critic (critic=None given)")
         self.editor, self.critic, self.source = editor, critic, source
+        if not step_cost >= 0:
+            raise ValueError(f"step_cost must be >= 0, got {step_cost!r}")
         self.lambda_sc, self.lambda_pq, self.editor_seed = lambda_sc, lambda_pq, editor_seed
+        self.step_cost = step_cost
         self.__name__ = f"{source}_step_reward"  # TRL names its logged reward columns by this
         self.last: list[dict[str, Any]] = []
 
@@ -295,6 +304,8 @@ class StepReward:
                 if verdict is None
                 else self.lambda_sc * verdict[0] + self.lambda_pq * verdict[1]
             )
+            if not decision.stop:
+                reward = max(self.MINIMUM, reward - self.step_cost)
             self.last.append(
                 {
                     "answer": text,
