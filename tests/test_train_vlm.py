@@ -488,6 +488,23 @@ def test_eval_vlm_cli_checks_its_arguments(tmp_path, capsys):
     assert "holds no" in capsys.readouterr().err
     assert main(["eval-vlm", "--model", str(tmp_path), "--roles", "describe"]) == 2
     assert "--roles must name" in capsys.readouterr().err
+    assert main(["eval-vlm", "--model", str(tmp_path), "--languages", "train,klingon"]) == 2
+    assert "--languages must name train and/or heldout, got 'train,klingon'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_eval_vlm_cli_passes_the_languages_on(tmp_path, monkeypatch, capsys):
+    from agent.train import vlm_eval
+    from agent.train.cli import main
+    from agent.train.vlm_model import MANIFEST
+
+    (tmp_path / MANIFEST).write_text("{}")
+    seen = []
+    monkeypatch.setattr(vlm_eval, "evaluate_vlm", lambda model, **k: seen.append(k) or {})
+    assert main(["eval-vlm", "--model", str(tmp_path), "--languages", "train"]) == 0
+    assert main(["eval-vlm", "--model", str(tmp_path)]) == 0
+    assert [k["languages"] for k in seen] == [["train"], ["train", "heldout"]]
 
 
 def test_compare_samples_name_exactly_the_changed_cells():

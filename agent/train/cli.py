@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     evl.add_argument(
         "--roles", default="grounder,parser,planner,critic", help="comma-separated roles"
     )
+    evl.add_argument("--languages", default="train,heldout", help="comma-separated: train, heldout")
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     evl.add_argument(
         "--planner-lora",
@@ -288,6 +289,13 @@ def _eval_vlm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    languages = [x for x in args.languages.split(",") if x]
+    if not languages or any(x not in ("train", "heldout") for x in languages):
+        print(
+            f"mira-train: --languages must name train and/or heldout, got {args.languages!r}",
+            file=sys.stderr,
+        )
+        return 2
     if not (args.model / MANIFEST).is_file():
         print(f"mira-train: --model {str(args.model)!r} holds no {MANIFEST}", file=sys.stderr)
         return 2
@@ -303,6 +311,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         limit=args.limit,
         roles=roles,
+        languages=languages,
         planner_lora=args.planner_lora,
         log=lambda m: print(m, flush=True),
     )
