@@ -113,9 +113,10 @@ def test_exact_reward_ranks_progress_over_stop_over_garbage(states):
     assert done > step
 
 
-def test_step_cost_makes_a_stop_beat_a_redundant_step(states):
+def test_step_cost_and_early_stop_penalty_rank_stops_and_steps(states):
     """Once every edit is done, MIRA's reward scores a step that changes nothing as a stop;
-    ``step_cost`` takes from steps only, so stopping wins there; bad costs are named."""
+    ``step_cost`` takes from steps only, so stopping wins there; ``early_stop_penalty`` takes
+    from stops before the request is done only; bad values are named."""
     from agent.prompts import STOP_TOKEN
 
     final = next(s for s in states if s["answer"] == STOP_TOKEN)
@@ -127,10 +128,17 @@ def test_step_cost_makes_a_stop_beat_a_redundant_step(states):
     assert _call(costly, [final] * 2, [redo, STOP_TOKEN]) == [23.5, 25.0]
     step, stop = _call(costly, [clean] * 2, [clean["answer"], STOP_TOKEN])
     assert step > stop  # progress still beats stopping early
+    # a stop before the request is done loses early_stop_penalty; a done stop does not
+    wary = G.StepReward(ReadingEditor(states), source="exact", early_stop_penalty=4.0)
+    assert _call(wary, [clean], [STOP_TOKEN]) == [max(0.0, stop - 4.0)]
+    assert _call(wary, [final], [STOP_TOKEN]) == [25.0]
+    assert _call(wary, [clean], [clean["answer"]]) == [step + 1.5]  # steps keep their reward
     with pytest.raises(ValueError, match="step_cost must be >= 0, got -1"):
         G.StepReward(ReadingEditor(states), source="exact", step_cost=-1)
     with pytest.raises(ValueError, match="step_cost must be >= 0, got nan"):
         G.settings_for(step_cost=float("nan"))
+    with pytest.raises(ValueError, match="early_stop_penalty must be >= 0, got -2"):
+        G.StepReward(ReadingEditor(states), source="exact", early_stop_penalty=-2)
 
 
 def test_critic_reward_uses_the_critique_and_an_invalid_one_gets_the_minimum(states):
@@ -485,4 +493,5 @@ def test_cli_stall_seconds_and_step_cost_reach_the_run(base, tmp_path, monkeypat
     assert main(args) == 0 and seen[-1].stall_seconds == 300.0 and seen[-1].step_cost == 0.0
     rewards = []
     monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: rewards.append(k["reward"]))
-    assert main([*args, "--step-cost", "1.5"]) == 0 and rewards[-1].step_cost == 1.5
+    assert main([*args, "--step-cost", "1.5", "--early-stop-penalty", "8"]) == 0
+    assert (rewards[-1].step_cost, rewards[-1].early_stop_penalty) == (1.5, 8.0)

@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         ("lambda-sc", float, "weight of semantic consistency (MIRA: 2.0)"),
         ("lambda-pq", float, "weight of perceptual quality (MIRA: 0.5)"),
         ("step-cost", float, "taken from a step's reward, not a stop's (MIRA: 0)"),
+        ("early-stop-penalty", float, "taken from a stop judged not done (MIRA: 0)"),
         ("prompts-per-step", int, "inputs per step"),
         ("max-completion-length", int, "most tokens per sampled answer"),
         ("train-seeds", int, "train-split scenes to draw planner states from"),
@@ -337,6 +338,7 @@ def _grpo(args: argparse.Namespace) -> int:
         "lambda_sc": args.lambda_sc,
         "lambda_pq": args.lambda_pq,
         "step_cost": args.step_cost,
+        "early_stop_penalty": args.early_stop_penalty,
         "prompts_per_step": args.prompts_per_step,
         "max_completion_length": args.max_completion_length,
         "train_seeds": args.train_seeds,
@@ -417,6 +419,7 @@ def _grpo(args: argparse.Namespace) -> int:
         lambda_sc=settings.lambda_sc,
         lambda_pq=settings.lambda_pq,
         step_cost=settings.step_cost,
+        early_stop_penalty=settings.early_stop_penalty,
         editor_seed=settings.editor_seed,
     )
     train_grpo(args.model, args.out, reward=reward, settings=settings, inputs=inputs, log=print)

@@ -64,6 +64,11 @@ class GRPOSettings:
     # changes nothing once every edit is done scores as a stop does, so GRPO cannot teach
     # stopping (the exact reward's SC is equal for both)
     step_cost: float = 0.0
+    # taken from a stop judged not done (SC below DONE_SC; 0: MIRA's reward). One step's
+    # reward ranks an early stop above a step that changes nothing, but in the loop a wasted
+    # step can be retried and a stop ends the request unfinished: with step_cost alone a
+    # planner whose steps often miss learns to stop everywhere (docs/grpo.md)
+    early_stop_penalty: float = 0.0
     reward: str = "critic"
     prompts_per_step: int = 2
     lora_r: int = 16
@@ -105,7 +110,7 @@ class GRPOSettings:
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "lambda_sc", "lambda_pq", "step_cost"):
+        for name in ("beta", "lambda_sc", "lambda_pq", "step_cost", "early_stop_penalty"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.reward not in REWARD_SOURCES:
@@ -222,12 +227,14 @@ def _text(completion: Any) -> str:
 
 class StepReward:
     """TRL reward function: lambda_sc x SC + lambda_pq x PQ of the image each sampled answer
-    leads to (see the module docstring), less ``step_cost`` for a step (not for a stop; the
-    minimum stays the floor). ``editor``: has ``edit(image, instruction, seed=)``;
+    leads to (see the module docstring), less ``step_cost`` for a step, and less
+    ``early_stop_penalty`` for a stop judged not done (SC below ``DONE_SC``); the minimum stays
+    the floor. ``editor``: has ``edit(image, instruction, seed=)``;
     ``critic``: has ``critique(source, edited, instruction)`` (needed for ``source="critic"``).
     ``last`` keeps the per-sample details of the latest call (decision, SC, PQ, reward)."""
 
     MINIMUM = 0.0
+    DONE_SC = 9.0  # a stop's SC (0..10) from which the request counts as done
 
     def __init__(
         self,
@@ -238,6 +245,7 @@ class StepReward:
         lambda_sc: float = MIRA_GRPO["lambda_sc"],
         lambda_pq: float = MIRA_GRPO["lambda_pq"],
         step_cost: float = 0.0,
+        early_stop_penalty: float = 0.0,
         editor_seed: int = 0,
     ) -> None:
         if source not in REWARD_SOURCES:
@@ -245,10 +253,11 @@ class StepReward:
         if source == "critic" and critic is None:
             raise ValueError("source='critic' needs a critic (critic=None given)")
         self.editor, self.critic, self.source = editor, critic, source
-        if not step_cost >= 0:
-            raise ValueError(f"step_cost must be >= 0, got {step_cost!r}")
+        for name, value in (("step_cost", step_cost), ("early_stop_penalty", early_stop_penalty)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.lambda_sc, self.lambda_pq, self.editor_seed = lambda_sc, lambda_pq, editor_seed
-        self.step_cost = step_cost
+        self.step_cost, self.early_stop_penalty = step_cost, early_stop_penalty
         self.__name__ = f"{source}_step_reward"  # TRL names its logged reward columns by this
         self.last: list[dict[str, Any]] = []
 
@@ -306,6 +315,8 @@ class StepReward:
             )
             if not decision.stop:
                 reward = max(self.MINIMUM, reward - self.step_cost)
+            elif verdict is not None and verdict[0] < self.DONE_SC:
+                reward = max(self.MINIMUM, reward - self.early_stop_penalty)
             self.last.append(
                 {
                     "answer": text,
