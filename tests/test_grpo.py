@@ -133,6 +133,28 @@ def test_step_cost_and_early_stop_penalty_rank_stops_and_steps(states):
     assert _call(wary, [clean], [STOP_TOKEN]) == [max(0.0, stop - 4.0)]
     assert _call(wary, [final], [STOP_TOKEN]) == [25.0]
     assert _call(wary, [clean], [clean["answer"]]) == [step + 1.5]  # steps keep their reward
+    # both never go below the minimum
+    assert _call(
+        G.StepReward(ReadingEditor(states), source="exact", early_stop_penalty=10),
+        [clean],
+        [STOP_TOKEN],
+    ) == [0.0]
+    huge = G.StepReward(ReadingEditor(states), source="exact", step_cost=100)
+    assert _call(huge, [clean], [clean["answer"]]) == [0.0]
+
+    class Critic:  # judges every image with SC = sc, PQ = 10
+        def __init__(self, sc):
+            self.sc = sc
+
+        def critique(self, source, edited, instruction):
+            from tools.contracts import Critique
+
+            return Critique(prompt_following=10, consistency=self.sc, naturalness=10, artifacts=10)
+
+    # "done" starts at SC 9 (DONE_SC): a stop judged 9 keeps its reward, one judged 8 does not
+    for sc, expected in ((9, 2.0 * 9 + 5.0), (8, 2.0 * 8 + 5.0 - 3.0)):
+        judged = G.StepReward(ReadingEditor(states), critic=Critic(sc), early_stop_penalty=3.0)
+        assert _call(judged, [clean], [STOP_TOKEN]) == [expected]
     with pytest.raises(ValueError, match="step_cost must be >= 0, got -1"):
         G.StepReward(ReadingEditor(states), source="exact", step_cost=-1)
     with pytest.raises(ValueError, match="step_cost must be >= 0, got nan"):
@@ -478,6 +500,10 @@ def test_a_stalled_step_writes_every_threads_stack(base, tmp_path, capfd):
     assert "Timeout" not in capfd.readouterr().err  # closed at the end
     with pytest.raises(ValueError, match="stall_seconds must be > 0 or None, got 0"):
         G.settings_for(stall_seconds=0)
+    with pytest.raises(
+        ValueError, match=r"stall_seconds must be at most \d+ \(None: no watchdog\), got inf"
+    ):
+        G.settings_for(stall_seconds=float("inf"))
 
 
 def test_cli_stall_seconds_and_step_cost_reach_the_run(base, tmp_path, monkeypatch):

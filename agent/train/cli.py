@@ -290,7 +290,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    languages = [x for x in args.languages.split(",") if x]
+    languages = list(dict.fromkeys(x for x in args.languages.split(",") if x))
     if not languages or any(x not in ("train", "heldout") for x in languages):
         print(
             f"mira-train: --languages must name train and/or heldout, got {args.languages!r}",

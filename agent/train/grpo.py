@@ -64,8 +64,9 @@ class GRPOSettings:
     # changes nothing once every edit is done scores as a stop does, so GRPO cannot teach
     # stopping (the exact reward's SC is equal for both)
     step_cost: float = 0.0
-    # taken from a stop judged not done (SC below DONE_SC; 0: MIRA's reward). One step's
-    # reward ranks an early stop above a step that changes nothing, but in the loop a wasted
+    # taken from a stop judged not done (SC below DONE_SC; 0: MIRA's reward). With a step
+    # cost, one step's reward ranks an early stop above a step that changes nothing (without
+    # one they tie), but in the loop a wasted
     # step can be retried and a stop ends the request unfinished: with step_cost alone a
     # planner whose steps often miss learns to stop everywhere (docs/grpo.md)
     early_stop_penalty: float = 0.0
@@ -125,6 +126,14 @@ class GRPOSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+        import threading
+
+        if self.stall_seconds is not None and not self.stall_seconds <= threading.TIMEOUT_MAX:
+            # a longer wait raises inside the watchdog thread, which then watches nothing
+            raise ValueError(
+                f"stall_seconds must be at most {threading.TIMEOUT_MAX:.0f} (None: no watchdog), "
+                f"got {self.stall_seconds!r}"
+            )
 
 
 # -- inputs --------------------------------------------------------------------------------------
