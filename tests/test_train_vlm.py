@@ -673,6 +673,55 @@ def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_
     assert answers == {"none", "all", "some"}
 
 
+def test_planner_draw_by_class_evens_out_what_copying_the_first_clause_gets_right(
+    smoke_vlm, tmp_path, monkeypatch
+):
+    """Drawn at random, a scene's planner samples mostly have the first clause pending and
+    rarely a stop; drawn by class (the default), each class (first pending clause 0, 1, ...,
+    stop, fix) is about as likely, so the instruction alone no longer gives the answer. The
+    balanced pool holds the same kind of samples, and bad values are named."""
+    import random
+    from collections import Counter
+
+    from agent.microworld import formats
+    from agent.train.cli import main
+
+    seeds = list(range(1_000_000, 1_000_030))
+    by_seed = {s: list(formats.planner_samples([s])) for s in seeds}
+    r0 = by_seed[seeds[0]]
+    assert {V.planner_class(r) for r in r0} >= {"0", "stop", "fix"}
+    for r in r0:
+        c = V.planner_class(r)
+        assert (c == "fix") == (r["mistake"] is not None)
+        assert (c == "stop") == (not r["answer"].startswith("NEXT_EDITING_INSTRUCTION"))
+        if c not in ("fix", "stop"):
+            assert int(c) not in r["state"] and all(i in r["state"] for i in range(int(c)))
+    at_random, balanced = Counter(), Counter()
+    for s, records in by_seed.items():
+        rng = random.Random(s)
+        at_random.update(V.planner_class(r) for r in rng.sample(records, min(4, len(records))))
+        picked = V.draw_by_class(records, 4, random.Random(s))
+        assert len(picked) == min(4, len(records)) and all(r in records for r in picked)
+        assert len({r["id"] for r in picked}) == len(picked)  # no sample twice
+        balanced.update(V.planner_class(r) for r in picked)
+    n = sum(balanced.values())
+    assert n == sum(at_random.values())
+    assert balanced["stop"] > 2 * at_random["stop"] and balanced["0"] < at_random["0"]
+    assert max(balanced.values()) < 0.4 * n
+    # the pool's planner samples are drawn this way by default, and they are planner chats
+    (chat, answer), *_ = V._seed_samples(("planner", seeds[0], "train", 4, True))
+    assert "NEXT_EDITING_INSTRUCTION" in chat[0]["content"][-1]["text"]
+    assert answer in {r["answer"] for r in r0}
+    assert V.GPU_SETTINGS.planner_draw == "balanced"
+    settings = dataclasses.replace(V.SMOKE_SETTINGS, planner_draw="fair")
+    with pytest.raises(ValueError, match="planner_draw must be one of .*got 'fair'"):
+        V._stage_pools(smoke_vlm, "roles", settings, seeds[:2], [100_000])
+    seen = {}
+    monkeypatch.setattr(V, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    args = ["vlm", "--settings", "smoke", "--out", str(tmp_path)]
+    assert main([*args, "--planner-draw", "random"]) == 0 and seen["s"].planner_draw == "random"
+
+
 def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
     train = list(range(1_000_000, 1_000_004))
     for shares, message in (

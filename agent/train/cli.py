@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a role's share of the pool against the others' (default 1), e.g. planner=2",
     )
     vl.add_argument(
+        "--planner-draw",
+        choices=("balanced", "random"),
+        default=None,
+        help="planner samples drawn by answer class (balanced, the default) or at random",
+    )
+    vl.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
         default=None,
@@ -272,6 +278,8 @@ def _vlm(args: argparse.Namespace) -> int:
             except ValueError as e:
                 return fail(f"--role-shares: {part!r} is not role=share ({e})")
         settings = replace(settings, role_shares=shares)
+    if args.planner_draw is not None:
+        settings = replace(settings, planner_draw=args.planner_draw)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
 

@@ -122,6 +122,11 @@ class VLMSettings:
     # a role's share of a stage's training pool against the others' (default 1 each), e.g.
     # {"planner": 2.0}: twice as many planner samples as grounder or parser samples
     role_shares: dict[str, float] = field(default_factory=dict)
+    # how a scene's planner samples are drawn for training (PLANNER_DRAWS): "balanced" gives
+    # each answer class (which clause is the first pending one, <stop>, a correction) the same
+    # chance; "random" draws among all of them, where half the clean states have the first
+    # clause pending (copying it is right without looking) and one in 2^n is a stop
+    planner_draw: str = "balanced"
     # wall-clock seconds for the whole run (pools, stages, evaluations, saves), None: no limit;
     # a stage is cut short to leave ``FINISH_SECONDS`` for its evaluation and save
     budget: float | None = None
@@ -608,8 +613,49 @@ def _set_trainable(model: Any, stage: str) -> list[Any]:
 _POOL_VLM: Any = None  # the model whose classes build prompts, seen by forked pool workers
 
 
-def _seed_samples(job: tuple[str, int, str, int]) -> list[Any]:
-    role, seed, language, per_seed = job
+PLANNER_DRAWS = ("balanced", "random")
+
+
+def planner_class(record: dict[str, Any]) -> str:
+    """A planner sample's answer class: "fix" (the state after a mistake), "stop", or the
+    place in the instruction of the first pending edit ("0", "1", ...)."""
+    if record["mistake"] is not None:
+        return "fix"
+    if not record["answer"].startswith("NEXT_EDITING_INSTRUCTION"):
+        return "stop"
+    done = set(record["state"])
+    return str(min(i for i in range(len(done) + 1) if i not in done))
+
+
+def draw_by_class(records: Sequence[dict[str, Any]], k: int, rng: random.Random) -> list[Any]:
+    """``k`` of a scene's planner ``records`` (fewer if it has fewer), each drawn by picking an
+    answer class at random (``planner_class``, among those left), then a record of that class."""
+    by_class: dict[str, list[Any]] = {}
+    for r in records:
+        by_class.setdefault(planner_class(r), []).append(r)
+    out = []
+    while len(out) < k and by_class:
+        name = rng.choice(sorted(by_class))
+        group = by_class[name]
+        out.append(group.pop(rng.randrange(len(group))))
+        if not group:
+            del by_class[name]
+    return out
+
+
+def _balanced_planner(seed: int, language: str, k: int) -> list[Any]:
+    """``k`` planner samples of ``seed`` drawn by answer class (``draw_by_class``)."""
+    from agent.microworld import formats
+
+    rng = random.Random(f"pool|planner-balanced|{seed}|{language}")
+    records = list(formats.planner_samples([seed], language=language))  # type: ignore[arg-type]
+    return [(r["messages"][:1], r["answer"]) for r in draw_by_class(records, k, rng)]
+
+
+def _seed_samples(job: tuple[str, int, str, int, bool]) -> list[Any]:
+    role, seed, language, per_seed, balanced = job
+    if role == "planner" and balanced:
+        return _balanced_planner(seed, language, per_seed)
     got = list(_role_samples(_POOL_VLM, role, [seed], language))
     random.Random(f"pool|{role}|{seed}|{language}").shuffle(got)
     return got[:per_seed]
@@ -628,16 +674,18 @@ def _pool(
     *,
     per_seed: int = 4,
     workers: int = 0,
+    balanced: bool = False,
 ) -> list[Any]:
     """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
     so a pool spans many scenes; built by ``workers`` forked processes (0: here). Roles with
-    one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes."""
+    one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes. ``balanced``: planner
+    samples are drawn by answer class (``_balanced_planner``)."""
     global _POOL_VLM
     _POOL_VLM = vlm
     out: list[Any] = []
     for role in roles:
         k = 1 if role in ONE_PER_SCENE else per_seed
-        jobs = [(role, seed, language, k) for seed in seeds[: -(-limit // k)]]
+        jobs = [(role, seed, language, k, balanced) for seed in seeds[: -(-limit // k)]]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing
 
@@ -811,12 +859,19 @@ def _stage_pools(
     roles = STAGE_ROLES[stage]
     rehearse = REHEARSAL.get(stage, {})
     check_role_shares(settings.role_shares)
+    if settings.planner_draw not in PLANNER_DRAWS:
+        raise ValueError(
+            f"planner_draw must be one of {PLANNER_DRAWS}, got {settings.planner_draw!r}"
+        )
+    balanced = settings.planner_draw == "balanced"
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
     per_share = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
     for role in roles:
         limit = int(per_share * shares[role])
-        pool += _pool(vlm, [role], train, "train", limit, workers=settings.workers)
+        pool += _pool(
+            vlm, [role], train, "train", limit, workers=settings.workers, balanced=balanced
+        )
     limit = int(per_share)  # one role's count at share 1, which rehearsal shares are of
     for role, share in rehearse.items():
         # other scenes than the roles' own (the end of the train seeds), train language
