@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -66,9 +67,9 @@ class GRPOSettings:
     step_cost: float = 0.0
     # taken from a stop judged not done (SC below DONE_SC; 0: MIRA's reward). With a step
     # cost, one step's reward ranks an early stop above a step that changes nothing (without
-    # one they tie), but in the loop a wasted
-    # step can be retried and a stop ends the request unfinished: with step_cost alone a
-    # planner whose steps often miss learns to stop everywhere (docs/grpo.md)
+    # one they tie), but in the loop a wasted step can be retried and a stop ends the request
+    # unfinished: with step_cost alone a planner whose steps often miss learns to stop
+    # everywhere (docs/grpo.md)
     early_stop_penalty: float = 0.0
     reward: str = "critic"
     prompts_per_step: int = 2
@@ -126,8 +127,6 @@ class GRPOSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value!r}")
-        import threading
-
         if self.stall_seconds is not None and not self.stall_seconds <= threading.TIMEOUT_MAX:
             # a longer wait raises inside the watchdog thread, which then watches nothing
             raise ValueError(
@@ -388,8 +387,6 @@ class _Watchdog:
     stuck in C code that keeps the GIL silences it; CUDA waits and I/O release the GIL."""
 
     def __init__(self, seconds: float) -> None:
-        import threading
-
         self.seconds = seconds
         self._deadline = time.monotonic() + seconds
         self._closed = threading.Event()
@@ -405,7 +402,6 @@ class _Watchdog:
 
     def _run(self) -> None:
         import sys
-        import threading
         import traceback
 
         while not self._closed.wait(max(0.0, self._deadline - time.monotonic())):

@@ -619,9 +619,11 @@ PLANNER_DRAWS = ("balanced", "random")
 def planner_class(record: dict[str, Any]) -> str:
     """A planner sample's answer class: "fix" (the state after a mistake), "stop", or the
     place in the instruction of the first pending edit ("0", "1", ...)."""
+    from agent.prompts import STOP_TOKEN
+
     if record["mistake"] is not None:
         return "fix"
-    if not record["answer"].startswith("NEXT_EDITING_INSTRUCTION"):
+    if record["answer"] == STOP_TOKEN:
         return "stop"
     done = set(record["state"])
     return str(min(i for i in range(len(done) + 1) if i not in done))
