@@ -481,6 +481,47 @@ def test_role_evaluation_true_against_shuffled(trained, monkeypatch):
         evaluate_vlm(out, roles=["describe"])
 
 
+def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path):
+    """``critic_in_base`` (``--critic-in-base``): the critic rows call ``EditScoreCritic`` with
+    no adapter (the base model), also for a folder without a critic adapter, which is skipped
+    otherwise; by default they call it with the ``editscore`` adapter."""
+    import shutil
+
+    from agent.train.cli import main
+    from agent.train.vlm_eval import evaluate_vlm
+    from tools.vlm.critic import EditScoreCritic
+
+    out, _ = trained
+    adapters = []
+    real = EditScoreCritic.critique
+
+    def critique(self, *a, **k):
+        adapters.append(self.adapter)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(EditScoreCritic, "critique", critique)
+    kw = {"split": "validation", "seeds": 1, "limit": 1, "roles": ["critic"]}
+    table = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)
+    assert table["critic_in_base"] and set(adapters) == {None}
+    adapters.clear()
+    evaluate_vlm(out, languages=("train",), **kw)
+    assert set(adapters) == {V.CRITIC_ADAPTER}
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare)
+    shutil.rmtree(bare / V.CRITIC_ADAPTER)
+    assert "critic" not in evaluate_vlm(bare, languages=("train",), **kw)
+    adapters.clear()
+    assert "critic" in evaluate_vlm(bare, languages=("train",), critic_in_base=True, **kw)
+    assert set(adapters) == {None}
+    seen = []
+    monkeypatch.setattr(
+        "agent.train.vlm_eval.evaluate_vlm", lambda model, **k: seen.append(k) or {}
+    )
+    assert main(["eval-vlm", "--model", str(out), "--critic-in-base"]) == 0
+    assert main(["eval-vlm", "--model", str(out)]) == 0
+    assert [k["critic_in_base"] for k in seen] == [True, False]
+
+
 def test_eval_vlm_cli_checks_its_arguments(tmp_path, capsys):
     from agent.train.cli import main
 
@@ -591,11 +632,13 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
     prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
     describe = [p for p, _ in pool if p[0]["content"][-1]["text"] == V.DESCRIBE_PROMPT]
     compare = sum(t == V.COMPARE_PROMPT for t in prompts)
-    pending = sum(t.startswith(V.PENDING_PROMPT[:40]) for t in prompts)
-    assert len(describe) == compare == 2  # 36 / (4 + 0.5) = 8 per role, a quarter each
-    assert pending == 8
+    pending = sum(t.startswith(V.PENDING_PROMPT.split("Instruction:")[0]) for t in prompts)
+    check = sum(t.startswith(V.CHECK_PROMPT.split("Edit:")[0]) for t in prompts)
+    assert len(describe) == compare == 1  # 36 / (5 + 0.5) = 6.5 per role, a quarter each
+    assert pending == check == 6
     planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
-    assert len(pool) == 8 + 8 + planner + 8 + 4  # grounder, parser, planner, pending, rehearsal
+    # grounder, parser, planner, pending, check, rehearsal
+    assert len(pool) == 6 + 6 + planner + 6 + 6 + 2
     role_scenes = {
         c["image"].tobytes()
         for p, a in pool
@@ -604,7 +647,7 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
         if c["type"] == "image"
     }
     assert not role_scenes & {p[0]["content"][0]["image"].tobytes() for p in describe}
-    assert set(evals["train"]) == {"grounder", "parser", "planner", "pending"}
+    assert set(evals["train"]) == {"grounder", "parser", "planner", "pending", "check"}
 
 
 def test_stage_is_cut_to_leave_its_evaluation_inside_the_budget(tmp_path):
@@ -631,10 +674,11 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
     planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
     parser = sum(t.startswith(PARSE_PROMPT[:40]) for t in prompts)
-    # 36 / (1 + 1 + 2 + 1 + 0.5) = 6.5 per share: 6 grounder, 6 parser, 13 planner, 6 pending,
-    # 1 + 1 rehearsal (a planner scene gives at most 4 samples, a one-edit scene 3: 4 scenes)
-    assert parser == 6 and 10 <= planner <= 13
-    assert len(pool) == 6 + 6 + planner + 6 + 1 + 1
+    # 36 / (1 + 1 + 2 + 1 + 1 + 0.5) = 5.5 per share: 5 grounder, 5 parser, 11 planner,
+    # 5 pending, 5 check, 1 + 1 rehearsal (a planner scene gives at most 4 samples, a one-edit
+    # scene 3: 3 scenes)
+    assert parser == 5 and 8 <= planner <= 11
+    assert len(pool) == 5 + 5 + planner + 5 + 5 + 1 + 1
     seen = {}
     monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
@@ -643,6 +687,19 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     for bad in ("plan=2", "planner=0", "planner=x", "planner", "planner=inf"):
         assert main([*args, bad]) == 2
         assert f"--role-shares: {bad!r}" in capsys.readouterr().err
+
+
+def test_roles_stage_trains_the_critic_into_the_base_only_when_shares_name_it(smoke_vlm):
+    """``role_shares={"critic": 1}`` adds the critic's EditScore samples (both prompts) to the
+    roles stage's pool and validation; without it the roles stage has no critic sample."""
+    train = list(range(1_000_000, 1_000_040))
+    for shares, want in (({}, False), ({"critic": 1.0}, True)):
+        settings = dataclasses.replace(V.SMOKE_SETTINGS, pool_samples=36, role_shares=shares)
+        pool, evals = V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+        critic = [a for p, a in pool if type(p).__name__ == "RawPrompt"]
+        assert bool(critic) is want and ("critic" in evals["train"]) is want
+        if want:
+            assert len(critic) == 5  # 36 / (6 + 0.5) = 5.5 per role
 
 
 def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_vlm):
@@ -671,6 +728,46 @@ def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_
         assert images[1].tobytes() == render(apply_edits(scene, done)).tobytes()
         answers.add("none" if not todo else "all" if len(todo) == len(texts) else "some")
     assert answers == {"none", "all", "some"}
+
+
+def test_check_samples_answer_whether_the_second_image_shows_the_clause(smoke_vlm):
+    """The roles stage's "check" task: one clause of the case; "yes" exactly when the second
+    image is the scene with that clause's edit made (and any of the others), "no" when it is
+    not made, or made on a wrong instance or half-way. Both answers come about equally often,
+    and some of the "no" images are such mistakes (no set of the case's edits renders them)."""
+    import itertools
+
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.render import render
+    from agent.microworld.truth import draw_case
+
+    seeds = list(range(1_000_000, 1_000_060))
+    samples = list(V._role_samples(smoke_vlm, "check", seeds, "train"))
+    assert len(samples) == len(seeds) and "check" in V.STAGE_ROLES["roles"]
+    answers, mistakes = [], 0
+    for seed, (chat, answer) in zip(seeds, samples, strict=True):
+        scene, edits, parts, _, _ = draw_case(seed, n_edits=(1, 4), size=224, language="train")
+        texts = [p.text for p in parts]
+        clause = chat[0]["content"][-1]["text"].split("Edit: ", 1)[1]
+        assert chat[0]["content"][-1]["text"] == V.CHECK_PROMPT.format(clause=clause)
+        ask = texts.index(clause)
+        images = [c["image"] for c in chat[0]["content"] if c["type"] == "image"]
+        assert images[0].tobytes() == render(scene).tobytes()
+        shows = {
+            subset: render(apply_edits(scene, [edits[i] for i in subset])).tobytes()
+            for r in range(len(edits) + 1)
+            for subset in itertools.combinations(range(len(edits)), r)
+        }
+        made = [subset for subset, image in shows.items() if image == images[1].tobytes()]
+        assert answer in V.CHECK_ANSWERS
+        if answer == "yes":
+            assert any(ask in subset for subset in made)
+        else:
+            assert not any(ask in subset for subset in made)
+            mistakes += not made
+        answers.append(answer)
+    assert 0.35 <= answers.count("yes") / len(answers) <= 0.65
+    assert mistakes >= 3
 
 
 def test_planner_draw_by_class_evens_out_what_copying_the_first_clause_gets_right(

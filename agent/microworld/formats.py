@@ -76,6 +76,7 @@ __all__ = [
     "FORMATS",
     "SCORE_RANGE",
     "norm1000",
+    "mistaken",
 ]
 
 SCORE_RANGE = 25
@@ -183,7 +184,7 @@ def planner_samples(
                 if not corrective:
                     continue
                 mistake = rng.choice(("wrong", "bleed", "partial", "noop"))
-                bad = _mistake(scene, state, edits[nxt], mistake, rng)
+                bad = mistaken(scene, state, edits[nxt], mistake, rng)
                 if bad is None:
                     continue
                 image, fix_scene = bad
@@ -247,7 +248,7 @@ def _words_for(
     return phrased.text if phrased is not None else part.text
 
 
-def _mistake(
+def mistaken(
     original: Scene, state: Scene, edit: Edit, mode: str, rng: random.Random
 ) -> tuple[Image.Image, Scene] | None:
     """(image, scene) after ``edit`` made with ``mode``'s mistake on ``state``; the scene of a
@@ -606,7 +607,7 @@ def critic_samples(
                 "partial": _blend(source, expected, mask, rng.uniform(0.3, 0.6)),
             }
             for mode in ("wrong", "bleed"):
-                bad = _mistake(scene, state, edit, mode, rng)
+                bad = mistaken(scene, state, edit, mode, rng)
                 if bad is not None:
                     variants[mode] = bad[0]
             damage = rng.choice(("blur", "smear"))

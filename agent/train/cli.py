@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a planner adapter folder (mira-train grpo's mira-planner) for the planner rows",
     )
+    evl.add_argument(
+        "--critic-in-base",
+        action="store_true",
+        help="the critic rows ask the base model, not its editscore adapter (a roles stage "
+        "trained with --role-shares critic=N)",
+    )
     gr = sub.add_parser("grpo", help="MIRA stage 2: GRPO with a LoRA on the micro VLM's planner")
     gr.add_argument("--model", required=True, type=Path, help="the SFT micro VLM folder")
     gr.add_argument("--out", required=True, type=Path, help="folder for the LoRA and grpo.json")
@@ -322,6 +328,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         roles=roles,
         languages=languages,
         planner_lora=args.planner_lora,
+        critic_in_base=args.critic_in_base,
         log=lambda m: print(m, flush=True),
     )
     text = json.dumps(table, indent=2)

@@ -66,6 +66,7 @@ __all__ = [
     "COMPARE_PROMPT",
     "DESCRIBE_PROMPT",
     "PENDING_PROMPT",
+    "CHECK_PROMPT",
     "CRITIC_ADAPTER",
     "cell_labels",
     "cell_tokens",
@@ -87,6 +88,13 @@ PENDING_PROMPT = (
     "instruction does the current image not show yet, in order? Instruction: {instruction}"
 )
 NOTHING_PENDING = "nothing"
+# the same perception, one clause at a time with a one-word answer, so that every answer token
+# is the decision (a pending answer is mostly clause text the prompt already holds)
+CHECK_PROMPT = (
+    "The first image is the original, the second the current one. Does the current image show "
+    "this edit? Edit: {clause}"
+)
+CHECK_ANSWERS = ("yes", "no")
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -288,6 +296,31 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             chat[0]["content"].append({"type": "text", "text": text})
             todo = [parts[i].text for i in range(len(edits)) if i not in done]
             yield chat, " | ".join(todo) or NOTHING_PENDING
+    elif role == "check":
+        # both images and one clause: "yes" when the second image shows that clause's edit,
+        # "no" when it does not (not made, or made on a wrong instance or half-way); the
+        # other edits of the case are made at random, and yes and no come about equally often
+        from agent.microworld.edits import apply_edits
+        from agent.microworld.formats import mistaken
+
+        for seed in seeds:
+            scene, edits, parts, _, _ = draw_case(
+                seed, n_edits=(1, 4), size=IMAGE_SIZE, language=lang
+            )
+            rng = random.Random(f"check|{seed}|{language}")
+            done = set(rng.sample(range(len(edits)), rng.randint(0, len(edits))))
+            state = apply_edits(scene, [e for i, e in enumerate(edits) if i in done])
+            yes = bool(done) and (len(done) == len(edits) or rng.random() < 0.5)
+            ask = rng.choice(sorted(done if yes else set(range(len(edits))) - done))
+            image = render(state)
+            if not yes and rng.random() < 0.4:
+                bad = mistaken(scene, state, edits[ask], rng.choice(("wrong", "partial")), rng)
+                image = image if bad is None else bad[0]
+            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
+            chat[0]["content"].append({"type": "image", "image": image})
+            text = CHECK_PROMPT.format(clause=parts[ask].text)
+            chat[0]["content"].append({"type": "text", "text": text})
+            yield chat, CHECK_ANSWERS[0] if yes else CHECK_ANSWERS[1]
     elif role == "describe":
         for seed in seeds:
             scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
@@ -664,7 +697,7 @@ def _seed_samples(job: tuple[str, int, str, int, bool]) -> list[Any]:
 
 
 # roles whose samples number one per scene
-ONE_PER_SCENE = ("describe", "compare", "parser", "pending")
+ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check")
 
 
 def _pool(
@@ -833,13 +866,17 @@ def stage_seconds(settings: VLMSettings, stage: str, elapsed: float) -> float:
 
 STAGE_ROLES = {
     "language": ["describe", "compare"],
-    "roles": ["grounder", "parser", "planner", "pending"],
+    "roles": ["grounder", "parser", "planner", "pending", "check"],
     "critic": ["critic"],
 }
 # perception tasks mixed into a later stage's training pool (as a share of one role's samples),
 # so fine-tuning on the long role prompts does not overwrite reading the scene (the first roles
 # run decoded near text-only after a language stage that read every object)
 REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25}}
+# roles of a later stage that a stage trains into the base weights too when ``role_shares``
+# names them, e.g. ``critic=1`` in the roles stage: the critic's samples learned by the whole
+# language model (evaluated there without the adapter), where the LoRA alone never used images
+INTO_BASE = {"roles": ("critic",)}
 
 
 def check_role_shares(shares: dict[str, float]) -> None:
@@ -858,7 +895,7 @@ def _stage_pools(
 ) -> tuple[list[Any], dict[str, dict[str, list[Any]]]]:
     """(training samples on train seeds and train language, {language: {role: validation
     samples}}) of a language-model stage."""
-    roles = STAGE_ROLES[stage]
+    roles = STAGE_ROLES[stage] + [r for r in INTO_BASE.get(stage, ()) if r in settings.role_shares]
     rehearse = REHEARSAL.get(stage, {})
     check_role_shares(settings.role_shares)
     if settings.planner_draw not in PLANNER_DRAWS:

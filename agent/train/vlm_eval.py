@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.microworld.reader import edit_meaning
-from agent.train.vlm import shuffled
+from agent.train.vlm import CRITIC_ADAPTER, shuffled
 
 __all__ = ["edit_meaning", "evaluate_vlm", "iou"]
 
@@ -121,12 +121,19 @@ def _instruction_of(prompt: str) -> str:
     return prompt[len(head) : len(prompt) - len(tail)]
 
 
-def _critic(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+def _critic(
+    vlm: Any,
+    seeds: Sequence[int],
+    language: str,
+    limit: int,
+    *,
+    adapter: str | None = CRITIC_ADAPTER,
+) -> dict[str, Any]:
     from agent.microworld import formats
     from agent.train.vlm import _sc_instruction
     from tools.vlm.critic import EditScoreCritic
 
-    critic = EditScoreCritic(vlm, temperature=0.0, retries=0, max_new_tokens=160)
+    critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
     groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
     for r in formats.critic_samples(seeds, language=language):
         if r["mode"] not in ("correct", *FLAWED):
@@ -265,12 +272,15 @@ def evaluate_vlm(
     roles: Sequence[str] = tuple(ROLES),
     languages: Sequence[str] = ("train", "heldout"),
     planner_lora: str | Path | None = None,
+    critic_in_base: bool = False,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """{role: {language: {"true": ..., "shuffled": ...}}} on the first ``seeds`` seeds of
     ``split`` (at most ``limit`` samples per role and language), with the folder's
     ``metrics.json`` probe table and the text-only baselines beside. ``planner_lora``: a
-    planner adapter (``mira-train grpo``'s) switched on for the planner rows."""
+    planner adapter (``mira-train grpo``'s) switched on for the planner rows. ``critic_in_base``:
+    the critic rows ask the base model (a roles stage run with ``role_shares`` naming the critic
+    trains it there), not the ``editscore`` adapter."""
     import functools
 
     from agent.microworld.splits import seeds as split_seeds
@@ -291,9 +301,10 @@ def evaluate_vlm(
         "text_only_baselines": TEXT_ONLY,
         "probe_test": metrics.get("vision", {}).get("probe_test"),
         "planner_lora": None if planner_lora is None else str(planner_lora),
+        "critic_in_base": critic_in_base,
     }
     for role in roles:
-        if role == "critic" and CRITIC_ADAPTER not in vlm.adapters:
+        if role == "critic" and not critic_in_base and CRITIC_ADAPTER not in vlm.adapters:
             log("critic: the folder has no critic adapter; skipped")
             continue
         result[role] = {}
@@ -302,6 +313,8 @@ def evaluate_vlm(
             fn = ROLES[role]
             if role == "planner" and planner_lora is not None:
                 fn = functools.partial(_planner, adapter=MIRA_LORA_ADAPTER)
+            if role == "critic" and critic_in_base:
+                fn = functools.partial(_critic, adapter=None)
             result[role][language] = fn(vlm, chosen, language, limit)
             took = time.monotonic() - started
             log(f"{role} {language} ({took:.0f} s): {json.dumps(result[role][language])}")
