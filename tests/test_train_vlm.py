@@ -634,15 +634,16 @@ def test_roles_pool_rehearses_perception_on_other_scenes(smoke_vlm):
     compare = sum(t == V.COMPARE_PROMPT for t in prompts)
     pending = sum(t.startswith(V.PENDING_PROMPT.split("Instruction:")[0]) for t in prompts)
     check = sum(t.startswith(V.CHECK_PROMPT.split("Edit:")[0]) for t in prompts)
-    assert len(describe) == compare == 1  # 36 / (5 + 0.5) = 6.5 per role, a quarter each
+    far = sum(t.endswith("\n" + V.COMPARE_PROMPT) for t in prompts)
+    assert len(describe) == compare == far == 1  # 36 / (5 + 0.75) = 6.3 per role, a quarter each
     assert pending == check == 6
     planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
     # grounder, parser, planner, pending, check, rehearsal
-    assert len(pool) == 6 + 6 + planner + 6 + 6 + 2
+    assert len(pool) == 6 + 6 + planner + 6 + 6 + 3
     role_scenes = {
         c["image"].tobytes()
         for p, a in pool
-        if p[0]["content"][-1]["text"] not in (V.DESCRIBE_PROMPT, V.COMPARE_PROMPT)
+        if not p[0]["content"][-1]["text"].endswith((V.DESCRIBE_PROMPT, V.COMPARE_PROMPT))
         for c in p[0]["content"]
         if c["type"] == "image"
     }
@@ -674,11 +675,11 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     prompts = [p[0]["content"][-1]["text"] for p, _ in pool]
     planner = sum("NEXT_EDITING_INSTRUCTION" in t for t in prompts)
     parser = sum(t.startswith(PARSE_PROMPT[:40]) for t in prompts)
-    # 36 / (1 + 1 + 2 + 1 + 1 + 0.5) = 5.5 per share: 5 grounder, 5 parser, 11 planner,
-    # 5 pending, 5 check, 1 + 1 rehearsal (a planner scene gives at most 4 samples, a one-edit
-    # scene 3: 3 scenes)
-    assert parser == 5 and 8 <= planner <= 11
-    assert len(pool) == 5 + 5 + planner + 5 + 5 + 1 + 1
+    # 36 / (1 + 1 + 2 + 1 + 1 + 0.75) = 5.3 per share: 5 grounder, 5 parser, 10 planner,
+    # 5 pending, 5 check, 1 + 1 + 1 rehearsal (a planner scene gives at most 4 samples, a
+    # one-edit scene 3: 3 scenes)
+    assert parser == 5 and 7 <= planner <= 10
+    assert len(pool) == 5 + 5 + planner + 5 + 5 + 3
     seen = {}
     monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
@@ -699,7 +700,7 @@ def test_roles_stage_trains_the_critic_into_the_base_only_when_shares_name_it(sm
         critic = [a for p, a in pool if type(p).__name__ == "RawPrompt"]
         assert bool(critic) is want and ("critic" in evals["train"]) is want
         if want:
-            assert len(critic) == 5  # 36 / (6 + 0.5) = 5.5 per role
+            assert len(critic) == 5  # 36 / (6 + 0.75) = 5.3 per role
 
 
 def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_vlm):
@@ -728,6 +729,39 @@ def test_pending_samples_name_the_clauses_the_current_image_does_not_show(smoke_
         assert images[1].tobytes() == render(apply_edits(scene, done)).tobytes()
         answers.add("none" if not todo else "all" if len(todo) == len(texts) else "some")
     assert answers == {"none", "all", "some"}
+
+
+def test_far_samples_ask_describe_and_compare_where_the_role_templates_put_the_images(
+    smoke_vlm,
+):
+    """ "describe_far" / "compare_far": the same images and answers as "describe" / "compare",
+    laid out as MIRA's planner template or EditScore's SC prompt lays out its images, with that
+    template's text (on the seed's own instruction) before the question; both layouts occur."""
+    from tools.prompts import render_planner_prompt
+
+    seeds = list(range(1_000_000, 1_000_012))
+    layouts = set()
+    for far, near in V.FAR.items():
+        assert far in V.STAGE_ROLES["language"] and far in V.ONE_PER_SCENE
+        plain = list(V._role_samples(smoke_vlm, near, seeds, "train"))
+        got = list(V._role_samples(smoke_vlm, far, seeds, "train"))
+        assert len(got) == len(plain) == len(seeds)
+        for (chat, answer), (p_chat, p_answer) in zip(got, plain, strict=True):
+            assert answer == p_answer
+            content, p_content = chat[0]["content"], p_chat[0]["content"]
+            images = [c["image"].tobytes() for c in content if c["type"] == "image"]
+            assert images == [c["image"].tobytes() for c in p_content if c["type"] == "image"]
+            texts = [c["text"] for c in content if c["type"] == "text"]
+            question = p_content[-1]["text"]
+            assert texts[-1].endswith("\n" + question) and len(texts[-1]) > 300
+            assert content[0]["type"] == "text"  # each image comes after template text
+            if texts[0].startswith("<img1>: "):
+                layouts.add("editscore")
+            else:
+                head = render_planner_prompt("X").split("<image>")[0]
+                assert texts[0].startswith(head)
+                layouts.add("mira")
+    assert layouts == {"mira", "editscore"}
 
 
 def test_check_samples_answer_whether_the_second_image_shows_the_clause(smoke_vlm):

@@ -88,6 +88,8 @@ PENDING_PROMPT = (
     "instruction does the current image not show yet, in order? Instruction: {instruction}"
 )
 NOTHING_PENDING = "nothing"
+# perception tasks asked at the distance the roles ask them (``_far``): {role: the task}
+FAR = {"describe_far": "describe", "compare_far": "compare"}
 # the same perception, one clause at a time with a one-word answer, so that every answer token
 # is the decision (a pending answer is mostly clause text the prompt already holds)
 CHECK_PROMPT = (
@@ -321,6 +323,11 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             text = CHECK_PROMPT.format(clause=parts[ask].text)
             chat[0]["content"].append({"type": "text", "text": text})
             yield chat, CHECK_ANSWERS[0] if yes else CHECK_ANSWERS[1]
+    elif role in FAR:
+        # describe / compare with the images where the role templates put them and a role
+        # prompt's text between them and the question (``_far``)
+        for seed, (chat, answer) in zip(seeds, _role_samples(vlm, FAR[role], seeds, language)):
+            yield _far(chat, seed, language), answer
     elif role == "describe":
         for seed in seeds:
             scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
@@ -354,6 +361,33 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             yield pq, r["pq"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
+
+
+def _far(chat: Any, seed: int, language: str) -> Any:
+    """``chat`` (images, then a question) laid out as a role template lays out its images,
+    the question after that template's own text: MIRA's planner template (text between the
+    images and ~100 tokens after them) or EditScore's SC prompt (``<imgK>: `` before each image,
+    ~300 tokens after them), on the seed's own instruction. A comparison learned on short
+    prompts did not survive that text (docs/micro_vlm.md, fifth session)."""
+    from agent.microworld.truth import draw_case
+    from tools.prompts import render_planner_prompt
+    from tools.vlm.editscore_prompts import sc_prompt
+
+    content = chat[0]["content"]
+    images, question = content[:-1], content[-1]["text"]
+    instruction = draw_case(seed, n_edits=(1, 4), size=IMAGE_SIZE, language=language)[3]  # type: ignore[arg-type]
+    rng = random.Random(f"far|{seed}|{language}")
+    if rng.random() < 0.5:
+        texts = render_planner_prompt(instruction).split("<image>")
+        if len(images) == 1:  # one image: where the template puts the current one
+            texts = [texts[0] + texts[1], texts[2]]
+    else:
+        texts = [f"<img{i}>: " for i in range(1, len(images) + 1)] + [sc_prompt(instruction)]
+    out: list[dict[str, Any]] = []
+    for text, image in zip(texts, images, strict=False):
+        out += [{"type": "text", "text": text}, image]
+    out.append({"type": "text", "text": f"{texts[-1]}\n{question}"})
+    return [{"role": "user", "content": out}]
 
 
 def _sc_instruction(record: dict[str, Any]) -> str:
@@ -697,7 +731,7 @@ def _seed_samples(job: tuple[str, int, str, int, bool]) -> list[Any]:
 
 
 # roles whose samples number one per scene
-ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check")
+ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check", *FAR)
 
 
 def _pool(
@@ -865,14 +899,14 @@ def stage_seconds(settings: VLMSettings, stage: str, elapsed: float) -> float:
 
 
 STAGE_ROLES = {
-    "language": ["describe", "compare"],
+    "language": ["describe", "compare", *FAR],
     "roles": ["grounder", "parser", "planner", "pending", "check"],
     "critic": ["critic"],
 }
 # perception tasks mixed into a later stage's training pool (as a share of one role's samples),
 # so fine-tuning on the long role prompts does not overwrite reading the scene (the first roles
 # run decoded near text-only after a language stage that read every object)
-REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25}}
+REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25, "compare_far": 0.25}}
 # roles of a later stage that a stage trains into the base weights too when ``role_shares``
 # names them, e.g. ``critic=1`` in the roles stage: the critic's samples learned by the whole
 # language model (evaluated there without the adapter), where the LoRA alone never used images
