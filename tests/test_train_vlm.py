@@ -520,6 +520,49 @@ def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path
     assert main(["eval-vlm", "--model", str(out), "--critic-in-base"]) == 0
     assert main(["eval-vlm", "--model", str(out)]) == 0
     assert [k["critic_in_base"] for k in seen] == [True, False]
+    args = ["eval-vlm", "--model", str(out), "--roles", "grounder", "--critic-in-base"]
+    assert main(args) == 2 and len(seen) == 2
+
+
+def test_check_row_reads_the_first_answer_token(trained, monkeypatch):
+    """The decoded "check" row: each answer is right when the model's most likely first answer
+    token is the reference's; a model that always prefers "yes" scores the share of "yes"
+    answers, with true and with shuffled images."""
+    import torch
+
+    from agent.train.vlm_eval import evaluate_vlm
+
+    out, _ = trained
+    table = evaluate_vlm(
+        out, split="validation", seeds=8, limit=8, roles=["check"], languages=("train",)
+    )
+    row = table["check"]["train"]
+    assert row["samples"] == 8 and 0.0 < row["yes_share"] < 1.0
+    for name in ("true", "shuffled"):
+        assert 0.0 <= row[name]["accuracy"] <= 1.0
+    from agent.train import vlm as train_vlm
+
+    real = train_vlm.load_folder
+
+    def always_yes(folder):
+        vlm, done, metrics = real(folder)
+        yes = vlm.processor.tokenizer(V.CHECK_ANSWERS[0])["input_ids"][0]
+        forward = vlm.model.forward
+
+        def patched(*a, **k):
+            result = forward(*a, **k)
+            result.logits = torch.zeros_like(result.logits)
+            result.logits[..., yes] = 1.0
+            return result
+
+        vlm.model.forward = patched
+        return vlm, done, metrics
+
+    monkeypatch.setattr(train_vlm, "load_folder", always_yes)
+    row = evaluate_vlm(
+        out, split="validation", seeds=8, limit=8, roles=["check"], languages=("train",)
+    )["check"]["train"]
+    assert row["true"]["accuracy"] == row["shuffled"]["accuracy"] == row["yes_share"]
 
 
 def test_eval_vlm_cli_checks_its_arguments(tmp_path, capsys):
@@ -754,8 +797,10 @@ def test_far_samples_ask_describe_and_compare_where_the_role_templates_put_the_i
             texts = [c["text"] for c in content if c["type"] == "text"]
             question = p_content[-1]["text"]
             assert texts[-1].endswith("\n" + question) and len(texts[-1]) > 300
-            assert content[0]["type"] == "text"  # each image comes after template text
-            if texts[0].startswith("<img1>: "):
+            # each image comes after template text, the question last
+            assert [c["type"] for c in content] == ["text", "image"] * len(images) + ["text"]
+            if texts[0] == "<img1>: ":
+                assert texts[:-1] == [f"<img{i}>: " for i in range(1, len(images) + 1)]
                 layouts.add("editscore")
             else:
                 head = render_planner_prompt("X").split("<image>")[0]
@@ -794,6 +839,7 @@ def test_check_samples_answer_whether_the_second_image_shows_the_clause(smoke_vl
         }
         made = [subset for subset, image in shows.items() if image == images[1].tobytes()]
         assert answer in V.CHECK_ANSWERS
+        assert images[0].tobytes() != images[1].tobytes()  # "no" is not "nothing changed"
         if answer == "yes":
             assert any(ask in subset for subset in made)
         else:

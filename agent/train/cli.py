@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     vl.add_argument(
         "--role-shares",
         default=None,
-        help="a role's share of the pool against the others' (default 1), e.g. planner=2",
+        help="a role's share of the pool against the others' (default 1), e.g. planner=2; "
+        "critic=N also trains the critic's samples into the base weights in the roles stage",
     )
     vl.add_argument(
         "--planner-draw",
@@ -104,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=200, help="samples per role and language (%(default)s)"
     )
     evl.add_argument(
-        "--roles", default="grounder,parser,planner,critic", help="comma-separated roles"
+        "--roles",
+        default="grounder,parser,planner,critic",
+        help="comma-separated roles (also: check)",
     )
     evl.add_argument("--languages", default="train,heldout", help="comma-separated: train, heldout")
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
@@ -301,6 +304,12 @@ def _eval_vlm(args: argparse.Namespace) -> int:
     if bad or not roles:
         print(
             f"mira-train: --roles must name some of {','.join(ROLES)}, got {args.roles!r}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.critic_in_base and "critic" not in roles:
+        print(
+            f"mira-train: --critic-in-base needs the critic among --roles, got {args.roles!r}",
             file=sys.stderr,
         )
         return 2

@@ -130,7 +130,9 @@ class VLMSettings:
     log_every: int = 50
     workers: int = 14
     # a role's share of a stage's training pool against the others' (default 1 each), e.g.
-    # {"planner": 2.0}: twice as many planner samples as grounder or parser samples
+    # {"planner": 2.0}: twice as many planner samples as grounder or parser samples; a role
+    # of a later stage named here joins an earlier one where INTO_BASE allows it (the critic
+    # in the roles stage)
     role_shares: dict[str, float] = field(default_factory=dict)
     # how a scene's planner samples are drawn for training (PLANNER_DRAWS): "balanced" gives
     # each answer class (which clause is the first pending one, <stop>, a correction) the same
@@ -300,8 +302,9 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             yield chat, " | ".join(todo) or NOTHING_PENDING
     elif role == "check":
         # both images and one clause: "yes" when the second image shows that clause's edit,
-        # "no" when it does not (not made, or made on a wrong instance or half-way); the
-        # other edits of the case are made at random, and yes and no come about equally often
+        # "no" when it does not (not made, or made on a wrong instance or half-way), half and
+        # half; the case's other edits are made at random. The two images always differ (a
+        # "no" with no other edit made shows a mistake), so "no" is not "nothing changed"
         from agent.microworld.edits import apply_edits
         from agent.microworld.formats import mistaken
 
@@ -310,13 +313,17 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
                 seed, n_edits=(1, 4), size=IMAGE_SIZE, language=lang
             )
             rng = random.Random(f"check|{seed}|{language}")
-            done = set(rng.sample(range(len(edits)), rng.randint(0, len(edits))))
+            yes = rng.random() < 0.5
+            ask = rng.randrange(len(edits))
+            others = [i for i in range(len(edits)) if i != ask]
+            done = set(rng.sample(others, rng.randint(0, len(others)))) | ({ask} if yes else set())
             state = apply_edits(scene, [e for i, e in enumerate(edits) if i in done])
-            yes = bool(done) and (len(done) == len(edits) or rng.random() < 0.5)
-            ask = rng.choice(sorted(done if yes else set(range(len(edits))) - done))
             image = render(state)
-            if not yes and rng.random() < 0.4:
-                bad = mistaken(scene, state, edits[ask], rng.choice(("wrong", "partial")), rng)
+            if not yes and (not done or rng.random() < 0.4):
+                mode = rng.choice(("wrong", "partial"))
+                bad = mistaken(scene, state, edits[ask], mode, rng)
+                if bad is None:  # no other instance to get wrong: half-way always works
+                    bad = mistaken(scene, state, edits[ask], "partial", rng)
                 image = image if bad is None else bad[0]
             chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
             chat[0]["content"].append({"type": "image", "image": image})
@@ -326,7 +333,8 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
     elif role in FAR:
         # describe / compare with the images where the role templates put them and a role
         # prompt's text between them and the question (``_far``)
-        for seed, (chat, answer) in zip(seeds, _role_samples(vlm, FAR[role], seeds, language)):
+        near = _role_samples(vlm, FAR[role], seeds, language)
+        for seed, (chat, answer) in zip(seeds, near, strict=True):
             yield _far(chat, seed, language), answer
     elif role == "describe":
         for seed in seeds:
@@ -367,15 +375,17 @@ def _far(chat: Any, seed: int, language: str) -> Any:
     """``chat`` (images, then a question) laid out as a role template lays out its images,
     the question after that template's own text: MIRA's planner template (text between the
     images and ~100 tokens after them) or EditScore's SC prompt (``<imgK>: `` before each image,
-    ~300 tokens after them), on the seed's own instruction. A comparison learned on short
-    prompts did not survive that text (docs/micro_vlm.md, fifth session)."""
+    ~300 tokens after them), on the instruction of another scene (the next seed's), so the
+    text names nothing of the answer. A comparison learned on short prompts did not survive
+    that text (docs/micro_vlm.md, fifth session)."""
     from agent.microworld.truth import draw_case
     from tools.prompts import render_planner_prompt
     from tools.vlm.editscore_prompts import sc_prompt
 
     content = chat[0]["content"]
     images, question = content[:-1], content[-1]["text"]
-    instruction = draw_case(seed, n_edits=(1, 4), size=IMAGE_SIZE, language=language)[3]  # type: ignore[arg-type]
+    other = draw_case(seed + 1, n_edits=(1, 4), size=IMAGE_SIZE, language=language)  # type: ignore[arg-type]
+    instruction = other[3]
     rng = random.Random(f"far|{seed}|{language}")
     if rng.random() < 0.5:
         texts = render_planner_prompt(instruction).split("<image>")
@@ -384,7 +394,7 @@ def _far(chat: Any, seed: int, language: str) -> Any:
     else:
         texts = [f"<img{i}>: " for i in range(1, len(images) + 1)] + [sc_prompt(instruction)]
     out: list[dict[str, Any]] = []
-    for text, image in zip(texts, images, strict=False):
+    for text, image in zip(texts[:-1], images, strict=True):
         out += [{"type": "text", "text": text}, image]
     out.append({"type": "text", "text": f"{texts[-1]}\n{question}"})
     return [{"role": "user", "content": out}]
