@@ -558,6 +558,18 @@ def test_check_row_reads_the_first_answer_token(trained, monkeypatch):
         vlm.model.forward = patched
         return vlm, done, metrics
 
+    # the base model answers, also after the critic rows switched the adapter on
+    states = []
+    real_lm = train_vlm.evaluate_lm
+
+    def evaluate_lm(vlm, *a, **k):
+        states.append(vlm.active_adapter())
+        return real_lm(vlm, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_vlm, "evaluate_lm", evaluate_lm)
+        table = evaluate_vlm(out, split="validation", seeds=2, limit=2, roles=["critic", "check"])
+    assert "critic" in table and states == [None, None]  # check, in both languages
     monkeypatch.setattr(train_vlm, "load_folder", always_yes)
     row = evaluate_vlm(
         out, split="validation", seeds=8, limit=8, roles=["check"], languages=("train",)

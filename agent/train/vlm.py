@@ -277,10 +277,7 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             before, after = next(_probe_pairs([seed]))
             if seed % 5 == 0:
                 after = before
-            chat = [{"role": "user", "content": [{"type": "image", "image": render(before)}]}]
-            chat[0]["content"].append({"type": "image", "image": render(after)})
-            chat[0]["content"].append({"type": "text", "text": COMPARE_PROMPT})
-            yield chat, _compare(before, after)
+            yield _user([render(before), render(after)], COMPARE_PROMPT), _compare(before, after)
     elif role == "pending":
         # both images and the instruction, answered with the clauses not done yet (in the
         # instruction's order) or NOTHING_PENDING: a random subset of the edits done, so about
@@ -294,12 +291,9 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             rng = random.Random(f"pending|{seed}|{language}")
             done = set(rng.sample(range(len(edits)), rng.randint(0, len(edits))))
             state = apply_edits(scene, [e for i, e in enumerate(edits) if i in done])
-            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
-            chat[0]["content"].append({"type": "image", "image": render(state)})
             text = PENDING_PROMPT.format(instruction=instruction)
-            chat[0]["content"].append({"type": "text", "text": text})
             todo = [parts[i].text for i in range(len(edits)) if i not in done]
-            yield chat, " | ".join(todo) or NOTHING_PENDING
+            yield _user([render(scene), render(state)], text), " | ".join(todo) or NOTHING_PENDING
     elif role == "check":
         # both images and one clause: "yes" when the second image shows that clause's edit,
         # "no" when it does not (not made, or made on a wrong instance or half-way), half and
@@ -325,11 +319,8 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
                 if bad is None:  # no other instance to get wrong: half-way always works
                     bad = mistaken(scene, state, edits[ask], "partial", rng)
                 image = image if bad is None else bad[0]
-            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
-            chat[0]["content"].append({"type": "image", "image": image})
             text = CHECK_PROMPT.format(clause=parts[ask].text)
-            chat[0]["content"].append({"type": "text", "text": text})
-            yield chat, CHECK_ANSWERS[0] if yes else CHECK_ANSWERS[1]
+            yield _user([render(scene), image], text), CHECK_ANSWERS[0] if yes else CHECK_ANSWERS[1]
     elif role in FAR:
         # describe / compare with the images where the role templates put them and a role
         # prompt's text between them and the question (``_far``)
@@ -339,9 +330,7 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
     elif role == "describe":
         for seed in seeds:
             scene = draw_case(seed, n_edits=1, size=IMAGE_SIZE)[0]
-            chat = [{"role": "user", "content": [{"type": "image", "image": render(scene)}]}]
-            chat[0]["content"].append({"type": "text", "text": DESCRIBE_PROMPT})
-            yield chat, _describe(scene)
+            yield _user([render(scene)], DESCRIBE_PROMPT), _describe(scene)
     elif role == "grounder":
         grounder = QwenVLGrounder(vlm)
         for r in formats.grounder_samples(seeds, language=lang):
@@ -369,6 +358,12 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             yield pq, r["pq"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
+
+
+def _user(images: Sequence[Any], text: str) -> list[dict[str, Any]]:
+    """A one-turn chat: the user's ``images`` (PIL), then ``text``."""
+    content = [{"type": "image", "image": im} for im in images]
+    return [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
 
 
 def _far(chat: Any, seed: int, language: str) -> Any:
@@ -459,8 +454,9 @@ def encode(vlm: Any, samples: Sequence[tuple[Any, str]], *, device: str = "cpu")
     return with_positions(vlm, encode_rendered(vlm.processor, render_samples(vlm, samples)), device)
 
 
-def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
-    """(loss tensor, loss value, answer-token accuracy) of one encoded batch."""
+def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float, int]:
+    """(loss tensor, loss value, answer-token accuracy, how many answers have their first token
+    right: for a one-word answer such as "yes"/"no", the decision) of one encoded batch."""
     import torch
 
     labels = batch["labels"]
@@ -471,8 +467,12 @@ def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float]:
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
     )
     keep = target != -100
-    acc = float((logits.argmax(-1)[keep] == target[keep]).float().mean()) if keep.any() else 0.0
-    return loss, float(loss.detach()), acc
+    guess = logits.argmax(-1)
+    acc = float((guess[keep] == target[keep]).float().mean()) if keep.any() else 0.0
+    first = keep.int().argmax(-1)  # each row's first answer position (answers are not empty)
+    rows = torch.arange(len(first))
+    first_right = int((guess[rows, first] == target[rows, first]).sum())
+    return loss, float(loss.detach()), acc, first_right
 
 
 def _with_images(batch: dict[str, Any], order: list[int]) -> dict[str, Any]:
@@ -486,23 +486,29 @@ def _with_images(batch: dict[str, Any], order: list[int]) -> dict[str, Any]:
 
 
 def evaluate_lm(vlm: Any, samples: Sequence[tuple[Any, str]], *, batch: int, device: str) -> dict:
-    """Held-out loss and answer-token accuracy with TRUE and with SHUFFLED images."""
+    """Held-out loss and answer-token accuracy with TRUE and with SHUFFLED images (means over
+    batches), and the share of answers whose first token is right (``*_first_acc``)."""
     import torch
 
     sums = {"true_loss": 0.0, "true_acc": 0.0, "shuffled_loss": 0.0, "shuffled_acc": 0.0}
+    first = {"true_first_acc": 0, "shuffled_first_acc": 0}
     n = 0
     with torch.no_grad():
         for i in range(0, len(samples), batch):
             enc = encode(vlm, samples[i : i + batch], device=device)
-            _, loss, acc = _lm_metrics(vlm, enc)
+            _, loss, acc, right = _lm_metrics(vlm, enc)
             n_img = len(enc.get("image_grid_thw", []))
-            _, s_loss, s_acc = _lm_metrics(vlm, _with_images(enc, shuffled(n_img)))
+            _, s_loss, s_acc, s_right = _lm_metrics(vlm, _with_images(enc, shuffled(n_img)))
             sums["true_loss"] += loss
             sums["true_acc"] += acc
             sums["shuffled_loss"] += s_loss
             sums["shuffled_acc"] += s_acc
+            first["true_first_acc"] += right
+            first["shuffled_first_acc"] += s_right
             n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()} | {"samples": len(samples)}
+    means = {k: v / max(n, 1) for k, v in sums.items()}
+    shares = {k: v / max(len(samples), 1) for k, v in first.items()}
+    return means | shares | {"samples": len(samples)}
 
 
 # -- stage 1: the vision tower with linear probes -----------------------------------------------

@@ -12,12 +12,12 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
   truth string for string; ``same_edits`` when the expressions are exact and each edit's words
   mean the same (``edit_meaning``: "paint it orange" = "make it orange").
 - critic: ``EditScoreCritic`` with the ``editscore`` adapter (``critic_in_base``: none, the
-  base model), greedy; per edit, each flawed
-  result (wrong instance, bleed, no-op, partial) is a pair with the correct result: separated
-  when the correct one's overall score is higher. ``valid`` is the parseable-output rate.
-
+  base model), greedy; per edit, each flawed result (wrong instance, bleed, no-op, partial) is
+  a pair with the correct result: separated when the correct one's overall score is higher.
+  ``valid`` is the parseable-output rate.
 - check: the roles stage's yes/no task (one clause, both images), answered by the base model;
   the first answer token, where "yes" and "no" differ, right or not.
+
 - planner: ``MiraPlanner``, greedy. A next step is judged by executing it:
   ``agent.microworld.reader.judge_step`` reads the words back into an edit on the scene the
   current image shows, applies it, and counts "progress" when some cell comes closer to the
@@ -259,33 +259,22 @@ def _planner(
 
 
 def _check(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
-    """The roles stage's "check" task (one clause, two images, "yes" or "no"): the share of
-    answers right, read as greedy decoding's first token (where "yes" and "no" differ)."""
-    import torch
-
-    from agent.train.vlm import CHECK_ANSWERS, _pool, _with_images, encode
+    """The roles stage's "check" task (one clause, two images, "yes" or "no"), answered by the
+    base model: the share of answers right, read as greedy decoding's first token (where "yes"
+    and "no" differ)."""
+    from agent.train.vlm import CHECK_ANSWERS, _pool, evaluate_lm
 
     first = [vlm.processor.tokenizer(a)["input_ids"][0] for a in CHECK_ANSWERS]
     if first[0] == first[1]:
         raise RuntimeError(f"the answers {CHECK_ANSWERS} begin with the same token")
     samples = _pool(vlm, ["check"], seeds, language, limit)
-    right = {"true": 0, "shuffled": 0}
-    for i in range(0, len(samples), 16):
-        chunk = samples[i : i + 16]
-        batch = encode(vlm, chunk)
-        for name in right:
-            b = batch if name == "true" else _with_images(batch, shuffled(2 * len(chunk)))
-            args = {k: v for k, v in b.items() if k not in ("labels", "mm_token_type_ids")}
-            with torch.no_grad():
-                logits = vlm.model(**args).logits
-            for j in range(len(chunk)):
-                at = int((b["labels"][j] != -100).nonzero()[0])
-                right[name] += int(logits[j, at - 1].argmax() == b["labels"][j, at])
-    n = max(1, len(samples))
+    with vlm.disable_adapter():
+        vlm._set_state(None)  # the model is called directly, not through a generate path
+        row = evaluate_lm(vlm, samples, batch=16, device=vlm.device)
     yes = sum(a == CHECK_ANSWERS[0] for _, a in samples)
-    out: dict[str, Any] = {"samples": len(samples), "yes_share": yes / n}
-    for name, k in right.items():
-        out[name] = {"accuracy": k / n}
+    out: dict[str, Any] = {"samples": len(samples), "yes_share": yes / max(1, len(samples))}
+    for name in ("true", "shuffled"):
+        out[name] = {"accuracy": row[f"{name}_first_acc"]}
     return out
 
 
