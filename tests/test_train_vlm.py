@@ -921,3 +921,55 @@ def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
         settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares=shares)
         with pytest.raises(ValueError, match=message):
             V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+
+
+def test_focus_weight_weighs_the_changed_cells_tokens(smoke_vlm, tmp_path, monkeypatch, capsys):
+    """``focus_weight`` (``--focus-weight``) puts that weight on exactly the tokens of a critic
+    answer's "Changed cells: ..." span (1 on the other answer tokens, 0 on the prompt), and the
+    training loss is then that weighted mean; at 1 the batch and the loss are the plain ones."""
+    import torch
+
+    from agent.train import vlm as vlm_module
+    from agent.train.cli import main
+
+    pool = list(V._role_samples(smoke_vlm, "critic", [1_000_000], "train"))[:2]
+    items = V.render_samples(smoke_vlm, pool)
+    assert "Changed cells: " in items[0][2] and "Changed cells: " not in items[1][2]
+    plain = V.encode_rendered(smoke_vlm.processor, items)
+    heavy = V.encode_rendered(smoke_vlm.processor, items, focus_weight=5.0)
+    assert "label_weights" not in plain
+    weights, labels = heavy["label_weights"], heavy["labels"]
+    assert torch.equal(weights == 0, labels == -100)
+    tok = smoke_vlm.processor.tokenizer
+    for i, (_, _, answer) in enumerate(items):
+        focused = tok.decode(labels[i][weights[i] == 5.0])
+        span = V.FOCUS.search(answer)
+        if span is None:  # the PQ answer: plain weights
+            assert focused == "" and "Changed cells" not in answer
+            continue
+        assert "Changed cells" in focused and focused.strip() in span.group(0)
+        assert len(focused) >= len(span.group(0)) - 3
+    batch = V.with_positions(smoke_vlm, heavy, "cpu")
+    with torch.no_grad():
+        weighted = V._lm_metrics(smoke_vlm, batch)[1]
+        mean = V._lm_metrics(smoke_vlm, {k: v for k, v in batch.items() if k != "label_weights"})[1]
+        logits = smoke_vlm.model(
+            **{
+                k: v
+                for k, v in batch.items()
+                if k not in ("labels", "label_weights", "mm_token_type_ids")
+            }
+        ).logits[:, :-1]
+    each = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+    )
+    w = weights[:, 1:]
+    assert weighted == pytest.approx(float((each * w).sum() / w.sum()), rel=1e-4)
+    assert weighted != pytest.approx(mean, rel=1e-4)
+    seen = {}
+    monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--focus-weight"]
+    assert main([*args, "4"]) == 0 and seen["s"].focus_weight == 4.0
+    assert (
+        main([*args, "0"]) == 2 and "--focus-weight must be > 0, got 0.0" in capsys.readouterr().err
+    )

@@ -22,7 +22,8 @@ sharded with a manifest.
   score in between), over-editing from the changed fraction outside the targets, naturalness
   and artifacts from blur and smear damage (real editor failures); plus full-instruction
   samples at partial progress. The reasoning first names the grid cells whose pixels changed
-  (``changed_cells``), then the verdict: what an answer must look at, said before the score.
+  (``changed_cells``), then the cells the instruction should change (those the expected result
+  changes), then the verdict: what an answer must look at, said before the score.
 
 Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
 (default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
@@ -471,7 +472,13 @@ def changed_cells(
     return out
 
 
-def _sc_reason(instruction: str, score: Score, thresholds: Thresholds, cells: Sequence[str]) -> str:
+def _sc_reason(
+    score: Score, thresholds: Thresholds, cells: Sequence[str], wanted: Sequence[str]
+) -> str:
+    """The SC reasoning, a chain of what a tiny critic can see: the cells that changed between
+    the two images first (right after the prompt, where the language stage's ``compare_far``
+    reads them), then the cells the instruction should change, then the verdict those two
+    lists imply (all but a half-way edit follow from them)."""
     n = len(score.edits)
     done = sum(e.passed for e in score.edits)
     if n == 1:
@@ -491,7 +498,7 @@ def _sc_reason(instruction: str, score: Score, thresholds: Thresholds, cells: Se
         else f"Other parts of the image changed too ({score.changed_fraction:.1%} of the rest)."
     )
     seen = f"Changed cells: {', '.join(cells) or 'none'}."
-    return f'The instruction is "{" ".join(instruction.split())}". {seen} {what} {rest}'
+    return f"{seen} Cells to change: {', '.join(wanted) or 'none'}. {what} {rest}"
 
 
 def _artifact(clean: Image.Image, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -599,6 +606,7 @@ def critic_samples(
             source = render(state)
             after = apply_edit(state, edit)
             expected = render(after)
+            wanted = changed_cells(source, expected)
             box = target_box(state, edit)
             tight, mask = object_truth(state, edit)
             variants: dict[str, Image.Image] = {
@@ -633,7 +641,7 @@ def critic_samples(
                         phrased.text,
                         _sc_grade(score, thresholds),
                         pq,
-                        _sc_reason(phrased.text, score, thresholds, changed_cells(source, edited)),
+                        _sc_reason(score, thresholds, changed_cells(source, edited), wanted),
                         pq_why,
                     ),
                 }
@@ -658,7 +666,12 @@ def critic_samples(
                     instruction,
                     _sc_grade(score, thresholds),
                     (25, 25),
-                    _sc_reason(instruction, score, thresholds, changed_cells(original, edited)),
+                    _sc_reason(
+                        score,
+                        thresholds,
+                        changed_cells(original, edited),
+                        changed_cells(original, final),
+                    ),
                     "The image looks clean and natural.",
                 ),
             }

@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         help="planner samples drawn by answer class (balanced, the default) or at random",
     )
     vl.add_argument(
+        "--focus-weight",
+        type=float,
+        default=None,
+        help="training loss weight of the critic answers' 'Changed cells' tokens (default 1)",
+    )
+    vl.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
         default=None,
@@ -254,6 +260,10 @@ def _vlm(args: argparse.Namespace) -> int:
             changes[name] = value
     if args.dtype is not None:
         changes["dtype"] = args.dtype
+    if args.focus_weight is not None:
+        if not args.focus_weight > 0:
+            return fail(f"--focus-weight must be > 0, got {args.focus_weight!r}")
+        changes["focus_weight"] = args.focus_weight
     if args.stages is not None:
         stages = tuple(s for s in args.stages.split(",") if s)
         unknown = [s for s in stages if s not in STAGES]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -97,6 +98,10 @@ CHECK_PROMPT = (
     "this edit? Edit: {clause}"
 )
 CHECK_ANSWERS = ("yes", "no")
+# the span of an answer that only a comparison of the two images gets right: the critic's
+# "Changed cells: ...". ``--focus-weight`` multiplies its tokens' share of the training loss
+# (a few tokens of a ~45-token answer, else outweighed by text the prompt gives away)
+FOCUS = re.compile(r"Changed cells: [^.]*\.")
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -139,6 +144,8 @@ class VLMSettings:
     # chance; "random" draws among all of them, where half the clean states have the first
     # clause pending (copying it is right without looking) and one in 2^n is a stop
     planner_draw: str = "balanced"
+    # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
+    focus_weight: float = 1.0
     # wall-clock seconds for the whole run (pools, stages, evaluations, saves), None: no limit;
     # a stage is cut short to leave ``FINISH_SECONDS`` for its evaluation and save
     budget: float | None = None
@@ -415,18 +422,26 @@ def render_samples(vlm: Any, samples: Sequence[tuple[Any, str]]) -> list[tuple[s
     return out
 
 
-def encode_rendered(processor: Any, items: Sequence[tuple[str, list, str]]) -> dict[str, Any]:
+def encode_rendered(
+    processor: Any, items: Sequence[tuple[str, list, str]], *, focus_weight: float = 1.0
+) -> dict[str, Any]:
     """CPU tensors of one left-padded batch through the real processor: prompt, answer and
-    ``<|im_end|>``; ``labels`` -100 except on the answer tokens. No positions (see ``encode``)."""
+    ``<|im_end|>``; ``labels`` -100 except on the answer tokens. No positions (see ``encode``).
+    With ``focus_weight`` != 1, ``label_weights`` (1 on answer tokens, ``focus_weight`` on
+    those of an answer's ``FOCUS`` span, 0 elsewhere) weigh the loss of ``_lm_metrics``."""
     import torch
 
     tok = processor.tokenizer
-    texts, images, answer_lens = [], [], []
+    texts, images, answer_lens, focus = [], [], [], []
     for text, imgs, answer in items:
         tail = answer + "<|im_end|>"
         texts.append(text + tail)
         images.extend(imgs)
-        answer_lens.append(len(tok(tail, add_special_tokens=False)["input_ids"]))
+        enc = tok(tail, add_special_tokens=False, return_offsets_mapping=focus_weight != 1.0)
+        answer_lens.append(len(enc["input_ids"]))
+        if focus_weight != 1.0:
+            spans = [m.span() for m in FOCUS.finditer(answer)]
+            focus.append([any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]])
     tok.padding_side = "left"
     inputs = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
     ids = inputs["input_ids"]
@@ -435,6 +450,11 @@ def encode_rendered(processor: Any, items: Sequence[tuple[str, list, str]]) -> d
     for i, n in enumerate(answer_lens):
         labels[i, width - n :] = ids[i, width - n :]
     inputs["labels"] = labels
+    if focus_weight != 1.0:
+        weights = (labels != -100).float()
+        for i, (n, marks) in enumerate(zip(answer_lens, focus, strict=True)):
+            weights[i, width - n :] += (focus_weight - 1.0) * torch.tensor(marks).float()
+        inputs["label_weights"] = weights
     return inputs
 
 
@@ -460,12 +480,17 @@ def _lm_metrics(vlm: Any, batch: dict[str, Any]) -> tuple[Any, float, float, int
     import torch
 
     labels = batch["labels"]
-    args = {k: v for k, v in batch.items() if k not in ("labels", "mm_token_type_ids")}
+    skip = ("labels", "mm_token_type_ids", "label_weights")
+    args = {k: v for k, v in batch.items() if k not in skip}
     logits = vlm.model(**args).logits[:, :-1].float()  # (B, L-1, V)
     target = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
-    )
+    flat = (logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    if "label_weights" in batch:  # a weighted mean over the answer tokens (encode_rendered)
+        weights = batch["label_weights"][:, 1:].reshape(-1)
+        each = torch.nn.functional.cross_entropy(*flat, ignore_index=-100, reduction="none")
+        loss = (each * weights).sum() / weights.sum()
+    else:
+        loss = torch.nn.functional.cross_entropy(*flat, ignore_index=-100)
     keep = target != -100
     guess = logits.argmax(-1)
     acc = float((guess[keep] == target[keep]).float().mean()) if keep.any() else 0.0
@@ -869,8 +894,9 @@ def train_vlm(
                 params = _set_trainable(vlm.model, stage)
                 pool, eval_pools = pools[stage]
                 processor = vlm.processor
+                weight = settings.focus_weight
                 batches = _loader(
-                    lambda chosen: encode_rendered(processor, chosen),
+                    lambda chosen: encode_rendered(processor, chosen, focus_weight=weight),
                     render_samples(vlm, pool),
                     settings.batch,
                     1,
