@@ -88,17 +88,17 @@ def test_critic_samples_are_read_by_the_editscore_parser_and_prompts():
 
 
 def test_critic_reasoning_names_the_changed_cells_before_the_verdict():
-    """The SC reasoning opens with the cells that changed (what the critic must look at),
-    then the cells the instruction should change, then its verdict: none changed for a
+    """The SC reasoning opens with the cells the instruction should change, then the cells
+    that changed (what the critic must look at), then its verdict: none changed for a
     no-op, the target's cell for a correct edit, one more for a bleed; the cells to change
     are the same for every variant of an edit (the correct edit's)."""
     from agent.microworld.formats import changed_cells
 
     def cells(r, label="Changed cells"):
         text = json.loads(_text_of(r["sc"][1]["content"]))["reasoning"]
-        assert text.startswith("Changed cells: ")
+        assert text.startswith("Cells to change: ")
         said = re.search(rf"{label}: ([^.]*)\.", text).group(1)
-        assert text.index("Cells to change") < text.index("requested change")
+        assert text.index("Changed cells") < text.index("requested change")
         return [] if said == "none" else said.split(", ")
 
     rows = [r for r in critic_samples(SEEDS) if r["mode"] != "progress"]

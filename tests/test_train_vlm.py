@@ -481,6 +481,40 @@ def test_role_evaluation_true_against_shuffled(trained, monkeypatch):
         evaluate_vlm(out, roles=["describe"])
 
 
+def test_critic_rows_count_the_changed_cells_of_the_edits_own_images(trained, monkeypatch):
+    """The critic rows' ``changed_cells``: the share of answers naming exactly the cells that
+    changed between the edit's own two images. A critic that reads whatever images it is shown
+    gets 1.0 with the true images and less in the shuffled row (another edit's images); one
+    that never writes the cells gets 0."""
+    from agent.microworld.formats import changed_cells
+    from agent.train.vlm_eval import evaluate_vlm
+    from tools.contracts import Critique
+    from tools.vlm.critic import EditScoreCritic
+
+    out, _ = trained
+
+    def reads(self, source, edited, instruction):
+        said = ", ".join(changed_cells(source, edited)) or "none"
+        return Critique(
+            prompt_following=5,
+            consistency=5,
+            naturalness=5,
+            artifacts=5,
+            reasoning=f"SC: Changed cells: {said}. Cells to change: r0c0.\nPQ: clean.",
+        )
+
+    kw = {"split": "validation", "seeds": 3, "limit": 3, "roles": ["critic"]}
+    monkeypatch.setattr(EditScoreCritic, "critique", reads)
+    row = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic"]["train"]
+    assert row["true"]["changed_cells"] == 1.0 and row["shuffled"]["changed_cells"] < 1.0
+    blind = lambda self, *a: Critique(  # noqa: E731
+        prompt_following=5, consistency=5, naturalness=5, artifacts=5, reasoning="SC: fine."
+    )
+    monkeypatch.setattr(EditScoreCritic, "critique", blind)
+    row = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic"]["train"]
+    assert row["true"]["changed_cells"] == 0.0
+
+
 def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path):
     """``critic_in_base`` (``--critic-in-base``): the critic rows call ``EditScoreCritic`` with
     no adapter (the base model), also for a folder without a critic adapter, which is skipped
@@ -923,10 +957,11 @@ def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
             V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
 
 
-def test_focus_weight_weighs_the_changed_cells_tokens(smoke_vlm, tmp_path, monkeypatch, capsys):
+def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, capsys):
     """``focus_weight`` (``--focus-weight``) puts that weight on exactly the tokens of a critic
-    answer's "Changed cells: ..." span (1 on the other answer tokens, 0 on the prompt), and the
-    training loss is then that weighted mean; at 1 the batch and the loss are the plain ones."""
+    answer's "Cells to change: ..." and "Changed cells: ..." spans (1 on the other answer
+    tokens, 0 on the prompt), and the training loss is then that weighted mean; at 1 the batch
+    and the loss are the plain ones."""
     import torch
 
     from agent.train import vlm as vlm_module
@@ -947,8 +982,9 @@ def test_focus_weight_weighs_the_changed_cells_tokens(smoke_vlm, tmp_path, monke
         if span is None:  # the PQ answer: plain weights
             assert focused == "" and "Changed cells" not in answer
             continue
-        assert "Changed cells" in focused and focused.strip() in span.group(0)
-        assert len(focused) >= len(span.group(0)) - 3
+        spans = [m.group(0) for m in V.FOCUS.finditer(answer)]
+        assert [m.split(":")[0] for m in spans] == ["Cells to change", "Changed cells"]
+        assert all(m in focused for m in spans) and len(focused) <= sum(map(len, spans)) + 3
     batch = V.with_positions(smoke_vlm, heavy, "cpu")
     with torch.no_grad():
         weighted = V._lm_metrics(smoke_vlm, batch)[1]
@@ -965,7 +1001,15 @@ def test_focus_weight_weighs_the_changed_cells_tokens(smoke_vlm, tmp_path, monke
     )
     w = weights[:, 1:]
     assert weighted == pytest.approx(float((each * w).sum() / w.sum()), rel=1e-4)
-    assert weighted != pytest.approx(mean, rel=1e-4)
+    one = torch.zeros_like(weights)  # all the weight on one answer token: its loss alone
+    far = (each - mean).abs().masked_fill(w == 0, -1)  # the token farthest from the mean
+    row, col = divmod(int(far.argmax()), far.shape[1])
+    assert abs(float(each[row, col]) - mean) > 1e-3 * mean  # so the check below can fail
+    one[row, col + 1] = 1.0
+    with torch.no_grad():
+        alone = V._lm_metrics(smoke_vlm, {**batch, "label_weights": one})[1]
+    assert alone == pytest.approx(float(each[row, col]), rel=1e-4)
+    assert mean == pytest.approx(float(each[w > 0].mean()), rel=1e-4)
     seen = {}
     monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--focus-weight"]

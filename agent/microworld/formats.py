@@ -21,9 +21,9 @@ sharded with a manifest.
   on 0..25, graded from the pixel scorer: prompt following from the edit's pf (partial edits
   score in between), over-editing from the changed fraction outside the targets, naturalness
   and artifacts from blur and smear damage (real editor failures); plus full-instruction
-  samples at partial progress. The reasoning first names the grid cells whose pixels changed
-  (``changed_cells``), then the cells the instruction should change (those the expected result
-  changes), then the verdict: what an answer must look at, said before the score.
+  samples at partial progress. The reasoning first names the cells the instruction should
+  change (those the expected result changes), then the grid cells whose pixels changed
+  (``changed_cells``), then the verdict: what an answer must look at, said before the score.
 
 Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
 (default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
@@ -475,10 +475,12 @@ def changed_cells(
 def _sc_reason(
     score: Score, thresholds: Thresholds, cells: Sequence[str], wanted: Sequence[str]
 ) -> str:
-    """The SC reasoning, a chain of what a tiny critic can see: the cells that changed between
-    the two images first (right after the prompt, where the language stage's ``compare_far``
-    reads them), then the cells the instruction should change, then the verdict those two
-    lists imply (all but a half-way edit follow from them)."""
+    """The SC reasoning, a chain of what a tiny critic can see: the cells the instruction
+    should change (found in the source image, as the grounder finds an object), then the cells
+    that changed between the two images (read as the language stage's ``compare_far`` reads
+    them), then the verdict those two lists imply (all but a half-way edit follow from them).
+    The target comes first: written after the changed cells, a trained model copied them into
+    it (docs/micro_vlm.md, sixth session)."""
     n = len(score.edits)
     done = sum(e.passed for e in score.edits)
     if n == 1:
@@ -498,7 +500,7 @@ def _sc_reason(
         else f"Other parts of the image changed too ({score.changed_fraction:.1%} of the rest)."
     )
     seen = f"Changed cells: {', '.join(cells) or 'none'}."
-    return f"{seen} Cells to change: {', '.join(wanted) or 'none'}. {what} {rest}"
+    return f"Cells to change: {', '.join(wanted) or 'none'}. {seen} {what} {rest}"
 
 
 def _artifact(clean: Image.Image, box: tuple[int, int, int, int], mode: str) -> Image.Image:

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "--focus-weight",
         type=float,
         default=None,
-        help="training loss weight of the critic answers' 'Changed cells' tokens (default 1)",
+        help="training loss weight of the critic answers' cell lists (default 1)",
     )
     vl.add_argument(
         "--dtype",

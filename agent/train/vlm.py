@@ -98,10 +98,11 @@ CHECK_PROMPT = (
     "this edit? Edit: {clause}"
 )
 CHECK_ANSWERS = ("yes", "no")
-# the span of an answer that only a comparison of the two images gets right: the critic's
-# "Changed cells: ...". ``--focus-weight`` multiplies its tokens' share of the training loss
-# (a few tokens of a ~45-token answer, else outweighed by text the prompt gives away)
-FOCUS = re.compile(r"Changed cells: [^.]*\.")
+# the spans of an answer that only the images get right: the critic's "Cells to change: ..."
+# (grounding in the source) and "Changed cells: ..." (comparing the two). ``--focus-weight``
+# multiplies their tokens' share of the training loss (a few tokens of a ~45-token answer,
+# else outweighed by text the prompt gives away)
+FOCUS = re.compile(r"(?:Cells to change|Changed cells): [^.]*\.")
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 

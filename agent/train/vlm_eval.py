@@ -14,7 +14,10 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
 - critic: ``EditScoreCritic`` with the ``editscore`` adapter (``critic_in_base``: none, the
   base model), greedy; per edit, each flawed result (wrong instance, bleed, no-op, partial) is
   a pair with the correct result: separated when the correct one's overall score is higher.
-  ``valid`` is the parseable-output rate.
+  ``valid`` is the parseable-output rate. ``changed_cells``: the share of answers whose
+  reasoning names exactly the cells that changed between the edit's own two images
+  (``formats.changed_cells``), the part of the answer that only a comparison gets right; in the
+  shuffled row the model saw another edit's images, so that row is what the text alone guesses.
 - check: the roles stage's yes/no task (one clause, both images), answered by the base model;
   the first answer token, where "yes" and "no" differ, right or not.
 
@@ -132,9 +135,17 @@ def _critic(
     *,
     adapter: str | None = CRITIC_ADAPTER,
 ) -> dict[str, Any]:
+    import re
+
     from agent.microworld import formats
     from agent.train.vlm import _sc_instruction
     from tools.vlm.critic import EditScoreCritic
+
+    def cells_said(reasoning: str | None) -> list[str] | None:
+        found = re.search(r"Changed cells: ([^.]*)\.", reasoning or "")
+        if found is None:
+            return None
+        return [] if found.group(1) == "none" else found.group(1).split(", ")
 
     critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
     groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
@@ -149,17 +160,19 @@ def _critic(
     sources = [g["correct"][0] for g in groups]
     out: dict[str, Any] = {"edits": len(groups)}
     for name, order in (("true", list(range(len(groups)))), ("shuffled", shuffled(len(groups)))):
-        separated = pairs = valid = calls = 0
+        separated = pairs = valid = calls = cells_right = 0
         by_mode = {m: [0, 0] for m in FLAWED}
         for g, j in zip(groups, order, strict=True):
             scores = {}
             for mode, (source, edited, instruction) in g.items():
+                truth = formats.changed_cells(source, edited)  # of this edit's own images
                 if name == "shuffled":  # another edit's images, this edit's instruction
                     other = groups[j].get(mode) or groups[j]["correct"]
                     source, edited = sources[j], other[1]
                 c = critic.critique(source, edited, instruction)
                 calls += 1
                 valid += c.valid
+                cells_right += cells_said(c.reasoning) == truth
                 scores[mode] = c.overall if c.valid and c.overall is not None else -1.0
             for mode in FLAWED:
                 if mode in scores:
@@ -172,6 +185,7 @@ def _critic(
             "separated": separated / max(pairs, 1),
             "pairs": pairs,
             "valid": valid / max(calls, 1),
+            "changed_cells": cells_right / max(calls, 1),
             "by_mode": {m: (v[0] / v[1] if v[1] else math.nan) for m, v in by_mode.items()},
         }
     return out
