@@ -113,6 +113,9 @@ def test_critic_reasoning_names_the_changed_cells_before_the_verdict():
             assert set(cells(variants["bleed"])) > set(correct)
         if "wrong" in variants:
             assert cells(variants["wrong"]) and cells(variants["wrong"]) != correct
+    full = [r for r in critic_samples(SEEDS[:1]) if r["mode"] == "progress"]
+    wanted = {tuple(cells(r, "Cells to change")) for r in full}
+    assert len(full) >= 2 and len(wanted) == 1 and len(next(iter(wanted))) >= 2  # every edit's
     blank = Image.new("RGB", (224, 224), "white")
     marked = blank.copy()
     marked.paste((0, 0, 0), (32, 96, 64, 128))  # the cell of row 1, column 1 (lattice row 3)

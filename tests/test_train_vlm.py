@@ -500,7 +500,7 @@ def test_critic_rows_count_the_changed_cells_of_the_edits_own_images(trained, mo
             consistency=5,
             naturalness=5,
             artifacts=5,
-            reasoning=f"SC: Changed cells: {said}. Cells to change: r0c0.\nPQ: clean.",
+            reasoning=f"SC: Cells to change: r0c0. Changed cells: {said}.\nPQ: clean.",
         )
 
     kw = {"split": "validation", "seeds": 3, "limit": 3, "roles": ["critic"]}
@@ -1014,6 +1014,12 @@ def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, c
     monkeypatch.setattr(vlm_module, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--focus-weight"]
     assert main([*args, "4"]) == 0 and seen["s"].focus_weight == 4.0
-    assert (
-        main([*args, "0"]) == 2 and "--focus-weight must be > 0, got 0.0" in capsys.readouterr().err
-    )
+    for bad in ("0", "-1", "inf", "nan"):
+        assert main([*args, bad]) == 2
+        assert "--focus-weight must be a finite number > 0, got" in capsys.readouterr().err
+    for bad in (0.0, float("inf")):  # the settings are checked outside the CLI too
+        settings = dataclasses.replace(V.SMOKE_SETTINGS, focus_weight=bad)
+        with pytest.raises(
+            ValueError, match=f"focus_weight must be a finite number > 0, got {bad}"
+        ):
+            V._stage_pools(smoke_vlm, "roles", settings, [1_000_000], [100_000])

@@ -16,6 +16,7 @@ pipeline folder; ``--init`` goes on from such a folder, ``--state`` keeps the op
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -261,8 +262,8 @@ def _vlm(args: argparse.Namespace) -> int:
     if args.dtype is not None:
         changes["dtype"] = args.dtype
     if args.focus_weight is not None:
-        if not args.focus_weight > 0:
-            return fail(f"--focus-weight must be > 0, got {args.focus_weight!r}")
+        if not (math.isfinite(args.focus_weight) and args.focus_weight > 0):
+            return fail(f"--focus-weight must be a finite number > 0, got {args.focus_weight!r}")
         changes["focus_weight"] = args.focus_weight
     if args.stages is not None:
         stages = tuple(s for s in args.stages.split(",") if s)

@@ -979,6 +979,8 @@ def _stage_pools(
         raise ValueError(
             f"planner_draw must be one of {PLANNER_DRAWS}, got {settings.planner_draw!r}"
         )
+    if not (math.isfinite(settings.focus_weight) and settings.focus_weight > 0):
+        raise ValueError(f"focus_weight must be a finite number > 0, got {settings.focus_weight!r}")
     balanced = settings.planner_draw == "balanced"
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
     per_share = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))

@@ -15,9 +15,11 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
   base model), greedy; per edit, each flawed result (wrong instance, bleed, no-op, partial) is
   a pair with the correct result: separated when the correct one's overall score is higher.
   ``valid`` is the parseable-output rate. ``changed_cells``: the share of answers whose
-  reasoning names exactly the cells that changed between the edit's own two images
-  (``formats.changed_cells``), the part of the answer that only a comparison gets right; in the
-  shuffled row the model saw another edit's images, so that row is what the text alone guesses.
+  reasoning names exactly the cells (in any order) that changed between the edit's own two
+  images (``formats.changed_cells``), the part of the answer that only a comparison gets
+  right. The shuffled row is scored against the same truth while the model saw another edit's
+  images, so the gap between the rows measures the use of the images; the shuffled row is not
+  a text-only baseline (a no-op's truth, none, also fits a shuffled no-op).
 - check: the roles stage's yes/no task (one clause, both images), answered by the base model;
   the first answer token, where "yes" and "no" differ, right or not.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -135,8 +138,6 @@ def _critic(
     *,
     adapter: str | None = CRITIC_ADAPTER,
 ) -> dict[str, Any]:
-    import re
-
     from agent.microworld import formats
     from agent.train.vlm import _sc_instruction
     from tools.vlm.critic import EditScoreCritic
@@ -145,7 +146,7 @@ def _critic(
         found = re.search(r"Changed cells: ([^.]*)\.", reasoning or "")
         if found is None:
             return None
-        return [] if found.group(1) == "none" else found.group(1).split(", ")
+        return [] if found.group(1) == "none" else sorted(found.group(1).split(", "))
 
     critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
     groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
@@ -165,7 +166,7 @@ def _critic(
         for g, j in zip(groups, order, strict=True):
             scores = {}
             for mode, (source, edited, instruction) in g.items():
-                truth = formats.changed_cells(source, edited)  # of this edit's own images
+                truth = sorted(formats.changed_cells(source, edited))  # this edit's images
                 if name == "shuffled":  # another edit's images, this edit's instruction
                     other = groups[j].get(mode) or groups[j]["correct"]
                     source, edited = sources[j], other[1]
