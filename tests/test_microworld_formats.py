@@ -82,7 +82,15 @@ def test_critic_samples_are_read_by_the_editscore_parser_and_prompts():
     assert all(r["sc_score"] == [25, 25] and r["success"] for r in by["correct"])
     assert all(r["sc_score"][0] <= 5 for r in by["noop"])
     assert all(r["sc_score"][1] <= 12 for r in by["bleed"] + by["wrong"] if not r["success"])
-    assert all(r["pq_score"][1] < 25 for r in by.get("blur", []) + by.get("smear", []))
+    damaged = by.get("blur", []) + by.get("smear", [])
+    assert damaged and all(r["pq_score"][1] < 25 for r in damaged)
+    # the damage is graded under quality: the SC answer (scores, verdict) is the clean result's
+    correct = {r["id"].rsplit("-", 1)[0]: r for r in by["correct"]}
+    for r in damaged:
+        twin = correct[r["id"].rsplit("-", 1)[0]]
+        assert r["sc_score"] == twin["sc_score"]
+        verdict = lambda x: json.loads(_text_of(x["sc"][1]["content"]))["reasoning"].split(". ")[2]  # noqa: E731
+        assert verdict(r) == verdict(twin) == "The requested change is done"
     progress = sorted(r["sc_score"][0] for r in by["progress"] if r["seed"] == SEEDS[0])
     assert progress[0] < progress[-1] == 25  # partial progress grades in between
 

@@ -20,7 +20,8 @@ sharded with a manifest.
   image, ``pq_prompt`` with the edited image) answered ``{"reasoning": ..., "score": [a, b]}``
   on 0..25, graded from the pixel scorer: prompt following from the edit's pf (partial edits
   score in between), over-editing from the changed fraction outside the targets, naturalness
-  and artifacts from blur and smear damage (real editor failures); plus full-instruction
+  and artifacts from blur and smear damage (real editor failures; graded under quality only,
+  so a damaged edit's SC answer is the clean result's); plus full-instruction
   samples at partial progress. The reasoning first names the cells the instruction should
   change (those the expected result changes), then the grid cells whose pixels changed
   (``changed_cells``), then the verdict: what an answer must look at, said before the score.
@@ -626,6 +627,17 @@ def critic_samples(
                 score = score_edits(
                     source, edited, expected, [box], kinds=[edit.kind], thresholds=thresholds
                 )
+                # blur and smear are the editor's damage to an edit that was made: EditScore
+                # grades them under perceptual quality, so the SC answer (instruction
+                # following, over-editing) is the clean result's; else the verdict of a
+                # blurred edit ("missing", by pixels) would contradict its two cell lists
+                graded = (
+                    score
+                    if mode not in ("blur", "smear")
+                    else score_edits(
+                        source, expected, expected, [box], kinds=[edit.kind], thresholds=thresholds
+                    )
+                )
                 pq = _pq_grade(expected, edited, tight) if mode in ("blur", "smear") else (25, 25)
                 pq_why = (
                     "The image looks clean and natural."
@@ -641,9 +653,9 @@ def critic_samples(
                         source,
                         edited,
                         phrased.text,
-                        _sc_grade(score, thresholds),
+                        _sc_grade(graded, thresholds),
                         pq,
-                        _sc_reason(score, thresholds, changed_cells(source, edited), wanted),
+                        _sc_reason(graded, thresholds, changed_cells(source, edited), wanted),
                         pq_why,
                     ),
                 }
