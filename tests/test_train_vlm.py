@@ -493,24 +493,20 @@ def test_critic_rows_count_the_changed_cells_of_the_edits_own_images(trained, mo
 
     out, _ = trained
 
+    def answer(reasoning):
+        return Critique(
+            prompt_following=5, consistency=5, naturalness=5, artifacts=5, reasoning=reasoning
+        )
+
     def reads(self, source, edited, instruction):
         said = ", ".join(changed_cells(source, edited)) or "none"
-        return Critique(
-            prompt_following=5,
-            consistency=5,
-            naturalness=5,
-            artifacts=5,
-            reasoning=f"SC: Cells to change: r0c0. Changed cells: {said}.\nPQ: clean.",
-        )
+        return answer(f"SC: Cells to change: r0c0. Changed cells: {said}.\nPQ: clean.")
 
     kw = {"split": "validation", "seeds": 3, "limit": 3, "roles": ["critic"]}
     monkeypatch.setattr(EditScoreCritic, "critique", reads)
     row = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic"]["train"]
     assert row["true"]["changed_cells"] == 1.0 and row["shuffled"]["changed_cells"] < 1.0
-    blind = lambda self, *a: Critique(  # noqa: E731
-        prompt_following=5, consistency=5, naturalness=5, artifacts=5, reasoning="SC: fine."
-    )
-    monkeypatch.setattr(EditScoreCritic, "critique", blind)
+    monkeypatch.setattr(EditScoreCritic, "critique", lambda self, *a: answer("SC: fine."))
     row = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic"]["train"]
     assert row["true"]["changed_cells"] == 0.0
 

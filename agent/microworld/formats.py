@@ -79,6 +79,8 @@ __all__ = [
     "SCORE_RANGE",
     "norm1000",
     "mistaken",
+    "CELL_LISTS",
+    "cells_said",
 ]
 
 SCORE_RANGE = 25
@@ -473,6 +475,21 @@ def changed_cells(
     return out
 
 
+#: the SC reasoning's two cell lists, in their order: the target, then what changed
+CELL_LISTS = ("Cells to change", "Changed cells")
+
+
+def cells_said(reasoning: str | None, label: str = CELL_LISTS[1]) -> list[str] | None:
+    """The cells a reasoning's ``label`` list names (``[]`` for "none"), sorted; None when the
+    reasoning has no such list."""
+    import re
+
+    found = re.search(rf"{label}: ([^.]*)\.", reasoning or "")
+    if found is None:
+        return None
+    return [] if found.group(1) == "none" else sorted(found.group(1).split(", "))
+
+
 def _sc_reason(
     score: Score, thresholds: Thresholds, cells: Sequence[str], wanted: Sequence[str]
 ) -> str:
@@ -500,8 +517,9 @@ def _sc_reason(
         if score.consistent
         else f"Other parts of the image changed too ({score.changed_fraction:.1%} of the rest)."
     )
-    seen = f"Changed cells: {', '.join(cells) or 'none'}."
-    return f"Cells to change: {', '.join(wanted) or 'none'}. {seen} {what} {rest}"
+    target = f"{CELL_LISTS[0]}: {', '.join(wanted) or 'none'}."
+    seen = f"{CELL_LISTS[1]}: {', '.join(cells) or 'none'}."
+    return f"{target} {seen} {what} {rest}"
 
 
 def _artifact(clean: Image.Image, box: tuple[int, int, int, int], mode: str) -> Image.Image:
@@ -623,22 +641,24 @@ def critic_samples(
                     variants[mode] = bad[0]
             damage = rng.choice(("blur", "smear"))
             variants[damage] = _artifact(expected, tight, damage)
+            clean = score_edits(
+                source, expected, expected, [box], kinds=[edit.kind], thresholds=thresholds
+            )
             for mode, edited in variants.items():
-                score = score_edits(
-                    source, edited, expected, [box], kinds=[edit.kind], thresholds=thresholds
+                score = (
+                    clean
+                    if edited is expected
+                    else score_edits(
+                        source, edited, expected, [box], kinds=[edit.kind], thresholds=thresholds
+                    )
                 )
                 # blur and smear are the editor's damage to an edit that was made: EditScore
                 # grades them under perceptual quality, so the SC answer (instruction
                 # following, over-editing) is the clean result's; else the verdict of a
                 # blurred edit ("missing", by pixels) would contradict its two cell lists
-                graded = (
-                    score
-                    if mode not in ("blur", "smear")
-                    else score_edits(
-                        source, expected, expected, [box], kinds=[edit.kind], thresholds=thresholds
-                    )
-                )
-                pq = _pq_grade(expected, edited, tight) if mode in ("blur", "smear") else (25, 25)
+                damaged = mode in ("blur", "smear")
+                graded = clean if damaged else score
+                pq = _pq_grade(expected, edited, tight) if damaged else (25, 25)
                 pq_why = (
                     "The image looks clean and natural."
                     if pq == (25, 25)

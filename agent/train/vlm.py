@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.microworld.formats import CELL_LISTS
 from agent.train.vlm_model import (
     GPU_MODEL,
     IMAGE_SIZE,
@@ -102,7 +103,7 @@ CHECK_ANSWERS = ("yes", "no")
 # (grounding in the source) and "Changed cells: ..." (comparing the two). ``--focus-weight``
 # multiplies their tokens' share of the training loss (a few tokens of a ~45-token answer,
 # else outweighed by text the prompt gives away)
-FOCUS = re.compile(r"(?:Cells to change|Changed cells): [^.]*\.")
+FOCUS = re.compile(rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.")
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -433,14 +434,15 @@ def encode_rendered(
     import torch
 
     tok = processor.tokenizer
+    weighted = focus_weight != 1.0
     texts, images, answer_lens, focus = [], [], [], []
     for text, imgs, answer in items:
         tail = answer + "<|im_end|>"
         texts.append(text + tail)
         images.extend(imgs)
-        enc = tok(tail, add_special_tokens=False, return_offsets_mapping=focus_weight != 1.0)
+        enc = tok(tail, add_special_tokens=False, return_offsets_mapping=weighted)
         answer_lens.append(len(enc["input_ids"]))
-        if focus_weight != 1.0:
+        if weighted:
             spans = [m.span() for m in FOCUS.finditer(answer)]
             focus.append([any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]])
     tok.padding_side = "left"
@@ -451,7 +453,7 @@ def encode_rendered(
     for i, n in enumerate(answer_lens):
         labels[i, width - n :] = ids[i, width - n :]
     inputs["labels"] = labels
-    if focus_weight != 1.0:
+    if weighted:
         weights = (labels != -100).float()
         for i, (n, marks) in enumerate(zip(answer_lens, focus, strict=True)):
             weights[i, width - n :] += (focus_weight - 1.0) * torch.tensor(marks).float()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -142,12 +141,6 @@ def _critic(
     from agent.train.vlm import _sc_instruction
     from tools.vlm.critic import EditScoreCritic
 
-    def cells_said(reasoning: str | None) -> list[str] | None:
-        found = re.search(r"Changed cells: ([^.]*)\.", reasoning or "")
-        if found is None:
-            return None
-        return [] if found.group(1) == "none" else sorted(found.group(1).split(", "))
-
     critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
     groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
     for r in formats.critic_samples(seeds, language=language):
@@ -173,7 +166,7 @@ def _critic(
                 c = critic.critique(source, edited, instruction)
                 calls += 1
                 valid += c.valid
-                cells_right += cells_said(c.reasoning) == truth
+                cells_right += formats.cells_said(c.reasoning) == truth
                 scores[mode] = c.overall if c.valid and c.overall is not None else -1.0
             for mode in FLAWED:
                 if mode in scores:
