@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 
 import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from agent.microworld.formats import VERDICT  # noqa: E402
 from agent.train import vlm as V  # noqa: E402
 from agent.train import vlm_model as M  # noqa: E402
 
@@ -955,7 +957,7 @@ def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
 
 def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, capsys):
     """``focus_weight`` (``--focus-weight``) puts that weight on exactly the tokens of a critic
-    answer's "Cells to change: ..." and "Changed cells: ..." spans (1 on the other answer
+    answer's "Cells to change: ...", "Changed cells: ..." and verdict spans (1 on the other answer
     tokens, 0 on the prompt), and the training loss is then that weighted mean; at 1 the batch
     and the loss are the plain ones."""
     import torch
@@ -979,7 +981,9 @@ def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, c
             assert focused == "" and "Changed cells" not in answer
             continue
         spans = [m.group(0) for m in V.FOCUS.finditer(answer)]
-        assert [m.split(":")[0] for m in spans] == ["Cells to change", "Changed cells"]
+        assert [m.split(":")[0] for m in spans[:2]] == ["Cells to change", "Changed cells"]
+        assert len(spans) == 3 and re.fullmatch(VERDICT, spans[2])
+        assert "the image changed" in answer and "image changed" not in focused
         assert all(m in focused for m in spans) and len(focused) <= sum(map(len, spans)) + 3
     batch = V.with_positions(smoke_vlm, heavy, "cpu")
     with torch.no_grad():

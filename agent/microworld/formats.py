@@ -80,6 +80,7 @@ __all__ = [
     "norm1000",
     "mistaken",
     "CELL_LISTS",
+    "VERDICT",
     "cells_said",
 ]
 
@@ -477,6 +478,8 @@ def changed_cells(
 
 #: the SC reasoning's two cell lists, in their order: the target, then what changed
 CELL_LISTS = ("Cells to change", "Changed cells")
+#: the pattern of the SC reasoning's verdict sentence (``_sc_reason`` writes no other)
+VERDICT = r"The requested change is [^.]*\.|\d+ of the \d+ requested changes are done\."
 
 
 def cells_said(reasoning: str | None, label: str = CELL_LISTS[1]) -> list[str] | None:

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.microworld.formats import CELL_LISTS
+from agent.microworld.formats import CELL_LISTS, VERDICT
 from agent.train.vlm_model import (
     GPU_MODEL,
     IMAGE_SIZE,
@@ -100,10 +100,11 @@ CHECK_PROMPT = (
 )
 CHECK_ANSWERS = ("yes", "no")
 # the spans of an answer that only the images get right: the critic's "Cells to change: ..."
-# (grounding in the source) and "Changed cells: ..." (comparing the two). ``--focus-weight``
-# multiplies their tokens' share of the training loss (a few tokens of a ~45-token answer,
-# else outweighed by text the prompt gives away)
-FOCUS = re.compile(rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.")
+# (grounding in the source), "Changed cells: ..." (comparing the two) and the verdict that
+# follows from them (a trained model named both lists right yet rarely the verdict they imply,
+# docs/micro_vlm.md, sixth session). ``--focus-weight`` multiplies their tokens' share of the
+# training loss (a few tokens of a ~45-token answer, else outweighed by text the prompt gives away)
+FOCUS = re.compile(rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.|{VERDICT}")
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
