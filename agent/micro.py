@@ -83,18 +83,24 @@ def micro_vlm_folder(model: str | Path | None = None) -> Path:
 
 def _micro_vlm(folder: Path, *, critic: bool = False) -> Any:
     """The shared ``QwenVL`` of ``folder`` (loaded once per process), with the ``editscore``
-    adapter loaded when ``critic``."""
+    adapter loaded when ``critic`` and the folder has one (``_critic_adapter``)."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.critic import EDITSCORE_ADAPTER
 
     vlm = load_qwen_vl(folder, options=LoadOptions(device="cpu", dtype="float32"), what="micro VLM")
-    if critic and EDITSCORE_ADAPTER not in vlm.adapters:
-        adapter = folder / EDITSCORE_ADAPTER
-        if not adapter.is_dir():
-            raise FileNotFoundError(f"the micro VLM at {str(folder)!r} has no critic adapter")
-        vlm.load_adapter(EDITSCORE_ADAPTER, adapter)
+    if critic and _critic_adapter(folder) and EDITSCORE_ADAPTER not in vlm.adapters:
+        vlm.load_adapter(EDITSCORE_ADAPTER, folder / EDITSCORE_ADAPTER)
     return vlm
+
+
+def _critic_adapter(folder: Path) -> str | None:
+    """The critic's adapter name when ``folder`` holds the ``editscore`` LoRA, else None: the
+    critic was trained into the shared weights (a roles stage with ``--role-shares critic=N``,
+    as the shipped model's was; docs/micro_vlm.md) and answers with the adapters off."""
+    from tools.vlm.critic import EDITSCORE_ADAPTER
+
+    return EDITSCORE_ADAPTER if (folder / EDITSCORE_ADAPTER).is_dir() else None
 
 
 def micro_planner(
@@ -131,12 +137,18 @@ def micro_grounder(*, model: str | Path | None = None, **options: Any) -> Any:
 
 
 def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
-    """The ``micro-critic`` backend: ``EditScoreCritic`` with the micro VLM's ``editscore``
-    adapter, greedy (one pass)."""
+    """The ``micro-critic`` backend: ``EditScoreCritic`` on the micro VLM, greedy (one pass),
+    through the folder's ``editscore`` adapter when it has one, else the shared weights."""
     from tools.vlm.critic import EditScoreCritic
 
     folder = micro_vlm_folder(model)
     return EditScoreCritic(
         lambda: _micro_vlm(folder, critic=True),
-        **{"temperature": 0.0, "retries": 0, "max_new_tokens": 160, **options},
+        **{
+            "adapter": _critic_adapter(folder),
+            "temperature": 0.0,
+            "retries": 0,
+            "max_new_tokens": 160,
+            **options,
+        },
     )

@@ -73,6 +73,27 @@ def test_backends_load_the_folder_through_the_real_classes(folder, monkeypatch):
         pass
 
 
+def test_critic_without_an_adapter_answers_with_the_shared_weights(tmp_path, monkeypatch):
+    """A folder whose critic was trained into the shared weights (no ``editscore`` folder, as
+    the shipped model's) gives an ``EditScoreCritic`` with no adapter, and loads none."""
+    from agent.micro import micro_critic
+    from agent.microworld.render import render
+    from agent.microworld.truth import make_case
+    from agent.train import vlm_model as M
+    from agent.train.vlm import SMOKE_SETTINGS, save_folder
+    from tools.contracts import Critique
+
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    vlm = M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+    base = save_folder(vlm, tmp_path / "base", settings=SMOKE_SETTINGS, done=["roles"], metrics={})
+    assert not (base / "editscore").exists()
+    critic = micro_critic(model=base, max_new_tokens=8)
+    assert critic.adapter is None
+    image = render(make_case(200_000, n_edits=1).scene)
+    assert isinstance(critic.critique(image, image, "make the circle red"), Critique)
+    assert critic.vlm.adapters == []
+
+
 def test_bench_runs_mirage_on_the_microworld_with_the_micro_models(folder, tmp_path, monkeypatch):
     from agent import bench
 
