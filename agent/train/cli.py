@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "--critic-in-base",
         action="store_true",
         help="the critic rows ask the base model, not its editscore adapter (a roles stage "
-        "trained with --role-shares critic=N)",
+        "trained with --role-shares critic=N); a folder with no such adapter is always asked so",
     )
     gr = sub.add_parser("grpo", help="MIRA stage 2: GRPO with a LoRA on the micro VLM's planner")
     gr.add_argument("--model", required=True, type=Path, help="the SFT micro VLM folder")

@@ -312,7 +312,8 @@ def evaluate_vlm(
     ``metrics.json`` probe table and the text-only baselines beside. ``planner_lora``: a
     planner adapter (``mira-train grpo``'s) switched on for the planner rows. ``critic_in_base``:
     the critic rows ask the base model (a roles stage run with ``role_shares`` naming the critic
-    trains it there), not the ``editscore`` adapter."""
+    trains it there), not the ``editscore`` adapter; a folder with no such adapter (the shipped
+    one) is always asked so, as the ``micro-critic`` backend asks it."""
     import functools
 
     from agent.microworld.splits import seeds as split_seeds
@@ -326,6 +327,7 @@ def evaluate_vlm(
     if planner_lora is not None:
         vlm.load_adapter(MIRA_LORA_ADAPTER, planner_lora)
     vlm.model.eval()
+    critic_in_base = critic_in_base or CRITIC_ADAPTER not in vlm.adapters
     chosen = list(split_seeds(split, seeds))
     result: dict[str, Any] = {
         "split": split,
@@ -336,9 +338,6 @@ def evaluate_vlm(
         "critic_in_base": critic_in_base,
     }
     for role in roles:
-        if role == "critic" and not critic_in_base and CRITIC_ADAPTER not in vlm.adapters:
-            log("critic: the folder has no critic adapter; skipped")
-            continue
         result[role] = {}
         for language in languages:
             started = time.monotonic()
