@@ -41,14 +41,16 @@ PRESETS: dict[str, dict[str, object]] = {
         "grounder": "qwen-vl-tiny",
         "critic": "editscore-tiny",
     },
-    # The project's own learned editor (weights/micro-editor, trained on the micro-world by
-    # `mira-train editor`) with the test doubles in the other roles: edits micro-world scenes
-    # for real on a CPU; planner, grounder and critic are not learned yet.
+    # The project's own learned models, trained on the micro-world by `mira-train`: the micro
+    # editor (weights/micro-editor) and the micro VLM (weights/micro-vlm) as grounder, MIRAGE
+    # parser and critic. Edits micro-world scenes for real on a CPU. The planner is the
+    # model-free split planner: the micro VLM's planner does not use its images yet
+    # (docs/micro_vlm.md).
     "micro": {
         "planner": "split",
         "editors": ["micro-editor"],
-        "grounder": "side",
-        "critic": "pixel-change",
+        "grounder": "micro-grounder",
+        "critic": "micro-critic",
     },
     # Real stacks: need the weights on this machine (nothing is downloaded) and a GPU.
     "flux2-klein": {

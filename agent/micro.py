@@ -7,6 +7,11 @@
 hidden-state layers) and the step count it was validated at; ``docs/micro_editor.md`` is its
 model card. The model knows the micro-world only: 224 px scenes of simple shapes, and the
 train split of the micro-world's language.
+
+``micro_grounder()``, ``micro_critic()`` and ``micro_planner()`` are the roles of the micro VLM
+(``weights/micro-vlm``, a ``Qwen2_5_VLForConditionalGeneration`` folder of ``mira-train vlm``)
+through the real ``QwenVLGrounder``, ``EditScoreCritic`` and ``MiraPlanner``, all on one model
+loaded once; ``docs/micro_vlm_card.md`` is its model card.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ __all__ = [
 #: The shipped weights, beside the packages in the repository.
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 MICRO_EDITOR = WEIGHTS / "micro-editor"
-#: Where the micro VLM is shipped once it is (``docs/micro_vlm.md``: not yet); the environment
-#: variable ``MIRA_MICRO_VLM`` names another folder (a ``mira-train vlm`` output).
+#: The shipped micro VLM (model card: ``docs/micro_vlm_card.md``); the environment variable
+#: ``MIRA_MICRO_VLM`` names another folder (a ``mira-train vlm`` output).
 MICRO_VLM = WEIGHTS / "micro-vlm"
 
 
@@ -74,9 +79,9 @@ def micro_vlm_folder(model: str | Path | None = None) -> Path:
     folder = Path(model or os.environ.get("MIRA_MICRO_VLM") or MICRO_VLM)
     if not (folder / "micro_vlm.json").is_file():
         raise FileNotFoundError(
-            f"no micro VLM at {str(folder)!r} (no micro_vlm.json): none is shipped yet "
-            f"(docs/micro_vlm.md); `mira-train vlm` makes one, and model= or $MIRA_MICRO_VLM "
-            f"names it"
+            f"no micro VLM at {str(folder)!r} (no micro_vlm.json): the shipped one is "
+            f"{str(MICRO_VLM)!r} in a checkout of the repository; `mira-train vlm` makes one, "
+            f"and model= or $MIRA_MICRO_VLM names it"
         )
     return folder
 

@@ -66,7 +66,9 @@ def test_single_edits_on_test_cases_match_ground_truth(editor, seed: int) -> Non
 
 
 def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
-    """`make demo`'s command: the example is the test case's scene, and the result is right."""
+    """`make demo`'s command: the example is the test case's scene, and the result is right;
+    the micro VLM's critic judged each edit (both accepted, and the whole instruction's progress
+    rose from the first edit to the second)."""
     case = make_case(DEMO_SEED, n_edits=2, language="train")
     example = ROOT / "examples" / "micro_scene.png"
     from PIL import Image
@@ -96,6 +98,15 @@ def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     trace = json.loads(out.with_suffix(".trace.json").read_text())
     assert trace["stop_reason"] == "planner_stop"
+    assert (trace["config"]["critic"], trace["config"]["grounder"]) == (
+        "micro-critic",
+        "micro-grounder",
+    )
+    edits = [s for s in trace["steps"] if s["kind"] == "edit"]
+    assert [s["accepted"] for s in edits] == [True, True]
+    assert all(s["scores"]["step"]["valid"] for s in edits)
+    progress = [s["scores"]["progress"]["overall"] for s in edits]
+    assert progress[0] < progress[1], progress
     score = score_case(case, Image.open(out).convert("RGB"))
     assert all(e.passed for e in score.edits), score
     assert score.success_tolerant, score

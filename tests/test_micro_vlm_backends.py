@@ -24,17 +24,14 @@ def folder(tmp_path_factory):
     return save_folder(vlm, out, settings=SMOKE_SETTINGS, done=["critic"], metrics={})
 
 
-def test_missing_folder_is_named_with_how_to_make_one(tmp_path, monkeypatch):
+def test_the_shipped_folder_is_the_default_and_a_missing_one_is_named(tmp_path, monkeypatch):
     from agent.micro import MICRO_VLM, micro_vlm_folder
 
     monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
-    if (MICRO_VLM / "micro_vlm.json").is_file():
-        assert micro_vlm_folder() == MICRO_VLM
-    else:
-        with pytest.raises(FileNotFoundError, match="mira-train vlm"):
-            micro_vlm_folder()
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    assert micro_vlm_folder() == MICRO_VLM  # the shipped one
+    with pytest.raises(FileNotFoundError, match="mira-train vlm") as info:
         micro_vlm_folder(tmp_path)
+    assert str(tmp_path) in str(info.value) and str(MICRO_VLM) in str(info.value)
     monkeypatch.setenv("MIRA_MICRO_VLM", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         micro_vlm_folder()
@@ -169,3 +166,29 @@ def test_grpo_critic_reward_uses_the_micro_critic_backend(folder, tmp_path, monk
     assert built == [{"model": folder}]
     summary = json.loads((tmp_path / "grpo.json").read_text())
     assert summary["reward"] == "critic_step_reward" and summary["steps"] == 1
+
+
+def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
+    """benchmarks/micro_vlm_table.sh (the model card's table) asks ``mira-train eval-vlm`` for
+    every role on the shipped folder, on test seeds, true and shuffled images, train and
+    held-out language, writing one JSON table per command."""
+    import subprocess
+    from pathlib import Path
+
+    from agent.micro import MICRO_VLM
+
+    root = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "mira-train"  # records its arguments instead of decoding
+    fake.write_text('#!/usr/bin/env bash\necho "$@" >> "$CALLS"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {"PATH": "/usr/bin:/bin", "MIRA_TRAIN": str(fake), "CALLS": str(calls)}
+    env["OUT"] = str(tmp_path / "out")
+    subprocess.run(["bash", "benchmarks/micro_vlm_table.sh"], cwd=root, env=env, check=True)
+    lines = calls.read_text().splitlines()
+    roles = [line.split("--roles ")[1].split()[0] for line in lines]
+    assert sorted(",".join(roles).split(",")) == ["critic", "grounder", "parser", "planner"]
+    for line in lines:
+        assert line.startswith(f"eval-vlm --model {MICRO_VLM.relative_to(root)} --split test")
+        assert f"--out {tmp_path / 'out'}/" in line
+    assert all("heldout" in line for line in lines if "planner" not in line)

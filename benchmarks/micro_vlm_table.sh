@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The micro VLM's role table on test seeds (docs/micro_vlm_card.md), from the shipped weights,
+# on a CPU: grounder and parser, planner, critic, each with true and shuffled images, train and
+# held-out language (the planner train only: it is not learned even there). About 20 minutes
+# on two cores. MODEL=<folder> measures another folder;
+# OUT=<dir> is where the JSON tables go (default bench_out/micro_vlm).
+set -euo pipefail
+MODEL="${MODEL:-weights/micro-vlm}" OUT="${OUT:-bench_out/micro_vlm}"
+TRAIN="${MIRA_TRAIN:-mira-train}"
+mkdir -p "$OUT"
+"$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
+    --roles grounder,parser --seeds 40 --limit 150 --out "$OUT/grounder_parser.json"
+"$TRAIN" eval-vlm --model "$MODEL" --split test --languages train \
+    --roles planner --seeds 40 --limit 120 --out "$OUT/planner.json"
+"$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
+    --roles critic --seeds 20 --limit 20 --out "$OUT/critic.json"
