@@ -27,6 +27,7 @@ __all__ = [
     "micro_editor",
     "micro_editor_meta",
     "micro_vlm_folder",
+    "has_critic",
     "micro_planner",
     "micro_grounder",
     "micro_critic",
@@ -106,6 +107,20 @@ def _critic_adapter(folder: Path) -> str | None:
     from tools.vlm.critic import EDITSCORE_ADAPTER
 
     return EDITSCORE_ADAPTER if (folder / EDITSCORE_ADAPTER).is_dir() else None
+
+
+def has_critic(folder: str | Path) -> bool:
+    """Whether the micro VLM folder learned the critic: it holds the ``editscore`` adapter, or
+    its last roles stage trained the critic into the shared weights (``role_shares`` in its
+    ``micro_vlm.json`` names it)."""
+    folder = Path(folder)
+    if _critic_adapter(folder) is not None:
+        return True
+    manifest = folder / "micro_vlm.json"
+    if not manifest.is_file():
+        return False
+    settings = json.loads(manifest.read_text()).get("settings", {})
+    return "critic" in settings.get("role_shares", {})
 
 
 def micro_planner(

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The micro VLM's role table on test seeds (docs/micro_vlm_card.md), from the shipped weights,
 # on a CPU: grounder and parser, planner, critic, each with true and shuffled images, train and
-# held-out language (the planner train only: it is not learned even there). About 20 minutes
-# on two cores. MODEL=<folder> measures another folder;
+# held-out language (the planner train only: it is not learned even there). About 15 minutes
+# on two cores. Run it from the repository root. MODEL=<folder> measures another folder;
 # OUT=<dir> is where the JSON tables go (default bench_out/micro_vlm).
 set -euo pipefail
 MODEL="${MODEL:-weights/micro-vlm}" OUT="${OUT:-bench_out/micro_vlm}"

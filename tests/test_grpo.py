@@ -346,7 +346,7 @@ def test_cli_checks_its_arguments(base, tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     assert main(["grpo", "--model", str(base), "--out", str(tmp_path), "--group", "1"]) == 2
     assert "group must be >= 2" in capsys.readouterr().err
-    assert main(["grpo", "--model", str(base), "--out", str(tmp_path)]) == 2  # no critic adapter
+    assert main(["grpo", "--model", str(base), "--out", str(tmp_path)]) == 2  # no critic learned
     assert "editscore" in capsys.readouterr().err
     bad = ["--editor-backend", "nope"]
     assert main(["grpo", "--model", str(base), "--out", str(tmp_path), *bad]) == 2

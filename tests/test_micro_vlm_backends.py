@@ -91,6 +91,25 @@ def test_critic_without_an_adapter_answers_with_the_shared_weights(tmp_path, mon
     assert critic.vlm.adapters == []
 
 
+def test_has_critic_reads_the_adapter_or_the_role_shares(folder, tmp_path):
+    """A folder learned the critic when it holds the ``editscore`` adapter or its last roles
+    stage named the critic in ``role_shares`` (the shipped one); ``mira-train grpo --reward
+    critic`` refuses any other."""
+    import shutil
+
+    from agent.micro import MICRO_VLM, has_critic
+
+    assert has_critic(folder) and has_critic(MICRO_VLM)
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    shutil.rmtree(bare / "editscore")
+    assert not has_critic(bare) and not has_critic(tmp_path / "missing")
+    manifest = json.loads((bare / "micro_vlm.json").read_text())
+    manifest["settings"]["role_shares"] = {"critic": 6.0}
+    (bare / "micro_vlm.json").write_text(json.dumps(manifest))
+    assert has_critic(bare)
+
+
 def test_bench_runs_mirage_on_the_microworld_with_the_micro_models(folder, tmp_path, monkeypatch):
     from agent import bench
 
@@ -148,7 +167,7 @@ def test_bench_counts_the_edit_steps_of_a_mirage_row(folder, tmp_path, monkeypat
 
 def test_grpo_critic_reward_uses_the_micro_critic_backend(folder, tmp_path, monkeypatch):
     """``mira-train grpo --reward critic`` on a micro VLM folder judges with the
-    ``micro-critic`` backend on that folder (its editscore adapter)."""
+    ``micro-critic`` backend on that folder (its editscore adapter here)."""
     import agent.micro
     from agent.train.cli import main
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from agent.microworld import seeds, split_of
 from agent.microworld.formats import (
+    VERDICT,
     critic_samples,
     export,
     grounder_samples,
@@ -124,6 +125,16 @@ def test_critic_reasoning_names_the_changed_cells_before_the_verdict():
     full = [r for r in critic_samples(SEEDS[:1]) if r["mode"] == "progress"]
     wanted = {tuple(cells(r, "Cells to change")) for r in full}
     assert len(full) >= 2 and len(wanted) == 1 and len(next(iter(wanted))) >= 2  # every edit's
+    # the verdict sentence is always one VERDICT names (``--focus-weight`` weighs it), the
+    # multi-edit count included
+    for r in rows + full:
+        text = json.loads(_text_of(r["sc"][1]["content"]))["reasoning"]
+        assert len(re.findall(VERDICT, text)) == 1, text
+    n = len(next(iter(wanted)))
+    assert {
+        re.search(VERDICT, json.loads(_text_of(r["sc"][1]["content"]))["reasoning"]).group(0)
+        for r in full
+    } >= {f"0 of the {n} requested changes are done."}
     blank = Image.new("RGB", (224, 224), "white")
     marked = blank.copy()
     marked.paste((0, 0, 0), (32, 96, 64, 128))  # the cell of row 1, column 1 (lattice row 3)

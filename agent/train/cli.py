@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "--focus-weight",
         type=float,
         default=None,
-        help="training loss weight of the critic answers' cell lists (default 1)",
+        help="training loss weight of the critic answers' cell lists and verdict (default 1)",
     )
     vl.add_argument(
         "--dtype",
@@ -151,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     gr.add_argument(
         "--critic-backend",
         default=None,
-        help="a registry critic instead of the model's editscore adapter (e.g. editscore-7b)",
+        help="a registry critic instead of the model's own (its editscore adapter, or its shared "
+        "weights; e.g. editscore-7b)",
     )
     for name, kind, text in (
         ("steps", int, "optimiser steps (MIRA: 200)"),
@@ -403,11 +404,13 @@ def _grpo(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    adapter = args.model / "editscore"
-    if settings.reward == "critic" and args.critic_backend is None and not adapter.is_dir():
+    from agent.micro import has_critic
+
+    if settings.reward == "critic" and args.critic_backend is None and not has_critic(args.model):
         print(
-            f"mira-train: --reward critic needs the critic adapter {str(adapter)!r} "
-            "or a --critic-backend",
+            f"mira-train: --reward critic needs a model that learned the critic (an "
+            f"{str(args.model / 'editscore')!r} adapter, or a roles stage with --role-shares "
+            "critic=N) or a --critic-backend",
             file=sys.stderr,
         )
         return 2
