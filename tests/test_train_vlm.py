@@ -954,6 +954,15 @@ def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
             V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
 
 
+def test_critic_pool_has_five_edit_instructions(smoke_vlm):
+    """The critic's training cases have up to 5 edits (``CRITIC_EDITS``), so its progress
+    answers count up to 5; formats' default stops at 4."""
+    seeds = list(range(1_000_000, 1_000_012))
+    answers = [a for _, a in V._role_samples(smoke_vlm, "critic", seeds, "train")]
+    counts = {int(m) for a in answers for m in re.findall(r"of the (\d) requested changes", a)}
+    assert V.CRITIC_EDITS == (2, 5) and 5 in counts and counts <= {2, 3, 4, 5}
+
+
 def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, capsys):
     """``focus_weight`` (``--focus-weight``) puts that weight on exactly the tokens of a critic
     answer's "Cells to change: ...", "Changed cells: ..." and verdict spans (1 on the other answer
