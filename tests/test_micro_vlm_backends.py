@@ -211,3 +211,23 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
         assert line.startswith(f"eval-vlm --model {MICRO_VLM.relative_to(root)} --split test")
         assert f"--out {tmp_path / 'out'}/" in line
     assert all("heldout" in line for line in lines if "planner" not in line)
+
+
+def test_cpu_benchmark_prints_its_table(capsys):
+    """benchmarks/micro_vlm_cpu.py times the shipped model's critique and grounding calls and
+    prints one table row each (figures: docs/benchmarks.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "micro_vlm_cpu.py"
+    spec = importlib.util.spec_from_file_location("micro_vlm_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--repeat", "0"])
+    assert "--repeat must be >= 1, got 0" in capsys.readouterr().err
+    assert module.main(["--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| critique (SC + PQ)", "| ground"]
+    assert all(float(r.split(" | ")[1]) > 0 for r in rows[1:])
