@@ -111,8 +111,10 @@ def _critic_adapter(folder: Path) -> str | None:
 
 def has_critic(folder: str | Path) -> bool:
     """Whether the micro VLM folder learned the critic: it holds the ``editscore`` adapter, or
-    its last roles stage trained the critic into the shared weights (``role_shares`` in its
-    ``micro_vlm.json`` names it)."""
+    the last call that made it ran the roles stage with the critic in the shared weights (its
+    ``micro_vlm.json`` settings: ``roles`` among ``stages``, the critic in ``role_shares``).
+    Only the last call's settings are kept, so a folder whose critic came from an earlier call
+    must name its critic another way (``--critic-backend``)."""
     folder = Path(folder)
     if _critic_adapter(folder) is not None:
         return True
@@ -120,7 +122,7 @@ def has_critic(folder: str | Path) -> bool:
     if not manifest.is_file():
         return False
     settings = json.loads(manifest.read_text()).get("settings", {})
-    return "critic" in settings.get("role_shares", {})
+    return "roles" in settings.get("stages", []) and "critic" in settings.get("role_shares", {})
 
 
 def micro_planner(
