@@ -160,10 +160,19 @@ def micro_grounder(*, model: str | Path | None = None, **options: Any) -> Any:
 
 def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
     """The ``micro-critic`` backend: ``EditScoreCritic`` on the micro VLM, greedy (one pass),
-    through the folder's ``editscore`` adapter when it has one, else the shared weights."""
-    from tools.vlm.critic import EditScoreCritic
+    through the folder's ``editscore`` adapter when it has one, else the shared weights.
+    ``adapter=`` names the folder's adapter to use (``FileNotFoundError`` when it lacks it) or
+    None for the shared weights."""
+    from tools.vlm.critic import EDITSCORE_ADAPTER, EditScoreCritic
 
     folder = micro_vlm_folder(model)
+    asked = options.get("adapter", _critic_adapter(folder))
+    if asked is not None and asked != _critic_adapter(folder):
+        raise FileNotFoundError(
+            f"adapter={asked!r}: the micro VLM at {str(folder)!r} has no such adapter (it has "
+            f"{_critic_adapter(folder)!r}; the micro critic's is {EDITSCORE_ADAPTER!r}, and "
+            "adapter=None asks the shared weights)"
+        )
     return EditScoreCritic(
         lambda: _micro_vlm(folder, critic=True),
         **{

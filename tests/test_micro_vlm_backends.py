@@ -86,6 +86,8 @@ def test_critic_without_an_adapter_answers_with_the_shared_weights(tmp_path, mon
     assert not (base / "editscore").exists()
     critic = micro_critic(model=base, max_new_tokens=8)
     assert critic.adapter is None
+    with pytest.raises(FileNotFoundError, match="adapter='editscore': the micro VLM at"):
+        micro_critic(model=base, adapter="editscore")
     image = render(make_case(200_000, n_edits=1).scene)
     assert isinstance(critic.critique(image, image, "make the circle red"), Critique)
     assert critic.vlm.adapters == []
