@@ -166,17 +166,18 @@ def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
     from tools.vlm.critic import EDITSCORE_ADAPTER, EditScoreCritic
 
     folder = micro_vlm_folder(model)
-    asked = options.get("adapter", _critic_adapter(folder))
-    if asked is not None and asked != _critic_adapter(folder):
+    own = _critic_adapter(folder)
+    asked = options.get("adapter", own)
+    if asked is not None and asked != own:
         raise FileNotFoundError(
             f"adapter={asked!r}: the micro VLM at {str(folder)!r} has no such adapter (it has "
-            f"{_critic_adapter(folder)!r}; the micro critic's is {EDITSCORE_ADAPTER!r}, and "
-            "adapter=None asks the shared weights)"
+            f"{own!r}; the micro critic's is {EDITSCORE_ADAPTER!r}, and adapter=None asks the "
+            "shared weights)"
         )
     return EditScoreCritic(
         lambda: _micro_vlm(folder, critic=True),
         **{
-            "adapter": _critic_adapter(folder),
+            "adapter": own,
             "temperature": 0.0,
             "retries": 0,
             "max_new_tokens": 160,

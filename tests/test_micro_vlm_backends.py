@@ -70,20 +70,29 @@ def test_backends_load_the_folder_through_the_real_classes(folder, monkeypatch):
         pass
 
 
-def test_critic_without_an_adapter_answers_with_the_shared_weights(tmp_path, monkeypatch):
+def test_shipped_weights_fit_the_repository_limits():
+    """The shipped folder: at most 64 MB, no file over 15 MB (the weights in two shards)."""
+    from agent.micro import MICRO_VLM
+
+    files = [p for p in MICRO_VLM.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 64 * 2**20
+    assert max(p.stat().st_size for p in files) <= 15 * 2**20
+    assert (MICRO_VLM / "model.safetensors.index.json").is_file()
+
+
+def test_critic_without_an_adapter_answers_with_the_shared_weights(folder, tmp_path):
     """A folder whose critic was trained into the shared weights (no ``editscore`` folder, as
     the shipped model's) gives an ``EditScoreCritic`` with no adapter, and loads none."""
+    import shutil
+
     from agent.micro import micro_critic
     from agent.microworld.render import render
     from agent.microworld.truth import make_case
-    from agent.train import vlm_model as M
-    from agent.train.vlm import SMOKE_SETTINGS, save_folder
     from tools.contracts import Critique
 
-    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
-    vlm = M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
-    base = save_folder(vlm, tmp_path / "base", settings=SMOKE_SETTINGS, done=["roles"], metrics={})
-    assert not (base / "editscore").exists()
+    base = tmp_path / "base"  # the fixture's folder without its adapter
+    shutil.copytree(folder, base)
+    shutil.rmtree(base / "editscore")
     critic = micro_critic(model=base, max_new_tokens=8)
     assert critic.adapter is None
     with pytest.raises(FileNotFoundError, match="adapter='editscore': the micro VLM at"):
