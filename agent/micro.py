@@ -145,7 +145,7 @@ def micro_planner(
 
     adapter = MIRA_LORA_ADAPTER if lora is not None else None
     return MiraPlanner(
-        load, adapter=adapter, **{"image_size": 224, "max_new_tokens": 96, **options}
+        load, adapter=adapter, **{"image_size": 224, "max_new_tokens": 160, **options}
     )
 
 

@@ -223,6 +223,58 @@ def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_p
         export(tmp_path, "editor-ish")
 
 
+def test_planner_reasoning_names_each_clauses_cells_then_the_changed_ones():
+    """``reasoning=True``: the assistant turn is ``plan_reason`` (the cells each clause's edit
+    changes, in the instruction's order, then the cells that differ between the two images)
+    before MIRA's answer, which stays the bare ``answer``; on a clean state the first clause
+    whose cells did not change is the one the answer names, and after a wrong-instance or
+    bleeding edit a cell outside every clause changed."""
+    from agent.microworld.formats import CELL_LISTS, changed_cells, plan_reason
+    from agent.microworld.truth import draw_case
+    from tools.prompts import parse_planner_output
+
+    assert plan_reason([["r0c1"], ["r1c1", "r1c2"]], []) == (
+        "Cells to change: r0c1 | r1c1, r1c2. Changed cells: none."
+    )
+    assert plan_reason([[]], ["r2c2"]) == "Cells to change: none. Changed cells: r2c2."
+    checked = mistakes = shown = 0
+    for seed in seeds("train", 6):
+        edits = draw_case(seed, n_edits=(1, 4), size=224)[1]
+        bare = list(planner_samples([seed]))
+        reasoned = list(planner_samples([seed], reasoning=True))
+        assert [r["answer"] for r in reasoned] == [r["answer"] for r in bare]
+        for r in reasoned:
+            said = _text_of(r["messages"][1]["content"])
+            assert said == f"{r['reasoning']} {r['answer']}"
+            original, current = (
+                c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"
+            )
+            lists = re.fullmatch(
+                rf"{CELL_LISTS[0]}: (.*)\. {CELL_LISTS[1]}: (.*)\.", r["reasoning"]
+            )
+            assert lists is not None
+            clauses = [set(c.split(", ")) for c in lists.group(1).split(" | ")]
+            changed = changed_cells(original, current)
+            assert lists.group(2) == (", ".join(changed) or "none")
+            assert len(clauses) == len(edits)
+            decision = parse_planner_output(said)
+            assert decision.stop == (r["answer"] == "<stop>")
+            if not decision.stop:
+                assert decision.instruction == r["answer"].split(": ", 1)[1]
+            if r["mistake"] is None:
+                pending = [i for i, c in enumerate(clauses) if not c <= set(changed)]
+                done = set(r["state"])
+                assert pending[:1] == [i for i in range(len(clauses)) if i not in done][:1]
+                checked += 1
+            elif r["mistake"] in ("wrong", "bleed"):
+                # the lists differ from a clean state's (the done clauses' cells) unless the
+                # wrong object sits in a cell another clause changes: then only pixels tell
+                clean = set().union(*(clauses[i] for i in r["state"]))
+                shown += set(changed) != clean
+                mistakes += 1
+    assert checked > 20 and mistakes > 5 and shown >= 0.8 * mistakes
+
+
 def test_planner_answers_copy_the_clause_that_still_names_the_pending_edit():
     """``wording="copy"`` (the default): the answer is a function of the instruction and the
     current image: the instruction's own clause when it still names the pending edit there

@@ -929,7 +929,7 @@ def test_planner_draw_by_class_evens_out_what_copying_the_first_clause_gets_righ
     assert balanced["stop"] > 2 * at_random["stop"] and balanced["0"] < at_random["0"]
     assert max(balanced.values()) < 0.4 * n
     # the pool's planner samples are drawn this way by default, and they are planner chats
-    (chat, answer), *_ = V._seed_samples(("planner", seeds[0], "train", 4, True))
+    (chat, answer), *_ = V._seed_samples(("planner", seeds[0], "train", 4, True, False))
     assert "NEXT_EDITING_INSTRUCTION" in chat[0]["content"][-1]["text"]
     assert answer in {r["answer"] for r in r0}
     assert V.GPU_SETTINGS.planner_draw == "balanced"
@@ -940,6 +940,40 @@ def test_planner_draw_by_class_evens_out_what_copying_the_first_clause_gets_righ
     monkeypatch.setattr(V, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path)]
     assert main([*args, "--planner-draw", "random"]) == 0 and seen["s"].planner_draw == "random"
+
+
+def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
+    smoke_vlm, tmp_path, monkeypatch
+):
+    """``planner_reasoning`` (``--planner-reasoning``): the pool's planner answers are
+    ``formats.plan_reason`` then MIRA's answer, both when drawn by class and at random, and the
+    lists are the tokens ``--focus-weight`` weighs; without it the answers stay bare."""
+    from agent.microworld.formats import CELL_LISTS
+    from agent.train.cli import main
+
+    seed = 1_000_010
+    for balanced in (True, False):
+        plain = V._seed_samples(("planner", seed, "train", 4, balanced, False))
+        reasoned = V._seed_samples(("planner", seed, "train", 4, balanced, True))
+        assert all(a.startswith(("NEXT_EDITING_INSTRUCTION: ", "<stop>")) for _, a in plain)
+        for (chat, bare), (chat2, said) in zip(plain, reasoned, strict=True):
+            assert chat2 == chat  # the same draw, the same prompt
+            assert said.endswith(" " + bare) and said.startswith(f"{CELL_LISTS[0]}: ")
+            spans = [m.group(0) for m in V.FOCUS.finditer(said)]
+            assert [x.split(":")[0] for x in spans] == list(CELL_LISTS)
+            assert said == " ".join([*spans, bare])
+    settings = dataclasses.replace(
+        V.SMOKE_SETTINGS, planner_reasoning=True, pool_samples=6, eval_samples=2, workers=0
+    )
+    pool, evals = V._stage_pools(smoke_vlm, "roles", settings, [seed, seed + 1], [100_000])
+    planner = [a for _, a in evals["train"]["planner"]]
+    assert planner and all(a.startswith(CELL_LISTS[0]) for a in planner)
+    assert any(a.startswith(CELL_LISTS[0]) for _, a in pool)
+    seen = {}
+    monkeypatch.setattr(V, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    args = ["vlm", "--settings", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0 and seen["s"].planner_reasoning is False
+    assert main([*args, "--planner-reasoning"]) == 0 and seen["s"].planner_reasoning is True
 
 
 def test_role_shares_outside_the_cli_are_checked(smoke_vlm):

@@ -82,6 +82,7 @@ __all__ = [
     "CELL_LISTS",
     "VERDICT",
     "cells_said",
+    "plan_reason",
 ]
 
 SCORE_RANGE = 25
@@ -126,6 +127,7 @@ def planner_samples(
     size: int = 224,
     corrective: bool = True,
     wording: Literal["copy", "varied"] = "copy",
+    reasoning: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """MIRA planner chats (see the module docstring). ``wording``: how an answer names the
     pending edit: "copy" (the instruction's own clause whenever it still names that edit on the
@@ -136,7 +138,8 @@ def planner_samples(
     (user + assistant), ``answer``, ``state`` (indices of the edits done), ``mistake``
     (None, "wrong", "bleed", "partial" or "noop"), ``instruction``, ``scene`` (the scene the
     current image shows, as JSON; a partial edit's is the scene before it) and ``goal`` (the
-    scene after every edit, as JSON)."""
+    scene after every edit, as JSON). ``answer`` is always MIRA's bare answer; ``reasoning``:
+    the assistant turn puts ``plan_reason`` before it (kept under the key ``reasoning``)."""
     from agent.prompts import STOP_TOKEN
     from tools.vlm.planner import planner_content
 
@@ -149,6 +152,7 @@ def planner_samples(
         original = render(scene)
         goal = apply_edits(scene, edits)
         pending_cells = {e.cell for e in edits}
+        clause_cells = _clause_cells(scene, edits) if reasoning else []
 
         def sample(
             sid: str,
@@ -159,13 +163,15 @@ def planner_samples(
             shown: Scene,
         ) -> dict[str, Any]:
             user = planner_content(original, current, instruction, _image)
+            why = plan_reason(clause_cells, changed_cells(original, current)) if reasoning else ""
             return {
                 "id": f"mw-{seed}-{sid}",
                 "seed": seed,
                 "answer": answer,
+                **({"reasoning": why} if reasoning else {}),
                 "messages": [
                     {"role": "user", "content": user},
-                    {"role": "assistant", "content": [_text(answer)]},
+                    {"role": "assistant", "content": [_text(f"{why} {answer}".strip())]},
                 ],
                 "state": list(done),
                 "mistake": mistake,
@@ -214,6 +220,26 @@ def planner_samples(
                     mistake,
                     fix_scene,
                 )
+
+
+def _clause_cells(scene: Scene, edits: Sequence[Edit]) -> list[list[str]]:
+    """The cells each edit changes, made in the instruction's order from ``scene``."""
+    out, state = [], scene
+    for edit in edits:
+        after = apply_edit(state, edit)
+        out.append(changed_cells(render(state), render(after)))
+        state = after
+    return out
+
+
+def plan_reason(clause_cells: Sequence[Sequence[str]], changed: Sequence[str]) -> str:
+    """The planner's reasoning before its MIRA answer, the critic's two cell lists
+    (``CELL_LISTS``) in the planner's terms: the cells each clause changes, in the
+    instruction's order and separated by " | ", then the cells that differ between the
+    original and the current image. The first clause whose cells did not change is the next
+    edit, and a cell that changed outside every clause is a mistake to repair."""
+    wanted = " | ".join(", ".join(cells) or "none" for cells in clause_cells) or "none"
+    return f"{CELL_LISTS[0]}: {wanted}. {CELL_LISTS[1]}: {', '.join(changed) or 'none'}."
 
 
 def _fixed_rng(seed: int, edit: Edit, language: str) -> random.Random:

@@ -86,10 +86,16 @@ def _parser() -> argparse.ArgumentParser:
         help="planner samples drawn by answer class (balanced, the default) or at random",
     )
     vl.add_argument(
+        "--planner-reasoning",
+        action="store_true",
+        help="planner answers name each clause's cells and the changed cells before the edit",
+    )
+    vl.add_argument(
         "--focus-weight",
         type=float,
         default=None,
-        help="training loss weight of the critic answers' cell lists and verdict (default 1)",
+        help="training loss weight of the critic's and the reasoning planner's cell lists and"
+        " the critic's verdict (default 1)",
     )
     vl.add_argument(
         "--dtype",
@@ -301,6 +307,8 @@ def _vlm(args: argparse.Namespace) -> int:
         settings = replace(settings, role_shares=shares)
     if args.planner_draw is not None:
         settings = replace(settings, planner_draw=args.planner_draw)
+    if args.planner_reasoning:
+        settings = replace(settings, planner_reasoning=True)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
 

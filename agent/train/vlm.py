@@ -151,6 +151,9 @@ class VLMSettings:
     # chance; "random" draws among all of them, where half the clean states have the first
     # clause pending (copying it is right without looking) and one in 2^n is a stop
     planner_draw: str = "balanced"
+    # planner answers reason first, the critic's two cell lists in the planner's terms
+    # (``formats.plan_reason``): the cells each clause changes, then those that changed
+    planner_reasoning: bool = False
     # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
     focus_weight: float = 1.0
     # wall-clock seconds for the whole run (pools, stages, evaluations, saves), None: no limit;
@@ -275,8 +278,11 @@ def _compare(before: Any, after: Any) -> str:
     return "; ".join(parts) or NO_CHANGE
 
 
-def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> Iterator[Any]:
-    """(prompt, answer, images) for ``role``, the prompt built by the project's own class."""
+def _role_samples(
+    vlm: Any, role: str, seeds: Sequence[int], language: str, *, reasoning: bool = False
+) -> Iterator[Any]:
+    """(prompt, answer) for ``role``, the prompt built by the project's own class;
+    ``reasoning``: planner answers carry ``formats.plan_reason`` before MIRA's answer."""
     from agent.microworld import formats
     from agent.microworld.render import render
     from agent.microworld.truth import draw_case
@@ -360,8 +366,8 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             yield r["messages"][:1], r["answer"]
     elif role == "planner":
         # planner_samples' user turn is already ``planner_content`` (MiraPlanner's own builder)
-        for r in formats.planner_samples(seeds, language=lang):
-            yield r["messages"][:1], r["answer"]
+        for r in formats.planner_samples(seeds, language=lang, reasoning=reasoning):
+            yield r["messages"][:1], _said(r)
     elif role == "critic":
         critic = EditScoreCritic(vlm)
         for r in formats.critic_samples(seeds, language=lang, n_edits=CRITIC_EDITS):
@@ -372,6 +378,11 @@ def _role_samples(vlm: Any, role: str, seeds: Sequence[int], language: str) -> I
             yield pq, r["pq"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
+
+
+def _said(record: dict[str, Any]) -> str:
+    """The assistant turn's text of a ``formats`` chat record."""
+    return record["messages"][1]["content"][0]["text"]
 
 
 def _user(images: Sequence[Any], text: str) -> list[dict[str, Any]]:
@@ -761,20 +772,20 @@ def draw_by_class(records: Sequence[dict[str, Any]], k: int, rng: random.Random)
     return out
 
 
-def _balanced_planner(seed: int, language: str, k: int) -> list[Any]:
+def _balanced_planner(seed: int, language: str, k: int, reasoning: bool = False) -> list[Any]:
     """``k`` planner samples of ``seed`` drawn by answer class (``draw_by_class``)."""
     from agent.microworld import formats
 
     rng = random.Random(f"pool|planner-balanced|{seed}|{language}")
-    records = list(formats.planner_samples([seed], language=language))  # type: ignore[arg-type]
-    return [(r["messages"][:1], r["answer"]) for r in draw_by_class(records, k, rng)]
+    records = list(formats.planner_samples([seed], language=language, reasoning=reasoning))  # type: ignore[arg-type]
+    return [(r["messages"][:1], _said(r)) for r in draw_by_class(records, k, rng)]
 
 
-def _seed_samples(job: tuple[str, int, str, int, bool]) -> list[Any]:
-    role, seed, language, per_seed, balanced = job
+def _seed_samples(job: tuple[str, int, str, int, bool, bool]) -> list[Any]:
+    role, seed, language, per_seed, balanced, reasoning = job
     if role == "planner" and balanced:
-        return _balanced_planner(seed, language, per_seed)
-    got = list(_role_samples(_POOL_VLM, role, [seed], language))
+        return _balanced_planner(seed, language, per_seed, reasoning)
+    got = list(_role_samples(_POOL_VLM, role, [seed], language, reasoning=reasoning))
     random.Random(f"pool|{role}|{seed}|{language}").shuffle(got)
     return got[:per_seed]
 
@@ -793,17 +804,19 @@ def _pool(
     per_seed: int = 4,
     workers: int = 0,
     balanced: bool = False,
+    reasoning: bool = False,
 ) -> list[Any]:
     """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
     so a pool spans many scenes; built by ``workers`` forked processes (0: here). Roles with
     one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes. ``balanced``: planner
-    samples are drawn by answer class (``_balanced_planner``)."""
+    samples are drawn by answer class (``_balanced_planner``); ``reasoning``: planner answers
+    reason first (``formats.plan_reason``)."""
     global _POOL_VLM
     _POOL_VLM = vlm
     out: list[Any] = []
     for role in roles:
         k = 1 if role in ONE_PER_SCENE else per_seed
-        jobs = [(role, seed, language, k, balanced) for seed in seeds[: -(-limit // k)]]
+        jobs = [(role, seed, language, k, balanced, reasoning) for seed in seeds[: -(-limit // k)]]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing
 
@@ -989,13 +1002,21 @@ def _stage_pools(
     if not (math.isfinite(settings.focus_weight) and settings.focus_weight > 0):
         raise ValueError(f"focus_weight must be a finite number > 0, got {settings.focus_weight!r}")
     balanced = settings.planner_draw == "balanced"
+    reasoning = settings.planner_reasoning
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
     per_share = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
     for role in roles:
         limit = int(per_share * shares[role])
         pool += _pool(
-            vlm, [role], train, "train", limit, workers=settings.workers, balanced=balanced
+            vlm,
+            [role],
+            train,
+            "train",
+            limit,
+            workers=settings.workers,
+            balanced=balanced,
+            reasoning=reasoning,
         )
     limit = int(per_share)  # one role's count at share 1, which rehearsal shares are of
     for role, share in rehearse.items():
@@ -1004,7 +1025,15 @@ def _stage_pools(
         pool += _pool(vlm, [role], seeds, "train", int(limit * share), workers=settings.workers)
     evals = {
         lang: {
-            role: _pool(vlm, [role], val, lang, settings.eval_samples, workers=settings.workers)
+            role: _pool(
+                vlm,
+                [role],
+                val,
+                lang,
+                settings.eval_samples,
+                workers=settings.workers,
+                reasoning=reasoning,
+            )
             for role in roles
         }
         for lang in ("train", "heldout")

@@ -210,7 +210,7 @@ def _planner(
     from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
-    planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=96)
+    planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=160)
     samples = _spread(formats.planner_samples(seeds, language=language), limit)
     images = [
         [c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"] for r in samples
