@@ -976,6 +976,36 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
     assert main([*args, "--planner-reasoning"]) == 0 and seen["s"].planner_reasoning is True
 
 
+def test_progress_role_is_the_critics_whole_instruction_answer_up_to_five_edits(smoke_vlm):
+    """``progress`` (``--role-shares progress=N``): the SC prompt with the case's whole
+    instruction and the critic's answer counting the edits done, on cases of up to 5 edits,
+    trained into the base only when named."""
+    from agent.microworld.truth import draw_case
+    from tools.vlm._qwen import RawPrompt
+    from tools.vlm.editscore_prompts import sc_prompt
+
+    seeds = list(range(1_000_020, 1_000_032))
+    counts = set()
+    for seed in seeds:
+        instruction = draw_case(seed, n_edits=V.CRITIC_EDITS, size=224)[3]
+        got = list(V._role_samples(smoke_vlm, "progress", [seed], "train"))
+        assert 2 <= len(got) <= 3
+        for prompt, answer in got:
+            # EditScoreCritic's SC prompt (two images) around the whole instruction
+            assert isinstance(prompt, RawPrompt) and len(prompt.images) == 2
+            assert sc_prompt(instruction, score_range=25) in prompt.text
+            verdict = re.search(r"(\d+) of the (\d+) requested changes are done\.", answer)
+            assert verdict is not None and json.loads(answer)["score"][0] <= 25
+            counts.add(int(verdict.group(2)))
+    assert 5 in counts
+    V.check_role_shares({"progress": 2.0})
+    plain = V._stage_pools(smoke_vlm, "roles", V.SMOKE_SETTINGS, seeds[:2], [100_000])[1]
+    assert "progress" not in plain["train"]
+    settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares={"progress": 1.0})
+    evals = V._stage_pools(smoke_vlm, "roles", settings, seeds[:2], [100_000])[1]
+    assert evals["train"]["progress"]
+
+
 def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
     train = list(range(1_000_000, 1_000_004))
     for shares, message in (

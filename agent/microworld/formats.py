@@ -598,8 +598,11 @@ def critic_samples(
     n_edits: int | tuple[int, int] = (2, 4),
     size: int = 224,
     thresholds: Thresholds = Thresholds(),
+    progress_only: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """EditScore critic samples (see the module docstring). Keys: ``id``, ``seed``, ``mode``
+    """EditScore critic samples (see the module docstring); ``progress_only``: only the
+    full-instruction samples at partial progress (with other random subsets than the full
+    stream's, which draws per-edit variants first). Keys: ``id``, ``seed``, ``mode``
     (correct, wrong, bleed, noop, partial, blur, smear, or progress for the full
     instruction), ``sc`` and ``pq`` (each a chat: user with the images and the verbatim
     prompt, assistant with the JSON answer), ``sc_score`` and ``pq_score`` (the 0..25 pairs),
@@ -647,8 +650,8 @@ def critic_samples(
             seed, n_edits=n_edits, size=size, language=language
         )
         rng = random.Random(f"microworld-critic|{seed}|{language}")
-        state = scene
-        for i, edit in enumerate(edits):
+        state = apply_edits(scene, edits) if progress_only else scene
+        for i, edit in enumerate(() if progress_only else edits):
             phrased = describe(state, edit, rng, language) if i else parts[0]
             if phrased is None:
                 state = apply_edit(state, edit)

@@ -376,6 +376,16 @@ def _role_samples(
             sc, pq = critic.prompts(sc_images[0], sc_images[1], instruction)
             yield sc, r["sc"][1]["content"][0]["text"]
             yield pq, r["pq"][1]["content"][0]["text"]
+    elif role == "progress":
+        # the critic's SC answer on the whole instruction at partial progress (the score
+        # best-of-N ranks candidates by): a few of each seed's critic samples otherwise
+        critic = EditScoreCritic(vlm)
+        for r in formats.critic_samples(
+            seeds, language=lang, n_edits=CRITIC_EDITS, progress_only=True
+        ):
+            images = [c["image"] for c in r["sc"][0]["content"] if c["type"] == "image"]
+            sc, _ = critic.prompts(images[0], images[1], _sc_instruction(r))
+            yield sc, r["sc"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
 
@@ -972,14 +982,15 @@ STAGE_ROLES = {
 REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25, "compare_far": 0.25}}
 # roles of a later stage that a stage trains into the base weights too when ``role_shares``
 # names them, e.g. ``critic=1`` in the roles stage: the critic's samples learned by the whole
-# language model (evaluated there without the adapter), where the LoRA alone never used images
-INTO_BASE = {"roles": ("critic",)}
+# language model (evaluated there without the adapter), where the LoRA alone never used images;
+# ``progress=1``: more of the critic's whole-instruction samples (``_role_samples``' "progress")
+INTO_BASE = {"roles": ("critic", "progress")}
 
 
 def check_role_shares(shares: dict[str, float]) -> None:
     """``ValueError`` naming the first entry of ``role_shares`` that is no role of a stage or
     no finite share > 0."""
-    known = {r for rs in STAGE_ROLES.values() for r in rs}
+    known = {r for rs in [*STAGE_ROLES.values(), *INTO_BASE.values()] for r in rs}
     for role, share in shares.items():
         if role not in known:
             raise ValueError(f"unknown role {role!r} (one of {sorted(known)})")
