@@ -959,9 +959,11 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
         for (chat, bare), (chat2, said) in zip(plain, reasoned, strict=True):
             assert chat2 == chat  # the same draw, the same prompt
             assert said.endswith(" " + bare) and said.startswith(f"{CELL_LISTS[0]}: ")
+            # weighed: both lists and the answer they lead to (not a bare answer)
             spans = [m.group(0) for m in V.FOCUS.finditer(said)]
-            assert [x.split(":")[0] for x in spans] == list(CELL_LISTS)
-            assert said == " ".join([*spans, bare])
+            assert [x.split(":")[0] for x in spans[:2]] == list(CELL_LISTS)
+            assert spans[2:] == [" " + bare] and said == f"{spans[0]} {spans[1]}{spans[2]}"
+            assert not V.FOCUS.search(bare)
     settings = dataclasses.replace(
         V.SMOKE_SETTINGS, planner_reasoning=True, pool_samples=6, eval_samples=2, workers=0
     )

@@ -103,8 +103,15 @@ CHECK_ANSWERS = ("yes", "no")
 # (grounding in the source), "Changed cells: ..." (comparing the two) and the verdict that
 # follows from them (a trained model named both lists right yet rarely the verdict they imply,
 # docs/micro_vlm.md, sixth session). ``--focus-weight`` multiplies their tokens' share of the
-# training loss (a few tokens of a ~45-token answer, else outweighed by text the prompt gives away)
-FOCUS = re.compile(rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.|{VERDICT}")
+# training loss (a few tokens of a ~45-token answer, else outweighed by text the prompt gives away).
+# A reasoning planner's answer after its lists (``formats.plan_reason``) is the same kind of
+# verdict: the first clause whose cells did not change (trained at weight 1, the eighth
+# session's planner named the lists right yet often repeated a clause they show done); a bare
+# planner answer, with no list before it, is not weighed
+FOCUS = re.compile(
+    rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.|{VERDICT}"
+    r"|(?<=\.) (?:NEXT_EDITING_INSTRUCTION: [^\n]*|<stop>)"
+)
 # edits per instruction of the critic's training cases: up to 5, as mira-bench's hardest
 # cases (trained on up to 4, the seventh session's critic scored every 5-edit result 10, one
 # edit missing or not: docs/loop.md). The eval's cases keep formats' default, (2, 4).
