@@ -29,6 +29,7 @@ __all__ = [
     "micro_vlm_folder",
     "has_critic",
     "micro_planner",
+    "PLANNER_NEW_TOKENS",
     "micro_grounder",
     "micro_critic",
 ]
@@ -125,6 +126,11 @@ def has_critic(folder: str | Path) -> bool:
     return "roles" in settings.get("stages", []) and "critic" in settings.get("role_shares", {})
 
 
+#: the micro planner's new tokens: a reasoned answer (``--planner-reasoning``: cell lists, then
+#: MIRA's answer) of a 5-edit case needs up to about 110 in the shipped tokenizer
+PLANNER_NEW_TOKENS = 160
+
+
 def micro_planner(
     *, model: str | Path | None = None, lora: str | Path | None = None, **options: Any
 ) -> Any:
@@ -145,7 +151,9 @@ def micro_planner(
 
     adapter = MIRA_LORA_ADAPTER if lora is not None else None
     return MiraPlanner(
-        load, adapter=adapter, **{"image_size": 224, "max_new_tokens": 160, **options}
+        load,
+        adapter=adapter,
+        **{"image_size": 224, "max_new_tokens": PLANNER_NEW_TOKENS, **options},
     )
 
 

@@ -80,6 +80,26 @@ def test_shipped_weights_fit_the_repository_limits():
     assert (MICRO_VLM / "model.safetensors.index.json").is_file()
 
 
+def test_micro_planner_has_room_for_a_reasoned_answer_of_five_edits():
+    """A reasoned planner answer (cell lists, then MIRA's answer: ``--planner-reasoning``) of a
+    5-edit case fits the micro planner's new tokens in the shipped tokenizer, with the end of
+    turn, so greedy decoding is never cut before the instruction."""
+    from transformers import AutoTokenizer
+
+    from agent.micro import MICRO_VLM, PLANNER_NEW_TOKENS, micro_planner
+    from agent.microworld.formats import planner_samples
+
+    tok = AutoTokenizer.from_pretrained(MICRO_VLM)
+    seeds = range(1_000_200, 1_000_220)
+    answers = [
+        r["messages"][1]["content"][0]["text"]
+        for r in planner_samples(seeds, n_edits=5, reasoning=True)
+    ]
+    longest = max(len(tok(a)["input_ids"]) for a in answers)
+    assert longest > 96  # the old limit cut the longest ones
+    assert micro_planner().max_new_tokens == PLANNER_NEW_TOKENS >= longest + 1  # eval-vlm's too
+
+
 def test_critic_without_an_adapter_answers_with_the_shared_weights(folder, tmp_path):
     """A folder whose critic was trained into the shared weights (no ``editscore`` folder, as
     the shipped model's) gives an ``EditScoreCritic`` with no adapter, and loads none."""

@@ -204,13 +204,14 @@ def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]
 def _planner(
     vlm: Any, seeds: Sequence[int], language: str, limit: int, *, adapter: str | None = None
 ) -> dict[str, Any]:
+    from agent.micro import PLANNER_NEW_TOKENS
     from agent.microworld import formats
     from agent.microworld.reader import judge_step
     from agent.microworld.scene import Scene
     from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
-    planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=160)
+    planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=PLANNER_NEW_TOKENS)
     samples = _spread(formats.planner_samples(seeds, language=language), limit)
     images = [
         [c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"] for r in samples
