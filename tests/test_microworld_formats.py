@@ -237,7 +237,7 @@ def test_planner_reasoning_names_each_clauses_cells_then_the_changed_ones():
         "Cells to change: r0c1 | r1c1, r1c2. Changed cells: none."
     )
     assert plan_reason([[]], ["r2c2"]) == "Cells to change: none. Changed cells: r2c2."
-    checked = mistakes = shown = 0
+    checked = mistakes = shown = partials = hidden = 0
     for seed in seeds("train", 6):
         edits = draw_case(seed, n_edits=(1, 4), size=224)[1]
         bare = list(planner_samples([seed]))
@@ -266,6 +266,12 @@ def test_planner_reasoning_names_each_clauses_cells_then_the_changed_ones():
                 done = set(r["state"])
                 assert pending[:1] == [i for i in range(len(clauses)) if i not in done][:1]
                 checked += 1
+            elif r["mistake"] == "partial":
+                # a half-way edit mostly changes its clause's cells as the finished one does:
+                # the lists show it done, only the pixels tell the answer repeats it
+                pending = min(i for i in range(len(clauses)) if i not in r["state"])
+                hidden += clauses[pending] <= set(changed)
+                partials += 1
             elif r["mistake"] in ("wrong", "bleed"):
                 # the lists differ from a clean state's (the done clauses' cells) unless the
                 # wrong object sits in a cell another clause changes: then only pixels tell
@@ -273,6 +279,22 @@ def test_planner_reasoning_names_each_clauses_cells_then_the_changed_ones():
                 shown += set(changed) != clean
                 mistakes += 1
     assert checked > 20 and mistakes > 5 and shown >= 0.8 * mistakes
+    assert partials > 2 and hidden >= 0.6 * partials
+
+
+def test_progress_only_critic_samples_are_the_whole_instruction_ones_tagged_apart():
+    """``critic_samples(progress_only=True)``: only the whole-instruction records (none, some
+    and every edit done), as the full stream has them, with ids of their own (``p``): their
+    middle subset is drawn apart from the full stream's."""
+    some = list(critic_samples(SEEDS, n_edits=(2, 5), progress_only=True))
+    full = {r["id"]: r for r in critic_samples(SEEDS, n_edits=(2, 5)) if r["mode"] == "progress"}
+    assert some and all(r["mode"] == "progress" and r["id"].endswith("p") for r in some)
+    for r in some:
+        twin = full.get(r["id"][:-1])
+        if r["id"].endswith(("full0p",)):  # nothing done: the same record both ways
+            assert twin is not None and twin["sc"][1] == r["sc"][1]
+        assert set(r) == set(next(iter(full.values())))
+    assert {int(r["id"].split("full")[1][:-1]) for r in some} >= {0}
 
 
 def test_planner_answers_copy_the_clause_that_still_names_the_pending_edit():

@@ -34,6 +34,11 @@ def test_template_is_the_published_one():
         ("**NEXT_EDITING_INSTRUCTION:** `make the car red`", "make the car red"),
         ('NEXT_EDITING_INSTRUCTION: "make the car red"', "make the car red"),
         ("make the car red", "make the car red"),  # a single bare line: prefix missing
+        (  # a reasoning planner's cell lists before its answer (--planner-reasoning)
+            "Cells to change: r0c1 | r1c2. Changed cells: r0c1. "
+            "NEXT_EDITING_INSTRUCTION: make the car red",
+            "make the car red",
+        ),
     ],
 )
 def test_edits(raw, expected):
@@ -51,6 +56,7 @@ def test_edits(raw, expected):
         "stop.",
         "NEXT_EDITING_INSTRUCTION: <stop>",
         "All edits are done.\n<stop>",
+        "Cells to change: r0c1 | r1c2. Changed cells: r0c1, r1c2. <stop>",
     ],
 )
 def test_stops(raw):
@@ -66,6 +72,10 @@ def test_stops(raw):
         ("NEXT_EDITING_INSTRUCTION:", "empty"),
         ("NEXT_EDITING_INSTRUCTION: <short, clear command to be applied next>", "placeholder"),
         ("I looked at both images.\nThey differ in many ways.", "no NEXT_EDITING_INSTRUCTION"),
+        # a reasoned answer cut off by the token limit, or ended after its lists: not an edit
+        ("Cells to change: r0c1 | r1c2. Changed cells: r0c1, r1", "no answer after it"),
+        ("Cells to change: r0c1. Changed cells: none.", "no answer after it"),
+        ("changed cells: r0c1.", "no answer after it"),
     ],
 )
 def test_unparseable_is_a_typed_error_keeping_the_raw_text(raw, match):

@@ -1000,6 +1000,9 @@ def test_progress_role_is_the_critics_whole_instruction_answer_up_to_five_edits(
             assert verdict is not None and json.loads(answer)["score"][0] <= 25
             counts.add(int(verdict.group(2)))
     assert 5 in counts
+    # a pool reaches its limit though a scene has only 2-3 of them (``PER_SEED``)
+    for limit in (5, 6, 9):
+        assert len(V._pool(smoke_vlm, ["progress"], seeds, "train", limit)) == limit
     V.check_role_shares({"progress": 2.0})
     plain = V._stage_pools(smoke_vlm, "roles", V.SMOKE_SETTINGS, seeds[:2], [100_000])[1]
     assert "progress" not in plain["train"]

@@ -42,6 +42,11 @@ STOP_TOKEN = "<stop>"
 _PREFIX = re.compile(r"next[\s_-]*editing[\s_-]*instruction\s*[:：]\s*(.*)", re.IGNORECASE)
 _STOP = re.compile(r"^\W*(<\s*stop\s*>|stop)\W*$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"^<\s*short, clear command", re.IGNORECASE)
+#: the labels of the cell lists a reasoning planner writes before its answer (the micro VLM's
+#: ``--planner-reasoning``, ``agent.microworld.formats.plan_reason``): the cells each clause
+#: changes, then the cells that changed between the two images
+REASONING_LABELS = ("Cells to change", "Changed cells")
+_REASONING = re.compile(rf"^(?:{'|'.join(REASONING_LABELS)}):", re.IGNORECASE)
 
 
 def render_planner_prompt(instruction: str) -> str:
@@ -80,6 +85,9 @@ def parse_planner_output(raw: str) -> PlannerDecision:
         return PlannerDecision(raw=raw, stop=True)
     if _PLACEHOLDER.match(answer):
         raise PlannerOutputError("the planner echoed the template's placeholder", raw=raw)
+    if not matches and _REASONING.match(answer):
+        # reasoning with no answer after it (cut off by the token limit, or ended early)
+        raise PlannerOutputError("the planner's reasoning has no answer after it", raw=raw)
     return PlannerDecision(raw=raw, stop=False, instruction=answer)
 
 

@@ -65,6 +65,7 @@ from agent.microworld.scene import CATEGORIES, PALETTE, Scene
 from agent.microworld.scoring import Score, Thresholds, score_edits
 from agent.microworld.splits import seeds as split_seeds
 from agent.microworld.truth import draw_case, object_truth, target_box
+from tools.prompts import REASONING_LABELS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -236,8 +237,11 @@ def plan_reason(clause_cells: Sequence[Sequence[str]], changed: Sequence[str]) -
     """The planner's reasoning before its MIRA answer, the critic's two cell lists
     (``CELL_LISTS``) in the planner's terms: the cells each clause changes, in the
     instruction's order and separated by " | ", then the cells that differ between the
-    original and the current image. The first clause whose cells did not change is the next
-    edit, and a cell that changed outside every clause is a mistake to repair."""
+    original and the current image. On a clean state the first clause whose cells did not
+    change is the next edit; a cell that changed outside every clause is a mistake to repair.
+    The lists cannot tell every mistake: a half-way edit mostly changes its clause's cells as the
+    finished one does, and a wrong instance can sit in a cell another clause changes; there
+    only the pixels tell that the answer repeats or repairs that clause."""
     wanted = " | ".join(", ".join(cells) or "none" for cells in clause_cells) or "none"
     return f"{CELL_LISTS[0]}: {wanted}. {CELL_LISTS[1]}: {', '.join(changed) or 'none'}."
 
@@ -503,7 +507,7 @@ def changed_cells(
 
 
 #: the SC reasoning's two cell lists, in their order: the target, then what changed
-CELL_LISTS = ("Cells to change", "Changed cells")
+CELL_LISTS = REASONING_LABELS
 #: the pattern of the SC reasoning's verdict sentence (``_sc_reason`` writes no other)
 VERDICT = r"The requested change is [^.]*\.|\d+ of the \d+ requested changes are done\."
 
@@ -601,8 +605,9 @@ def critic_samples(
     progress_only: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """EditScore critic samples (see the module docstring); ``progress_only``: only the
-    full-instruction samples at partial progress (with other random subsets than the full
-    stream's, which draws per-edit variants first). Keys: ``id``, ``seed``, ``mode``
+    full-instruction samples (no edit, some, every edit done), ids ending in ``p``: their
+    middle subset is another random one than the full stream's, which draws per-edit
+    variants first. Keys: ``id``, ``seed``, ``mode``
     (correct, wrong, bleed, noop, partial, blur, smear, or progress for the full
     instruction), ``sc`` and ``pq`` (each a chat: user with the images and the verbatim
     prompt, assistant with the JSON answer), ``sc_score`` and ``pq_score`` (the 0..25 pairs),
@@ -722,7 +727,7 @@ def critic_samples(
                 original, edited, final, boxes, kinds=[e.kind for e in edits], thresholds=thresholds
             )
             yield {
-                "id": f"mw-{seed}-full{k}",
+                "id": f"mw-{seed}-full{k}{'p' if progress_only else ''}",
                 "seed": seed,
                 "mode": "progress",
                 "success": score.success,

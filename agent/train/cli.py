@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "--role-shares",
         default=None,
         help="a role's share of the pool against the others' (default 1), e.g. planner=2; "
-        "critic=N also trains the critic's samples into the base weights in the roles stage",
+        "critic=N and progress=N also train the critic's samples (progress: its whole-instruction"
+        " ones) into the base weights in the roles stage",
     )
     vl.add_argument(
         "--planner-draw",

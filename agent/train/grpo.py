@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+from agent.micro import PLANNER_NEW_TOKENS
+
 __all__ = [
     "MIRA_GRPO",
     "reading_editor",
@@ -75,7 +77,8 @@ class GRPOSettings:
     prompts_per_step: int = 2
     lora_r: int = 16
     lora_alpha: int = 32
-    max_completion_length: int = 64
+    # the micro planner's own limit: a reasoned answer (cell lists first) needs more than 64
+    max_completion_length: int = PLANNER_NEW_TOKENS
     temperature: float = 1.0
     train_seeds: int = 200
     states_per_seed: int = 2  # planner states drawn from each scene (a scene has about 14)

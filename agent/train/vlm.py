@@ -107,7 +107,9 @@ CHECK_ANSWERS = ("yes", "no")
 # A reasoning planner's answer after its lists (``formats.plan_reason``) is the same kind of
 # verdict: the first clause whose cells did not change (trained at weight 1, the eighth
 # session's planner named the lists right yet often repeated a clause they show done); a bare
-# planner answer, with no list before it, is not weighed
+# planner answer, with no list before it, is not weighed. A reasoned planner answer is then
+# weighed on nearly every token, so there the weight scales the planner's share of the loss
+# as a whole (``role_shares`` sets that share too)
 FOCUS = re.compile(
     rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.|{VERDICT}"
     r"|(?<=\.) (?:NEXT_EDITING_INSTRUCTION: [^\n]*|<stop>)"
@@ -151,7 +153,7 @@ class VLMSettings:
     # a role's share of a stage's training pool against the others' (default 1 each), e.g.
     # {"planner": 2.0}: twice as many planner samples as grounder or parser samples; a role
     # of a later stage named here joins an earlier one where INTO_BASE allows it (the critic
-    # in the roles stage)
+    # and its whole-instruction "progress" samples in the roles stage)
     role_shares: dict[str, float] = field(default_factory=dict)
     # how a scene's planner samples are drawn for training (PLANNER_DRAWS): "balanced" gives
     # each answer class (which clause is the first pending one, <stop>, a correction) the same
@@ -384,8 +386,9 @@ def _role_samples(
             yield sc, r["sc"][1]["content"][0]["text"]
             yield pq, r["pq"][1]["content"][0]["text"]
     elif role == "progress":
-        # the critic's SC answer on the whole instruction at partial progress (the score
-        # best-of-N ranks candidates by): a few of each seed's critic samples otherwise
+        # the critic's SC answer on the whole instruction with none, some or every edit done
+        # (the score best-of-N ranks candidates by): a few of each seed's critic samples
+        # otherwise
         critic = EditScoreCritic(vlm)
         for r in formats.critic_samples(
             seeds, language=lang, n_edits=CRITIC_EDITS, progress_only=True
@@ -809,6 +812,9 @@ def _seed_samples(job: tuple[str, int, str, int, bool, bool]) -> list[Any]:
 
 # roles whose samples number one per scene
 ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check", *FAR)
+# roles with fewer samples per scene than ``_pool``'s ``per_seed``: a pool draws this many from
+# each, so it still reaches its limit ("progress": 2 or 3 states per scene)
+PER_SEED = {"progress": 2}
 
 
 def _pool(
@@ -832,7 +838,7 @@ def _pool(
     _POOL_VLM = vlm
     out: list[Any] = []
     for role in roles:
-        k = 1 if role in ONE_PER_SCENE else per_seed
+        k = 1 if role in ONE_PER_SCENE else min(per_seed, PER_SEED.get(role, per_seed))
         jobs = [(role, seed, language, k, balanced, reasoning) for seed in seeds[: -(-limit // k)]]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing
