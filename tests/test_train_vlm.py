@@ -978,6 +978,20 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
     assert main([*args, "--planner-reasoning"]) == 0 and seen["s"].planner_reasoning is True
 
 
+def test_a_run_that_changes_the_planners_answer_format_says_so(tmp_path):
+    """``planner_reasoning`` is not read from the ``--init`` folder: a roles run in the other
+    format than the folder's last one is told so; the same format, or no roles stage, is not."""
+    folder = tmp_path / "vlm"
+    folder.mkdir()
+    (folder / "micro_vlm.json").write_text(json.dumps({"settings": {"planner_reasoning": True}}))
+    roles = dataclasses.replace(V.SMOKE_SETTINGS, stages=("roles",))
+    note = V.reasoning_change(folder, roles)
+    assert note and str(folder) in note and "reasoned planner answers" in note and "bare" in note
+    assert V.reasoning_change(folder, dataclasses.replace(roles, planner_reasoning=True)) is None
+    assert V.reasoning_change(folder, dataclasses.replace(roles, stages=("critic",))) is None
+    assert V.reasoning_change(tmp_path, roles) is None  # no manifest: nothing to compare
+
+
 def test_progress_role_is_the_critics_whole_instruction_answer_up_to_five_edits(smoke_vlm):
     """``progress`` (``--role-shares progress=N``): the SC prompt with the case's whole
     instruction and the critic's answer counting the edits done, on cases of up to 5 edits,

@@ -851,6 +851,23 @@ def _pool(
     return out
 
 
+def reasoning_change(init: str | Path, settings: VLMSettings) -> str | None:
+    """A warning when a roles stage would train ``init``'s planner in the other answer format
+    (``planner_reasoning`` is not inherited from the folder), else None."""
+    manifest = Path(init) / "micro_vlm.json"
+    if "roles" not in settings.stages or not manifest.is_file():
+        return None
+    before = bool(json.loads(manifest.read_text()).get("settings", {}).get("planner_reasoning"))
+    if before == settings.planner_reasoning:
+        return None
+    now = "reasoned" if settings.planner_reasoning else "bare"
+    was = "reasoned" if before else "bare"
+    return (
+        f"warning: {init} learned {was} planner answers; this run trains {now} ones"
+        f" (--planner-reasoning {'given' if settings.planner_reasoning else 'not given'})"
+    )
+
+
 def train_vlm(
     out: str | Path,
     *,
@@ -871,6 +888,9 @@ def train_vlm(
     device = settings.device if torch.cuda.is_available() or settings.device == "cpu" else "cpu"
     if init is not None:
         vlm, done, metrics = load_folder(init)
+        note = reasoning_change(init, settings)
+        if note:
+            log(note)
     else:
         tok = build_tokenizer(corpus(settings.model.tokenizer_seeds), settings.model)
         vlm = build_model(settings.model, build_processor(tok))
