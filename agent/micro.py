@@ -123,7 +123,10 @@ def has_critic(folder: str | Path) -> bool:
     if not manifest.is_file():
         return False
     settings = json.loads(manifest.read_text()).get("settings", {})
-    return "roles" in settings.get("stages", []) and "critic" in settings.get("role_shares", {})
+    return (
+        "roles" in settings.get("stages", [])
+        and settings.get("role_shares", {}).get("critic", 0) > 0
+    )
 
 
 #: the micro planner's new tokens: a reasoned answer (``--planner-reasoning``: cell lists, then

@@ -142,6 +142,9 @@ def test_has_critic_reads_the_adapter_or_the_role_shares(folder, tmp_path):
         manifest["settings"]["stages"] = stages  # the share counts only where roles ran
         (bare / "micro_vlm.json").write_text(json.dumps(manifest))
         assert has_critic(bare) is learned
+    manifest["settings"]["role_shares"] = {"critic": 0.0}  # named, but left out
+    (bare / "micro_vlm.json").write_text(json.dumps(manifest))
+    assert not has_critic(bare)
 
 
 def test_bench_runs_mirage_on_the_microworld_with_the_micro_models(folder, tmp_path, monkeypatch):

@@ -750,7 +750,8 @@ def test_stage_is_cut_to_leave_its_evaluation_inside_the_budget(tmp_path):
 
 def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, capsys):
     """``role_shares`` (``--role-shares planner=2``) gives a role that many times the samples of
-    the others in its stage's pool; the CLI rejects unknown roles and shares that are not > 0."""
+    the others in its stage's pool; the CLI rejects unknown roles and shares that are not >= 0
+    (0 leaves a role out)."""
     from agent.train import vlm as vlm_module
     from agent.train.cli import main
     from tools.mirage.parse import PARSE_PROMPT
@@ -771,7 +772,8 @@ def test_role_shares_weigh_a_role_in_the_pool(smoke_vlm, tmp_path, monkeypatch, 
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path), "--role-shares"]
     assert main([*args, "planner=2,grounder=0.5"]) == 0
     assert seen["s"].role_shares == {"planner": 2.0, "grounder": 0.5}
-    for bad in ("plan=2", "planner=0", "planner=x", "planner", "planner=inf"):
+    assert main([*args, "check=0"]) == 0 and seen["s"].role_shares == {"check": 0.0}
+    for bad in ("plan=2", "planner=-1", "planner=x", "planner", "planner=inf"):
         assert main([*args, bad]) == 2
         assert f"--role-shares: {bad!r}" in capsys.readouterr().err
 
@@ -1029,12 +1031,31 @@ def test_role_shares_outside_the_cli_are_checked(smoke_vlm):
     train = list(range(1_000_000, 1_000_004))
     for shares, message in (
         ({"plan": 2.0}, "unknown role 'plan'"),
-        ({"planner": 0.0}, "finite share > 0, got 0.0"),
-        ({"planner": float("inf")}, "finite share > 0, got inf"),
+        ({"planner": -1.0}, "finite share >= 0, got -1.0"),
+        ({"planner": float("inf")}, "finite share >= 0, got inf"),
+        ({"critic": 0.0}, None),  # the critic's stage: no role left
     ):
+        if message is None:
+            settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares=shares)
+            with pytest.raises(ValueError, match="leave the critic stage no role"):
+                V._stage_pools(smoke_vlm, "critic", settings, train, [100_000])
+            continue
         settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares=shares)
         with pytest.raises(ValueError, match=message):
             V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+
+
+def test_a_share_of_zero_leaves_a_role_out_of_its_stage(smoke_vlm):
+    """``--role-shares check=0``: the role has no training samples and no evaluation rows;
+    the others keep theirs."""
+    train = list(range(1_000_000, 1_000_004))
+    settings = dataclasses.replace(
+        V.SMOKE_SETTINGS, pool_samples=12, role_shares={"check": 0.0, "pending": 0.0}
+    )
+    _, evals = V._stage_pools(smoke_vlm, "roles", settings, train, [100_000])
+    assert set(evals["train"]) == {"grounder", "parser", "planner"}
+    plain = V._stage_pools(smoke_vlm, "roles", V.SMOKE_SETTINGS, train, [100_000])[1]
+    assert {"check", "pending"} <= set(plain["train"])
 
 
 def test_critic_pool_has_five_edit_instructions(smoke_vlm):

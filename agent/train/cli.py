@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     vl.add_argument(
         "--role-shares",
         default=None,
-        help="a role's share of the pool against the others' (default 1), e.g. planner=2; "
+        help="a role's share of the pool against the others' (default 1; 0 leaves it out), "
+        "e.g. planner=2; "
         "critic=N and progress=N also train the critic's samples (progress: its whole-instruction"
         " ones) into the base weights in the roles stage",
     )

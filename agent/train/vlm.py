@@ -1022,13 +1022,13 @@ INTO_BASE = {"roles": ("critic", "progress")}
 
 def check_role_shares(shares: dict[str, float]) -> None:
     """``ValueError`` naming the first entry of ``role_shares`` that is no role of a stage or
-    no finite share > 0."""
+    no finite share >= 0 (0: the role is left out of its stage, pool and evaluation)."""
     known = {r for rs in [*STAGE_ROLES.values(), *INTO_BASE.values()] for r in rs}
     for role, share in shares.items():
         if role not in known:
             raise ValueError(f"unknown role {role!r} (one of {sorted(known)})")
-        if not (math.isfinite(share) and share > 0):
-            raise ValueError(f"{role!r} must be a finite share > 0, got {share!r}")
+        if not (math.isfinite(share) and share >= 0):
+            raise ValueError(f"{role!r} must be a finite share >= 0, got {share!r}")
 
 
 def _stage_pools(
@@ -1036,9 +1036,12 @@ def _stage_pools(
 ) -> tuple[list[Any], dict[str, dict[str, list[Any]]]]:
     """(training samples on train seeds and train language, {language: {role: validation
     samples}}) of a language-model stage."""
-    roles = STAGE_ROLES[stage] + [r for r in INTO_BASE.get(stage, ()) if r in settings.role_shares]
-    rehearse = REHEARSAL.get(stage, {})
     check_role_shares(settings.role_shares)
+    roles = STAGE_ROLES[stage] + [r for r in INTO_BASE.get(stage, ()) if r in settings.role_shares]
+    roles = [r for r in roles if settings.role_shares.get(r, 1.0) > 0]
+    if not roles:
+        raise ValueError(f"role_shares leave the {stage} stage no role: {settings.role_shares!r}")
+    rehearse = REHEARSAL.get(stage, {})
     if settings.planner_draw not in PLANNER_DRAWS:
         raise ValueError(
             f"planner_draw must be one of {PLANNER_DRAWS}, got {settings.planner_draw!r}"
