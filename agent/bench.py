@@ -724,7 +724,31 @@ def summarise(
                 + " | ".join(_fmt(_mean(per.get(k, [])), ".1%") for k in names)
                 + " |"
             )
+    lines += _picks(records, strategies)
     return "\n".join(lines) + "\n"
+
+
+def _picks(records: list[dict[str, Any]], strategies: Sequence[str]) -> list[str]:
+    """How each best-of-N row's critic chose: the cases where it gave every try one score
+    (so the first try, the single shot, is kept) and those where it picked another try."""
+    out = []
+    for strategy in strategies:
+        rs = [r for r in records if r["strategy"] == strategy and "picked" in r]
+        if not rs:
+            continue
+        tied = sum(len({t["overall"] for t in r["trace"]}) == 1 for r in rs)
+        other = sum(r["picked"] != 0 for r in rs)
+        out.append(f"| {strategy} | {len(rs)} | {tied} | {other} |")
+    if not out:
+        return []
+    return [
+        "",
+        "Best-of-N, how the critic chose:",
+        "",
+        "| strategy | samples | one score for every try | picked another try than the first |",
+        "|---|---:|---:|---:|",
+        *out,
+    ]
 
 
 def write_html(

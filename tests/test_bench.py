@@ -344,6 +344,15 @@ def test_best_of_n_picks_what_the_critic_prefers(tmp_path):
     assert best > single  # the oracle critic picks a right try when one exists
     for i in ids:  # never worse than its first try, which is the single shot
         assert by[("best-of-n", i)]["success"] >= by[("single-shot", i)]["success"]
+    # the summary says how the critic chose: ties (the first try kept) and other picks
+    picks = [r for _, r in by.items() if r["strategy"] == "best-of-n"]
+    tied = sum(len({t["overall"] for t in r["trace"]}) == 1 for r in picks)
+    other = sum(r["picked"] != 0 for r in picks)
+    assert other >= best - single > 0
+    summary = (out / "summary.md").read_text()
+    assert "Best-of-N, how the critic chose:" in summary
+    assert f"| best-of-n | 10 | {tied} | {other} |" in summary
+    assert "| single-shot | 10 |" not in summary.split("how the critic chose")[1]
 
 
 def test_components_are_swappable_and_bad_names_are_refused(tmp_path, capsys):
