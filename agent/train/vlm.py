@@ -380,9 +380,7 @@ def _role_samples(
     elif role == "critic":
         critic = EditScoreCritic(vlm)
         for r in formats.critic_samples(seeds, language=lang, n_edits=CRITIC_EDITS):
-            sc_images = [c["image"] for c in r["sc"][0]["content"] if c["type"] == "image"]
-            instruction = _sc_instruction(r)
-            sc, pq = critic.prompts(sc_images[0], sc_images[1], instruction)
+            sc, pq = _critic_prompts(critic, r)
             yield sc, r["sc"][1]["content"][0]["text"]
             yield pq, r["pq"][1]["content"][0]["text"]
     elif role == "progress":
@@ -393,11 +391,17 @@ def _role_samples(
         for r in formats.critic_samples(
             seeds, language=lang, n_edits=CRITIC_EDITS, progress_only=True
         ):
-            images = [c["image"] for c in r["sc"][0]["content"] if c["type"] == "image"]
-            sc, _ = critic.prompts(images[0], images[1], _sc_instruction(r))
+            sc, _ = _critic_prompts(critic, r)
             yield sc, r["sc"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
+
+
+def _critic_prompts(critic: Any, record: dict[str, Any]) -> tuple[Any, Any]:
+    """The SC and PQ prompts ``EditScoreCritic.prompts`` builds for a ``critic_samples`` record
+    (its source, edited image and instruction)."""
+    images = [c["image"] for c in record["sc"][0]["content"] if c["type"] == "image"]
+    return critic.prompts(images[0], images[1], _sc_instruction(record))
 
 
 def _said(record: dict[str, Any]) -> str:
@@ -854,7 +858,7 @@ def _pool(
 def reasoning_change(init: str | Path, settings: VLMSettings) -> str | None:
     """A warning when a roles stage would train ``init``'s planner in the other answer format
     (``planner_reasoning`` is not inherited from the folder), else None."""
-    manifest = Path(init) / "micro_vlm.json"
+    manifest = Path(init) / MANIFEST
     if "roles" not in settings.stages or not manifest.is_file():
         return None
     before = bool(json.loads(manifest.read_text()).get("settings", {}).get("planner_reasoning"))
