@@ -180,6 +180,27 @@ def test_parse_samples_are_read_by_the_mirage_parser():
             assert " it" in f" {pair.instruction}"
 
 
+def test_parse_answers_take_their_words_from_the_instruction():
+    # The parser's reference must be a function of the instruction: a verb or pattern word
+    # the text does not write takes the slot's first word, never the grammar's unused draw.
+    from agent.microworld.grammar import PATTERN_ADJECTIVES, VERBS
+
+    firsts = {words[0][0] for words in (*VERBS.values(), *PATTERN_ADJECTIVES.values())}
+    checked = 0
+    for r in parse_samples(seeds("train", 300)):
+        text = _text_of(r["messages"][0]["content"]).split("Instruction: ", 1)[1].lower()
+        said = set(re.findall(r"[\w'-]+", text))
+        for pair in r["pairs"]:
+            for word in re.findall(r"[\w'-]+", pair["edit"]):
+                assert word in said or word in firsts or word in {"it", "into", "out"}, (
+                    word,
+                    pair["edit"],
+                    text,
+                )
+                checked += 1
+    assert checked > 1000
+
+
 def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_path):
     markers = heldout_markers()
     pattern = re.compile(

@@ -55,6 +55,8 @@ from agent.microworld.grammar import (
     CATEGORY_WORDS,
     COLOUR_WORDS,
     LANGUAGES,
+    PATTERN_ADJECTIVES,
+    VERBS,
     Phrase,
     _pick,
     describe,
@@ -404,20 +406,28 @@ def grounder_samples(
 
 # -- MIRAGE parser ----------------------------------------------------------------------------
 def _edit_words(edit: Edit, part: Phrase) -> str:
-    """The edit without its positional words, in the part's own words ("make it red")."""
+    """The edit without its positional words ("make it red"), a function of the instruction's
+    text alone: a verb or pattern word that the part's template writes is copied, a slot it
+    leaves out takes the slot's first train-language word ("the red ball has to go" -> "remove
+    it", "decorate it with dots" -> "make it dotted"), never the word the grammar drew for the
+    unused slot, which the text does not show."""
     w = part.words
+
+    def slot(name: str, first: str) -> str:
+        return w[name] if "{" + name + "}" in part.template else first
+
+    verb = slot("v", VERBS[edit.kind][0][0]) if edit.kind in VERBS else ""
     if edit.kind == "remove":
-        verb = w.get("v", "remove")
         if verb.endswith(" out"):  # a phrasal verb takes its object inside: "take it out"
             return f"{verb[:-4]} it out"
         return f"{verb} it"
     if edit.kind == "replace":
-        return f"{w.get('v', 'turn')} it into {w['a_cat']}"
+        return f"{verb} it into {w['a_cat']}"
     if edit.kind == "recolour":
-        return f"{w.get('v', 'make')} it {w['colour']}"
+        return f"{verb} it {w['colour']}"
     if edit.kind == "material":
-        return f"make it {w['adj']}"
-    return f"{w.get('v', 'add')} {w['new']} {w['rel']} it"
+        return f"make it {slot('adj', PATTERN_ADJECTIVES[edit.pattern][0][0])}"  # type: ignore[index]
+    return f"{verb} {w['new']} {w['rel']} it"
 
 
 def parse_samples(
