@@ -272,6 +272,34 @@ def test_loader_workers_build_batches():
     )
 
 
+def test_loader_buckets_group_batches_by_length():
+    """With buckets, the batches drawn together are cut from their items sorted by length; each
+    item is still drawn once per epoch, and the default draws batches at random."""
+    import torch
+
+    items = list(range(8))
+    lengths = [10 * i for i in items]
+
+    def first_epoch(**kw):
+        batches = V._loader(lambda c: {"x": torch.tensor(c)}, items, 2, 0, 0, **kw)
+        return [tuple(sorted(next(batches)["x"].tolist())) for _ in range(4)]
+
+    grouped = first_epoch(lengths=lengths, buckets=4)
+    assert sorted(grouped) == [(0, 1), (2, 3), (4, 5), (6, 7)], grouped
+    plain = first_epoch()
+    assert sorted(x for b in plain for x in b) == items
+    assert sorted(plain) != [(0, 1), (2, 3), (4, 5), (6, 7)], plain
+    with pytest.raises(ValueError, match="one length per item"):
+        V._loader(lambda c: c, items, 2, 0, 0, lengths=lengths[:3], buckets=2)
+    with pytest.raises(ValueError, match="buckets must be >= 1"):
+        V._loader(lambda c: c, items, 2, 0, 0, buckets=0)
+
+
+def test_rendered_length_counts_images():
+    assert V.rendered_length(("abc", [], "de")) == 5
+    assert V.rendered_length(("abc", [object(), object()], "de")) == 5 + 512
+
+
 def test_encode_matches_processor_ids(smoke_vlm):
     """Training ids are the processor's ids for the decode-path prompt, plus the answer."""
     samples = list(V._role_samples(smoke_vlm, "describe", [1_000_005], "train"))
@@ -290,6 +318,8 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["vlm", "--out", str(tmp_path), "--batch", "0"]) == 2
     assert main(["vlm", "--out", str(tmp_path), "--pool-samples", "0"]) == 2
     assert "micro_vlm.json" in capsys.readouterr().err
+    assert main(["vlm", "--out", str(tmp_path), "--length-buckets", "0"]) == 2
+    assert "--length-buckets must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_trains_one_stage_from_a_folder(trained, tmp_path):

@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         " the critic's verdict (default 1)",
     )
     vl.add_argument(
+        "--length-buckets",
+        type=int,
+        default=None,
+        help="draw this many batches at a time and group them by length, so batches pad less"
+        " (default 1: random batches)",
+    )
+    vl.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
         default=None,
@@ -270,6 +277,10 @@ def _vlm(args: argparse.Namespace) -> int:
             changes[name] = value
     if args.dtype is not None:
         changes["dtype"] = args.dtype
+    if args.length_buckets is not None:
+        if args.length_buckets < 1:
+            return fail(f"--length-buckets must be >= 1, got {args.length_buckets!r}")
+        changes["length_buckets"] = args.length_buckets
     if args.focus_weight is not None:
         if not (math.isfinite(args.focus_weight) and args.focus_weight > 0):
             return fail(f"--focus-weight must be a finite number > 0, got {args.focus_weight!r}")
