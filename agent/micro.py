@@ -130,8 +130,9 @@ def has_critic(folder: str | Path) -> bool:
 
 
 #: the micro planner's new tokens: a reasoned answer (``--planner-reasoning``: cell lists, then
-#: MIRA's answer) of a 5-edit case needs up to about 110 in the shipped tokenizer
-PLANNER_NEW_TOKENS = 160
+#: MIRA's answer) of a 5-edit case needs up to about 110 in the shipped tokenizer, one that
+#: names every clause (``--planner-clauses``) up to about 225
+PLANNER_NEW_TOKENS = 256
 
 
 def micro_planner(

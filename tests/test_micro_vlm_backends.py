@@ -94,7 +94,8 @@ def test_micro_planner_has_room_for_a_reasoned_answer_of_five_edits():
     seeds = range(1_000_200, 1_000_220)
     answers = [
         r["messages"][1]["content"][0]["text"]
-        for r in planner_samples(seeds, n_edits=5, reasoning=True)
+        for clauses in (False, True)
+        for r in planner_samples(seeds, n_edits=5, reasoning=True, clauses=clauses)
     ]
     longest = max(len(tok(a)["input_ids"]) for a in answers)
     assert micro_planner().max_new_tokens == PLANNER_NEW_TOKENS >= longest + 1

@@ -201,6 +201,48 @@ def test_parse_answers_take_their_words_from_the_instruction():
     assert checked > 1000
 
 
+def test_planner_clauses_name_each_clause_with_its_cells_and_state():
+    """``clauses=True``: the changed cells, then every clause's own words in the instruction's
+    order with the cells it changes and "done" exactly for the edits of the state; on a clean
+    state the answer is the first clause marked "to do" (or ``<stop>`` when none is), and the
+    parser still reads the bare answer after it."""
+    from agent.microworld.formats import CELL_LISTS, changed_cells, plan_clauses
+    from agent.microworld.truth import draw_case
+    from tools.prompts import parse_planner_output
+
+    assert plan_clauses(["remove the disc", "make it red"], [["r0c1"], []], ["r0c1"], [0]) == (
+        "Changed cells: r0c1. Clauses: remove the disc (r0c1): done | make it red (none): to do."
+    )
+    copied = 0
+    for seed in seeds("train", 6):
+        _, edits, parts, _, _ = draw_case(seed, n_edits=(1, 4), size=224)
+        cells = [
+            re.search(rf"{CELL_LISTS[0]}: (.*?)\.", r["reasoning"]).group(1).split(" | ")
+            for r in planner_samples([seed], reasoning=True)
+        ][0]
+        for r in planner_samples([seed], clauses=True):
+            said = _text_of(r["messages"][1]["content"])
+            assert said == f"{r['reasoning']} {r['answer']}"
+            original, current = (
+                c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"
+            )
+            head = f"{CELL_LISTS[1]}: {', '.join(changed_cells(original, current)) or 'none'}. "
+            assert r["reasoning"].startswith(head + "Clauses: ")
+            items = r["reasoning"][len(head) + len("Clauses: ") : -1].split(" | ")
+            assert len(items) == len(edits) == len(parts)
+            states = []
+            for item, part, cell in zip(items, parts, cells, strict=True):
+                assert item.startswith(f"{part.text} ({cell}): ")
+                states.append(item.rsplit(": ", 1)[1])
+            assert states == ["done" if i in r["state"] else "to do" for i in range(len(edits))]
+            decision = parse_planner_output(said)
+            assert decision.stop == (r["answer"] == "<stop>") == ("to do" not in states)
+            if r["mistake"] is None and not decision.stop:
+                first = parts[states.index("to do")].text
+                copied += decision.instruction == first
+    assert copied > 5
+
+
 def test_export_writes_shards_and_manifest_on_train_seeds_with_train_words(tmp_path):
     markers = heldout_markers()
     pattern = re.compile(

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import random
 import re
+import time
 
 import pytest
 
@@ -298,6 +299,34 @@ def test_loader_buckets_group_batches_by_length():
 def test_rendered_length_counts_images():
     assert V.rendered_length(("abc", [], "de")) == 5
     assert V.rendered_length(("abc", [object(), object()], "de")) == 5 + 512
+
+
+def test_run_warms_up_for_at_least_min_warmup_steps_and_stops_on_a_nan_loss():
+    """The warmup is at least ``MIN_WARMUP`` steps however slow the first steps are (a guess of
+    few steps once put the learning rate at its peak by step 50), and a non-finite loss stops
+    the stage with ``FloatingPointError`` instead of training on."""
+    import torch
+
+    w = torch.nn.Parameter(torch.zeros(()))
+    rates: list[float] = []
+    opt_lr = 1e-3
+
+    def step_fn(i: int) -> torch.Tensor:
+        time.sleep(0.02 if i < 3 else 0.0)  # slow first steps: a small step-count guess
+        return (w - 1.0) ** 2
+
+    def log(message: str) -> None:
+        rates.append(float(message.split(" lr ")[1].split()[0]))
+
+    V._run([w], opt_lr, 0.3, step_fn, log, "t", 1)
+    assert len(rates) > 60
+    assert rates[49] <= opt_lr * 50 / V.MIN_WARMUP + 1e-12, rates[:60]
+
+    def nan_at_5(i: int) -> torch.Tensor:
+        return (w - 1.0) ** 2 * (float("nan") if i == 5 else 1.0)
+
+    with pytest.raises(FloatingPointError, match="t: the loss is nan at step 5"):
+        V._run([w], opt_lr, 30.0, nan_at_5, lambda m: None, "t", 1)
 
 
 def test_encode_matches_processor_ids(smoke_vlm):
@@ -1008,6 +1037,38 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
     args = ["vlm", "--settings", "smoke", "--out", str(tmp_path)]
     assert main(args) == 0 and seen["s"].planner_reasoning is False
     assert main([*args, "--planner-reasoning"]) == 0 and seen["s"].planner_reasoning is True
+    assert seen["s"].planner_clauses is False
+    assert main([*args, "--planner-clauses"]) == 0
+    assert seen["s"].planner_clauses is True and seen["s"].planner_reasoning is True
+
+
+def test_planner_clauses_reach_the_pool_and_are_weighed(smoke_vlm):
+    """``planner_clauses``: the pool's and the evaluation's planner answers are
+    ``formats.plan_clauses`` then MIRA's answer, and ``FOCUS`` weighs the changed cells, the
+    clause list and the answer."""
+    from agent.microworld.formats import CELL_LISTS, CLAUSES
+
+    seed = 1_000_010
+    bare = V._seed_samples(("planner", seed, "train", 4, True, False))
+    said = V._seed_samples(("planner", seed, "train", 4, True, "clauses"))
+    for (chat, answer), (chat2, text) in zip(bare, said, strict=True):
+        assert chat2 == chat and text.startswith(f"{CELL_LISTS[1]}: ")
+        assert text.endswith(" " + answer) and f". {CLAUSES}: " in text
+        spans = [m.group(0) for m in V.FOCUS.finditer(text)]
+        assert [x.split(":")[0] for x in spans[:2]] == [CELL_LISTS[1], CLAUSES]
+        assert "".join(spans) == text.replace(". Clauses", ".Clauses", 1)
+    settings = dataclasses.replace(
+        V.SMOKE_SETTINGS,
+        planner_reasoning=True,
+        planner_clauses=True,
+        pool_samples=6,
+        eval_samples=2,
+        workers=0,
+    )
+    pool, evals = V._stage_pools(smoke_vlm, "roles", settings, [seed, seed + 1], [100_000])
+    planner = [a for _, a in evals["train"]["planner"]]
+    assert planner and all(f". {CLAUSES}: " in a for a in planner)
+    assert any(f". {CLAUSES}: " in a for _, a in pool)
 
 
 def test_a_run_that_changes_the_planners_answer_format_says_so(tmp_path):
@@ -1022,6 +1083,10 @@ def test_a_run_that_changes_the_planners_answer_format_says_so(tmp_path):
     assert V.reasoning_change(folder, dataclasses.replace(roles, planner_reasoning=True)) is None
     assert V.reasoning_change(folder, dataclasses.replace(roles, stages=("critic",))) is None
     assert V.reasoning_change(tmp_path, roles) is None  # no manifest: nothing to compare
+    clauses = dataclasses.replace(roles, planner_reasoning=True, planner_clauses=True)
+    note = V.reasoning_change(folder, clauses)
+    assert note and "reasoned planner answers" in note and "trains clauses" in note
+    assert "--planner-clauses" in note
 
 
 def test_progress_role_is_the_critics_whole_instruction_answer_up_to_five_edits(smoke_vlm):

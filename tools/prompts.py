@@ -42,10 +42,11 @@ STOP_TOKEN = "<stop>"
 _PREFIX = re.compile(r"next[\s_-]*editing[\s_-]*instruction\s*[:：]\s*(.*)", re.IGNORECASE)
 _STOP = re.compile(r"^\W*(<\s*stop\s*>|stop)\W*$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"^<\s*short, clear command", re.IGNORECASE)
-#: the labels of the cell lists a reasoning planner writes before its answer (the micro VLM's
+#: the labels of the lists a reasoning planner writes before its answer (the micro VLM's
 #: ``--planner-reasoning``, ``agent.microworld.formats.plan_reason``): the cells each clause
-#: changes, then the cells that changed between the two images
-REASONING_LABELS = ("Cells to change", "Changed cells")
+#: changes, then the cells that changed between the two images; with ``--planner-clauses``
+#: (``formats.plan_clauses``) the changed cells, then each clause with its cells and state
+REASONING_LABELS = ("Cells to change", "Changed cells", "Clauses")
 _REASONING = re.compile(rf"^(?:{'|'.join(REASONING_LABELS)}):", re.IGNORECASE)
 
 

@@ -83,8 +83,10 @@ __all__ = [
     "norm1000",
     "mistaken",
     "CELL_LISTS",
+    "CLAUSES",
     "VERDICT",
     "cells_said",
+    "plan_clauses",
     "plan_reason",
 ]
 
@@ -131,6 +133,7 @@ def planner_samples(
     corrective: bool = True,
     wording: Literal["copy", "varied"] = "copy",
     reasoning: bool = False,
+    clauses: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """MIRA planner chats (see the module docstring). ``wording``: how an answer names the
     pending edit: "copy" (the instruction's own clause whenever it still names that edit on the
@@ -142,7 +145,8 @@ def planner_samples(
     (None, "wrong", "bleed", "partial" or "noop"), ``instruction``, ``scene`` (the scene the
     current image shows, as JSON; a partial edit's is the scene before it) and ``goal`` (the
     scene after every edit, as JSON). ``answer`` is always MIRA's bare answer; ``reasoning``:
-    the assistant turn puts ``plan_reason`` before it (kept under the key ``reasoning``)."""
+    the assistant turn puts ``plan_reason`` before it (kept under the key ``reasoning``);
+    ``clauses``: ``plan_clauses`` instead (implies ``reasoning``)."""
     from agent.prompts import STOP_TOKEN
     from tools.vlm.planner import planner_content
 
@@ -155,6 +159,7 @@ def planner_samples(
         original = render(scene)
         goal = apply_edits(scene, edits)
         pending_cells = {e.cell for e in edits}
+        reasoning = reasoning or clauses
         clause_cells = _clause_cells(scene, edits) if reasoning else []
 
         def sample(
@@ -166,7 +171,12 @@ def planner_samples(
             shown: Scene,
         ) -> dict[str, Any]:
             user = planner_content(original, current, instruction, _image)
-            why = plan_reason(clause_cells, changed_cells(original, current)) if reasoning else ""
+            why = ""
+            if clauses:
+                texts = [part.text for part in parts]
+                why = plan_clauses(texts, clause_cells, changed_cells(original, current), done)
+            elif reasoning:
+                why = plan_reason(clause_cells, changed_cells(original, current))
             return {
                 "id": f"mw-{seed}-{sid}",
                 "seed": seed,
@@ -246,6 +256,26 @@ def plan_reason(clause_cells: Sequence[Sequence[str]], changed: Sequence[str]) -
     only the pixels tell that the answer repeats or repairs that clause."""
     wanted = " | ".join(", ".join(cells) or "none" for cells in clause_cells) or "none"
     return f"{CELL_LISTS[0]}: {wanted}. {CELL_LISTS[1]}: {', '.join(changed) or 'none'}."
+
+
+def plan_clauses(
+    clauses: Sequence[str],
+    clause_cells: Sequence[Sequence[str]],
+    changed: Sequence[str],
+    done: Iterable[int],
+) -> str:
+    """The planner's reasoning with ``--planner-clauses``: the cells that differ between the
+    original and the current image, then every clause of the instruction in its order, with the
+    cells it changes and whether it is done ("done", from the state, or "to do"). The next edit
+    is then the first clause marked "to do", copied from a few tokens back rather than found by
+    counting clauses in the instruction; a changed cell outside every clause is a mistake to
+    repair, and a clause can be "to do" with its cells changed (a half-way edit)."""
+    finished = set(done)
+    items = " | ".join(
+        f"{text} ({', '.join(cells) or 'none'}): {'done' if i in finished else 'to do'}"
+        for i, (text, cells) in enumerate(zip(clauses, clause_cells, strict=True))
+    )
+    return f"{CELL_LISTS[1]}: {', '.join(changed) or 'none'}. {CLAUSES}: {items}."
 
 
 def _fixed_rng(seed: int, edit: Edit, language: str) -> random.Random:
@@ -517,7 +547,9 @@ def changed_cells(
 
 
 #: the SC reasoning's two cell lists, in their order: the target, then what changed
-CELL_LISTS = REASONING_LABELS
+CELL_LISTS = REASONING_LABELS[:2]
+#: the label of the clause list of ``plan_clauses``
+CLAUSES = REASONING_LABELS[2]
 #: the pattern of the SC reasoning's verdict sentence (``_sc_reason`` writes no other)
 VERDICT = r"The requested change is [^.]*\.|\d+ of the \d+ requested changes are done\."
 

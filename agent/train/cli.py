@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="planner answers name each clause's cells and the changed cells before the edit",
     )
     vl.add_argument(
+        "--planner-clauses",
+        action="store_true",
+        help="planner answers give the changed cells, then each clause with its cells and"
+        " whether it is done, before the edit (implies --planner-reasoning)",
+    )
+    vl.add_argument(
         "--focus-weight",
         type=float,
         default=None,
@@ -320,8 +326,10 @@ def _vlm(args: argparse.Namespace) -> int:
         settings = replace(settings, role_shares=shares)
     if args.planner_draw is not None:
         settings = replace(settings, planner_draw=args.planner_draw)
-    if args.planner_reasoning:
+    if args.planner_reasoning or args.planner_clauses:
         settings = replace(settings, planner_reasoning=True)
+    if args.planner_clauses:
+        settings = replace(settings, planner_clauses=True)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
 

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.microworld.formats import CELL_LISTS, VERDICT
+from agent.microworld.formats import CELL_LISTS, CLAUSES, VERDICT
 from agent.train.vlm_model import (
     GPU_MODEL,
     IMAGE_SIZE,
@@ -109,9 +109,10 @@ CHECK_ANSWERS = ("yes", "no")
 # session's planner named the lists right yet often repeated a clause they show done); a bare
 # planner answer, with no list before it, is not weighed. A reasoned planner answer is then
 # weighed on nearly every token, so there the weight scales the planner's share of the loss
-# as a whole (``role_shares`` sets that share too)
+# as a whole (``role_shares`` sets that share too); so is a clause planner's (``--planner-clauses``,
+# ``formats.plan_clauses``: its clause list, no clause holding a full stop, then the answer)
 FOCUS = re.compile(
-    rf"(?:{'|'.join(CELL_LISTS)}): [^.]*\.|{VERDICT}"
+    rf"(?:{'|'.join((*CELL_LISTS, CLAUSES))}): [^.]*\.|{VERDICT}"
     r"|(?<=\.) (?:NEXT_EDITING_INSTRUCTION: [^\n]*|<stop>)"
 )
 # edits per instruction of the critic's training cases: up to 5, as mira-bench's hardest
@@ -163,6 +164,9 @@ class VLMSettings:
     # planner answers reason first, the critic's two cell lists in the planner's terms
     # (``formats.plan_reason``): the cells each clause changes, then those that changed
     planner_reasoning: bool = False
+    # planner answers reason with each clause (``formats.plan_clauses``): the changed cells, then
+    # every clause with its cells and "done" or "to do" (implies ``planner_reasoning``)
+    planner_clauses: bool = False
     # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
     focus_weight: float = 1.0
     # a language-model stage draws this many batches at a time and groups them by length
@@ -292,10 +296,11 @@ def _compare(before: Any, after: Any) -> str:
 
 
 def _role_samples(
-    vlm: Any, role: str, seeds: Sequence[int], language: str, *, reasoning: bool = False
+    vlm: Any, role: str, seeds: Sequence[int], language: str, *, reasoning: bool | str = False
 ) -> Iterator[Any]:
     """(prompt, answer) for ``role``, the prompt built by the project's own class;
-    ``reasoning``: planner answers carry ``formats.plan_reason`` before MIRA's answer."""
+    ``reasoning``: planner answers carry ``formats.plan_reason`` before MIRA's answer
+    ("clauses": ``formats.plan_clauses``)."""
     from agent.microworld import formats
     from agent.microworld.render import render
     from agent.microworld.truth import draw_case
@@ -379,7 +384,9 @@ def _role_samples(
             yield r["messages"][:1], r["answer"]
     elif role == "planner":
         # planner_samples' user turn is already ``planner_content`` (MiraPlanner's own builder)
-        for r in formats.planner_samples(seeds, language=lang, reasoning=reasoning):
+        for r in formats.planner_samples(
+            seeds, language=lang, reasoning=bool(reasoning), clauses=reasoning == "clauses"
+        ):
             yield r["messages"][:1], _said(r)
     elif role == "critic":
         critic = EditScoreCritic(vlm)
@@ -680,6 +687,13 @@ def _cosine(step: int, total_guess: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_guess - warmup))))
 
 
+# the fewest warmup steps of a stage that runs longer than that: the warmup is a tenth of the
+# step count guessed from the time per step so far, and slow first steps (DataLoader workers
+# starting, a first bfloat16 call) once made that guess small enough for the learning rate to
+# reach its peak by step 50 (the ninth session's second call, whose loss was NaN from there on)
+MIN_WARMUP = 100
+
+
 def _run(
     params: list[Any],
     lr: float,
@@ -689,8 +703,10 @@ def _run(
     name: str,
     log_every: int,
 ) -> dict[str, Any]:
-    """AdamW with linear warmup and a cosine that assumes a constant step time (re-estimated every
-    step from the elapsed time), until ``seconds`` have passed; at least one step."""
+    """AdamW with linear warmup (a tenth of the guessed steps, at least ``MIN_WARMUP`` or all of
+    them) and a cosine that assumes a constant step time (re-estimated every step from the
+    elapsed time), until ``seconds`` have passed; at least one step. ``FloatingPointError`` when
+    the loss is not finite, so a diverged stage is never saved."""
     import torch
 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -700,14 +716,17 @@ def _run(
         if step > 0 and elapsed >= seconds:
             break
         guess = max(step + 1, int(seconds / max(elapsed / max(step, 1), 1e-6))) if step else 100
+        warmup = max(1, min(guess, max(guess // 10, MIN_WARMUP)))
         for g in opt.param_groups:
-            g["lr"] = lr * _cosine(step, guess, max(1, guess // 10))
+            g["lr"] = lr * _cosine(step, guess, warmup)
         loss = step_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"{name}: the loss is {losses[-1]} at step {step}")
         if step % log_every == 0:
             log(
                 f"{name} step {step} loss {losses[-1]:.4f} grad norm {float(norm):.3g} "
@@ -822,16 +841,23 @@ def draw_by_class(records: Sequence[dict[str, Any]], k: int, rng: random.Random)
     return out
 
 
-def _balanced_planner(seed: int, language: str, k: int, reasoning: bool = False) -> list[Any]:
+def _balanced_planner(seed: int, language: str, k: int, reasoning: bool | str = False) -> list[Any]:
     """``k`` planner samples of ``seed`` drawn by answer class (``draw_by_class``)."""
     from agent.microworld import formats
 
     rng = random.Random(f"pool|planner-balanced|{seed}|{language}")
-    records = list(formats.planner_samples([seed], language=language, reasoning=reasoning))  # type: ignore[arg-type]
+    records = list(
+        formats.planner_samples(
+            [seed],
+            language=language,  # type: ignore[arg-type]
+            reasoning=bool(reasoning),
+            clauses=reasoning == "clauses",
+        )
+    )
     return [(r["messages"][:1], _said(r)) for r in draw_by_class(records, k, rng)]
 
 
-def _seed_samples(job: tuple[str, int, str, int, bool, bool]) -> list[Any]:
+def _seed_samples(job: tuple[str, int, str, int, bool, bool | str]) -> list[Any]:
     role, seed, language, per_seed, balanced, reasoning = job
     if role == "planner" and balanced:
         return _balanced_planner(seed, language, per_seed, reasoning)
@@ -857,13 +883,13 @@ def _pool(
     per_seed: int = 4,
     workers: int = 0,
     balanced: bool = False,
-    reasoning: bool = False,
+    reasoning: bool | str = False,
 ) -> list[Any]:
     """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
     so a pool spans many scenes; built by ``workers`` forked processes (0: here). Roles with
     one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes. ``balanced``: planner
     samples are drawn by answer class (``_balanced_planner``); ``reasoning``: planner answers
-    reason first (``formats.plan_reason``)."""
+    reason first (``formats.plan_reason``; "clauses": ``formats.plan_clauses``)."""
     global _POOL_VLM
     _POOL_VLM = vlm
     out: list[Any] = []
@@ -881,20 +907,35 @@ def _pool(
     return out
 
 
+def planner_format(settings: VLMSettings | dict[str, Any]) -> str:
+    """The planner answer format a run's settings (or a manifest's "settings") train: "bare",
+    "reasoned" (``formats.plan_reason``) or "clauses" (``formats.plan_clauses``)."""
+    get = settings.get if isinstance(settings, dict) else lambda k: getattr(settings, k)
+    if get("planner_clauses"):
+        return "clauses"
+    return "reasoned" if get("planner_reasoning") else "bare"
+
+
+_FORMAT_FLAGS = {
+    "bare": "neither flag",
+    "reasoned": "--planner-reasoning",
+    "clauses": "--planner-clauses",
+}
+
+
 def reasoning_change(init: str | Path, settings: VLMSettings) -> str | None:
-    """A warning when a roles stage would train ``init``'s planner in the other answer format
-    (``planner_reasoning`` is not inherited from the folder), else None."""
+    """A warning when a roles stage would train ``init``'s planner in another answer format
+    (``planner_format``; not inherited from the folder), else None."""
     manifest = Path(init) / MANIFEST
     if "roles" not in settings.stages or not manifest.is_file():
         return None
-    before = bool(json.loads(manifest.read_text()).get("settings", {}).get("planner_reasoning"))
-    if before == settings.planner_reasoning:
+    was = planner_format(json.loads(manifest.read_text()).get("settings", {}))
+    now = planner_format(settings)
+    if was == now:
         return None
-    now = "reasoned" if settings.planner_reasoning else "bare"
-    was = "reasoned" if before else "bare"
     return (
         f"warning: {init} learned {was} planner answers; this run trains {now} ones"
-        f" (--planner-reasoning {'given' if settings.planner_reasoning else 'not given'})"
+        f" ({_FORMAT_FLAGS[now]} given)"
     )
 
 
@@ -1082,7 +1123,10 @@ def _stage_pools(
     if not (math.isfinite(settings.focus_weight) and settings.focus_weight > 0):
         raise ValueError(f"focus_weight must be a finite number > 0, got {settings.focus_weight!r}")
     balanced = settings.planner_draw == "balanced"
-    reasoning = settings.planner_reasoning
+    # what _role_samples takes: False, True (plan_reason) or "clauses" (plan_clauses)
+    reasoning: bool | str = {"bare": False, "reasoned": True, "clauses": "clauses"}[
+        planner_format(settings)
+    ]
     shares = {role: settings.role_shares.get(role, 1.0) for role in roles}
     per_share = settings.pool_samples / (sum(shares.values()) + sum(rehearse.values()))
     pool = []
