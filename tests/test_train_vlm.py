@@ -614,6 +614,23 @@ def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path
     assert main(args) == 2 and len(seen) == 2
 
 
+def test_eval_vlm_prints_only_its_json_table_on_stdout(trained, monkeypatch, capsys):
+    """Progress lines go to stderr, so ``mira-train eval-vlm ... > table.json`` is valid JSON."""
+    from agent.train.cli import main
+
+    out, _ = trained
+
+    def fake(model, **k):
+        k["log"]("grounder train (1 s): {}")
+        return {"grounder": {"train": 1}}
+
+    monkeypatch.setattr("agent.train.vlm_eval.evaluate_vlm", fake)
+    assert main(["eval-vlm", "--model", str(out), "--roles", "grounder"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == {"grounder": {"train": 1}}
+    assert "grounder train (1 s)" in printed.err
+
+
 def test_check_row_reads_the_first_answer_token(trained, monkeypatch):
     """The decoded "check" row: each answer is right when the model's most likely first answer
     token is the reference's; a model that always prefers "yes" scores the share of "yes"

@@ -379,7 +379,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         languages=languages,
         planner_lora=args.planner_lora,
         critic_in_base=args.critic_in_base,
-        log=lambda m: print(m, flush=True),
+        log=lambda m: print(m, file=sys.stderr, flush=True),  # stdout: the JSON table alone
     )
     text = json.dumps(table, indent=2)
     if args.out is not None:
