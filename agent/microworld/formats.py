@@ -162,6 +162,9 @@ def planner_samples(
         reasoning = reasoning or clauses
         clause_cells = _clause_cells(scene, edits) if reasoning else []
 
+        def todo_of(done: tuple[int, ...]) -> int:
+            return min(i for i in range(len(edits)) if i not in done)
+
         def sample(
             sid: str,
             current: Image.Image,
@@ -174,7 +177,12 @@ def planner_samples(
             why = ""
             if clauses:
                 texts = [part.text for part in parts]
-                why = plan_clauses(texts, clause_cells, changed_cells(original, current), done)
+                # a clause is done when the current image shows its edit made: a bleeding
+                # edit made its own (and one more object's), the other mistakes did not
+                shown_done = (*done, todo_of(done)) if mistake == "bleed" else done
+                why = plan_clauses(
+                    texts, clause_cells, changed_cells(original, current), shown_done
+                )
             elif reasoning:
                 why = plan_reason(clause_cells, changed_cells(original, current))
             return {
@@ -266,10 +274,12 @@ def plan_clauses(
 ) -> str:
     """The planner's reasoning with ``--planner-clauses``: the cells that differ between the
     original and the current image, then every clause of the instruction in its order, with the
-    cells it changes and whether it is done ("done", from the state, or "to do"). The next edit
-    is then the first clause marked "to do", copied from a few tokens back rather than found by
-    counting clauses in the instruction; a changed cell outside every clause is a mistake to
-    repair, and a clause can be "to do" with its cells changed (a half-way edit)."""
+    cells it changes and whether the current image shows its edit made ("done") or not ("to
+    do"). The next edit is then the first clause marked "to do", copied from a few tokens back
+    rather than found by counting clauses in the instruction, also after a half-way or missing
+    edit (a half-way edit's clause is "to do" with its cells changed); a changed cell outside
+    every clause (a wrong instance, or the other object of a bleeding edit, whose own clause is
+    done) is a mistake to repair first."""
     finished = set(done)
     items = " | ".join(
         f"{text} ({', '.join(cells) or 'none'}): {'done' if i in finished else 'to do'}"
