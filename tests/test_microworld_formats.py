@@ -245,6 +245,8 @@ def test_planner_clauses_name_each_clause_with_its_cells_and_state():
             if decision.stop or "to do" not in states:  # all done: stop, or repair a bleed
                 assert "to do" not in states and (decision.stop or r["mistake"] == "bleed")
             if r["mistake"] in (None, "partial", "noop") and not decision.stop:
+                # the answer's edit is the first clause marked "to do"
+                assert states.index("to do") == min(set(range(len(edits))) - set(r["state"]))
                 first = parts[states.index("to do")].text
                 copied += decision.instruction == first
     assert copied > 5 and bleeds > 0

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import random
 import re
-import time
 
 import pytest
 
@@ -290,7 +289,7 @@ def test_loader_buckets_group_batches_by_length():
     plain = first_epoch()
     assert sorted(x for b in plain for x in b) == items
     assert sorted(plain) != [(0, 1), (2, 3), (4, 5), (6, 7)], plain
-    with pytest.raises(ValueError, match="one length per item"):
+    with pytest.raises(ValueError, match="one length per item, got 3 for 8 items"):
         V._loader(lambda c: c, items, 2, 0, 0, lengths=lengths[:3], buckets=2)
     with pytest.raises(ValueError, match="buckets must be >= 1"):
         V._loader(lambda c: c, items, 2, 0, 0, buckets=0)
@@ -301,28 +300,34 @@ def test_rendered_length_counts_images():
     assert V.rendered_length(("abc", [object(), object()], "de")) == 5 + 512
 
 
-def test_run_warms_up_for_at_least_min_warmup_steps_and_stops_on_a_nan_loss():
+def test_run_warms_up_for_at_least_min_warmup_steps_and_stops_on_a_nan_loss(monkeypatch):
     """The warmup is at least ``MIN_WARMUP`` steps however slow the first steps are (a guess of
     few steps once put the learning rate at its peak by step 50), and a non-finite loss stops
-    the stage with ``FloatingPointError`` instead of training on."""
+    the stage with ``FloatingPointError`` instead of training on. A fake clock: three slow
+    steps, then fast ones."""
+    import types
+
     import torch
 
+    clock = {"t": 0.0}
+    monkeypatch.setattr(V, "time", types.SimpleNamespace(monotonic=lambda: clock["t"]))
     w = torch.nn.Parameter(torch.zeros(()))
     rates: list[float] = []
     opt_lr = 1e-3
 
     def step_fn(i: int) -> torch.Tensor:
-        time.sleep(0.02 if i < 3 else 0.0)  # slow first steps: a small step-count guess
+        clock["t"] += 0.05 if i < 3 else 0.001  # slow first steps: a small step-count guess
         return (w - 1.0) ** 2
 
     def log(message: str) -> None:
         rates.append(float(message.split(" lr ")[1].split()[0]))
 
-    V._run([w], opt_lr, 0.3, step_fn, log, "t", 1)
-    assert len(rates) > 60
+    V._run([w], opt_lr, 1.0, step_fn, log, "t", 1)
+    assert len(rates) > 500
     assert rates[49] <= opt_lr * 50 / V.MIN_WARMUP + 1e-12, rates[:60]
 
     def nan_at_5(i: int) -> torch.Tensor:
+        clock["t"] += 0.001
         return (w - 1.0) ** 2 * (float("nan") if i == 5 else 1.0)
 
     with pytest.raises(FloatingPointError, match="t: the loss is nan at step 5"):
@@ -1057,6 +1062,8 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
     assert seen["s"].planner_clauses is False
     assert main([*args, "--planner-clauses"]) == 0
     assert seen["s"].planner_clauses is True and seen["s"].planner_reasoning is True
+    assert seen["s"].length_buckets == 1
+    assert main([*args, "--length-buckets", "4"]) == 0 and seen["s"].length_buckets == 4
 
 
 def test_planner_clauses_reach_the_pool_and_are_weighed(smoke_vlm):

@@ -755,7 +755,8 @@ def _loader(
     if buckets < 1:
         raise ValueError(f"buckets must be >= 1, got {buckets!r}")
     if buckets > 1 and (lengths is None or len(lengths) != len(items)):
-        raise ValueError("buckets > 1 needs one length per item")
+        got = "none" if lengths is None else len(lengths)
+        raise ValueError(f"buckets > 1 needs one length per item, got {got} for {len(items)} items")
 
     class Batches(torch.utils.data.IterableDataset):
         def __iter__(self) -> Iterator[dict[str, Any]]:
