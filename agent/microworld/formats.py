@@ -161,6 +161,7 @@ def planner_samples(
         pending_cells = {e.cell for e in edits}
         reasoning = reasoning or clauses
         clause_cells = _clause_cells(scene, edits) if reasoning else []
+        clause_texts = [part.text for part in parts]
 
         def todo_of(done: tuple[int, ...]) -> int:
             return min(i for i in range(len(edits)) if i not in done)
@@ -176,13 +177,11 @@ def planner_samples(
             user = planner_content(original, current, instruction, _image)
             why = ""
             if clauses:
-                texts = [part.text for part in parts]
                 # a clause is done when the current image shows its edit made: a bleeding
                 # edit made its own (and one more object's), the other mistakes did not
                 shown_done = (*done, todo_of(done)) if mistake == "bleed" else done
-                why = plan_clauses(
-                    texts, clause_cells, changed_cells(original, current), shown_done
-                )
+                changed = changed_cells(original, current)
+                why = plan_clauses(clause_texts, clause_cells, changed, shown_done)
             elif reasoning:
                 why = plan_reason(clause_cells, changed_cells(original, current))
             return {

@@ -384,9 +384,7 @@ def _role_samples(
             yield r["messages"][:1], r["answer"]
     elif role == "planner":
         # planner_samples' user turn is already ``planner_content`` (MiraPlanner's own builder)
-        for r in formats.planner_samples(
-            seeds, language=lang, reasoning=bool(reasoning), clauses=reasoning == "clauses"
-        ):
+        for r in _planner_records(seeds, lang, reasoning):
             yield r["messages"][:1], _said(r)
     elif role == "critic":
         critic = EditScoreCritic(vlm)
@@ -406,6 +404,21 @@ def _role_samples(
             yield sc, r["sc"][1]["content"][0]["text"]
     else:
         raise ValueError(f"unknown role {role!r}")
+
+
+def _planner_records(
+    seeds: Sequence[int], language: str, reasoning: bool | str
+) -> Iterator[dict[str, Any]]:
+    """``formats.planner_samples`` in the answer format ``reasoning`` names: False (bare), True
+    (``plan_reason``) or "clauses" (``plan_clauses``)."""
+    from agent.microworld import formats
+
+    return formats.planner_samples(
+        seeds,
+        language=language,  # type: ignore[arg-type]
+        reasoning=bool(reasoning),
+        clauses=reasoning == "clauses",
+    )
 
 
 def _critic_prompts(critic: Any, record: dict[str, Any]) -> tuple[Any, Any]:
@@ -844,17 +857,8 @@ def draw_by_class(records: Sequence[dict[str, Any]], k: int, rng: random.Random)
 
 def _balanced_planner(seed: int, language: str, k: int, reasoning: bool | str = False) -> list[Any]:
     """``k`` planner samples of ``seed`` drawn by answer class (``draw_by_class``)."""
-    from agent.microworld import formats
-
     rng = random.Random(f"pool|planner-balanced|{seed}|{language}")
-    records = list(
-        formats.planner_samples(
-            [seed],
-            language=language,  # type: ignore[arg-type]
-            reasoning=bool(reasoning),
-            clauses=reasoning == "clauses",
-        )
-    )
+    records = list(_planner_records([seed], language, reasoning))
     return [(r["messages"][:1], _said(r)) for r in draw_by_class(records, k, rng)]
 
 
