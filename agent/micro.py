@@ -88,14 +88,16 @@ def micro_vlm_folder(model: str | Path | None = None) -> Path:
     return folder
 
 
-def _micro_vlm(folder: Path, *, critic: bool = False) -> Any:
-    """The shared ``QwenVL`` of ``folder`` (loaded once per process), with the ``editscore``
-    adapter loaded when ``critic`` and the folder has one (``_critic_adapter``)."""
+def _micro_vlm(folder: Path, *, critic: bool = False, device: str = "cpu") -> Any:
+    """The shared ``QwenVL`` of ``folder`` on ``device`` (loaded once per process and device),
+    with the ``editscore`` adapter loaded when ``critic`` and the folder has one
+    (``_critic_adapter``)."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.critic import EDITSCORE_ADAPTER
 
-    vlm = load_qwen_vl(folder, options=LoadOptions(device="cpu", dtype="float32"), what="micro VLM")
+    options = LoadOptions(device=device, dtype="float32")
+    vlm = load_qwen_vl(folder, options=options, what="micro VLM")
     if critic and _critic_adapter(folder) and EDITSCORE_ADAPTER not in vlm.adapters:
         vlm.load_adapter(EDITSCORE_ADAPTER, folder / EDITSCORE_ADAPTER)
     return vlm
@@ -140,15 +142,16 @@ def micro_planner(
 ) -> Any:
     """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px);
     ``lora``: a planner adapter folder (``mira-train grpo``'s ``mira-planner``) switched on for
-    the planner's calls only."""
+    the planner's calls only. ``device``: where the model runs (default cpu)."""
     from tools.vlm.planner import MIRA_LORA_ADAPTER, MiraPlanner
 
     folder = micro_vlm_folder(model)
+    device = options.pop("device", "cpu")
     if lora is not None and not (Path(lora) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"lora {str(lora)!r} holds no adapter_config.json")
 
     def load() -> Any:
-        vlm = _micro_vlm(folder)
+        vlm = _micro_vlm(folder, device=device)
         if lora is not None and MIRA_LORA_ADAPTER not in vlm.adapters:
             vlm.load_adapter(MIRA_LORA_ADAPTER, lora)
         return vlm
@@ -174,10 +177,11 @@ def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
     """The ``micro-critic`` backend: ``EditScoreCritic`` on the micro VLM, greedy (one pass),
     through the folder's ``editscore`` adapter when it has one, else the shared weights.
     ``adapter=`` names the folder's adapter to use (``FileNotFoundError`` when it lacks it) or
-    None for the shared weights."""
+    None for the shared weights. ``device``: where the model runs (default cpu)."""
     from tools.vlm.critic import EDITSCORE_ADAPTER, EditScoreCritic
 
     folder = micro_vlm_folder(model)
+    device = options.pop("device", "cpu")
     own = _critic_adapter(folder)
     asked = options.get("adapter", own)
     if asked is not None and asked != own:
@@ -187,7 +191,7 @@ def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
             "shared weights)"
         )
     return EditScoreCritic(
-        lambda: _micro_vlm(folder, critic=True),
+        lambda: _micro_vlm(folder, critic=True, device=device),
         **{
             "adapter": own,
             "temperature": 0.0,

@@ -325,18 +325,32 @@ def test_a_failed_run_keeps_the_steps_it_finished(base, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_wall_clock_budget_stops_training(base, tmp_path):
+def test_wall_clock_budget_stops_training(base, tmp_path, monkeypatch):
     def zero(prompts, completions, **_):
         return [0.0] * len(completions)
 
     settings = G.settings_for(
         steps=50, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, seconds=0.01
     )
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    train, saved_inside = GRPOTrainer.train, []
+
+    def train_then_look(self, *args, **kwargs):  # what is on disk when the trainer returns
+        result = train(self, *args, **kwargs)
+        file = tmp_path / "grpo.json"
+        saved_inside.append(json.loads(file.read_text()) if file.is_file() else None)
+        return result
+
+    monkeypatch.setattr(GRPOTrainer, "train", train_then_look)
     summary = G.train_grpo(
         base, tmp_path, reward=zero, settings=settings, inputs=G.planner_prompts([SEED])[:2]
     )
     assert summary["steps"] == 1 and summary["stopped"] == "seconds"
     assert not summary["schedule_complete"]
+    # the stop saved its step before the trainer wound down (a run that hangs there keeps it)
+    assert saved_inside[0] is not None
+    assert saved_inside[0]["steps"] == 1 and saved_inside[0]["stopped"] == "seconds"
 
 
 def test_cli_checks_its_arguments(base, tmp_path, capsys):
@@ -402,6 +416,12 @@ def test_real_scale_path_runs_on_tiny_random_backends(base, tmp_path, monkeypatc
     assert (tmp_path / "mira-planner" / "adapter_config.json").is_file()
     # the forced step ran Kontext, then the random critic answered (a verdict or none)
     assert any(d["decision"] == "step" and "sc_pq" in d for d in Forced.seen)
+    # grpo.json keeps the critic's SC beside the exact SC of every judged image
+    judged = [d for d in Forced.seen if "sc_pq" in d]
+    assert len(summary["sc_pairs"]) == len(judged)
+    assert [p[0] for p in summary["sc_pairs"]] == [
+        None if d["sc_pq"] is None else d["sc_pq"][0] for d in judged
+    ]
 
 
 def test_editor_errors_mismatched_cases_and_the_exact_metric_beside_a_critic(states):
@@ -436,6 +456,8 @@ def test_editor_errors_mismatched_cases_and_the_exact_metric_beside_a_critic(sta
         log_metric=lambda name, value: logged.update({name: value}),
     )
     assert 0 < logged["exact_sc"] <= 10  # the step makes progress: the exact score says so
+    # and the sample's pair: the critic's SC (5 of its critique) beside the exact one
+    assert reward.sc_pairs == [[5.0, logged["exact_sc"]]]
 
     wrong = dict(json.loads(row["case"]), n_edits=[5, 5])
     with pytest.raises(ValueError, match="is not the input's"):
@@ -517,7 +539,53 @@ def test_cli_stall_seconds_and_step_cost_reach_the_run(base, tmp_path, monkeypat
         assert main([*args, "--stall-seconds", value]) == 0
         assert seen[-1].stall_seconds == expected
     assert main(args) == 0 and seen[-1].stall_seconds == 300.0 and seen[-1].step_cost == 0.0
+    assert seen[-1].temperature == 1.0
+    assert main([*args, "--temperature", "1.5"]) == 0 and seen[-1].temperature == 1.5
     rewards = []
     monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: rewards.append(k["reward"]))
     assert main([*args, "--step-cost", "1.5", "--early-stop-penalty", "8"]) == 0
     assert (rewards[-1].step_cost, rewards[-1].early_stop_penalty) == (1.5, 8.0)
+
+
+def test_gpu_job_script_trains_evaluates_and_packs(base, tmp_path):
+    """benchmarks/grpo_gpu.sh on CPU: one run and one adapter trained before, each evaluated
+    beside the SFT planner, all packed into grpo.tar with a summary line per run."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    before = tmp_path / "before"
+    G.train_grpo(
+        base,
+        before,
+        reward=lambda prompts, completions, **_: [0.0] * len(completions),
+        settings=G.settings_for(steps=1, group=2, prompts_per_step=1, max_completion_length=4),
+        inputs=G.planner_prompts([SEED])[:2],
+    )
+    env = dict(
+        os.environ,
+        OUT=str(out),
+        WORK=str(work),
+        PYTHON=sys.executable,
+        WHEELS=str(tmp_path / "no-wheels"),
+        MODEL=str(base),
+        DEVICE="cpu",
+        RUNS="tiny: --reward exact --exact-editor --steps 1 --group 2 --prompts-per-step 1 "
+        "--max-completion-length 4 --train-seeds 1",
+        ADAPTERS=f"before={before / 'mira-planner'}",
+        EVALS="val: --split validation --seeds 1 --limit 1 --roles planner --languages train",
+    )
+    subprocess.run(
+        ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, check=True, capture_output=True
+    )
+    with tarfile.open(out / "grpo.tar") as tar:
+        names = set(tar.getnames())
+    assert {"res/tiny/grpo.json", "res/tiny/mira-planner/adapter_config.json"} <= names
+    assert {"res/val_sft.json", "res/val_tiny.json", "res/val_before.json"} <= names
+    summary = (out / "summary.txt").read_text()
+    assert "tiny: 1 steps in" in summary and "(steps)" in summary
+    assert all(f'{tag} {{"train"' in summary for tag in ("val_sft", "val_tiny", "val_before"))

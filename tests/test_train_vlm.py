@@ -617,6 +617,9 @@ def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path
     assert [k["critic_in_base"] for k in seen] == [True, False]
     args = ["eval-vlm", "--model", str(out), "--roles", "grounder", "--critic-in-base"]
     assert main(args) == 2 and len(seen) == 2
+    # --device reaches the evaluation (cpu by default)
+    assert main(["eval-vlm", "--model", str(out), "--device", "cuda"]) == 0
+    assert [k["device"] for k in seen] == ["cpu", "cpu", "cuda"]
 
 
 def test_eval_vlm_prints_only_its_json_table_on_stdout(trained, monkeypatch, capsys):

@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the critic rows ask the base model, not its editscore adapter (a roles stage "
         "trained with --role-shares critic=N); a folder with no such adapter is always asked so",
     )
+    evl.add_argument(
+        "--device", default="cpu", help="where the model decodes: cpu or cuda (%(default)s)"
+    )
     gr = sub.add_parser("grpo", help="MIRA stage 2: GRPO with a LoRA on the micro VLM's planner")
     gr.add_argument("--model", required=True, type=Path, help="the SFT micro VLM folder")
     gr.add_argument("--out", required=True, type=Path, help="folder for the LoRA and grpo.json")
@@ -188,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         ("max-completion-length", int, "most tokens per sampled answer"),
         ("train-seeds", int, "train-split scenes to draw planner states from"),
         ("seed-offset", int, "skip this many train seeds"),
+        ("temperature", float, "sampling temperature of the group's answers (1.0)"),
         ("seconds", float, "wall-clock budget (stops after the step that passes it)"),
         ("stall-seconds", float, "a step slower dumps every thread's stack (300; 0: off)"),
     ):
@@ -379,6 +383,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         languages=languages,
         planner_lora=args.planner_lora,
         critic_in_base=args.critic_in_base,
+        device=args.device,
         log=lambda m: print(m, file=sys.stderr, flush=True),  # stdout: the JSON table alone
     )
     text = json.dumps(table, indent=2)
@@ -408,6 +413,7 @@ def _grpo(args: argparse.Namespace) -> int:
         "max_completion_length": args.max_completion_length,
         "train_seeds": args.train_seeds,
         "seed_offset": args.seed_offset,
+        "temperature": args.temperature,
         "seconds": args.seconds,
         "stall_seconds": args.stall_seconds,
         "device": args.device,
@@ -478,7 +484,7 @@ def _grpo(args: argparse.Namespace) -> int:
         from agent.micro import micro_critic
 
         # the micro-critic backend: greedy, so the reward of one image is one number
-        critic = micro_critic(model=args.model)
+        critic = micro_critic(model=args.model, device=settings.device)
     reward = grpo.StepReward(
         editor,
         source=settings.reward,

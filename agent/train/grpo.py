@@ -271,6 +271,9 @@ class StepReward:
         self.step_cost, self.early_stop_penalty = step_cost, early_stop_penalty
         self.__name__ = f"{source}_step_reward"  # TRL names its logged reward columns by this
         self.last: list[dict[str, Any]] = []
+        # every critic-judged sample of the run: [the critic's SC (None: no verdict), the
+        # exact SC of the same image], the per-sample measure of reward hacking
+        self.sc_pairs: list[list[float | None]] = []
 
     def judge(self, original: Any, result: Any, case: dict[str, Any]) -> tuple[float, float] | None:
         """(SC, PQ) on 0..10 of ``result`` as the answer to the whole case; None: no verdict."""
@@ -319,6 +322,7 @@ class StepReward:
             verdict = self.judge(original, result, info)
             if self.source == "critic" and "seed" in info:
                 exact.append(exact_sc(result, info))
+                self.sc_pairs.append([None if verdict is None else verdict[0], exact[-1]])
             reward = (
                 self.MINIMUM
                 if verdict is None
@@ -515,15 +519,21 @@ def train_grpo(
             "reward": name,
             "inputs": len(inputs),
             "history": history,
+            # a critic reward's [critic SC, exact SC] of every judged sample (StepReward)
+            "sc_pairs": list(getattr(reward, "sc_pairs", [])),
         }
 
     class Progress(TrainerCallback):
-        """Stops after the step that passes ``settings.seconds``; saves every ``save_every``."""
+        """Stops after the step that passes ``settings.seconds``, saving first; saves every
+        ``save_every`` steps."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if watchdog is not None:
                 watchdog.arm()  # the next step has its own time
             if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
+                # saved here, before the trainer winds down: on a GPU machine three runs at
+                # once never got from this stop to the end of train() (docs/grpo.md)
+                _save(trainer, out, summary("seconds"))
                 control.should_training_stop = True
             elif state.global_step % settings.save_every == 0:
                 _save(trainer, out, summary("running"))

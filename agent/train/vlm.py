@@ -1229,16 +1229,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_folder(path: str | Path) -> tuple[Any, list[str], dict]:
-    """(QwenVL in float32 on CPU with the critic adapter if saved, stages done, metrics) of a
-    folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
+def load_folder(path: str | Path, *, device: str = "cpu") -> tuple[Any, list[str], dict]:
+    """(QwenVL in float32 on ``device`` with the critic adapter if saved, stages done, metrics)
+    of a folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import _load
 
     path = Path(path)
     manifest = json.loads((path / MANIFEST).read_text())
     vlm = _load(
-        str(path), str(path), LoadOptions(device="cpu", dtype="float32").resolved(), name=str(path)
+        str(path), str(path), LoadOptions(device=device, dtype="float32").resolved(), name=str(path)
     )
     if (path / CRITIC_ADAPTER).is_dir():
         vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)

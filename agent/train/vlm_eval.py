@@ -306,6 +306,7 @@ def evaluate_vlm(
     languages: Sequence[str] = ("train", "heldout"),
     planner_lora: str | Path | None = None,
     critic_in_base: bool = False,
+    device: str = "cpu",
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """{role: {language: {"true": ..., "shuffled": ...}}} on the first ``seeds`` seeds of
@@ -314,7 +315,8 @@ def evaluate_vlm(
     planner adapter (``mira-train grpo``'s) switched on for the planner rows. ``critic_in_base``:
     the critic rows ask the base model (a roles stage run with ``role_shares`` naming the critic
     trains it there), not the ``editscore`` adapter; a folder with no such adapter (the shipped
-    one) is always asked so, as the ``micro-critic`` backend asks it."""
+    one) is always asked so, as the ``micro-critic`` backend asks it. ``device``: where the
+    model decodes (the tables in docs/ decode on CPU)."""
     import functools
 
     from agent.microworld.splits import seeds as split_seeds
@@ -324,7 +326,7 @@ def evaluate_vlm(
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"roles must be some of {sorted(ROLES)}, got {unknown!r}")
-    vlm, _, metrics = load_folder(folder)
+    vlm, _, metrics = load_folder(folder, device=device)
     if planner_lora is not None:
         vlm.load_adapter(MIRA_LORA_ADAPTER, planner_lora)
     vlm.model.eval()
@@ -337,6 +339,7 @@ def evaluate_vlm(
         "probe_test": metrics.get("vision", {}).get("probe_test"),
         "planner_lora": None if planner_lora is None else str(planner_lora),
         "critic_in_base": critic_in_base,
+        "device": device,
     }
     for role in roles:
         result[role] = {}

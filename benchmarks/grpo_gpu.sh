@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One GPU call of GRPO on the micro planner (run by the device tool from the repo root): several
+# runs at once on the one GPU (each is a micro model, bound by decoding latency and the CPU, not
+# GPU memory), then the planner rows of the SFT planner and of every adapter, also at once.
+#
+# Carry `.whlv` (pydantic, peft, trl, datasets, dill, multiprocess wheels for the GPU machine's
+# Python; docs/grpo.md) and any adapter folders named in ADAPTERS. Writes to $OUT: grpo.tar
+# (per run: mira-planner/, grpo.json, train.log; per evaluation <tag>_<planner>.json and its
+# log) and summary.txt.
+#
+#   RUNS='exact: --reward exact --exact-editor --lr 1e-3;critic: --reward critic --exact-editor' \
+#       TRAIN_SECONDS=300 bash benchmarks/grpo_gpu.sh
+#   RUNS= ADAPTERS='exact=.micro/grpo/exact/mira-planner' \
+#       EVALS='val: --split validation --seeds 60 --limit 160 --roles planner' bash ...
+#
+# RUNS: ';'-separated "name: mira-train grpo arguments" (--model, --out, --device and --seconds
+# are added; empty: no training). ADAPTERS: space-separated name=folder of adapters trained
+# before, evaluated beside the runs'. MODEL: the SFT planner folder (default the shipped
+# weights/micro-vlm). EVALS: ';'-separated "tag: eval-vlm arguments" (empty: no evaluation),
+# each run for the SFT planner ("sft") and every adapter. DEVICE: cuda (cpu in the tests).
+# Set OMP_NUM_THREADS (4 for three or four processes on 16 cores): left at its default every
+# process takes every core, and three runs at once were 2.5 times slower per step.
+set -uo pipefail
+PYTHON="${PYTHON:-python3}" WORK="${WORK:-/tmp/mira-grpo}" WHEELS="${WHEELS:-.whlv}"
+MODEL="${MODEL:-weights/micro-vlm}" DEVICE="${DEVICE:-cuda}"
+TRAIN_SECONDS="${TRAIN_SECONDS:-300}" EVAL_LIMIT_SECONDS="${EVAL_LIMIT_SECONDS:-240}"
+# TRAIN_MARGIN: seconds past its budget before a run is killed. A run's budget starts after it
+# has drawn its planner states (about 40 s for 400 scenes), and a run saves its last step when
+# it passes the budget, so a killed run keeps its last save
+TRAIN_MARGIN="${TRAIN_MARGIN:-120}"
+EVALS="${EVALS-val: --split validation --seeds 40 --limit 120 --roles planner --languages train}"
+RUNS="${RUNS-}" ADAPTERS="${ADAPTERS-}"
+: "${OUT:?OUT is the folder for the results}"
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$WORK/site" "$WHEELS"/*.whl || exit
+fi
+export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+rm -rf "$WORK/res" && mkdir -p "$WORK/res"
+names=()
+declare -A lora=()
+IFS=';' read -ra specs <<< "$RUNS"
+for spec in "${specs[@]}"; do
+    name="$(echo "${spec%%:*}" | tr -d ' ')"
+    [ -n "$name" ] || continue
+    names+=("$name")
+    lora[$name]="$WORK/res/$name/mira-planner"
+    read -ra args <<< "${spec#*:}"
+    # the run stops itself after the step that passes its budget; timeout is the backstop
+    timeout $((TRAIN_SECONDS + TRAIN_MARGIN)) "$PYTHON" -m agent.train grpo --model "$MODEL" \
+        --out "$WORK/res/$name" --device "$DEVICE" --seconds "$TRAIN_SECONDS" "${args[@]}" \
+        > "$WORK/res/$name.train.log" 2>&1 &
+done
+wait
+for pair in $ADAPTERS; do
+    lora[${pair%%=*}]="${pair#*=}"
+done
+IFS=';' read -ra evals <<< "$EVALS"
+for spec in "${evals[@]}"; do
+    tag="$(echo "${spec%%:*}" | tr -d ' ')"
+    [ -n "$tag" ] || continue
+    read -ra eval_args <<< "${spec#*:}"
+    timeout "$EVAL_LIMIT_SECONDS" "$PYTHON" -m agent.train eval-vlm --model "$MODEL" \
+        --device "$DEVICE" "${eval_args[@]}" --out "$WORK/res/${tag}_sft.json" \
+        > /dev/null 2> "$WORK/res/${tag}_sft.log" &
+    for name in "${!lora[@]}"; do
+        [ -f "${lora[$name]}/adapter_config.json" ] || continue
+        timeout "$EVAL_LIMIT_SECONDS" "$PYTHON" -m agent.train eval-vlm --model "$MODEL" \
+            --device "$DEVICE" "${eval_args[@]}" --planner-lora "${lora[$name]}" \
+            --out "$WORK/res/${tag}_$name.json" > /dev/null 2> "$WORK/res/${tag}_$name.log" &
+    done
+done
+wait
+# one line per run: steps, seconds, why it stopped, mean reward of the first and last quarter
+"$PYTHON" - "$WORK/res" "${names[@]}" > "$OUT/summary.txt" 2>&1 <<'EOF'
+import json, sys
+from pathlib import Path
+
+res = Path(sys.argv[1])
+for name in sys.argv[2:]:
+    f = res / name / "grpo.json"
+    if not f.is_file():
+        print(f"{name}: no grpo.json (see {name}.train.log)")
+        continue
+    g = json.loads(f.read_text())
+    rewards = [h["reward"] for h in g["history"]]
+    q = max(1, len(rewards) // 4)
+    first, last = sum(rewards[:q]) / q, sum(rewards[-q:]) / q
+    kl = max((h.get("kl", 0) for h in g["history"]), default=0)
+    print(f"{name}: {g['steps']} steps in {g['seconds']} s ({g['stopped']}), reward "
+          f"{first:.2f} -> {last:.2f}, largest KL {kl:.3g}")
+for f in sorted(res.glob("*.json")):
+    rows = json.loads(f.read_text())["planner"]
+    print(f.stem, json.dumps({lang: row["true"] for lang, row in rows.items()}))
+EOF
+tail -n 3 "$WORK"/res/*.log >> "$OUT/summary.txt"
+tar -C "$WORK" -cf "$OUT/grpo.tar" res
+cat "$OUT/summary.txt"
