@@ -245,8 +245,9 @@ class _Budgeted:
         return self.editor.edit(image, instruction, **kwargs)
 
 
-def _component(role: str, name: str) -> Any:
-    """A backend from ``tools.registry`` by name, or a preset's backend for ``role``."""
+def _component(role: str, name: str, **options: Any) -> Any:
+    """A backend from ``tools.registry`` by name, or a preset's backend for ``role``, built
+    with ``options``."""
     from tools.registry import available, build
 
     if name in PRESETS:
@@ -257,7 +258,7 @@ def _component(role: str, name: str) -> Any:
             f"--{role} {name!r}: not oracle/noisy/heuristic, a preset or a {role} "
             f"backend ({', '.join(available(role))})"
         )  # type: ignore[arg-type]
-    return build(role, name)  # type: ignore[arg-type]
+    return build(role, name, **options)  # type: ignore[arg-type]
 
 
 class _Runner:
@@ -328,11 +329,17 @@ class _Runner:
     def _planner(self, name: str) -> Any:
         from agent.microworld.tools import HeuristicPlanner, OraclePlanner
 
+        lora = self.args.planner_lora
+        if lora is not None and name != "micro-planner":
+            raise ValueError(
+                f"--planner-lora {lora!r} is a micro planner adapter: it needs --planner "
+                f"micro-planner, got --planner {name!r}"
+            )
         if name == "oracle":
             return OraclePlanner(self.world)
         if name == "heuristic":
             return HeuristicPlanner()
-        return _component("planner", name)
+        return _component("planner", name, **({} if lora is None else {"lora": lora}))
 
     def _grounder(self, name: str) -> Any:
         from agent.microworld.tools import OracleGrounder
@@ -914,6 +921,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, default=224, help="canvas pixels, 64..512 (default: %(default)s)"
     )
     mw.add_argument("--planner", default="oracle", help="oracle | heuristic | backend/preset name")
+    mw.add_argument(
+        "--planner-lora",
+        default=None,
+        help="a planner adapter (mira-train grpo's mira-planner) for --planner micro-planner",
+    )
     mw.add_argument("--editor", default="noisy", help="oracle | noisy | backend/preset name")
     mw.add_argument("--critic", default="oracle", help="oracle | noisy | backend/preset name")
     mw.add_argument("--grounder", default="oracle", help="oracle | backend/preset name")

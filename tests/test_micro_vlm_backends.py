@@ -271,3 +271,55 @@ def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| critique (SC + PQ)", "| ground"]
     for row in rows[1:]:  # median, min, max of one call: the same number
         assert len(set(row.strip("| ").split(" | ")[1:])) == 1
+
+
+def test_bench_planner_lora_reaches_the_micro_planner(folder, tmp_path, monkeypatch, capsys):
+    """``mira-bench --planner-lora`` switches a GRPO adapter on for the micro planner, and is
+    refused, naming both options, beside any other planner."""
+    from agent import bench
+
+    monkeypatch.setenv("MIRA_MICRO_VLM", str(folder))
+    lora = tmp_path / "mira-planner"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text("{}")  # the planner loads it on first use
+    args = ["--n", "1", "--split", "test", "--edits", "2", "--strategy", "agent"]
+    args += ["--editor", "oracle", "--critic", "oracle", "--planner-lora", str(lora)]
+    parsed = bench.build_parser().parse_args([*args, "--planner", "micro-planner"])
+    runner = bench._Runner(parsed, tmp_path / "run")
+    assert runner.planner.adapter == "mira-planner"
+    plain = bench.build_parser().parse_args(["--planner", "micro-planner"])
+    assert bench._Runner(plain, tmp_path / "plain").planner.adapter is None
+    assert bench.main([*args, "--planner", "oracle", "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--planner-lora" in err and "--planner 'oracle'" in err
+
+
+def test_micro_backends_and_eval_load_on_the_device_asked(folder, monkeypatch):
+    """``device=`` of the micro planner and critic (a GRPO run's critic on the GPU) and of
+    ``evaluate_vlm`` reaches the model loader; cpu by default."""
+    import tools.vlm._qwen as Q
+    from agent.micro import micro_critic, micro_planner
+    from agent.train.vlm_eval import evaluate_vlm
+    from tools.models import LoadOptions
+
+    seen, real_shared, real_load = [], Q.load_qwen_vl, Q._load
+    on_cpu = LoadOptions(device="cpu", dtype="float32")
+
+    def shared(model, *, options=None, **k):
+        seen.append(options.device)
+        return real_shared(model, options=on_cpu, **k)  # this machine has no GPU
+
+    def load(path, proc, options, **k):
+        seen.append(options.device)
+        return real_load(path, proc, on_cpu.resolved(), **k)
+
+    monkeypatch.setattr(Q, "load_qwen_vl", shared)
+    assert micro_critic(model=folder, device="cuda:1").vlm is not None
+    assert micro_planner(model=folder, device="cuda:1").vlm is not None
+    assert micro_planner(model=folder).vlm is not None
+    assert seen == ["cuda:1", "cuda:1", "cpu"]
+    seen.clear()
+    monkeypatch.setattr(Q, "_load", load)
+    kw = {"split": "validation", "seeds": 1, "limit": 1, "roles": ["grounder"]}
+    table = evaluate_vlm(folder, languages=("train",), device="cuda", **kw)
+    assert seen == ["cuda"] and table["device"] == "cuda"
