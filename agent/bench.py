@@ -17,6 +17,8 @@ optional masks and target) so real benchmarks plug in (they run with ``--preset`
 The protocol cannot flatter the agent: ``best-of-n`` (the full instruction, ``--budget`` tries
 with new seeds, the same critic picks) and ``agent`` get the same editor-call budget
 (``--budget``, default 10; the agent's run ends when it is spent); ``single-shot`` is one call.
+``roundtrip`` is the ceiling beside them: the editor's autoencoder round trip of the ground
+truth (micro-world, a FLUX-family diffusion editor such as ``micro-editor``; an upper bound).
 Every component can be swapped: ``oracle`` (reads the scene truth and the case's structured
 edits: rows using one are upper bounds, marked in the table), ``noisy`` (editor: a model's
 mistakes at set rates; critic: the oracle critic with its verdict flipped at rate
@@ -77,7 +79,11 @@ __all__ = [
 ]
 
 PROG = "mira-bench"
-STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage")
+STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage", "roundtrip")
+#: Rows with no critic: one row each, whatever ``--critic-error`` lists. ``roundtrip`` is no
+#: strategy but the ceiling: the editor's autoencoder round trip of the ground truth (micro-world,
+#: a FLUX-family diffusion editor); it reads the truth, so it is an upper bound.
+NO_CRITIC = ("single-shot", "roundtrip")
 #: Strategies that need a diffusion pipeline to regionalise (MIRAGE): a preset's editor, or on
 #: the micro-world a diffusion editor backend (e.g. ``micro-editor``) with a VLM grounder.
 REGIONAL = ("mirage", "mira+mirage")
@@ -204,7 +210,7 @@ def rows_of(strategies: Sequence[str], critic: str, errors: Sequence[float]) -> 
     critic error rate when the critic is ``noisy``."""
     rows = []
     for strategy in strategies:
-        if critic != "noisy" or strategy == "single-shot":
+        if critic != "noisy" or strategy in NO_CRITIC:
             rows.append(Row(strategy, strategy))
             continue
         for eps in errors:
@@ -216,7 +222,10 @@ def rows_of(strategies: Sequence[str], critic: str, errors: Sequence[float]) -> 
 def _upper_bound(row: Row, args: argparse.Namespace) -> bool:
     """Whether a micro-world row uses an oracle component (its number is an upper bound): the
     editor, the critic (a noisy one at error 0 is the oracle) for rows that use one, the
-    planner for agent rows. (The grounder only serves MIRAGE, which the micro-world refuses.)"""
+    planner for agent rows. (The grounder only serves MIRAGE, which the micro-world refuses.)
+    The round trip of the ground truth reads the truth: always an upper bound."""
+    if row.strategy == "roundtrip":
+        return True
     used = [args.editor]
     if row.strategy != "single-shot":
         used.append("oracle" if args.critic == "noisy" and row.epsilon == 0 else args.critic)
@@ -298,9 +307,12 @@ class _Runner:
             self.editor = build("editor", self.config.editors[0])
         self.budgeted = _Budgeted(self.editor, self.budget)
         self._agents: dict[str, Any] = {}
+        self._sampler: Any = None  # the roundtrip row's (built by _roundtrip_sampler)
         for row in rows:  # build critics now, so a bad name is refused before any work
-            if self.microworld and row.strategy != "single-shot":
+            if self.microworld and row.strategy not in NO_CRITIC:
                 self.critic(row.epsilon)
+            if row.strategy == "roundtrip":
+                self._roundtrip_sampler()  # refused now when the editor has no autoencoder
             if self.microworld and row.strategy in REGIONAL:
                 if not getattr(self.editor, "supports_mirage", False):
                     raise ValueError(
@@ -314,6 +326,26 @@ class _Runner:
                         f"VLM (e.g. --grounder micro-grounder); --grounder {args.grounder!r} "
                         f"has none"
                     )
+
+    def _roundtrip_sampler(self) -> Any:
+        """The MIRAGE sampler whose ``roundtrip`` the ``roundtrip`` row uses (built once);
+        ``ValueError`` naming the editor when it has none."""
+        if self._sampler is None:
+            if not self.microworld:
+                raise ValueError(
+                    "--strategy 'roundtrip' needs the micro-world's ground truth "
+                    f"(--dataset microworld); --dataset {self.args.dataset!r} has none"
+                )
+            sampler = None
+            if getattr(self.editor, "supports_mirage", False):
+                sampler, _ = self.editor.mirage_sampler()
+            if not hasattr(sampler, "roundtrip"):
+                raise ValueError(
+                    "--strategy 'roundtrip' needs a FLUX-family diffusion editor (its "
+                    f"autoencoder; e.g. micro-editor); --editor {self.args.editor!r} has none"
+                )
+            self._sampler = sampler
+        return self._sampler
 
     # -- components (micro-world) ------------------------------------------------------------
     def _editor(self, name: str) -> Any:
@@ -388,6 +420,12 @@ class _Runner:
             return Outcome(image=image, steps=1, stop_reason="single_shot")
         if strategy == "best-of-n":
             return self._best_of_n(row, sample, source)
+        if strategy == "roundtrip":
+            from agent.microworld.truth import intermediate
+
+            assert sample.case is not None  # _roundtrip_sampler refused other datasets
+            image = self._roundtrip_sampler().roundtrip(intermediate(sample.case))
+            return Outcome(image=image, steps=0, stop_reason="roundtrip")
         if label not in self._agents:  # "agent" is the config's own strategy (mira)
             from agent.config import AgentConfig
             from agent.factory import create_edit_agent

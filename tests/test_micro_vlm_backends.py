@@ -323,3 +323,32 @@ def test_micro_backends_and_eval_load_on_the_device_asked(folder, monkeypatch):
     kw = {"split": "validation", "seeds": 1, "limit": 1, "roles": ["grounder"]}
     table = evaluate_vlm(folder, languages=("train",), device="cuda", **kw)
     assert seen == ["cuda"] and table["device"] == "cuda"
+
+
+def test_bench_roundtrip_row_is_the_ceiling_and_is_refused_without_an_autoencoder(tmp_path, capsys):
+    """``--strategy roundtrip``: the micro editor's autoencoder round trip of the ground truth,
+    scored as any row and marked an upper bound; refused, naming the editor, where there is no
+    autoencoder."""
+    from agent import bench
+
+    out = tmp_path / "run"
+    args = ["--n", "1", "--split", "test", "--edits", "2", "--planner", "oracle"]
+    args += ["--critic", "noisy", "--critic-error", "0.1,0.2"]
+    run = [*args, "--editor", "micro-editor", "--strategy", "single-shot,roundtrip"]
+    assert bench.main([*run, "--out", str(out), "-q"]) == 0
+    records = {
+        r["strategy"]: r
+        for r in (json.loads(x) for x in (out / "results.jsonl").read_text().splitlines())
+    }
+    assert set(records) == {"single-shot", "roundtrip"}  # one row each: neither has a critic
+    ceiling = records["roundtrip"]
+    assert ceiling["stop_reason"] == "roundtrip" and ceiling["steps"] == 0
+    assert ceiling["success_tolerant"] and ceiling["edits_passed"] == 1.0
+    assert ceiling["changed_fraction"] < 0.01  # the truth, through the autoencoder
+    row = next(x for x in (out / "summary.md").read_text().splitlines() if "| roundtrip |" in x)
+    assert row.rstrip().endswith("| yes |")
+    capsys.readouterr()
+    refused = [*args, "--editor", "oracle", "--strategy", "roundtrip", "--out", str(tmp_path / "o")]
+    assert bench.main([*refused, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--strategy 'roundtrip'" in err and "--editor 'oracle'" in err
