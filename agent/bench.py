@@ -17,8 +17,9 @@ optional masks and target) so real benchmarks plug in (they run with ``--preset`
 The protocol cannot flatter the agent: ``best-of-n`` (the full instruction, ``--budget`` tries
 with new seeds, the same critic picks) and ``agent`` get the same editor-call budget
 (``--budget``, default 10; the agent's run ends when it is spent); ``single-shot`` is one call.
-``roundtrip`` is the ceiling beside them: the editor's autoencoder round trip of the ground
-truth (micro-world, a FLUX-family diffusion editor such as ``micro-editor``; an upper bound).
+``roundtrip`` is the reference ceiling beside them: the editor's autoencoder round trip of the
+ground truth (micro-world, a FLUX-family diffusion editor such as ``micro-editor``; marked an
+upper bound, as it reads the truth).
 Every component can be swapped: ``oracle`` (reads the scene truth and the case's structured
 edits: rows using one are upper bounds, marked in the table), ``noisy`` (editor: a model's
 mistakes at set rates; critic: the oracle critic with its verdict flipped at rate
@@ -81,8 +82,9 @@ __all__ = [
 PROG = "mira-bench"
 STRATEGIES = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage", "roundtrip")
 #: Rows with no critic: one row each, whatever ``--critic-error`` lists. ``roundtrip`` is no
-#: strategy but the ceiling: the editor's autoencoder round trip of the ground truth (micro-world,
-#: a FLUX-family diffusion editor); it reads the truth, so it is an upper bound.
+#: strategy but a reference ceiling: the editor's autoencoder round trip of the ground truth
+#: (micro-world, a FLUX-family diffusion editor); it reads the truth, so it is marked an upper
+#: bound.
 NO_CRITIC = ("single-shot", "roundtrip")
 #: Strategies that need a diffusion pipeline to regionalise (MIRAGE): a preset's editor, or on
 #: the micro-world a diffusion editor backend (e.g. ``micro-editor``) with a VLM grounder.
@@ -1075,6 +1077,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             )
     if not strategies:
         raise _Refused("--strategy names no strategy")
+    if args.planner_lora is not None and args.dataset != "microworld":
+        raise _Refused(
+            f"--planner-lora {args.planner_lora!r} serves --planner micro-planner on the "
+            f"micro-world; --dataset {args.dataset!r} takes its planner from --preset"
+        )
     if args.budget < 1:
         raise _Refused(f"--budget must be >= 1, got {args.budget}")
     if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):

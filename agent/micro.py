@@ -166,11 +166,14 @@ def micro_planner(
 
 def micro_grounder(*, model: str | Path | None = None, **options: Any) -> Any:
     """The ``micro-grounder`` backend: ``QwenVLGrounder`` on the micro VLM (MIRAGE parses
-    with the same model)."""
+    with the same model). ``device``: where the model runs (default cpu)."""
     from tools.vlm.grounder import QwenVLGrounder
 
     folder = micro_vlm_folder(model)
-    return QwenVLGrounder(lambda: _micro_vlm(folder), **{"max_new_tokens": 96, **options})
+    device = options.pop("device", "cpu")
+    return QwenVLGrounder(
+        lambda: _micro_vlm(folder, device=device), **{"max_new_tokens": 96, **options}
+    )
 
 
 def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:

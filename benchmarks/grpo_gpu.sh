@@ -5,8 +5,9 @@
 #
 # Carry `.whlv` (pydantic, peft, trl, datasets, dill, multiprocess wheels for the GPU machine's
 # Python; docs/grpo.md) and any adapter folders named in ADAPTERS. Writes to $OUT: grpo.tar
-# (per run: mira-planner/, grpo.json, train.log; per evaluation <tag>_<planner>.json and its
-# log) and summary.txt.
+# (res/<run>/mira-planner/ and res/<run>/grpo.json, res/<run>.train.log, and per evaluation
+# res/<tag>_<planner>.json with its log) and summary.txt (a line per run and evaluation, the
+# exit status of each process). Exits 1 when any process failed or was killed.
 #
 #   RUNS='exact: --reward exact --exact-editor --lr 1e-3;critic: --reward critic --exact-editor' \
 #       TRAIN_SECONDS=300 bash benchmarks/grpo_gpu.sh
@@ -37,12 +38,16 @@ if compgen -G "$WHEELS/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 rm -rf "$WORK/res" && mkdir -p "$WORK/res"
-names=()
-declare -A lora=()
+names=() failed=0
+declare -A lora=() job=()
 IFS=';' read -ra specs <<< "$RUNS"
 for spec in "${specs[@]}"; do
+    [ -n "${spec// /}" ] || continue
+    if [[ "$spec" != *:* ]]; then
+        echo "RUNS: '$spec' is not 'name: mira-train grpo arguments'" >&2
+        exit 2
+    fi
     name="$(echo "${spec%%:*}" | tr -d ' ')"
-    [ -n "$name" ] || continue
     names+=("$name")
     lora[$name]="$WORK/res/$name/mira-planner"
     read -ra args <<< "${spec#*:}"
@@ -50,9 +55,21 @@ for spec in "${specs[@]}"; do
     timeout $((TRAIN_SECONDS + TRAIN_MARGIN)) "$PYTHON" -m agent.train grpo --model "$MODEL" \
         --out "$WORK/res/$name" --device "$DEVICE" --seconds "$TRAIN_SECONDS" "${args[@]}" \
         > "$WORK/res/$name.train.log" 2>&1 &
+    job[$!]="$name"
 done
-wait
-for pair in $ADAPTERS; do
+# every process's exit status goes to the summary: a killed run (124) or a crash shows there
+finish() {
+    for pid in "${!job[@]}"; do
+        wait "$pid"
+        rc=$?
+        echo "${job[$pid]}: exit status $rc" >> "$WORK/res/status.txt"
+        [ "$rc" -eq 0 ] || failed=1
+    done
+    job=()
+}
+finish
+read -ra pairs <<< "$ADAPTERS"
+for pair in "${pairs[@]}"; do
     lora[${pair%%=*}]="${pair#*=}"
 done
 IFS=';' read -ra evals <<< "$EVALS"
@@ -63,14 +80,20 @@ for spec in "${evals[@]}"; do
     timeout "$EVAL_LIMIT_SECONDS" "$PYTHON" -m agent.train eval-vlm --model "$MODEL" \
         --device "$DEVICE" "${eval_args[@]}" --out "$WORK/res/${tag}_sft.json" \
         > /dev/null 2> "$WORK/res/${tag}_sft.log" &
+    job[$!]="${tag}_sft"
     for name in "${!lora[@]}"; do
-        [ -f "${lora[$name]}/adapter_config.json" ] || continue
+        if [ ! -f "${lora[$name]}/adapter_config.json" ]; then
+            echo "${tag}_$name: no adapter at ${lora[$name]}" >> "$WORK/res/status.txt"
+            failed=1
+            continue
+        fi
         timeout "$EVAL_LIMIT_SECONDS" "$PYTHON" -m agent.train eval-vlm --model "$MODEL" \
             --device "$DEVICE" "${eval_args[@]}" --planner-lora "${lora[$name]}" \
             --out "$WORK/res/${tag}_$name.json" > /dev/null 2> "$WORK/res/${tag}_$name.log" &
+        job[$!]="${tag}_$name"
     done
 done
-wait
+finish
 # one line per run: steps, seconds, why it stopped, mean reward of the first and last quarter
 "$PYTHON" - "$WORK/res" "${names[@]}" > "$OUT/summary.txt" 2>&1 <<'EOF'
 import json, sys
@@ -90,9 +113,11 @@ for name in sys.argv[2:]:
     print(f"{name}: {g['steps']} steps in {g['seconds']} s ({g['stopped']}), reward "
           f"{first:.2f} -> {last:.2f}, largest KL {kl:.3g}")
 for f in sorted(res.glob("*.json")):
-    rows = json.loads(f.read_text())["planner"]
+    rows = json.loads(f.read_text()).get("planner", {})  # the planner rows, where asked
     print(f.stem, json.dumps({lang: row["true"] for lang, row in rows.items()}))
 EOF
-tail -n 3 "$WORK"/res/*.log >> "$OUT/summary.txt"
+cat "$WORK/res/status.txt" >> "$OUT/summary.txt" 2> /dev/null
+tail -n 3 "$WORK"/res/*.log >> "$OUT/summary.txt" 2> /dev/null
 tar -C "$WORK" -cf "$OUT/grpo.tar" res
 cat "$OUT/summary.txt"
+exit "$failed"

@@ -302,8 +302,14 @@ def test_step_reward_executes_and_judges_inside_trl(base, tmp_path, states):
     assert all(d["reward"] == 2.0 * d["sc_pq"][0] + 0.5 * d["sc_pq"][1] for d in judged)
 
 
-def test_a_failed_run_keeps_the_steps_it_finished(base, tmp_path):
-    calls = []
+def test_a_failed_run_keeps_the_steps_it_finished(base, tmp_path, monkeypatch):
+    calls, saves, real_save = [], [], G._save
+
+    def save(trainer, out, summary):  # every save holds the metrics of every step it counts
+        saves.append((summary["steps"], len(summary["history"]), summary["stopped"]))
+        real_save(trainer, out, summary)
+
+    monkeypatch.setattr(G, "_save", save)
 
     def failing(prompts, completions, **_):
         calls.append(1)
@@ -320,6 +326,8 @@ def test_a_failed_run_keeps_the_steps_it_finished(base, tmp_path):
         )
     summary = json.loads((tmp_path / "grpo.json").read_text())
     assert summary["steps"] == 2 and summary["stopped"].startswith("error: RuntimeError")
+    assert [s[:2] for s in saves] == [(1, 1), (2, 2), (2, 2)]  # steps 1, 2, then the error's
+    assert [s[2] for s in saves[:2]] == ["running", "running"]
     assert not summary["schedule_complete"]
     assert (tmp_path / "mira-planner" / "adapter_model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -351,6 +359,7 @@ def test_wall_clock_budget_stops_training(base, tmp_path, monkeypatch):
     # the stop saved its step before the trainer wound down (a run that hangs there keeps it)
     assert saved_inside[0] is not None
     assert saved_inside[0]["steps"] == 1 and saved_inside[0]["stopped"] == "seconds"
+    assert len(saved_inside[0]["history"]) == 1  # with the step's own metrics
 
 
 def test_cli_checks_its_arguments(base, tmp_path, capsys):
@@ -589,3 +598,15 @@ def test_gpu_job_script_trains_evaluates_and_packs(base, tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "tiny: 1 steps in" in summary and "(steps)" in summary
     assert all(f'{tag} {{"train"' in summary for tag in ("val_sft", "val_tiny", "val_before"))
+    assert all(f"{tag}: exit status 0" in summary for tag in ("tiny", "val_sft", "val_before"))
+    # a missing adapter is named and fails the call; a run spec without its name is refused
+    env.update(RUNS="", ADAPTERS=f"gone={tmp_path / 'gone'}")
+    done = subprocess.run(
+        ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
+    )
+    assert done.returncode == 1 and f"val_gone: no adapter at {tmp_path / 'gone'}" in done.stdout
+    env.update(RUNS="--reward exact")
+    done = subprocess.run(
+        ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
+    )
+    assert done.returncode == 2 and "is not 'name: mira-train grpo arguments'" in done.stderr

@@ -292,13 +292,16 @@ def test_bench_planner_lora_reaches_the_micro_planner(folder, tmp_path, monkeypa
     assert bench.main([*args, "--planner", "oracle", "--out", str(tmp_path / "o"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "--planner-lora" in err and "--planner 'oracle'" in err
+    other = ["--dataset", str(tmp_path), "--planner-lora", str(lora), "--out", str(tmp_path / "d")]
+    assert bench.main(other) == 2
+    assert f"--dataset {str(tmp_path)!r} takes its planner from --preset" in capsys.readouterr().err
 
 
 def test_micro_backends_and_eval_load_on_the_device_asked(folder, monkeypatch):
-    """``device=`` of the micro planner and critic (a GRPO run's critic on the GPU) and of
+    """``device=`` of the micro planner, grounder and critic (a GRPO run's critic on the GPU) and of
     ``evaluate_vlm`` reaches the model loader; cpu by default."""
     import tools.vlm._qwen as Q
-    from agent.micro import micro_critic, micro_planner
+    from agent.micro import micro_critic, micro_grounder, micro_planner
     from agent.train.vlm_eval import evaluate_vlm
     from tools.models import LoadOptions
 
@@ -317,7 +320,8 @@ def test_micro_backends_and_eval_load_on_the_device_asked(folder, monkeypatch):
     assert micro_critic(model=folder, device="cuda:1").vlm is not None
     assert micro_planner(model=folder, device="cuda:1").vlm is not None
     assert micro_planner(model=folder).vlm is not None
-    assert seen == ["cuda:1", "cuda:1", "cpu"]
+    assert micro_grounder(model=folder, device="cuda:2").vlm is not None
+    assert seen == ["cuda:1", "cuda:1", "cpu", "cuda:2"]
     seen.clear()
     monkeypatch.setattr(Q, "_load", load)
     kw = {"split": "validation", "seeds": 1, "limit": 1, "roles": ["grounder"]}
@@ -347,6 +351,15 @@ def test_bench_roundtrip_row_is_the_ceiling_and_is_refused_without_an_autoencode
     assert ceiling["changed_fraction"] < 0.01  # the truth, through the autoencoder
     row = next(x for x in (out / "summary.md").read_text().splitlines() if "| roundtrip |" in x)
     assert row.rstrip().endswith("| yes |")
+    # a canvas whose sides are no multiple of the autoencoder's 16 px comes back at its size
+    small = tmp_path / "small"
+    assert bench.main([*run, "--size", "100", "--out", str(small), "-q"]) == 0
+    (row,) = [
+        json.loads(x)
+        for x in (small / "results.jsonl").read_text().splitlines()
+        if '"roundtrip"' in x
+    ]
+    assert row["stop_reason"] == "roundtrip"
     capsys.readouterr()
     refused = [*args, "--editor", "oracle", "--strategy", "roundtrip", "--out", str(tmp_path / "o")]
     assert bench.main([*refused, "-q"]) == 2

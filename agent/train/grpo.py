@@ -524,19 +524,25 @@ def train_grpo(
         }
 
     class Progress(TrainerCallback):
-        """Stops after the step that passes ``settings.seconds``, saving first; saves every
-        ``save_every`` steps."""
+        """Stops after the step that passes ``settings.seconds``; saves every ``save_every``
+        steps and at that stop, once the step's metrics are logged (``on_step_end`` comes
+        before the trainer logs the step), so a run killed while winding down keeps it."""
+
+        due: str | None = None  # the save the step that ended owes: "running" or "seconds"
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if watchdog is not None:
                 watchdog.arm()  # the next step has its own time
             if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
-                # saved here, before the trainer winds down: on a GPU machine three runs at
-                # once never got from this stop to the end of train() (docs/grpo.md)
-                _save(trainer, out, summary("seconds"))
                 control.should_training_stop = True
+                self.due = "seconds"
             elif state.global_step % settings.save_every == 0:
-                _save(trainer, out, summary("running"))
+                self.due = "running"
+
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.due is not None:
+                _save(trainer, out, summary(self.due))
+                self.due = None
 
     trainer = GRPOTrainer(
         model=policy,

@@ -77,13 +77,15 @@ class FluxFamilySampler(RegionalSampler):
         raise NotImplementedError
 
     def roundtrip(self, image: Image.Image) -> Image.Image:
-        """The autoencoder's round trip of ``image``: encoded as this sampler encodes its input,
-        then decoded. No edit through this pipeline comes closer to a target image than the
-        round trip of that target does: the ceiling of a benchmark's pixel scores."""
+        """The autoencoder's round trip of ``image`` as a sampler call takes it: resized to the
+        work size, encoded, decoded, resized back to ``image``'s size. A reference ceiling for
+        a benchmark's pixel scores: what the pipeline's autoencoder alone loses of a perfect
+        answer (not a proven bound: the decoder might render some other latent closer)."""
         import torch
 
         with torch.no_grad():
-            return self._decode(self._encode_image(image.convert("RGB")))
+            work = work_image(image.convert("RGB"), self.cell)
+            return self._decode_to(self._encode_image(work), image.size)
 
     def _encode_text(self, prompts: list[str], max_sequence_length: int) -> Any:
         raise NotImplementedError
