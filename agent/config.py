@@ -189,6 +189,13 @@ class AgentConfig(BaseModel):
         description="how often the planner may propose again an edit whose retries were all "
         "rejected before the run ends with stop_reason='no_progress'",
     )
+    max_plan_errors: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="planner answers in a row that cannot be parsed before the run ends with "
+        "stop_reason='error' (a greedy planner repeats the same answer to the same input)",
+    )
 
     # -- verify -------------------------------------------------------------------------------
     min_step_score: float = Field(

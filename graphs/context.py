@@ -69,6 +69,11 @@ class EditContext:
         "how often the planner may propose again an edit whose retries were all rejected "
         "before the run ends with stop_reason='no_progress'",
     )
+    max_plan_errors: int = _desc(
+        3,
+        "planner answers in a row that cannot be parsed before the run ends with "
+        "stop_reason='error' (a greedy planner repeats the same answer to the same input)",
+    )
     # -- verify -------------------------------------------------------------------------------
     min_step_score: float = _desc(
         6.0, "least critic Overall (0..10) for an atomic edit to be accepted"
@@ -146,6 +151,7 @@ _RULES: dict[str, tuple[type, float | None, float | None]] = {
     "max_tool_calls": (int, 1, 10_000),
     "time_budget_s": (float, 0, None),
     "max_repeats_of_rejected": (int, 0, 20),
+    "max_plan_errors": (int, 1, 100),
     "min_step_score": (float, 0, 10),
     "check_regression": (bool, None, None),
     "regression_tolerance": (float, 0, 10),

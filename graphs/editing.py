@@ -280,21 +280,35 @@ class _Nodes:
         except PlannerOutputError as exc:
             dt = time.perf_counter() - t0
             reason = f"planner output could not be parsed: {exc}"
+            in_a_row = 1  # this one and the plan errors right before it
+            for earlier in reversed(state.get("steps", [])):
+                if earlier.get("kind") != "plan_error" or earlier.get("tool") != "planner":
+                    break
+                in_a_row += 1
+            if in_a_row >= ctx.max_plan_errors:
+                reason += f" ({in_a_row} in a row; max_plan_errors={ctx.max_plan_errors})"
+            record = _record(
+                kind="plan_error",
+                step=step,
+                tool="planner",
+                planner={"raw": exc.raw, "action": None},
+                reason=reason,
+                timings={"plan_s": dt},
+            )
+            if in_a_row >= ctx.max_plan_errors:
+                return self._end(
+                    state,
+                    "error",
+                    tool_calls=state["tool_calls"] + 1,
+                    elapsed_s=dt,
+                    steps=[record],
+                )
             return {
                 "next": "plan",
                 "tool_calls": state["tool_calls"] + 1,
                 "elapsed_s": dt,
                 "history": [{"instruction": None, "outcome": "error", "reason": reason}],
-                "steps": [
-                    _record(
-                        kind="plan_error",
-                        step=step,
-                        tool="planner",
-                        planner={"raw": exc.raw, "action": None},
-                        reason=reason,
-                        timings={"plan_s": dt},
-                    )
-                ],
+                "steps": [record],
             }
         except FatalToolError as exc:
             return self._end(

@@ -237,11 +237,37 @@ def test_unparseable_planner_output_is_fed_back(make_agent, image_path):
 
 def test_unparseable_output_forever_ends_on_the_tool_budget(make_agent, image_path):
     planner = ScriptedPlanner([PlannerOutputError("garbage", raw="???")] * 10)
-    out = make_agent(planner, ScriptedCritic([]), max_tool_calls=4).invoke(
+    out = make_agent(planner, ScriptedCritic([]), max_tool_calls=4, max_plan_errors=10).invoke(
         {"image": image_path, "instruction": "red"}
     )
     assert out["stop_reason"] == "budget_exhausted"
     assert len(planner.calls) == 4
+
+
+def test_unparseable_output_in_a_row_ends_the_run_with_error(make_agent, image_path):
+    """A greedy planner gives the same unparseable answer to the same input: after
+    ``max_plan_errors`` in a row (3 by default) the run ends with 'error', on its last accepted
+    image; an answer that parses in between starts the count again."""
+    garbage = PlannerOutputError("garbage", raw="???")
+    planner = ScriptedPlanner([garbage] * 10)
+    out = make_agent(planner, ScriptedCritic([]), max_tool_calls=100).invoke(
+        {"image": image_path, "instruction": "red"}
+    )
+    assert out["stop_reason"] == "error" and len(planner.calls) == 3
+    assert [s["kind"] for s in out["steps"]] == ["plan_error"] * 3
+    assert "3 in a row; max_plan_errors=3" in out["steps"][-1]["reason"]
+    planner = ScriptedPlanner(
+        [garbage, garbage, "NEXT_EDITING_INSTRUCTION: make it red", garbage, garbage, "<stop>"]
+    )
+    out = make_agent(planner, ScriptedCritic([8]), check_regression=False).invoke(
+        {"image": image_path, "instruction": "red"}
+    )
+    assert out["stop_reason"] == "planner_stop" and accepted(out) == ["make it red"]
+    planner = ScriptedPlanner([garbage] * 10)
+    out = make_agent(planner, ScriptedCritic([]), max_plan_errors=1).invoke(
+        {"image": image_path, "instruction": "red"}
+    )
+    assert out["stop_reason"] == "error" and len(planner.calls) == 1
 
 
 def test_recoverable_tool_error_goes_back_to_plan(make_agent, image_path):
