@@ -220,7 +220,7 @@ def test_grpo_critic_reward_uses_the_micro_critic_backend(folder, tmp_path, monk
     args = ["grpo", "--model", str(folder), "--out", str(tmp_path), "--reward", "critic"]
     args += ["--exact-editor", "--steps", "1", "--group", "2", "--prompts-per-step", "1"]
     assert main([*args, "--max-completion-length", "4", "--train-seeds", "1"]) == 0
-    assert built == [{"model": folder}]
+    assert built == [{"model": folder, "device": "cpu"}]  # the run's device
     summary = json.loads((tmp_path / "grpo.json").read_text())
     assert summary["reward"] == "critic_step_reward" and summary["steps"] == 1
 

@@ -1,16 +1,20 @@
-"""MIRAGE outputs on the tiny FLUX.2 and Kontext models, pinned bit for bit.
+"""MIRAGE outputs on the tiny FLUX.2 and Kontext models, pinned.
 
-The FLUX-family samplers share one core; this file holds the sha256 of what each produced
-before they did (latents, decoded pixels, transformer calls), so a refactor that changes a
-single bit fails here. Run single-threaded: CPU reductions may round differently with
-another thread count. Regenerate (only for an intended change of the numbers) with
-``python tests/test_mirage_pinned.py``, which prints the table.
+The FLUX-family samplers share one core; ``snapshots/mirage_pinned.npz`` holds what each case
+produced (latents, the source latent, the region mask, the handover canvas, decoded pixels)
+and ``snapshots/mirage_pinned.json`` the transformer calls, cells and boxes, so a refactor
+that changes the numbers fails here. Floats are compared to 1e-4 (relative 1e-3), pixels to
+one level of 255, the rest exactly. (The first version pinned sha256 digests of the bits;
+they failed on the tenth session's machine, an AVX-512 CPU, at a commit whose CI had passed:
+CPU kernels round differently from machine to machine.)
+Run single-threaded. Regenerate (only for an intended change of the numbers) with
+``python tests/test_mirage_pinned.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,21 +100,11 @@ CASES = {
     "kontext-zero-regions": (_kontext(), [], {"max_sequence_length": _LK}),
 }
 
-EXPECTED = {
-    "klein-3-regions": "42d96d363f5136b875b9aefe5a6b5e38f3807188f4b90c9ad80469471ae36fe0",
-    "klein-zero-regions": "5028b998fa3b0ed5d3748b4755fb5b92fc0a812677867836bd48e338ad4d0879",
-    "klein-rho1-no-bg-reset": "b6d7e197fc2e361ad9677df99eb7622d1bf2f9a14b210c0e9831aee68e955390",
-    "klein-base-cfg": "0f5f8ac30bb7848f90437c5fe32ce7d359ce36ef7ff6f4513ce95e38e51d9e66",
-    "klein-base-cfg-unbatched-short-branch": "0c41d63c49e2dffda7f31d051259e89871bdf4ecd31511548846eac1f505a623",
-    "dev-guidance": "7e6b1acf1473a048f592701495cf3b32e52838d5b18f91b1c58691eaede2cb84",
-    "kontext-3-regions": "b58706900e81a48a66c30075c8438bc23fc3bcfdad03fd7979985da21995186c",
-    "kontext-true-cfg": "7371ce617a73f6c68869f6b5d8954770bdc47bc25bf8b02db1938fe1745d739a",
-    "kontext-true-cfg-unbatched-short-branch": "64aa5d1e123cc8f506127c6412a4922119ad12019f919b8ffffc6ac9a683cdaf",
-    "kontext-zero-regions": "461bf7e119d0a93e17f86b5b6400590d44fb93b9645deed9e7be8a4288c1ebbd",
-}
+SNAPSHOT = Path(__file__).parent / "snapshots" / "mirage_pinned"
 
 
-def _digest(name: str) -> str:
+def _outputs(name: str) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, the JSON part) of case ``name``, run single-threaded."""
     make, regions, options = CASES[name]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -126,32 +120,45 @@ def _digest(name: str) -> str:
         )
     finally:
         torch.set_num_threads(threads)
-    h = hashlib.sha256()
-    h.update(out.latents.detach().float().cpu().numpy().tobytes())
-    h.update(out.source_latent.detach().float().cpu().numpy().tobytes())
-    h.update(np.asarray(out.image).tobytes())
-    h.update(out.region_mask.numpy().tobytes())
+    arrays = {
+        "latents": out.latents.detach().float().cpu().numpy(),
+        "source_latent": out.source_latent.detach().float().cpu().numpy(),
+        "image": np.asarray(out.image),
+        "region_mask": out.region_mask.numpy(),
+    }
     if out.handover:
-        h.update(out.handover["canvas"].detach().float().cpu().numpy().tobytes())
-    calls = [{k: v for k, v in c.items()} for c in out.calls]
-    h.update(
-        json.dumps(
-            {
-                "calls": calls,
-                "cells": [[c.x1, c.y1, c.x2, c.y2] for c in out.cells],
-                "boxes": out.boxes,
-            },
-            sort_keys=True,
-        ).encode()
-    )
-    return h.hexdigest()
+        arrays["handover"] = out.handover["canvas"].detach().float().cpu().numpy()
+    rest = {
+        "calls": [dict(c) for c in out.calls],
+        "cells": [[c.x1, c.y1, c.x2, c.y2] for c in out.cells],
+        "boxes": out.boxes,
+    }
+    return arrays, json.loads(json.dumps(rest, sort_keys=True))
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_mirage_output_is_pinned(name):
-    assert _digest(name) == EXPECTED[name]
+    arrays, rest = _outputs(name)
+    pinned = np.load(SNAPSHOT.with_suffix(".npz"))
+    keys = sorted(k.split("/", 1)[1] for k in pinned.files if k.startswith(f"{name}/"))
+    assert sorted(arrays) == keys
+    for key, value in arrays.items():
+        expected = pinned[f"{name}/{key}"]
+        assert value.shape == expected.shape and value.dtype == expected.dtype, key
+        if value.dtype == np.uint8:
+            assert np.abs(value.astype(int) - expected.astype(int)).max() <= 1, key
+        elif np.issubdtype(value.dtype, np.floating):
+            np.testing.assert_allclose(value, expected, rtol=1e-3, atol=1e-4, err_msg=key)
+        else:
+            np.testing.assert_array_equal(value, expected, err_msg=key)
+    assert rest == json.loads(SNAPSHOT.with_suffix(".json").read_text())[name]
 
 
 if __name__ == "__main__":
+    everything, parts = {}, {}
     for case in CASES:
-        print(f"    {case!r}: {_digest(case)!r},")
+        arrays, parts[case] = _outputs(case)
+        everything.update({f"{case}/{k}": v for k, v in arrays.items()})
+    np.savez_compressed(SNAPSHOT.with_suffix(".npz"), **everything)
+    SNAPSHOT.with_suffix(".json").write_text(json.dumps(parts, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {SNAPSHOT}.npz and .json ({len(CASES)} cases)")

@@ -659,8 +659,8 @@ def test_check_row_reads_the_first_answer_token(trained, monkeypatch):
 
     real = train_vlm.load_folder
 
-    def always_yes(folder):
-        vlm, done, metrics = real(folder)
+    def always_yes(folder, **options):
+        vlm, done, metrics = real(folder, **options)
         yes = vlm.processor.tokenizer(V.CHECK_ANSWERS[0])["input_ids"][0]
         forward = vlm.model.forward
 
