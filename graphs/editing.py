@@ -282,10 +282,11 @@ class _Nodes:
             reason = f"planner output could not be parsed: {exc}"
             in_a_row = 1  # this one and the plan errors right before it
             for earlier in reversed(state.get("steps", [])):
-                if earlier.get("kind") != "plan_error" or earlier.get("tool") != "planner":
+                if earlier.get("kind") != "plan_error":
                     break
                 in_a_row += 1
-            if in_a_row >= ctx.max_plan_errors:
+            ends = in_a_row >= ctx.max_plan_errors
+            if ends:
                 reason += f" ({in_a_row} in a row; max_plan_errors={ctx.max_plan_errors})"
             record = _record(
                 kind="plan_error",
@@ -295,7 +296,7 @@ class _Nodes:
                 reason=reason,
                 timings={"plan_s": dt},
             )
-            if in_a_row >= ctx.max_plan_errors:
+            if ends:
                 return self._end(
                     state,
                     "error",
