@@ -11,7 +11,9 @@ train split of the micro-world's language.
 ``micro_grounder()``, ``micro_critic()`` and ``micro_planner()`` are the roles of the micro VLM
 (``weights/micro-vlm``, a ``Qwen2_5_VLForConditionalGeneration`` folder of ``mira-train vlm``)
 through the real ``QwenVLGrounder``, ``EditScoreCritic`` and ``MiraPlanner``, all on one model
-loaded once; ``docs/micro_vlm_card.md`` is its model card.
+loaded once; ``docs/micro_vlm_card.md`` is its model card. The planner answers through a LoRA
+adapter on that model (``weights/micro-planner``, ``docs/micro_planner_card.md``), switched on
+for its calls only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ __all__ = [
     "micro_vlm_folder",
     "has_critic",
     "micro_planner",
+    "MICRO_PLANNER",
+    "shipped_planner_lora",
     "PLANNER_NEW_TOKENS",
     "micro_grounder",
     "micro_critic",
@@ -40,6 +44,9 @@ MICRO_EDITOR = WEIGHTS / "micro-editor"
 #: The shipped micro VLM (model card: ``docs/micro_vlm_card.md``); the environment variable
 #: ``MIRA_MICRO_VLM`` names another folder (a ``mira-train vlm`` output).
 MICRO_VLM = WEIGHTS / "micro-vlm"
+#: The shipped planner: a LoRA adapter on the shipped micro VLM, cut from a full fine-tune of it
+#: by ``mira-train extract-lora`` (model card: ``docs/micro_planner_card.md``).
+MICRO_PLANNER = WEIGHTS / "micro-planner"
 
 
 def micro_editor_meta(model: str | Path = MICRO_EDITOR) -> dict[str, Any]:
@@ -137,26 +144,42 @@ def has_critic(folder: str | Path) -> bool:
 PLANNER_NEW_TOKENS = 256
 
 
+def shipped_planner_lora(folder: str | Path) -> Path | None:
+    """The shipped planner adapter (``weights/micro-planner``) when ``folder`` is the shipped
+    micro VLM it was cut against and the adapter is there; else None: another base answers
+    with its own shared-weights planner."""
+    shipped = Path(folder).resolve() == MICRO_VLM.resolve()
+    return MICRO_PLANNER if shipped and (MICRO_PLANNER / "adapter_config.json").is_file() else None
+
+
 def micro_planner(
-    *, model: str | Path | None = None, lora: str | Path | None = None, **options: Any
+    *, model: str | Path | None = None, lora: str | Path | bool | None = True, **options: Any
 ) -> Any:
-    """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px);
-    ``lora``: a planner adapter folder (``mira-train grpo``'s ``mira-planner``) switched on for
-    the planner's calls only. ``device``: where the model runs (default cpu)."""
+    """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px).
+    ``lora``: True (the default) switches on the shipped planner adapter for the planner's
+    calls when the micro VLM is the shipped one (``shipped_planner_lora``); a folder, another
+    adapter (``mira-train grpo``'s ``mira-planner``, or ``mira-train extract-lora``'s);
+    None or False, the shared weights' own planner. ``device``: where the model runs
+    (default cpu)."""
     from tools.vlm.planner import MIRA_LORA_ADAPTER, MiraPlanner
 
     folder = micro_vlm_folder(model)
     device = options.pop("device", "cpu")
-    if lora is not None and not (Path(lora) / "adapter_config.json").is_file():
+    if lora is True:
+        lora = shipped_planner_lora(folder)
+    elif lora is False:
+        lora = None
+    elif lora is not None and not (Path(lora) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"lora {str(lora)!r} holds no adapter_config.json")
+    adapter_folder = lora
 
     def load() -> Any:
         vlm = _micro_vlm(folder, device=device)
-        if lora is not None and MIRA_LORA_ADAPTER not in vlm.adapters:
-            vlm.load_adapter(MIRA_LORA_ADAPTER, lora)
+        if adapter_folder is not None and MIRA_LORA_ADAPTER not in vlm.adapters:
+            vlm.load_adapter(MIRA_LORA_ADAPTER, adapter_folder)
         return vlm
 
-    adapter = MIRA_LORA_ADAPTER if lora is not None else None
+    adapter = MIRA_LORA_ADAPTER if adapter_folder is not None else None
     return MiraPlanner(
         load,
         adapter=adapter,

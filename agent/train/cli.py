@@ -7,6 +7,7 @@
                         [--roles grounder,parser,planner,critic]
     mira-train grpo --model DIR --out DIR [--reward critic|exact] [--editor DIR] [--steps N]
                     [--seconds S] [--group G] [--lr LR] [--beta B]
+    mira-train extract-lora --base DIR --tuned DIR --out DIR --rank R
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -198,6 +199,17 @@ def _parser() -> argparse.ArgumentParser:
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
     gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     gr.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="policy dtype")
+    ex = sub.add_parser(
+        "extract-lora",
+        help="a LoRA adapter of what a full fine-tune of the micro VLM changed (truncated SVD)",
+    )
+    ex.add_argument("--base", type=Path, required=True, help="the micro VLM the fine-tune began at")
+    ex.add_argument("--tuned", type=Path, required=True, help="the fine-tuned micro VLM folder")
+    ex.add_argument("--out", type=Path, required=True, help="the adapter folder (replaced whole)")
+    ex.add_argument("--rank", type=int, required=True, help="LoRA rank r")
+    ex.add_argument(
+        "--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="adapter weights"
+    )
     return p
 
 
@@ -211,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval_vlm(args)
     if args.command == "grpo":
         return _grpo(args)
+    if args.command == "extract-lora":
+        return _extract_lora(args)
     from agent.train.editor import GPU_SETTINGS, SMOKE_SETTINGS, train_editor
 
     settings = SMOKE_SETTINGS if args.settings == "smoke" else GPU_SETTINGS
@@ -496,4 +510,25 @@ def _grpo(args: argparse.Namespace) -> int:
         editor_seed=settings.editor_seed,
     )
     train_grpo(args.model, args.out, reward=reward, settings=settings, inputs=inputs, log=print)
+    return 0
+
+
+def _extract_lora(args: argparse.Namespace) -> int:
+    import json
+
+    for flag, folder in (("--base", args.base), ("--tuned", args.tuned)):
+        if not (folder / "config.json").is_file():
+            print(f"mira-train: {flag} {str(folder)!r} holds no config.json", file=sys.stderr)
+            return 2
+    if args.rank < 1:
+        print(f"mira-train: --rank must be >= 1, got {args.rank}", file=sys.stderr)
+        return 2
+    from agent.train.lora_extract import extract_lora
+
+    try:
+        report = extract_lora(args.base, args.tuned, args.out, rank=args.rank, dtype=args.dtype)
+    except ValueError as e:
+        print(f"mira-train: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
     return 0

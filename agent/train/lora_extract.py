@@ -1,0 +1,143 @@
+"""A LoRA adapter cut from a full fine-tune of the micro VLM (``mira-train extract-lora``).
+
+The micro planner is trained best as a full fine-tune of the shared micro VLM (every weight of
+the language model moves; docs/micro_planner_card.md), but the repository ships one base that
+the critic, grounder and parser share, and a second full model would not fit the working tree a
+GPU call carries. So the planner ships as what its fine-tune changed, factored as a peft LoRA:
+
+- for every linear layer the target pattern names, the change ``W_tuned - W_base`` is cut to its
+  ``rank`` largest singular directions, ``U_r S_r V_r^T = B A`` with ``B = U_r sqrt(S_r)`` and
+  ``A = sqrt(S_r) V_r^T``, and ``lora_alpha = rank`` so that peft's scale is 1;
+- what a LoRA cannot hold (embeddings, norms, biases, the vision tower) stays the base's: the
+  report gives the share of the change in the targeted layers that the rank kept, and the
+  relative change of everything left out, so a user sees what the adapter lost.
+
+The folder is a plain peft adapter (``adapter_config.json``, ``adapter_model.safetensors``),
+loaded with ``QwenVL.load_adapter`` and switched on per call like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PLANNER_TARGETS", "extract_lora"]
+
+#: the language model's attention and MLP projections (the critic's LoRA targets) and the
+#: vision merger's two linear layers, which the roles stage also trains
+PLANNER_TARGETS = (
+    r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    r"|visual\.merger\.mlp\.\d+)"
+)
+DTYPES = ("bfloat16", "float32")
+
+
+def _model(folder: Path) -> Any:
+    """A fresh float32 copy of the folder's model on the CPU: never the process's shared one,
+    which may carry adapter layers."""
+    from tools.models import LoadOptions
+    from tools.vlm._qwen import _load
+
+    options = LoadOptions(device="cpu", dtype="float32").resolved()
+    return _load(str(folder), str(folder), options, name=str(folder)).model
+
+
+def extract_lora(
+    base: str | Path,
+    tuned: str | Path,
+    out: str | Path,
+    *,
+    rank: int,
+    target_modules: str = PLANNER_TARGETS,
+    dtype: str = "bfloat16",
+) -> dict[str, Any]:
+    """Write the LoRA of ``tuned`` against ``base`` (two folders of the same architecture) to
+    ``out`` (replaced whole, never half-written) and return its report: rank, modules, the
+    share of the targeted change kept (``kept``, 0..1), the relative change of the parameters
+    no LoRA holds (``left_out``) and the adapter's size in bytes."""
+    import torch
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    base, tuned, out = Path(base), Path(tuned), Path(out)
+    b_model, t_model = _model(base), _model(tuned)
+    if b_model.config.to_diff_dict() != t_model.config.to_diff_dict():
+        raise ValueError(
+            f"base {str(base)!r} and tuned {str(tuned)!r} are not the same architecture "
+            "(their config.json differ)"
+        )
+    pattern = re.compile(target_modules)
+    t_modules = dict(t_model.named_modules())
+    weights: dict[str, Any] = {}
+    targeted: set[str] = set()
+    kept = total = 0.0
+    for name, module in b_model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or not pattern.fullmatch(name):
+            continue
+        targeted.add(f"{name}.weight")
+        delta = t_modules[name].weight.detach().double() - module.weight.detach().double()
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = min(rank, s.numel())
+        root = s[:r].sqrt()
+        # a layer narrower than ``rank`` keeps its whole change, padded with zeros to the rank
+        b = torch.zeros(delta.shape[0], rank, dtype=delta.dtype)
+        a = torch.zeros(rank, delta.shape[1], dtype=delta.dtype)
+        b[:, :r], a[:r] = u[:, :r] * root, root[:, None] * vh[:r]
+        key = f"base_model.model.{name}"
+        weights[f"{key}.lora_B.weight"] = b.to(getattr(torch, dtype)).contiguous()
+        weights[f"{key}.lora_A.weight"] = a.to(getattr(torch, dtype)).contiguous()
+        kept += float((s[:r] ** 2).sum())
+        total += float((s**2).sum())
+    if not targeted:
+        raise ValueError(
+            f"target_modules {target_modules!r} names no linear layer of {str(base)!r}"
+        )
+    change = norm = 0.0  # what no LoRA holds: every parameter outside the targeted weights
+    t_params = dict(t_model.named_parameters())
+    for name, p in b_model.named_parameters():
+        if name not in targeted:
+            change += float((t_params[name].detach().double() - p.detach().double()).norm() ** 2)
+            norm += float(p.detach().double().norm() ** 2)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        # the layers cut, by full name: a pattern would also match modules that are no linear
+        # layer (the merger's activation sits between its two linears)
+        target_modules=sorted(t.removesuffix(".weight") for t in targeted),
+        base_model_name_or_path=str(base),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        config.save_pretrained(str(staging))
+        save_file(weights, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
+        report = {
+            "base": str(base),
+            "tuned": str(tuned),
+            "rank": rank,
+            "dtype": dtype,
+            "modules": len(targeted),
+            "kept": kept / total if total else 1.0,
+            "left_out": (change / norm) ** 0.5 if norm else 0.0,
+            "bytes": (staging / "adapter_model.safetensors").stat().st_size,
+        }
+        (staging / "extract_lora.json").write_text(json.dumps(report, indent=2) + "\n")
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report

@@ -1,0 +1,198 @@
+"""``mira-train extract-lora`` (agent/train/lora_extract.py): a full fine-tune of the micro VLM
+cut to a peft LoRA on its base, and the micro planner's shipped adapter (agent/micro.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from agent.train import vlm_model as M  # noqa: E402
+from agent.train.lora_extract import PLANNER_TARGETS, extract_lora  # noqa: E402
+
+
+def _vlm(seed: int = 0):
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    return M.build_model(M.SMOKE_MODEL, M.build_processor(tok), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """(base, tuned): the tuned folder moves every targeted linear weight, and one norm."""
+    import re
+
+    import torch
+
+    root = tmp_path_factory.mktemp("extract")
+    base = M.save_micro_vlm(_vlm(), root / "base", config=M.SMOKE_MODEL, extra={})
+    vlm = _vlm()
+    g = torch.Generator().manual_seed(1)
+    pattern = re.compile(PLANNER_TARGETS)
+    moved = 0
+    with torch.no_grad():
+        for name, module in vlm.model.named_modules():
+            if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name):
+                module.weight += 0.05 * torch.randn(module.weight.shape, generator=g)
+                moved += 1
+        vlm.model.model.language_model.norm.weight += 0.1
+    assert moved > 0
+    tuned = M.save_micro_vlm(vlm, root / "tuned", config=M.SMOKE_MODEL, extra={})
+    return base, tuned
+
+
+def _logits(vlm, adapter: str | None = None):
+    """The model's logits on a few tokens with ``adapter`` on (None: every adapter off)."""
+    import torch
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    if vlm.adapters:
+        if adapter is None:
+            vlm.model.disable_adapters()
+        else:
+            vlm.model.enable_adapters()
+            vlm.model.set_adapter(adapter)
+    with torch.no_grad():
+        return vlm.model(input_ids=ids).logits
+
+
+def test_full_rank_adapter_gives_the_tuned_linear_layers(folders, tmp_path):
+    """At full rank the adapter on the base is the fine-tune's linear layers exactly: the
+    logits equal the tuned model's once the one change no LoRA holds (a norm) is undone."""
+    import torch
+
+    from tools.models import LoadOptions
+    from tools.vlm._qwen import load_qwen_vl
+
+    base, tuned = folders
+    report = extract_lora(base, tuned, tmp_path / "lora", rank=512, dtype="float32")
+    assert report["kept"] == pytest.approx(1.0)
+    assert report["left_out"] > 0  # the norm the adapter cannot hold
+    assert report["modules"] > 0
+    on_base = load_qwen_vl(base, options=LoadOptions(device="cpu", dtype="float32"))
+    on_base.load_adapter("cut", tmp_path / "lora")
+    want = load_qwen_vl(tuned, options=LoadOptions(device="cpu", dtype="float32"))
+    plain = load_qwen_vl(base, options=LoadOptions(device="cpu", dtype="float32"))
+    with torch.no_grad():
+        want.model.model.language_model.norm.weight.copy_(
+            plain.model.model.language_model.norm.weight
+        )
+    got = _logits(on_base, "cut")
+    assert torch.allclose(got, _logits(want), atol=1e-4)
+    assert not torch.allclose(_logits(on_base), _logits(want), atol=1e-2)  # the adapter acts
+
+
+def test_low_rank_keeps_part_of_the_change_and_writes_bf16(folders, tmp_path):
+    from safetensors.torch import load_file
+
+    base, tuned = folders
+    report = extract_lora(base, tuned, tmp_path / "lora", rank=2)
+    assert 0 < report["kept"] < 0.9
+    weights = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+    assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
+    assert {w.shape[0] for k, w in weights.items() if k.endswith("lora_A.weight")} == {2}
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] == 2
+    assert json.loads((tmp_path / "lora" / "extract_lora.json").read_text()) == report
+
+
+def test_out_is_replaced_whole_and_bad_arguments_are_named(folders, tmp_path):
+    base, tuned = folders
+    out = tmp_path / "lora"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    extract_lora(base, tuned, out, rank=1)
+    assert not (out / "stale.txt").exists()
+    with pytest.raises(ValueError, match="rank must be an integer >= 1, got 0"):
+        extract_lora(base, tuned, tmp_path / "x", rank=0)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        extract_lora(base, tuned, tmp_path / "x", rank=1, dtype="float16")
+    with pytest.raises(ValueError, match="names no linear layer"):
+        extract_lora(base, tuned, tmp_path / "x", rank=1, target_modules="nothing")
+    assert not (tmp_path / "x").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["lora"]  # no staging folder left
+
+
+def test_other_architectures_are_refused(folders, tmp_path):
+    import dataclasses
+
+    base, _ = folders
+    wider = dataclasses.replace(M.SMOKE_MODEL, intermediate=96)
+    tok = M.build_tokenizer(M.corpus(2), wider)
+    other = M.save_micro_vlm(
+        M.build_model(wider, M.build_processor(tok)), tmp_path / "wide", config=wider, extra={}
+    )
+    with pytest.raises(ValueError, match="not the same architecture"):
+        extract_lora(base, other, tmp_path / "lora", rank=1)
+
+
+def test_cli_extracts_and_checks_its_folders(folders, tmp_path, capsys):
+    from agent.train.cli import main
+
+    base, tuned = folders
+    code = main(
+        ["extract-lora", "--base", str(base), "--tuned", str(tuned), "--out", str(tmp_path / "l")]
+        + ["--rank", "3"]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["rank"] == 3
+    assert (
+        main(
+            [
+                "extract-lora",
+                "--base",
+                str(tmp_path),
+                "--tuned",
+                str(tuned),
+                "--out",
+                "x",
+                "--rank",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert "--base" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "extract-lora",
+                "--base",
+                str(base),
+                "--tuned",
+                str(tuned),
+                "--out",
+                "x",
+                "--rank",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert "--rank must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_micro_planner_switches_on_the_shipped_adapter_for_the_shipped_base_only(
+    folders, tmp_path, monkeypatch
+):
+    from agent import micro
+    from tools.vlm.planner import MIRA_LORA_ADAPTER
+
+    base, tuned = folders
+    shipped_planner = tmp_path / "micro-planner"
+    extract_lora(base, tuned, shipped_planner, rank=2)
+    monkeypatch.setattr(micro, "MICRO_VLM", base)
+    monkeypatch.setattr(micro, "MICRO_PLANNER", shipped_planner)
+    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
+    assert micro.micro_planner().adapter == MIRA_LORA_ADAPTER
+    assert micro.micro_planner(lora=None).adapter is None
+    assert micro.micro_planner(lora=False).adapter is None
+    # another base: its own planner, the shipped adapter was not cut against it
+    assert micro.micro_planner(model=tuned).adapter is None
+    assert micro.micro_planner(model=tuned, lora=shipped_planner).adapter == MIRA_LORA_ADAPTER
+    with pytest.raises(FileNotFoundError, match="holds no adapter_config.json"):
+        micro.micro_planner(lora=tmp_path)
+    (shipped_planner / "adapter_config.json").unlink()
+    assert micro.micro_planner().adapter is None  # no adapter shipped: the shared weights'
