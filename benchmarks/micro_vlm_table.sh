@@ -3,14 +3,19 @@
 # on a CPU: grounder and parser, planner, critic, each with true and shuffled images, train and
 # held-out language (the planner train only: it is not learned even there). About 15 minutes
 # on two cores. Run it from the repository root. MODEL=<folder> measures another folder;
-# OUT=<dir> is where the JSON tables go (default bench_out/micro_vlm).
+# OUT=<dir> is where the JSON tables go (default bench_out/micro_vlm). The planner row is the
+# shipped planner adapter's (weights/micro-planner, docs/micro_planner_card.md) on the folder;
+# PLANNER_LORA=<adapter> measures another one, PLANNER_LORA= the shared weights' own planner.
 set -euo pipefail
 MODEL="${MODEL:-weights/micro-vlm}" OUT="${OUT:-bench_out/micro_vlm}"
+PLANNER_LORA="${PLANNER_LORA-weights/micro-planner}"
+lora=()
+if [ -n "$PLANNER_LORA" ]; then lora=(--planner-lora "$PLANNER_LORA"); fi
 TRAIN="${MIRA_TRAIN:-mira-train}"
 mkdir -p "$OUT"
 "$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
     --roles grounder,parser --seeds 40 --limit 150 --out "$OUT/grounder_parser.json"
 "$TRAIN" eval-vlm --model "$MODEL" --split test --languages train \
-    --roles planner --seeds 40 --limit 120 --out "$OUT/planner.json"
+    --roles planner --seeds 40 --limit 120 "${lora[@]}" --out "$OUT/planner.json"
 "$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
     --roles critic --seeds 20 --limit 20 --out "$OUT/critic.json"

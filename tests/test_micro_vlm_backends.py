@@ -228,7 +228,8 @@ def test_grpo_critic_reward_uses_the_micro_critic_backend(folder, tmp_path, monk
 def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
     """benchmarks/micro_vlm_table.sh (the model card's table) asks ``mira-train eval-vlm`` for
     every role on the shipped folder, on test seeds, true and shuffled images, train and
-    held-out language, writing one JSON table per command."""
+    held-out language, writing one JSON table per command; the planner's row is the shipped
+    planner adapter's unless PLANNER_LORA says otherwise."""
     import subprocess
     from pathlib import Path
 
@@ -249,6 +250,12 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
         assert line.startswith(f"eval-vlm --model {MICRO_VLM.relative_to(root)} --split test")
         assert f"--out {tmp_path / 'out'}/" in line
     assert all("heldout" in line for line in lines if "planner" not in line)
+    planner = next(line for line in lines if "--roles planner" in line)
+    assert "--planner-lora weights/micro-planner" in planner  # the shipped planner's row
+    env["PLANNER_LORA"] = ""
+    calls.unlink()
+    subprocess.run(["bash", "benchmarks/micro_vlm_table.sh"], cwd=root, env=env, check=True)
+    assert "--planner-lora" not in calls.read_text()  # the shared weights' own planner
 
 
 def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
