@@ -44,8 +44,9 @@ PRESETS: dict[str, dict[str, object]] = {
     # The project's own learned models, trained on the micro-world by `mira-train`: the micro
     # editor (weights/micro-editor) and the micro VLM (weights/micro-vlm) as grounder, MIRAGE
     # parser and critic. Edits micro-world scenes for real on a CPU. The planner is the
-    # model-free split planner: the micro VLM's planner does not use its images yet
-    # (docs/micro_vlm.md).
+    # model-free split planner: the learned one (`micro-planner`, weights/micro-planner) still
+    # loses to the editor alone in the loop, and on the demo it repeats its accepted first edit
+    # (docs/loop.md).
     "micro": {
         "planner": "split",
         "editors": ["micro-editor"],

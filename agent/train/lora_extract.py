@@ -69,10 +69,11 @@ def extract_lora(
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     base, tuned, out = Path(base), Path(tuned), Path(out)
     b_model, t_model = _model(base), _model(tuned)
-    if b_model.config.to_diff_dict() != t_model.config.to_diff_dict():
+    shapes = [{n: tuple(p.shape) for n, p in m.named_parameters()} for m in (b_model, t_model)]
+    if shapes[0] != shapes[1]:
         raise ValueError(
             f"base {str(base)!r} and tuned {str(tuned)!r} are not the same architecture "
-            "(their config.json differ)"
+            "(their parameters' names or shapes differ)"
         )
     pattern = re.compile(target_modules)
     t_modules = dict(t_model.named_modules())
