@@ -373,7 +373,9 @@ class _Runner:
             return OraclePlanner(self.world)
         if name == "heuristic":
             return HeuristicPlanner()
-        return _component("planner", name, **({} if lora is None else {"lora": lora}))
+        if lora is None:  # the backend's default: the shipped adapter on the shipped base
+            return _component("planner", name)
+        return _component("planner", name, lora=False if lora == "none" else lora)
 
     def _grounder(self, name: str) -> Any:
         from agent.microworld.tools import OracleGrounder
@@ -964,7 +966,9 @@ def build_parser() -> argparse.ArgumentParser:
     mw.add_argument(
         "--planner-lora",
         default=None,
-        help="a planner adapter (mira-train grpo's mira-planner) for --planner micro-planner",
+        help="the planner adapter of --planner micro-planner: a folder (mira-train grpo's "
+        "mira-planner, extract-lora's), or 'none' for the shared weights' own planner "
+        "(default: the shipped weights/micro-planner on the shipped micro VLM)",
     )
     mw.add_argument("--editor", default="noisy", help="oracle | noisy | backend/preset name")
     mw.add_argument("--critic", default="oracle", help="oracle | noisy | backend/preset name")
@@ -1063,6 +1067,21 @@ def _save_options(args: argparse.Namespace, out: Path) -> None:
         write_atomic(out / OPTIONS, json.dumps(_options(args), indent=2) + "\n")
 
 
+def _resolve_planner_lora(args: argparse.Namespace) -> None:
+    """Name in ``args.planner_lora`` the adapter the micro planner will run with, so the run's
+    options record it: the one given, else the shipped planner adapter when the micro VLM is
+    the base it was cut against, else "none" (the shared weights' own planner)."""
+    if args.planner_lora is not None:
+        return
+    from agent.micro import micro_vlm_folder, shipped_planner_lora
+
+    try:
+        shipped = shipped_planner_lora(micro_vlm_folder())
+    except FileNotFoundError as exc:
+        raise _Refused(" ".join(str(exc).split())) from None
+    args.planner_lora = "none" if shipped is None else str(shipped)
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     for s in strategies:
@@ -1124,6 +1143,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--dataset {args.dataset!r}: not 'microworld', a folder or a .jsonl file"
             )
         rows, upper = [Row(s, s) for s in strategies], []
+    if args.dataset == "microworld" and args.planner == "micro-planner":
+        _resolve_planner_lora(args)
     out = Path(args.out)
     _check_options(args, out)
     try:

@@ -33,6 +33,7 @@ __all__ = [
     "micro_planner",
     "MICRO_PLANNER",
     "shipped_planner_lora",
+    "weights_digest",
     "PLANNER_NEW_TOKENS",
     "micro_grounder",
     "micro_critic",
@@ -144,12 +145,29 @@ def has_critic(folder: str | Path) -> bool:
 PLANNER_NEW_TOKENS = 256
 
 
+def weights_digest(folder: str | Path) -> str:
+    """sha256 over the folder's ``*.safetensors`` files (names and bytes, in name order): the
+    base an adapter was cut against (``mira-train extract-lora`` writes it to the adapter's
+    ``extract_lora.json``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def shipped_planner_lora(folder: str | Path) -> Path | None:
-    """The shipped planner adapter (``weights/micro-planner``) when ``folder`` is the shipped
-    micro VLM it was cut against and the adapter is there; else None: another base answers
-    with its own shared-weights planner."""
-    shipped = Path(folder).resolve() == MICRO_VLM.resolve()
-    return MICRO_PLANNER if shipped and (MICRO_PLANNER / "adapter_config.json").is_file() else None
+    """The shipped planner adapter (``weights/micro-planner``) when ``folder`` is the base it
+    was cut against (the digest in its ``extract_lora.json``) and the adapter is there; else
+    None: another base, or one trained again since, answers with its own shared-weights
+    planner."""
+    report = MICRO_PLANNER / "extract_lora.json"
+    if not (MICRO_PLANNER / "adapter_config.json").is_file() or not report.is_file():
+        return None
+    cut_against = json.loads(report.read_text()).get("base_digest")
+    return MICRO_PLANNER if cut_against == weights_digest(folder) else None
 
 
 def micro_planner(
@@ -157,10 +175,11 @@ def micro_planner(
 ) -> Any:
     """The ``micro-planner`` backend: ``MiraPlanner`` on the micro VLM (greedy, 224 px).
     ``lora``: True (the default) switches on the shipped planner adapter for the planner's
-    calls when the micro VLM is the shipped one (``shipped_planner_lora``); a folder, another
-    adapter (``mira-train grpo``'s ``mira-planner``, or ``mira-train extract-lora``'s);
-    None or False, the shared weights' own planner. ``device``: where the model runs
-    (default cpu)."""
+    calls when the micro VLM is the base it was cut against (``shipped_planner_lora``); a
+    folder, another adapter (``mira-train grpo``'s ``mira-planner``, or ``mira-train
+    extract-lora``'s); None or False, the shared weights' own planner. One process holds one
+    planner adapter on a shared model (a second folder raises ``ValueError`` when loaded).
+    ``device``: where the model runs (default cpu)."""
     from tools.vlm.planner import MIRA_LORA_ADAPTER, MiraPlanner
 
     folder = micro_vlm_folder(model)
@@ -175,7 +194,9 @@ def micro_planner(
 
     def load() -> Any:
         vlm = _micro_vlm(folder, device=device)
-        if adapter_folder is not None and MIRA_LORA_ADAPTER not in vlm.adapters:
+        if adapter_folder is not None:
+            # the same folder again is a no-op; another one under the same name on the shared
+            # model raises (two planners of one process cannot both hold it)
             vlm.load_adapter(MIRA_LORA_ADAPTER, adapter_folder)
         return vlm
 

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The micro VLM's role table on test seeds (docs/micro_vlm_card.md), from the shipped weights,
 # on a CPU: grounder and parser, planner, critic, each with true and shuffled images, train and
-# held-out language (the planner train only: it is not learned even there). About 15 minutes
-# on two cores. Run it from the repository root. MODEL=<folder> measures another folder;
-# OUT=<dir> is where the JSON tables go (default bench_out/micro_vlm). The planner row is the
-# shipped planner adapter's (weights/micro-planner, docs/micro_planner_card.md) on the folder;
-# PLANNER_LORA=<adapter> measures another one, PLANNER_LORA= the shared weights' own planner.
+# held-out language (the planner train language only). About 15 minutes on two cores. Run it
+# from the repository root. MODEL=<folder> measures another folder; OUT=<dir> is where the
+# JSON tables go (default bench_out/micro_vlm). The planner row of the shipped folder is the
+# shipped planner adapter's (weights/micro-planner, docs/micro_planner_card.md), that of
+# another folder its shared weights' own; PLANNER_LORA=<adapter> measures another adapter,
+# PLANNER_LORA= the shared weights' own planner.
 set -euo pipefail
 MODEL="${MODEL:-weights/micro-vlm}" OUT="${OUT:-bench_out/micro_vlm}"
-PLANNER_LORA="${PLANNER_LORA-weights/micro-planner}"
+if [ "$MODEL" = weights/micro-vlm ]; then
+    PLANNER_LORA="${PLANNER_LORA-weights/micro-planner}"
+else
+    PLANNER_LORA="${PLANNER_LORA-}"  # the shipped adapter was cut against the shipped folder
+fi
 lora=()
 if [ -n "$PLANNER_LORA" ]; then lora=(--planner-lora "$PLANNER_LORA"); fi
 TRAIN="${MIRA_TRAIN:-mira-train}"

@@ -4,6 +4,7 @@ cut to a peft LoRA on its base, and the micro planner's shipped adapter (agent/m
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,17 @@ def test_full_rank_adapter_gives_the_tuned_linear_layers(folders, tmp_path):
     got = _logits(on_base, "cut")
     assert torch.allclose(got, _logits(want), atol=1e-4)
     assert not torch.allclose(_logits(on_base), _logits(want), atol=1e-2)  # the adapter acts
+    # every cut layer, the vision merger's too (no text-only forward passes through it): the
+    # base weight plus the adapter's product is the tuned weight
+    tuned_modules = dict(want.model.named_modules())
+    merger = 0
+    for name, module in on_base.model.named_modules():
+        if hasattr(module, "lora_A") and "cut" in module.lora_A:
+            delta = module.lora_B["cut"].weight @ module.lora_A["cut"].weight
+            weight = module.base_layer.weight + delta * module.scaling["cut"]
+            assert torch.allclose(weight, tuned_modules[name].weight, atol=1e-5), name
+            merger += ".merger." in name
+    assert merger == 2
 
 
 def test_low_rank_keeps_part_of_the_change_and_writes_bf16(folders, tmp_path):
@@ -102,6 +114,7 @@ def test_out_is_replaced_whole_and_bad_arguments_are_named(folders, tmp_path):
     base, tuned = folders
     out = tmp_path / "lora"
     out.mkdir()
+    (out / "adapter_config.json").write_text("{}")  # an adapter folder made before
     (out / "stale.txt").write_text("old")
     extract_lora(base, tuned, out, rank=1)
     assert not (out / "stale.txt").exists()
@@ -115,6 +128,36 @@ def test_out_is_replaced_whole_and_bad_arguments_are_named(folders, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["lora"]  # no staging folder left
 
 
+def test_a_failed_write_keeps_the_old_adapter_and_models_are_never_replaced(
+    folders, tmp_path, monkeypatch
+):
+    import safetensors.torch
+
+    base, tuned = folders
+    out = tmp_path / "lora"
+    first = extract_lora(base, tuned, out, rank=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        extract_lora(base, tuned, out, rank=2)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old one, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["lora"]  # no staging folder left
+    assert first["rank"] == 1
+    for bad in (base, tuned, base.parent):  # replacing it would delete a model
+        with pytest.raises(ValueError, match=f"out {str(bad)!r} is or holds the"):
+            extract_lora(base, tuned, bad, rank=1)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="has files and no adapter_config.json"):
+        extract_lora(base, tuned, other, rank=1)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
 def test_other_architectures_are_refused(folders, tmp_path):
     import dataclasses
 
@@ -124,7 +167,7 @@ def test_other_architectures_are_refused(folders, tmp_path):
     other = M.save_micro_vlm(
         M.build_model(wider, M.build_processor(tok)), tmp_path / "wide", config=wider, extra={}
     )
-    with pytest.raises(ValueError, match="not the same architecture"):
+    with pytest.raises(ValueError, match=r"not the same architecture: parameter '.*mlp.*' has"):
         extract_lora(base, other, tmp_path / "lora", rank=1)
 
 
@@ -174,7 +217,7 @@ def test_cli_extracts_and_checks_its_folders(folders, tmp_path, capsys):
     assert "--rank must be >= 1, got 0" in capsys.readouterr().err
 
 
-def test_micro_planner_switches_on_the_shipped_adapter_for_the_shipped_base_only(
+def test_micro_planner_switches_on_the_shipped_adapter_for_its_own_base_only(
     folders, tmp_path, monkeypatch
 ):
     from agent import micro
@@ -186,13 +229,42 @@ def test_micro_planner_switches_on_the_shipped_adapter_for_the_shipped_base_only
     monkeypatch.setattr(micro, "MICRO_VLM", base)
     monkeypatch.setattr(micro, "MICRO_PLANNER", shipped_planner)
     monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
-    assert micro.micro_planner().adapter == MIRA_LORA_ADAPTER
-    assert micro.micro_planner(lora=None).adapter is None
-    assert micro.micro_planner(lora=False).adapter is None
+    loaded = []
+
+    class Shared:  # records what the planner loads onto the shared model
+        adapters: list[str] = []
+
+        def load_adapter(self, name, path):
+            loaded.append((name, Path(path)))
+
+    monkeypatch.setattr(micro, "_micro_vlm", lambda folder, **_: Shared())
+    planner = micro.micro_planner()
+    assert planner.adapter == MIRA_LORA_ADAPTER
+    assert planner.vlm is not None and loaded == [(MIRA_LORA_ADAPTER, shipped_planner)]
+    for off in (None, False):
+        loaded.clear()
+        assert micro.micro_planner(lora=off).adapter is None
+        assert micro.micro_planner(lora=off).vlm is not None and loaded == []
     # another base: its own planner, the shipped adapter was not cut against it
     assert micro.micro_planner(model=tuned).adapter is None
-    assert micro.micro_planner(model=tuned, lora=shipped_planner).adapter == MIRA_LORA_ADAPTER
+    loaded.clear()
+    other = micro.micro_planner(model=tuned, lora=shipped_planner)
+    assert other.vlm is not None and loaded == [(MIRA_LORA_ADAPTER, shipped_planner)]
     with pytest.raises(FileNotFoundError, match="holds no adapter_config.json"):
         micro.micro_planner(lora=tmp_path)
+    # the base trained again (other weights, same folder): the old adapter is not paired
+    report = json.loads((shipped_planner / "extract_lora.json").read_text())
+    assert report["base_digest"] == micro.weights_digest(base) != micro.weights_digest(tuned)
+    report["base_digest"] = micro.weights_digest(tuned)
+    (shipped_planner / "extract_lora.json").write_text(json.dumps(report))
+    assert micro.micro_planner().adapter is None
     (shipped_planner / "adapter_config.json").unlink()
-    assert micro.micro_planner().adapter is None  # no adapter shipped: the shared weights'
+    assert micro.shipped_planner_lora(tuned) is None  # no adapter shipped: the shared weights'
+
+
+def test_the_shipped_planner_adapter_was_cut_against_the_shipped_micro_vlm():
+    """The repository's pair agrees: retraining weights/micro-vlm without cutting the planner
+    again would switch the planner back to the shared weights' own."""
+    from agent import micro
+
+    assert micro.shipped_planner_lora(micro.MICRO_VLM) == micro.MICRO_PLANNER

@@ -252,10 +252,12 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
     assert all("heldout" in line for line in lines if "planner" not in line)
     planner = next(line for line in lines if "--roles planner" in line)
     assert "--planner-lora weights/micro-planner" in planner  # the shipped planner's row
-    env["PLANNER_LORA"] = ""
-    calls.unlink()
-    subprocess.run(["bash", "benchmarks/micro_vlm_table.sh"], cwd=root, env=env, check=True)
-    assert "--planner-lora" not in calls.read_text()  # the shared weights' own planner
+    for extra in ({"PLANNER_LORA": ""}, {"MODEL": str(tmp_path)}):  # the shared weights' own
+        calls.unlink()
+        subprocess.run(
+            ["bash", "benchmarks/micro_vlm_table.sh"], cwd=root, env={**env, **extra}, check=True
+        )
+        assert "--planner-lora" not in calls.read_text(), extra
 
 
 def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
@@ -302,6 +304,34 @@ def test_bench_planner_lora_reaches_the_micro_planner(folder, tmp_path, monkeypa
     other = ["--dataset", str(tmp_path), "--planner-lora", str(lora), "--out", str(tmp_path / "d")]
     assert bench.main(other) == 2
     assert f"--dataset {str(tmp_path)!r} takes its planner from --preset" in capsys.readouterr().err
+
+
+def test_bench_records_the_planner_adapter_it_runs(folder, tmp_path, monkeypatch):
+    """``mira-bench --planner micro-planner`` names in its options the adapter it runs with:
+    the shipped planner adapter on the shipped micro VLM, "none" (the shared weights' own
+    planner) on another folder or when asked."""
+    import argparse
+
+    from agent import bench
+    from agent.micro import MICRO_PLANNER
+
+    def resolved(given=None):
+        args = argparse.Namespace(planner_lora=given)
+        bench._resolve_planner_lora(args)
+        return args.planner_lora
+
+    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
+    assert resolved() == str(MICRO_PLANNER)
+    assert resolved("none") == "none" and resolved("x/y") == "x/y"
+    monkeypatch.setenv("MIRA_MICRO_VLM", str(folder))
+    assert resolved() == "none"
+    args = ["--n", "1", "--split", "test", "--edits", "2", "--strategy", "agent"]
+    args += ["--editor", "oracle", "--critic", "oracle", "--planner", "micro-planner"]
+    off = bench.build_parser().parse_args([*args, "--planner-lora", "none"])
+    assert bench._Runner(off, tmp_path / "off").planner.adapter is None
+    monkeypatch.setenv("MIRA_MICRO_VLM", str(tmp_path / "missing"))
+    with pytest.raises(bench._Refused, match="no micro VLM at"):
+        resolved()
 
 
 def test_micro_backends_and_eval_load_on_the_device_asked(folder, monkeypatch):

@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         "--planner-lora",
         type=Path,
         default=None,
-        help="a planner adapter folder (mira-train grpo's mira-planner) for the planner rows",
+        help="a planner adapter folder for the planner rows (the shipped weights/micro-planner, "
+        "mira-train grpo's mira-planner); without it the rows are the shared weights' planner",
     )
     evl.add_argument(
         "--critic-in-base",
@@ -527,7 +528,7 @@ def _extract_lora(args: argparse.Namespace) -> int:
 
     try:
         report = extract_lora(args.base, args.tuned, args.out, rank=args.rank, dtype=args.dtype)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a folder the model cannot be loaded from
         print(f"mira-train: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

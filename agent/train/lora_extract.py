@@ -8,9 +8,11 @@ GPU call carries. So the planner ships as what its fine-tune changed, factored a
 - for every linear layer the target pattern names, the change ``W_tuned - W_base`` is cut to its
   ``rank`` largest singular directions, ``U_r S_r V_r^T = B A`` with ``B = U_r sqrt(S_r)`` and
   ``A = sqrt(S_r) V_r^T``, and ``lora_alpha = rank`` so that peft's scale is 1;
-- what a LoRA cannot hold (embeddings, norms, biases, the vision tower) stays the base's: the
-  report gives the share of the change in the targeted layers that the rank kept, and the
-  relative change of everything left out, so a user sees what the adapter lost.
+- what a LoRA cannot hold (embeddings, norms, biases) stays the base's: the report gives the
+  share of the targeted layers' change that the rank kept, and the relative change of the
+  parameters it leaves out, so a user sees what the adapter lost;
+- the report names the base's weights by digest (``agent.micro.weights_digest``), so that a
+  base trained again is not paired with an adapter cut against the old one.
 
 The folder is a plain peft adapter (``adapter_config.json``, ``adapter_model.safetensors``),
 loaded with ``QwenVL.load_adapter`` and switched on per call like any other.
@@ -46,6 +48,20 @@ def _model(folder: Path) -> Any:
     return _load(str(folder), str(folder), options, name=str(folder)).model
 
 
+def _check_out(out: Path, base: Path, tuned: Path) -> None:
+    """``ValueError`` naming ``out`` when replacing it would delete a model: it is (or holds)
+    the base or the tuned folder, or it is a folder with files but no adapter in it."""
+    target = out.resolve()
+    for what, folder in (("base", base), ("tuned", tuned)):
+        if target == folder.resolve() or target in folder.resolve().parents:
+            raise ValueError(f"out {str(out)!r} is or holds the {what} folder {str(folder)!r}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "adapter_config.json").is_file():
+        raise ValueError(
+            f"out {str(out)!r} has files and no adapter_config.json: it is replaced whole, so "
+            "name a new folder or an adapter folder"
+        )
+
+
 def extract_lora(
     base: str | Path,
     tuned: str | Path,
@@ -56,25 +72,34 @@ def extract_lora(
     dtype: str = "bfloat16",
 ) -> dict[str, Any]:
     """Write the LoRA of ``tuned`` against ``base`` (two folders of the same architecture) to
-    ``out`` (replaced whole, never half-written) and return its report: rank, modules, the
-    share of the targeted change kept (``kept``, 0..1), the relative change of the parameters
-    no LoRA holds (``left_out``) and the adapter's size in bytes."""
+    ``out`` (an adapter folder or a new one, replaced whole, never half-written) and return its
+    report, also saved as ``out/extract_lora.json``: rank, modules, the share of the targeted
+    layers' change kept (``kept``: of its squared norm, 0..1), the relative change of the
+    parameters that changed and no LoRA holds (``left_out``: their change's norm over their
+    norm), the base's ``weights_digest`` and the adapter's size in bytes."""
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
+
+    from agent.micro import weights_digest
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     base, tuned, out = Path(base), Path(tuned), Path(out)
+    _check_out(out, base, tuned)
     b_model, t_model = _model(base), _model(tuned)
-    shapes = [{n: tuple(p.shape) for n, p in m.named_parameters()} for m in (b_model, t_model)]
-    if shapes[0] != shapes[1]:
-        raise ValueError(
-            f"base {str(base)!r} and tuned {str(tuned)!r} are not the same architecture "
-            "(their parameters' names or shapes differ)"
-        )
+    b_params, t_params = dict(b_model.named_parameters()), dict(t_model.named_parameters())
+    for name in sorted(set(b_params) | set(t_params)):
+        b_shape = tuple(b_params[name].shape) if name in b_params else None
+        t_shape = tuple(t_params[name].shape) if name in t_params else None
+        if b_shape != t_shape:
+            raise ValueError(
+                f"base {str(base)!r} and tuned {str(tuned)!r} are not the same architecture: "
+                f"parameter {name!r} has shape {b_shape} in the base and {t_shape} in the tuned "
+                "folder (None: missing)"
+            )
     pattern = re.compile(target_modules)
     t_modules = dict(t_model.named_modules())
     weights: dict[str, Any] = {}
@@ -101,11 +126,13 @@ def extract_lora(
         raise ValueError(
             f"target_modules {target_modules!r} names no linear layer of {str(base)!r}"
         )
-    change = norm = 0.0  # what no LoRA holds: every parameter outside the targeted weights
-    t_params = dict(t_model.named_parameters())
-    for name, p in b_model.named_parameters():
-        if name not in targeted:
-            change += float((t_params[name].detach().double() - p.detach().double()).norm() ** 2)
+    # what no LoRA holds: the parameters outside the targeted weights that the fine-tune moved
+    # (the frozen ones, the vision tower's, would only dilute the figure)
+    change = norm = 0.0
+    for name, p in b_params.items():
+        moved = t_params[name].detach().double() - p.detach().double()
+        if name not in targeted and bool(moved.any()):
+            change += float(moved.norm() ** 2)
             norm += float(p.detach().double().norm() ** 2)
     config = LoraConfig(
         r=rank,
@@ -116,29 +143,33 @@ def extract_lora(
         target_modules=sorted(t.removesuffix(".weight") for t in targeted),
         base_model_name_or_path=str(base),
     )
+    report = {
+        "base": str(base),
+        "tuned": str(tuned),
+        "rank": rank,
+        "dtype": dtype,
+        "modules": len(targeted),
+        "kept": kept / total if total else 1.0,
+        "left_out": (change / norm) ** 0.5 if norm else 0.0,
+        "base_digest": weights_digest(base),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    old = out.parent / f".{out.name}.old"
     try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would make the shipped folder private
         config.save_pretrained(str(staging))
         save_file(weights, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
-        report = {
-            "base": str(base),
-            "tuned": str(tuned),
-            "rank": rank,
-            "dtype": dtype,
-            "modules": len(targeted),
-            "kept": kept / total if total else 1.0,
-            "left_out": (change / norm) ** 0.5 if norm else 0.0,
-            "bytes": (staging / "adapter_model.safetensors").stat().st_size,
-        }
+        report["bytes"] = (staging / "adapter_model.safetensors").stat().st_size
         (staging / "extract_lora.json").write_text(json.dumps(report, indent=2) + "\n")
-        old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             out.rename(old)
         staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if old.exists() and not out.exists():  # the swap failed half-way: put the old back
+            old.rename(out)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return report
