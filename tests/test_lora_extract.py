@@ -268,3 +268,45 @@ def test_the_shipped_planner_adapter_was_cut_against_the_shipped_micro_vlm():
     from agent import micro
 
     assert micro.shipped_planner_lora(micro.MICRO_VLM) == micro.MICRO_PLANNER
+
+
+def test_merge_puts_the_adapter_into_a_micro_vlm_folder(folders, tmp_path, capsys):
+    """``merge_lora`` of a full-rank cut gives the tuned linear layers back (to bf16, the
+    folders' storage), as a micro VLM folder that loads and names the adapter merged; the
+    CLI refuses what is no adapter or would overwrite a model."""
+    import re
+
+    import torch
+
+    from agent.train.cli import main
+    from agent.train.lora_extract import merge_lora
+    from agent.train.vlm import load_folder
+    from agent.train.vlm_model import MANIFEST
+
+    base, tuned = folders
+    extract_lora(base, tuned, tmp_path / "lora", rank=512, dtype="float32")
+    out = merge_lora(base, tmp_path / "lora", tmp_path / "merged")
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["merged_adapter"]["layers"] > 0
+    merged, _, _ = load_folder(out)
+    want, _, _ = load_folder(tuned)
+    plain, _, _ = load_folder(base)
+    pattern = re.compile(PLANNER_TARGETS)
+    m, w, p = (dict(x.model.named_modules()) for x in (merged, want, plain))
+    checked = 0
+    for name, module in m.items():
+        if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name):
+            assert torch.allclose(module.weight, w[name].weight, atol=2e-2), name
+            assert not torch.allclose(module.weight, p[name].weight, atol=1e-3), name
+            checked += 1
+    assert checked == manifest["merged_adapter"]["layers"]
+    assert torch.equal(  # what no LoRA holds stays the base's
+        merged.model.model.language_model.norm.weight, plain.model.model.language_model.norm.weight
+    )
+    assert main(["merge-lora", "--base", str(base), "--adapter", str(tmp_path), "--out", "x"]) == 2
+    assert "is no LoRA folder" in capsys.readouterr().err
+    args = ["merge-lora", "--base", str(base), "--adapter", str(tmp_path / "lora")]
+    assert main([*args, "--out", str(base)]) == 2
+    assert "is or holds the base folder" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "merged")]) == 0  # a micro VLM folder: replaced
+    assert "merged" in capsys.readouterr().out

@@ -8,6 +8,7 @@
     mira-train grpo --model DIR --out DIR [--reward critic|exact] [--editor DIR] [--steps N]
                     [--seconds S] [--group G] [--lr LR] [--beta B]
     mira-train extract-lora --base DIR --tuned DIR --out DIR --rank R
+    mira-train merge-lora --base DIR --adapter DIR --out DIR
 
 ``--settings smoke`` is the CPU configuration the tests run (seconds); ``gpu`` the shipped
 one. A run stops on its wall-clock budget (``--seconds``), validates, and saves a loadable
@@ -211,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="adapter weights"
     )
+    mg = sub.add_parser(
+        "merge-lora", help="a micro VLM folder with a LoRA adapter merged into its weights"
+    )
+    mg.add_argument("--base", type=Path, required=True, help="the micro VLM folder")
+    mg.add_argument("--adapter", type=Path, required=True, help="the LoRA adapter folder")
+    mg.add_argument("--out", type=Path, required=True, help="the merged folder (replaced whole)")
     return p
 
 
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return _grpo(args)
     if args.command == "extract-lora":
         return _extract_lora(args)
+    if args.command == "merge-lora":
+        return _merge_lora(args)
     from agent.train.editor import GPU_SETTINGS, SMOKE_SETTINGS, train_editor
 
     settings = SMOKE_SETTINGS if args.settings == "smoke" else GPU_SETTINGS
@@ -532,4 +541,16 @@ def _extract_lora(args: argparse.Namespace) -> int:
         print(f"mira-train: {e}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _merge_lora(args: argparse.Namespace) -> int:
+    from agent.train.lora_extract import merge_lora
+
+    try:
+        out = merge_lora(args.base, args.adapter, args.out)
+    except (ValueError, OSError) as e:
+        print(f"mira-train: {e}", file=sys.stderr)
+        return 2
+    print(f"merged {str(args.adapter)!r} into {str(args.base)!r}: {out}")
     return 0

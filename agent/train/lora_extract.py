@@ -16,6 +16,11 @@ GPU call carries. So the planner ships as what its fine-tune changed, factored a
 
 The folder is a plain peft adapter (``adapter_config.json``, ``adapter_model.safetensors``),
 loaded with ``QwenVL.load_adapter`` and switched on per call like any other.
+
+``merge_lora`` (``mira-train merge-lora``) goes the other way: the base with an adapter's
+product added to its weights, a micro VLM folder that ``mira-train vlm --init`` trains on (the
+full fine-tune itself is not shipped). Every role of the merged folder answers with the
+adapter's change, so it is the planner's folder, not a new shared base.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PLANNER_TARGETS", "extract_lora"]
+__all__ = ["PLANNER_TARGETS", "extract_lora", "merge_lora"]
 
 #: the language model's attention and MLP projections (the critic's LoRA targets) and the
 #: vision merger's two linear layers, which the roles stage also trains
@@ -155,21 +160,101 @@ def extract_lora(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    old = out.parent / f".{out.name}.old"
     try:
         staging.chmod(0o755)  # mkdtemp's 0700 would make the shipped folder private
         config.save_pretrained(str(staging))
         save_file(weights, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
         report["bytes"] = (staging / "adapter_model.safetensors").stat().st_size
         (staging / "extract_lora.json").write_text(json.dumps(report, indent=2) + "\n")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        staging.rename(out)
+        _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if old.exists() and not out.exists():  # the swap failed half-way: put the old back
+        raise
+    return report
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder at ``out``, the old ``out`` kept until it is there."""
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        if old.exists() and not out.exists():
             old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
-    return report
+
+
+def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """A micro VLM folder at ``out`` (new, or a micro VLM folder; replaced whole): ``base`` with
+    the LoRA at ``adapter`` merged into its weights (``W + scale * B A`` for every layer the
+    adapter holds), its tokenizer, processor and manifest (which names the adapter merged)."""
+    from dataclasses import fields
+
+    import torch
+    from safetensors.torch import load_file
+
+    from agent.train.vlm import load_folder
+    from agent.train.vlm_model import MANIFEST, MicroVLMConfig, save_micro_vlm
+
+    base, adapter, out = Path(base), Path(adapter), Path(out)
+    if not (base / MANIFEST).is_file():
+        raise ValueError(f"base {str(base)!r} is no micro VLM folder (no {MANIFEST})")
+    config_file, weights_file = (
+        adapter / "adapter_config.json",
+        adapter / "adapter_model.safetensors",
+    )
+    if not (config_file.is_file() and weights_file.is_file()):
+        raise ValueError(
+            f"adapter {str(adapter)!r} is no LoRA folder (adapter_config.json and "
+            "adapter_model.safetensors)"
+        )
+    for what, folder in (("base", base), ("adapter", adapter)):
+        target = out.resolve()
+        if target == folder.resolve() or target in folder.resolve().parents:
+            raise ValueError(f"out {str(out)!r} is or holds the {what} folder {str(folder)!r}")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ValueError(f"out {str(out)!r} has files and no {MANIFEST}: name a new folder")
+    config = json.loads(config_file.read_text())
+    scale = config["lora_alpha"] / config["r"]
+    lora = load_file(str(weights_file))
+    vlm, _, _ = load_folder(base)
+    if vlm.adapters:
+        raise ValueError(
+            f"base {str(base)!r} holds adapters ({vlm.adapters}): merge into a plain one"
+        )
+    modules = dict(vlm.model.named_modules())
+    merged = 0
+    with torch.no_grad():
+        for key in sorted(k for k in lora if k.endswith(".lora_A.weight")):
+            name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            if name not in modules:
+                raise ValueError(f"adapter {str(adapter)!r} names {name!r}, no layer of the base")
+            a, b = lora[key].double(), lora[key.replace(".lora_A.", ".lora_B.")].double()
+            weight = modules[name].weight
+            weight += (scale * (b @ a)).to(weight.dtype)
+            merged += 1
+    manifest = json.loads((base / MANIFEST).read_text())
+    model_fields = {f.name for f in fields(MicroVLMConfig)}
+    model = MicroVLMConfig(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in manifest["model"].items()
+            if k in model_fields
+        }
+    )
+    extra = {k: v for k, v in manifest.items() if k != "model"}
+    extra["merged_adapter"] = {"folder": str(adapter), "layers": merged}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        staging.chmod(0o755)
+        save_micro_vlm(vlm, staging, config=model, extra=extra)
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
