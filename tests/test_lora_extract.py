@@ -306,7 +306,60 @@ def test_merge_puts_the_adapter_into_a_micro_vlm_folder(folders, tmp_path, capsy
     assert main(["merge-lora", "--base", str(base), "--adapter", str(tmp_path), "--out", "x"]) == 2
     assert "is no LoRA folder" in capsys.readouterr().err
     args = ["merge-lora", "--base", str(base), "--adapter", str(tmp_path / "lora")]
-    assert main([*args, "--out", str(base)]) == 2
-    assert "is or holds the base folder" in capsys.readouterr().err
-    assert main([*args, "--out", str(tmp_path / "merged")]) == 0  # a micro VLM folder: replaced
-    assert "merged" in capsys.readouterr().out
+    for bad in (base, tmp_path / "lora"):
+        assert main([*args, "--out", str(bad)]) == 2
+        assert f"out {str(bad)!r} is or holds the" in capsys.readouterr().err
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    assert main([*args, "--out", str(notes)]) == 2
+    assert "has files and no micro_vlm.json" in capsys.readouterr().err
+    (out / "stale.txt").write_text("old")
+    assert main([*args, "--out", str(out)]) == 0  # a micro VLM folder: replaced whole
+    assert f"into {str(base)!r}: {out}" in capsys.readouterr().out
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lora", "merged", "notes"]
+
+
+def test_merge_scales_by_alpha_over_r_and_refuses_what_it_cannot_merge(folders, tmp_path):
+    """The product is scaled by lora_alpha / r (the project's own LoRAs use alpha = 2r): the
+    same change written with alpha = 2r and B halved merges to the same weights; a base the
+    adapter was not cut against, a DoRA config and foreign weights are refused by name."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from agent.train.lora_extract import merge_lora
+    from agent.train.vlm import load_folder
+
+    base, tuned = folders
+    lora = tmp_path / "lora"
+    extract_lora(base, tuned, lora, rank=4, dtype="float32")
+    one = load_folder(merge_lora(base, lora, tmp_path / "one"))[0]
+    config = json.loads((lora / "adapter_config.json").read_text())
+    doubled = tmp_path / "doubled"
+    shutil.copytree(lora, doubled)
+    (doubled / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 8}))
+    weights = load_file(str(doubled / "adapter_model.safetensors"))
+    halved = {k: v / 2 if ".lora_B." in k else v for k, v in weights.items()}
+    save_file(halved, str(doubled / "adapter_model.safetensors"))
+    two = load_folder(merge_lora(base, doubled, tmp_path / "two"))[0]
+    for (name, p), (_, q) in zip(one.model.named_parameters(), two.model.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-2), name
+    with pytest.raises(ValueError, match="was cut against other weights"):
+        merge_lora(tuned, lora, tmp_path / "x")
+    (doubled / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ValueError, match="sets use_dora=True"):
+        merge_lora(base, doubled, tmp_path / "x")
+    (doubled / "adapter_config.json").write_text(json.dumps(config))
+    save_file(
+        {**weights, "x.lora_magnitude_vector": torch.ones(2)},
+        str(doubled / "adapter_model.safetensors"),
+    )
+    with pytest.raises(ValueError, match="holds weights no LoRA merge adds"):
+        merge_lora(base, doubled, tmp_path / "x")
+    (doubled / "adapter_config.json").write_text("{")
+    with pytest.raises(ValueError, match="is no readable LoRA config"):
+        merge_lora(base, doubled, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

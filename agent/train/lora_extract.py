@@ -188,6 +188,38 @@ def _swap_in(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+#: adapter_config.json fields whose non-default values a plain ``W + (alpha / r) B A`` merge
+#: would get wrong
+_UNMERGED = {
+    "use_rslora": False,
+    "use_dora": False,
+    "fan_in_fan_out": False,
+    "lora_bias": False,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "modules_to_save": None,
+}
+
+
+def _plain_lora_config(adapter: Path, config_file: Path) -> dict[str, Any]:
+    """The adapter's config, ``ValueError`` naming the file or field when it is unreadable or
+    asks for more than a plain LoRA merge does."""
+    try:
+        config = json.loads(config_file.read_text())
+        rank, alpha = config["r"], config["lora_alpha"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{str(config_file)!r} is no readable LoRA config ({exc!r})") from None
+    if not (isinstance(rank, int) and rank >= 1 and isinstance(alpha, (int, float))):
+        raise ValueError(f"{str(config_file)!r}: r={rank!r} and lora_alpha={alpha!r}")
+    for field, plain in _UNMERGED.items():
+        if config.get(field, plain) not in (plain, None, False, {}, []):
+            raise ValueError(
+                f"adapter {str(adapter)!r} sets {field}={config[field]!r}: only a plain LoRA "
+                "merges here"
+            )
+    return config
+
+
 def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """A micro VLM folder at ``out`` (new, or a micro VLM folder; replaced whole): ``base`` with
     the LoRA at ``adapter`` merged into its weights (``W + scale * B A`` for every layer the
@@ -218,9 +250,24 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
             raise ValueError(f"out {str(out)!r} is or holds the {what} folder {str(folder)!r}")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ValueError(f"out {str(out)!r} has files and no {MANIFEST}: name a new folder")
-    config = json.loads(config_file.read_text())
+    config = _plain_lora_config(adapter, config_file)
     scale = config["lora_alpha"] / config["r"]
+    report = adapter / "extract_lora.json"
+    if report.is_file():  # an adapter this module cut: it names the base it belongs to
+        from agent.micro import weights_digest
+
+        cut_against = json.loads(report.read_text()).get("base_digest")
+        if cut_against is not None and cut_against != weights_digest(base):
+            raise ValueError(
+                f"adapter {str(adapter)!r} was cut against other weights (digest "
+                f"{cut_against[:12]}...) than base {str(base)!r} ({weights_digest(base)[:12]}...)"
+            )
     lora = load_file(str(weights_file))
+    unknown = sorted(k for k in lora if not re.search(r"\.lora_[AB]\.weight$", k))
+    if unknown:
+        raise ValueError(
+            f"adapter {str(adapter)!r} holds weights no LoRA merge adds: {unknown[0]!r}"
+        )
     vlm, _, _ = load_folder(base)
     if vlm.adapters:
         raise ValueError(
@@ -231,10 +278,18 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     with torch.no_grad():
         for key in sorted(k for k in lora if k.endswith(".lora_A.weight")):
             name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-            if name not in modules:
-                raise ValueError(f"adapter {str(adapter)!r} names {name!r}, no layer of the base")
-            a, b = lora[key].double(), lora[key.replace(".lora_A.", ".lora_B.")].double()
+            b_key = key.replace(".lora_A.", ".lora_B.")
+            if name not in modules or b_key not in lora:
+                raise ValueError(
+                    f"adapter {str(adapter)!r}: layer {name!r} is not in the base or has no lora_B"
+                )
+            a, b = lora[key].double(), lora[b_key].double()
             weight = modules[name].weight
+            if (b.shape[0], a.shape[1]) != tuple(weight.shape):
+                raise ValueError(
+                    f"adapter {str(adapter)!r}: layer {name!r} has shape {tuple(weight.shape)} in "
+                    f"the base, the adapter's product {(b.shape[0], a.shape[1])}"
+                )
             weight += (scale * (b @ a)).to(weight.dtype)
             merged += 1
     manifest = json.loads((base / MANIFEST).read_text())
