@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["pid_alive", "write_atomic", "stale_temp_files"]
+__all__ = ["pid_alive", "replace_folder", "write_atomic", "stale_temp_files"]
 
 #: ``.<name>.<pid>.<random>.tmp``: the temporary files of ``write_atomic``.
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
@@ -36,6 +38,32 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_folder(out: str | os.PathLike[str], fill: Callable[[Path], None]) -> None:
+    """Make the folder ``out`` whole or not at all: ``fill`` writes into a staging folder beside
+    it, which then takes the place of ``out``. The old ``out`` is kept aside until the new one
+    is in place and put back when the swap fails; the staging folder never stays behind."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    old = out.parent / f".{out.name}.old"
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode
+        fill(staging)
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        try:
+            staging.rename(out)
+        except BaseException:
+            if old.exists() and not out.exists():
+                old.rename(out)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def pid_alive(pid: int) -> bool:

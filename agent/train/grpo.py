@@ -367,21 +367,16 @@ _LOGGED = (
 
 def _save(trainer: Any, out: Path, summary: dict[str, Any]) -> None:
     """The adapter (``out/mira-planner``, swapped in whole) and ``out/grpo.json`` (atomic)."""
-    import shutil
+    from tools._io import replace_folder, write_atomic
 
-    from tools._io import write_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}-", dir=out))
     # no embedding layers are trained: "auto" asks the Hugging Face Hub about a base that is
     # not a local folder, a network call on a machine that may have none
-    cast(Any, trainer.model).save_pretrained(str(staging), save_embedding_layers=False)
-    final, old = out / ADAPTER, out / f".{ADAPTER}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(
+        out / ADAPTER,
+        lambda staging: cast(Any, trainer.model).save_pretrained(
+            str(staging), save_embedding_layers=False
+        ),
+    )
     write_atomic(out / "grpo.json", json.dumps(summary, indent=2) + "\n")
 
 

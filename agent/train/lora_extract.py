@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tools._io import replace_folder
 
 __all__ = ["PLANNER_TARGETS", "extract_lora", "merge_lora"]
 
@@ -53,17 +53,18 @@ def _model(folder: Path) -> Any:
     return _load(str(folder), str(folder), options, name=str(folder)).model
 
 
-def _check_out(out: Path, base: Path, tuned: Path) -> None:
+def _check_out(out: Path, marker: str, **models: Path) -> None:
     """``ValueError`` naming ``out`` when replacing it would delete a model: it is (or holds)
-    the base or the tuned folder, or it is a folder with files but no adapter in it."""
+    one of ``models`` (named by their keyword), or it is a folder with files but no ``marker``
+    file (not a folder this module writes)."""
     target = out.resolve()
-    for what, folder in (("base", base), ("tuned", tuned)):
+    for what, folder in models.items():
         if target == folder.resolve() or target in folder.resolve().parents:
             raise ValueError(f"out {str(out)!r} is or holds the {what} folder {str(folder)!r}")
-    if out.is_dir() and any(out.iterdir()) and not (out / "adapter_config.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
         raise ValueError(
-            f"out {str(out)!r} has files and no adapter_config.json: it is replaced whole, so "
-            "name a new folder or an adapter folder"
+            f"out {str(out)!r} has files and no {marker}: it is replaced whole, so name a new "
+            "folder or one this command wrote"
         )
 
 
@@ -93,7 +94,7 @@ def extract_lora(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     base, tuned, out = Path(base), Path(tuned), Path(out)
-    _check_out(out, base, tuned)
+    _check_out(out, "adapter_config.json", base=base, tuned=tuned)
     b_model, t_model = _model(base), _model(tuned)
     b_params, t_params = dict(b_model.named_parameters()), dict(t_model.named_parameters())
     for name in sorted(set(b_params) | set(t_params)):
@@ -158,34 +159,15 @@ def extract_lora(
         "left_out": (change / norm) ** 0.5 if norm else 0.0,
         "base_digest": weights_digest(base),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would make the shipped folder private
+
+    def fill(staging: Path) -> None:
         config.save_pretrained(str(staging))
         save_file(weights, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
         report["bytes"] = (staging / "adapter_model.safetensors").stat().st_size
         (staging / "extract_lora.json").write_text(json.dumps(report, indent=2) + "\n")
-        _swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_folder(out, fill)
     return report
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Put the finished ``staging`` folder at ``out``, the old ``out`` kept until it is there."""
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    try:
-        staging.rename(out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 #: adapter_config.json fields whose non-default values a plain ``W + (alpha / r) B A`` merge
@@ -244,12 +226,7 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
             f"adapter {str(adapter)!r} is no LoRA folder (adapter_config.json and "
             "adapter_model.safetensors)"
         )
-    for what, folder in (("base", base), ("adapter", adapter)):
-        target = out.resolve()
-        if target == folder.resolve() or target in folder.resolve().parents:
-            raise ValueError(f"out {str(out)!r} is or holds the {what} folder {str(folder)!r}")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ValueError(f"out {str(out)!r} has files and no {MANIFEST}: name a new folder")
+    _check_out(out, MANIFEST, base=base, adapter=adapter)
     config = _plain_lora_config(adapter, config_file)
     scale = config["lora_alpha"] / config["r"]
     report = adapter / "extract_lora.json"
@@ -303,13 +280,5 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
     )
     extra = {k: v for k, v in manifest.items() if k != "model"}
     extra["merged_adapter"] = {"folder": str(adapter), "layers": merged}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        save_micro_vlm(vlm, staging, config=model, extra=extra)
-        _swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    replace_folder(out, lambda staging: save_micro_vlm(vlm, staging, config=model, extra=extra))
     return out
