@@ -39,7 +39,7 @@ DEMO_INSTRUCTION := Change the pattern of the 2nd square shape counting from the
 fill and let the square with polka dots be brown.
 demo: setup
 	$(BIN)/mira-edit examples/micro_scene.png "$(DEMO_INSTRUCTION)" \
-		--preset micro --out outputs/micro_scene_edited.png --force
+		--out outputs/micro_scene_edited.png --force
 
 # The machine-checked style (config in pyproject.toml): the layer contract, lint and import
 # order, the format, and the type check of the public API and the graph.

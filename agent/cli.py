@@ -10,6 +10,9 @@ are refused, and the input file is only ever read. The output folder is made and
 (a staging folder) before any model work; the outputs are written there and published together
 (``agent/_outputs.py``), so an interrupt leaves all of them or none.
 
+With no ``--preset`` it runs ``micro``: the shipped micro models (``agent.micro``), which know
+the micro-world's scenes and words only (a notice on stderr says so).
+
 Exit status: 0 the run finished (any stop reason but ``error``); 1 the run ended on a tool
 error (the best image so far is still written) or an output could not be written; 2 a bad
 option or input, or an output that would be overwritten; 130 interrupted.
@@ -44,7 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["main", "build_parser"]
 
 PROG = "mira-edit"
-DEFAULT_PRESET = "dry-run"
+#: The preset when none is named: the project's own micro models (``agent.micro``), learned
+#: parts that edit for real, on the micro-world's images.
+DEFAULT_PRESET = "micro"
 STRATEGIES: tuple[str, ...] = get_args(AgentConfig.model_fields["strategy"].annotation)
 
 #: AgentConfig field -> the option that sets it (for validation messages).
@@ -68,6 +73,16 @@ TINY_NOTICE = (
     "EditScore critic) on tiny random weights: the images are noise and the critic's answers "
     "are unreadable (so edits are rejected). It proves the wiring, not editing quality."
 )
+
+
+MICRO_NOTICE = (
+    "note: preset 'micro' runs the project's own micro models (weights/), trained only on the "
+    "micro-world: 224 px scenes of simple shapes on a grid, with its train-split words. On "
+    "other images or wording their edits mean little; name a real stack with --preset."
+)
+
+#: The notice each preset prints before it runs (stderr; --quiet keeps it).
+NOTICES = {"dry-run": DRY_RUN_NOTICE, "tiny": TINY_NOTICE, "micro": MICRO_NOTICE}
 
 
 class _Refused(Exception):
@@ -100,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         default=DEFAULT_PRESET,
-        help="stack of backends (default: %(default)s; 'dry-run' uses test "
-        "doubles that paint tints, not models)",
+        help="stack of backends (default: %(default)s, the shipped micro models, which know "
+        "the micro-world's scenes only; 'dry-run' uses test doubles that paint tints, not "
+        "models)",
     )
     parser.add_argument(
         "--strategy",
@@ -162,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="no progress bar and no per-step lines (the summary, errors and "
-        "the dry-run notice are still printed)",
+        "the preset's notice are still printed)",
     )
     return parser
 
@@ -441,6 +457,10 @@ def _run(args: argparse.Namespace) -> int:
         agent = create_edit_agent(config, artifacts=store)
     except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
         raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
+    except (ImportError, FileNotFoundError) as exc:  # a package or shipped folder not installed
+        raise _Refused(
+            f"--preset {config.preset}: {exc}; --preset dry-run runs without models"
+        ) from None
 
     # The outputs' place is made and reserved before any model work: an unwritable --out
     # folder is refused now, not after the run.
@@ -470,8 +490,8 @@ def _edit_and_publish(
     instruction: str,
     input_note: str | None,
 ) -> int:
-    if config.preset in ("dry-run", "tiny"):
-        print(DRY_RUN_NOTICE if config.preset == "dry-run" else TINY_NOTICE, file=sys.stderr)
+    if config.preset in NOTICES:
+        print(NOTICES[config.preset], file=sys.stderr)
 
     progress = _Progress(config.max_steps, quiet=args.quiet)
     final: dict[str, Any] | None = None

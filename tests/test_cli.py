@@ -121,7 +121,10 @@ def test_console_script_runs_the_demo(tmp_path):
 # -- outputs ----------------------------------------------------------------------------------
 def test_default_out_trace_and_steps(picture, capsys):
     before = picture.read_bytes()
-    assert main([str(picture), "make the top green and make the bottom yellow"]) == 0
+    assert (
+        main([str(picture), "make the top green and make the bottom yellow", "--preset", "dry-run"])
+        == 0
+    )
     out = Path("pic_edited.png")
     with Image.open(out) as result:
         assert result.size == (64, 48) and result.mode == "RGB"
@@ -157,6 +160,8 @@ def test_rejected_tries_are_written_too(picture, monkeypatch):
             [
                 str(picture),
                 "make the left side red, then make the right side blue",
+                "--preset",
+                "dry-run",
                 "--out",
                 "res/out.png",
                 "--seed",
@@ -182,7 +187,7 @@ def test_rejected_tries_are_written_too(picture, monkeypatch):
 
 
 def test_quiet_keeps_the_dry_run_notice_and_summary(picture, capsys):
-    assert main([str(picture), "make the left side red", "--quiet"]) == 0
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "test doubles" in captured.err
     assert "step 1" not in captured.err  # no per-step lines, no bar
@@ -191,7 +196,20 @@ def test_quiet_keeps_the_dry_run_notice_and_summary(picture, capsys):
 
 def test_artifacts_option_sets_the_store(picture, tmp_path):
     store = tmp_path / "store"
-    assert main([str(picture), "make the left side red", "--artifacts", str(store), "-q"]) == 0
+    assert (
+        main(
+            [
+                str(picture),
+                "make the left side red",
+                "--preset",
+                "dry-run",
+                "--artifacts",
+                str(store),
+                "-q",
+            ]
+        )
+        == 0
+    )
     trace = json.loads(Path("pic_edited.trace.json").read_text())
     assert trace["artifacts_dir"] == str(store.resolve())
     assert Path(trace["result"]["uri"].removeprefix("file://")).is_relative_to(store.resolve())
@@ -205,7 +223,9 @@ def test_force_overwrites_and_clears_old_step_images(picture):
     steps.mkdir()
     (steps / "step09_try2_rejected.png").write_bytes(b"stale")
     (steps / "notes.txt").write_text("mine")
-    assert main([str(picture), "make the left side red", "--force", "-q"]) == 0
+    assert (
+        main([str(picture), "make the left side red", "--preset", "dry-run", "--force", "-q"]) == 0
+    )
     with Image.open("pic_edited.png") as result:
         assert result.size == (64, 48)
     assert json.loads(Path("pic_edited.trace.json").read_text())["stop_reason"] == "planner_stop"
@@ -220,7 +240,7 @@ def test_fatal_editor_error_exits_1_with_outputs(picture, monkeypatch, capsys):
             raise FatalToolError("out of memory", tool="broken")
 
     monkeypatch.setitem(registry._entries["editor"], "paint", Broken)
-    assert main([str(picture), "make the left side red", "-q"]) == 1
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 1
     trace = json.loads(Path("pic_edited.trace.json").read_text())
     assert trace["stop_reason"] == "error"
     assert "out of memory" in trace["stop_detail"]
@@ -233,7 +253,7 @@ def test_fatal_editor_error_exits_1_with_outputs(picture, monkeypatch, capsys):
 
 def test_tool_error_escaping_the_graph_is_one_line_exit_1(picture, tmp_path, monkeypatch, capsys):
     use_critic(monkeypatch, ScriptedCritic([FatalToolError("critic model missing", tool="critic")]))
-    assert main([str(picture), "make the left side red", "-q"]) == 1
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 1
     # Today the graph lets a critic's FatalToolError escape (the CLI reports it in one line);
     # once verify turns it into stop_reason='error', the summary names it instead.
     captured = capsys.readouterr()
@@ -314,6 +334,35 @@ def test_argparse_refusals(picture, tmp_path, capsys, argv):
     assert snapshot(tmp_path) == before
 
 
+def test_the_default_preset_is_micro():
+    from agent.cli import build_parser
+
+    args = build_parser().parse_args(["pic.png", "make it red"])
+    assert args.preset == "micro"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ImportError("the diffusers editors need torch: pip install 'mira-agent[models]'"),
+        FileNotFoundError("no micro VLM at '/gone' (no micro_vlm.json)"),
+    ],
+)
+def test_default_preset_without_its_packages_or_weights_is_refused_in_one_line(
+    picture, tmp_path, capsys, monkeypatch, error
+):
+    """mira-edit with no --preset builds the micro models: a package not installed or a shipped
+    folder missing is one line naming the preset and the cause, exit 2, nothing written."""
+    from tools import registry
+
+    def missing(**options):
+        raise error
+
+    monkeypatch.setitem(registry._entries["editor"], "micro-editor", missing)
+    line = _refused([str(picture), "make it red"], tmp_path, capsys, "--preset micro", str(error))
+    assert "--preset dry-run" in line
+
+
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_refuses_empty_instruction(picture, tmp_path, capsys, instruction):
     _refused([str(picture), instruction], tmp_path, capsys, "instruction is empty")
@@ -384,7 +433,8 @@ def test_strategy_the_preset_cannot_run_is_refused(picture, tmp_path, capsys):
     before = snapshot(tmp_path)
     assert (
         main(
-            [str(picture), "make it red", "--strategy", "mirage", "--out", str(tmp_path / "o.png")]
+            [str(picture), "make it red", "--preset", "dry-run", "--strategy", "mirage"]
+            + ["--out", str(tmp_path / "o.png")]
         )
         == 2
     )
@@ -419,7 +469,20 @@ def test_refuses_an_artifacts_folder_it_cannot_write(picture, tmp_path, monkeypa
 def test_animation_note_is_in_the_trace(tmp_path):
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save("anim.gif", save_all=True, append_images=frames[1:], duration=50)
-    assert main(["anim.gif", "make the left side red", "--quiet", "--max-steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "anim.gif",
+                "make the left side red",
+                "--preset",
+                "dry-run",
+                "--quiet",
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     trace = json.loads(Path("anim_edited.trace.json").read_text())
     assert "first frame" in trace["input_note"]
 
@@ -463,7 +526,7 @@ def test_a_write_failure_at_the_end_leaves_nothing_and_names_the_path(picture, m
         write_atomic(path, data)
 
     monkeypatch.setattr(agent.cli, "write_atomic", full_disk)
-    assert main([str(picture), "make the left side red", "-q"]) == 1
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "result.png" in err and "Traceback" not in err
     assert _outputs_in(picture.parent) == []  # no step images, no trace, no staging folder
@@ -474,7 +537,9 @@ def test_force_never_writes_through_a_symlinked_steps_folder(picture, tmp_path):
     outside.mkdir()
     (outside / "step01_try1_accepted.png").write_bytes(b"not yours")
     Path("pic_edited_steps").symlink_to(outside)
-    assert main([str(picture), "make the left side red", "--force", "-q"]) == 0
+    assert (
+        main([str(picture), "make the left side red", "--preset", "dry-run", "--force", "-q"]) == 0
+    )
     assert (outside / "step01_try1_accepted.png").read_bytes() == b"not yours"
     steps = Path("pic_edited_steps")
     assert steps.is_dir() and not steps.is_symlink()
@@ -497,7 +562,7 @@ def test_an_interrupt_during_publication_keeps_every_output(picture, monkeypatch
         real_rename_all(*args)
 
     monkeypatch.setattr(agent._outputs, "_rename_all", interrupted)
-    assert main([str(picture), "make the left side red", "-q"]) == 0
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 0
     assert sent == [True]  # the signals came in the middle of publication
     assert _outputs_in(picture.parent) == [
         "pic_edited.png",
@@ -514,7 +579,7 @@ def test_an_interrupt_before_publication_leaves_nothing(picture, monkeypatch, ca
         raise KeyboardInterrupt
 
     monkeypatch.setattr(agent.cli, "publish", interrupt)
-    assert main([str(picture), "make the left side red", "-q"]) == 130
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert _outputs_in(picture.parent) == []
 
@@ -544,7 +609,7 @@ def test_a_killed_publication_is_finished_by_the_next_run(picture):
     unmarked.mkdir()
     (unmarked / "result.png").write_bytes(b"half")
     # the next run finishes the marked publication, drops the unmarked one, then refuses
-    assert main([str(picture), "make the left side red", "-q"]) == 2
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 2
     assert Path("pic_edited.png").read_bytes() == b"staged result"
     assert Path("pic_edited.trace.json").read_text() == "{}"
     assert _outputs_in(picture.parent) == [
@@ -557,7 +622,7 @@ def test_a_killed_publication_is_finished_by_the_next_run(picture):
 # -- issue 15: terminal output escapes control characters ---------------------------------------
 def test_control_characters_never_reach_the_terminal_raw(picture, capsys):
     evil = "make the left side red\x1b[2J\x1b]0;pwned\x07 \u202eright\x9b"
-    assert main([str(picture), evil]) == 0
+    assert main([str(picture), evil, "--preset", "dry-run"]) == 0
     captured = capsys.readouterr()
     for stream in (captured.out, captured.err):
         assert not any(c in stream for c in "\x1b\x07\u202e\x9b"), stream
@@ -571,7 +636,7 @@ def test_control_characters_in_an_error_are_escaped(picture, tmp_path, monkeypat
     assert "\x1b" not in line
     boom = FatalToolError("critic \x1b[31mmissing\x1b]0;pwned\x07", tool="critic")
     use_critic(monkeypatch, ScriptedCritic([boom]))
-    assert main([str(picture), "make the left side red", "-q"]) == 1
+    assert main([str(picture), "make the left side red", "--preset", "dry-run", "-q"]) == 1
     captured = capsys.readouterr()
     assert "\x1b" not in captured.err + captured.out and "\x07" not in captured.err
     assert "critic \\x1b[31mmissing" in captured.err + captured.out

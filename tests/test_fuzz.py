@@ -90,7 +90,7 @@ def test_corpus_through_the_cli(kind: Kind, world, capsys, monkeypatch):
     inputs, store_root, out = world
     monkeypatch.chdir(out)
     image = kind.make(inputs)
-    argv = [image, kind.instruction, "--out", str(out / "result.png")]
+    argv = [image, kind.instruction, "--preset", "dry-run", "--out", str(out / "result.png")]
     argv += ["--artifacts", str(store_root), "--max-steps", "1", "-q"]
     before_inputs, before_store = snapshot(inputs), snapshot(store_root)
     code = main(argv)

@@ -54,7 +54,7 @@ def test_kill_sweep_leaves_all_or_nothing(tmp_path):
     before = picture.read_bytes()
     cmd = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
     cmd += [str(picture), "make the left side red, then make the right side blue"]
-    cmd += ["--out", str(work / "res.png"), "--artifacts", str(store), "-q"]
+    cmd += ["--preset", "dry-run", "--out", str(work / "res.png"), "--artifacts", str(store), "-q"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:

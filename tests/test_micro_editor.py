@@ -66,7 +66,8 @@ def test_single_edits_on_test_cases_match_ground_truth(editor, seed: int) -> Non
 
 
 def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
-    """`make demo`'s command: the example is the test case's scene, and the result is right;
+    """`make demo`'s command (mira-edit with no --preset: the micro models): the example is the
+    test case's scene, and the result is right;
     the micro VLM's critic judged each edit (both accepted, and the whole instruction's progress
     rose from the first edit to the second)."""
     case = make_case(DEMO_SEED, n_edits=2, language="train")
@@ -77,15 +78,14 @@ def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
         np.asarray(Image.open(example).convert("RGB")), np.asarray(render(case.scene))
     )
     makefile = (ROOT / "Makefile").read_text()
-    assert case.instruction.split()[0] in makefile and "--preset micro" in makefile
+    # the demo names no preset: it runs mira-edit's default, the micro models
+    assert case.instruction.split()[0] in makefile and "--preset" not in makefile
     out = tmp_path / "edited.png"
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "mira-edit"),
             str(example),
             case.instruction,
-            "--preset",
-            "micro",
             "--out",
             str(out),
             "--quiet",
@@ -98,6 +98,8 @@ def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     trace = json.loads(out.with_suffix(".trace.json").read_text())
     assert trace["stop_reason"] == "planner_stop"
+    assert trace["config"]["preset"] == "micro"
+    assert "trained only on the micro-world" in proc.stderr  # the preset's notice, even -q
     assert (trace["config"]["critic"], trace["config"]["grounder"]) == (
         "micro-critic",
         "micro-grounder",
