@@ -22,7 +22,9 @@ def _vlm(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """(base, tuned): the tuned folder moves every targeted linear weight, and one norm."""
+    """(base, tuned): the tuned folder moves every targeted linear weight and bias, the norms
+    before the first layer's attention and MLP and the vision merger's (which the cut folds
+    into their layers), and the final norm (which no adapter holds)."""
     import re
 
     import torch
@@ -37,7 +39,13 @@ def folders(tmp_path_factory):
         for name, module in vlm.model.named_modules():
             if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name):
                 module.weight += 0.05 * torch.randn(module.weight.shape, generator=g)
+                if module.bias is not None:
+                    module.bias += 0.05 * torch.randn(module.bias.shape, generator=g)
                 moved += 1
+        layer = vlm.model.model.language_model.layers[0]
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.weight *= 1 + 0.2 * torch.rand(norm.weight.shape, generator=g)
+        vlm.model.model.visual.merger.ln_q.weight *= 1.5
         vlm.model.model.language_model.norm.weight += 0.1
     assert moved > 0
     tuned = M.save_micro_vlm(vlm, root / "tuned", config=M.SMOKE_MODEL, extra={})
@@ -60,8 +68,9 @@ def _logits(vlm, adapter: str | None = None):
 
 
 def test_full_rank_adapter_gives_the_tuned_linear_layers(folders, tmp_path):
-    """At full rank the adapter on the base is the fine-tune's linear layers exactly: the
-    logits equal the tuned model's once the one change no LoRA holds (a norm) is undone."""
+    """At full rank the adapter on the base is the fine-tune exactly, its norms folded into
+    their layers and its biases in lora_bias: the logits equal the tuned model's once the
+    one change no adapter holds (the final norm) is undone."""
     import torch
 
     from tools.models import LoadOptions
@@ -70,8 +79,9 @@ def test_full_rank_adapter_gives_the_tuned_linear_layers(folders, tmp_path):
     base, tuned = folders
     report = extract_lora(base, tuned, tmp_path / "lora", rank=512, dtype="float32")
     assert report["kept"] == pytest.approx(1.0)
-    assert report["left_out"] > 0  # the norm the adapter cannot hold
+    assert report["left_out"] > 0  # the final norm, which the adapter cannot hold
     assert report["modules"] > 0
+    assert (report["folded_norms"], report["bias"]) == (3, True)
     on_base = load_qwen_vl(base, options=LoadOptions(device="cpu", dtype="float32"))
     on_base.load_adapter("cut", tmp_path / "lora")
     want = load_qwen_vl(tuned, options=LoadOptions(device="cpu", dtype="float32"))
@@ -84,16 +94,35 @@ def test_full_rank_adapter_gives_the_tuned_linear_layers(folders, tmp_path):
     assert torch.allclose(got, _logits(want), atol=1e-4)
     assert not torch.allclose(_logits(on_base), _logits(want), atol=1e-2)  # the adapter acts
     # every cut layer, the vision merger's too (no text-only forward passes through it): the
-    # base weight plus the adapter's product is the tuned weight
+    # base weight plus the adapter's product is the tuned weight, times the folded norm's
+    # factor on the layers a moved norm feeds (the merger's first reads 4 patches side by
+    # side); the base bias plus lora_B's is the tuned bias
     tuned_modules = dict(want.model.named_modules())
-    merger = 0
+    plain_modules = dict(plain.model.named_modules())
+    layer0 = "model.language_model.layers.0."
+    feeds = {
+        **{f"{layer0}self_attn.{x}_proj": f"{layer0}input_layernorm" for x in "qkv"},
+        **{f"{layer0}mlp.{x}_proj": f"{layer0}post_attention_layernorm" for x in ("gate", "up")},
+        "model.visual.merger.mlp.0": "model.visual.merger.ln_q",
+    }
+    merger = folded = biased = 0
     for name, module in on_base.model.named_modules():
         if hasattr(module, "lora_A") and "cut" in module.lora_A:
             delta = module.lora_B["cut"].weight @ module.lora_A["cut"].weight
             weight = module.base_layer.weight + delta * module.scaling["cut"]
-            assert torch.allclose(weight, tuned_modules[name].weight, atol=1e-5), name
+            want_weight = tuned_modules[name].weight
+            if name in feeds:
+                norm = feeds[name]
+                factor = tuned_modules[norm].weight / plain_modules[norm].weight
+                want_weight = want_weight * factor.repeat(weight.shape[1] // factor.numel())
+                folded += 1
+            assert torch.allclose(weight, want_weight, atol=1e-5), name
+            if module.base_layer.bias is not None:
+                bias = module.base_layer.bias + module.lora_B["cut"].bias * module.scaling["cut"]
+                assert torch.allclose(bias, tuned_modules[name].bias, atol=1e-5), name
+                biased += 1
             merger += ".merger." in name
-    assert merger == 2
+    assert (merger, folded) == (2, 6) and biased > 0
 
 
 def test_low_rank_keeps_part_of_the_change_and_writes_bf16(folders, tmp_path):
@@ -296,13 +325,23 @@ def test_merge_puts_the_adapter_into_a_micro_vlm_folder(folders, tmp_path, capsy
     checked = 0
     for name, module in m.items():
         if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name):
-            assert torch.allclose(module.weight, w[name].weight, atol=2e-2), name
+            if ".layers.0." not in name and ".merger." not in name:  # no moved norm feeds it
+                assert torch.allclose(module.weight, w[name].weight, atol=2e-2), name
+            if module.bias is not None:
+                assert torch.allclose(module.bias, w[name].bias, atol=2e-2), name
             assert not torch.allclose(module.weight, p[name].weight, atol=1e-3), name
             checked += 1
     assert checked == manifest["merged_adapter"]["layers"]
-    assert torch.equal(  # what no LoRA holds stays the base's
-        merged.model.model.language_model.norm.weight, plain.model.model.language_model.norm.weight
-    )
+    for norm in ("norm", "layers.0.input_layernorm"):  # the norms stay the base's: folded in
+        key = f"model.language_model.{norm}.weight"
+        assert torch.equal(merged.model.get_parameter(key), plain.model.get_parameter(key))
+    # so the merged model computes the tuned one, but for the final norm no adapter holds
+    with torch.no_grad():
+        want.model.model.language_model.norm.weight.copy_(
+            plain.model.model.language_model.norm.weight
+        )
+    got, goal, before = (_logits(x) for x in (merged, want, plain))
+    assert (got - goal).abs().max() < 0.1 * (before - goal).abs().max()
     assert main(["merge-lora", "--base", str(base), "--adapter", str(tmp_path), "--out", "x"]) == 2
     assert "is no LoRA folder" in capsys.readouterr().err
     args = ["merge-lora", "--base", str(base), "--adapter", str(tmp_path / "lora")]
@@ -358,6 +397,14 @@ def test_merge_scales_by_alpha_over_r_and_refuses_what_it_cannot_merge(folders, 
         str(doubled / "adapter_model.safetensors"),
     )
     with pytest.raises(ValueError, match="holds weights no LoRA merge adds"):
+        merge_lora(base, doubled, tmp_path / "x")
+    o_proj = next(k for k in weights if "o_proj.lora_B.weight" in k)
+    rows = weights[o_proj].shape[0]
+    save_file(
+        {**weights, o_proj.replace(".weight", ".bias"): torch.ones(rows)},
+        str(doubled / "adapter_model.safetensors"),
+    )
+    with pytest.raises(ValueError, match="has a bias change and no bias in the base"):
         merge_lora(base, doubled, tmp_path / "x")
     (doubled / "adapter_config.json").write_text("{")
     with pytest.raises(ValueError, match="is no readable LoRA config"):

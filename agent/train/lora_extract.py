@@ -8,9 +8,15 @@ GPU call carries. So the planner ships as what its fine-tune changed, factored a
 - for every linear layer the target pattern names, the change ``W_tuned - W_base`` is cut to its
   ``rank`` largest singular directions, ``U_r S_r V_r^T = B A`` with ``B = U_r sqrt(S_r)`` and
   ``A = sqrt(S_r) V_r^T``, and ``lora_alpha = rank`` so that peft's scale is 1;
-- what a LoRA cannot hold (embeddings, norms, biases) stays the base's: the report gives the
-  share of the targeted layers' change that the rank kept, and the relative change of the
-  parameters it leaves out, so a user sees what the adapter lost;
+- the change of a norm's scale (the RMSNorm before a layer's attention, before its MLP, and
+  the vision merger's) is folded into the linear layers it feeds, whose input it scales per
+  channel: ``W x_hat (g_tuned)`` is ``(W diag(g_tuned / g_base)) x_hat g_base``, so the cut
+  layer's change is taken against that; the change of those layers' biases rides in peft's
+  ``lora_bias`` (a bias on ``lora_B``, which peft keeps for extracted LoRAs). Both switch with
+  the adapter, like its weights; without them the micro planner's cut wrote invalid answers;
+- what the adapter still cannot hold (the embeddings, the final norm, the frozen vision tower)
+  stays the base's: the report gives the share of the targeted layers' change that the rank
+  kept, and the relative change of the parameters it leaves out, so a user sees what it lost;
 - the report names the base's weights by digest (``agent.micro.weights_digest``), so that a
   base trained again is not paired with an adapter cut against the old one.
 
@@ -41,6 +47,16 @@ PLANNER_TARGETS = (
     r"|visual\.merger\.mlp\.\d+)"
 )
 DTYPES = ("bfloat16", "float32")
+#: norms folded into the linear layers they feed (those layers are their output's only
+#: readers): (the norm's name, the layers' names relative to the norm's parent)
+FOLDS = (
+    (
+        r".*\.layers\.\d+\.input_layernorm",
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ),
+    (r".*\.layers\.\d+\.post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+    (r".*\.merger\.ln_q", ("mlp.0",)),
+)
 
 
 def _model(folder: Path) -> Any:
@@ -68,6 +84,42 @@ def _check_out(out: Path, marker: str, **models: Path) -> None:
         )
 
 
+def _folds(
+    b_modules: dict[str, Any], t_modules: dict[str, Any], linears: set[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """({linear layer: the per-channel factor g_tuned / g_base of the norm feeding it}, the
+    folded norms' parameter names), for every norm of ``FOLDS`` whose scale the fine-tune
+    moved, that scales its input (an RMSNorm or a LayerNorm without a bias: a norm's bias
+    would reach its layers' bias through the weight, which this does not do), whose layers
+    are all cut, and whose base scale has no zero to divide by."""
+    import torch
+
+    scales: dict[str, Any] = {}
+    folded: set[str] = set()
+    for norm_pattern, fed in FOLDS:
+        for name, norm in b_modules.items():
+            if not re.fullmatch(norm_pattern, name):
+                continue
+            kind = type(norm).__name__
+            if not (kind.endswith("RMSNorm") or isinstance(norm, torch.nn.LayerNorm)):
+                continue
+            if getattr(norm, "bias", None) is not None:
+                continue
+            g_base = norm.weight.detach().double()
+            g_tuned = t_modules[name].weight.detach().double()
+            layers = [f"{name.rsplit('.', 1)[0]}.{f}" for f in fed]
+            if torch.equal(g_base, g_tuned) or not all(x in linears for x in layers):
+                continue
+            if bool((g_base.abs() < 1e-6).any()):
+                continue
+            if any(b_modules[x].in_features % g_base.numel() for x in layers):
+                continue
+            for layer in layers:
+                scales[layer] = g_tuned / g_base
+            folded.add(f"{name}.weight")
+    return scales, folded
+
+
 def extract_lora(
     base: str | Path,
     tuned: str | Path,
@@ -81,8 +133,10 @@ def extract_lora(
     ``out`` (an adapter folder or a new one, replaced whole, never half-written) and return its
     report, also saved as ``out/extract_lora.json``: rank, modules, the share of the targeted
     layers' change kept (``kept``: of its squared norm, 0..1), the relative change of the
-    parameters that changed and no LoRA holds (``left_out``: their change's norm over their
-    norm), the base's ``weights_digest`` and the adapter's size in bytes."""
+    parameters that changed and the adapter does not hold (``left_out``: their change's norm
+    over their norm), the norms folded into their layers (``folded_norms``), whether the
+    adapter carries bias changes (``bias``: peft's ``lora_bias``), the base's
+    ``weights_digest`` and the adapter's size in bytes."""
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -108,14 +162,34 @@ def extract_lora(
             )
     pattern = re.compile(target_modules)
     t_modules = dict(t_model.named_modules())
+    linears = [
+        name
+        for name, module in b_model.named_modules()
+        if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)
+    ]
+    b_modules = dict(b_model.named_modules())
+    scales, folded = _folds(b_modules, t_modules, set(linears))
     weights: dict[str, Any] = {}
-    targeted: set[str] = set()
+    biases: dict[str, Any] = {}
+    targeted: set[str] = set(folded)
     kept = total = 0.0
-    for name, module in b_model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or not pattern.fullmatch(name):
-            continue
+    for name in linears:
+        module = b_modules[name]
+        tuned_layer = t_modules[name]
         targeted.add(f"{name}.weight")
-        delta = t_modules[name].weight.detach().double() - module.weight.detach().double()
+        # the tuned layer as it acts on the base norm's output (its scale's change folded in)
+        scale = scales.get(name)
+        t_weight = tuned_layer.weight.detach().double()
+        if scale is not None:
+            # the merger's layer reads its norm's output of several patches side by side
+            t_weight = t_weight * scale.repeat(t_weight.shape[1] // scale.numel())[None, :]
+        delta = t_weight - module.weight.detach().double()
+        if module.bias is not None or tuned_layer.bias is not None:
+            targeted.add(f"{name}.bias")
+            zero = torch.zeros(delta.shape[0], dtype=delta.dtype)
+            t_bias = zero if tuned_layer.bias is None else tuned_layer.bias.detach().double()
+            b_bias = zero if module.bias is None else module.bias.detach().double()
+            biases[name] = t_bias - b_bias
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         r = min(rank, s.numel())
         root = s[:r].sqrt()
@@ -128,7 +202,13 @@ def extract_lora(
         weights[f"{key}.lora_A.weight"] = a.to(getattr(torch, dtype)).contiguous()
         kept += float((s[:r] ** 2).sum())
         total += float((s**2).sum())
-    if not targeted:
+    bias = any(bool(v.any()) for v in biases.values())
+    if bias:  # peft's lora_bias puts a bias on every lora_B: zero where nothing changed
+        for name in linears:
+            zero = torch.zeros(weights[f"base_model.model.{name}.lora_B.weight"].shape[0])
+            value = biases.get(name, zero)
+            weights[f"base_model.model.{name}.lora_B.bias"] = value.to(getattr(torch, dtype))
+    if not linears:
         raise ValueError(
             f"target_modules {target_modules!r} names no linear layer of {str(base)!r}"
         )
@@ -146,7 +226,8 @@ def extract_lora(
         lora_dropout=0.0,
         # the layers cut, by full name: a pattern would also match modules that are no linear
         # layer (the merger's activation sits between its two linears)
-        target_modules=sorted(t.removesuffix(".weight") for t in targeted),
+        target_modules=sorted(linears),
+        lora_bias=bias,
         base_model_name_or_path=str(base),
     )
     report = {
@@ -154,7 +235,9 @@ def extract_lora(
         "tuned": str(tuned),
         "rank": rank,
         "dtype": dtype,
-        "modules": len(targeted),
+        "modules": len(linears),
+        "folded_norms": len({f.rsplit(".", 1)[0] for f in folded}),
+        "bias": bias,
         "kept": kept / total if total else 1.0,
         "left_out": (change / norm) ** 0.5 if norm else 0.0,
         "base_digest": weights_digest(base),
@@ -176,7 +259,6 @@ _UNMERGED = {
     "use_rslora": False,
     "use_dora": False,
     "fan_in_fan_out": False,
-    "lora_bias": False,
     "rank_pattern": {},
     "alpha_pattern": {},
     "modules_to_save": None,
@@ -240,7 +322,7 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
                 f"{cut_against[:12]}...) than base {str(base)!r} ({weights_digest(base)[:12]}...)"
             )
     lora = load_file(str(weights_file))
-    unknown = sorted(k for k in lora if not re.search(r"\.lora_[AB]\.weight$", k))
+    unknown = sorted(k for k in lora if not re.search(r"(\.lora_[AB]\.weight|\.lora_B\.bias)$", k))
     if unknown:
         raise ValueError(
             f"adapter {str(adapter)!r} holds weights no LoRA merge adds: {unknown[0]!r}"
@@ -268,6 +350,14 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
                     f"the base, the adapter's product {(b.shape[0], a.shape[1])}"
                 )
             weight += (scale * (b @ a)).to(weight.dtype)
+            bias = lora.get(key.replace(".lora_A.weight", ".lora_B.bias"))
+            if bias is not None and bool(bias.any()):  # lora_bias: scaled like B's product
+                if modules[name].bias is None:
+                    raise ValueError(
+                        f"adapter {str(adapter)!r}: layer {name!r} has a bias change and no "
+                        "bias in the base"
+                    )
+                modules[name].bias += (scale * bias.double()).to(modules[name].bias.dtype)
             merged += 1
     manifest = json.loads((base / MANIFEST).read_text())
     model_fields = {f.name for f in fields(MicroVLMConfig)}

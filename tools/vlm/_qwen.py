@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,8 +133,12 @@ class QwenVL:
                 return
             local = resolve_local(source, what=f"{name} adapter")
             # transformers' integration applies the model's checkpoint key conversions, so
-            # adapters saved with older Qwen-VL module names load too.
-            self.model.load_adapter(local, adapter_name=name)
+            # adapters saved with older Qwen-VL module names load too. An extracted adapter's
+            # lora_bias (``mira-train extract-lora``) makes peft warn, per layer with no bias,
+            # that peft could not merge it; adapters here are switched, never merged by peft.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*lora_bias=True.*has no bias")
+                self.model.load_adapter(local, adapter_name=name)
             self._adapters[name] = source
             self._set_state(None)
 
