@@ -42,13 +42,12 @@ PRESETS: dict[str, dict[str, object]] = {
         "critic": "editscore-tiny",
     },
     # The project's own learned models, trained on the micro-world by `mira-train`: the micro
-    # editor (weights/micro-editor) and the micro VLM (weights/micro-vlm) as grounder, MIRAGE
-    # parser and critic. Edits micro-world scenes for real on a CPU. The planner is the
-    # model-free split planner: the learned one (`micro-planner`, weights/micro-planner) still
-    # loses to the editor alone in the loop, and on the demo it repeats its accepted first edit
-    # (docs/loop.md).
+    # editor (weights/micro-editor), the micro VLM (weights/micro-vlm) as grounder, MIRAGE
+    # parser and critic, and the planner adapter on it (weights/micro-planner). Edits
+    # micro-world scenes for real on a CPU; `mira-edit`'s default. In the benchmark's loop the
+    # learned planner still does worse than the editor alone (docs/loop.md).
     "micro": {
-        "planner": "split",
+        "planner": "micro-planner",
         "editors": ["micro-editor"],
         "grounder": "micro-grounder",
         "critic": "micro-critic",

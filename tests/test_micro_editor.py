@@ -67,8 +67,8 @@ def test_single_edits_on_test_cases_match_ground_truth(editor, seed: int) -> Non
 
 def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     """`make demo`'s command (mira-edit with no --preset: the micro models): the example is the
-    test case's scene, and the result is right;
-    the micro VLM's critic judged each edit (both accepted, and the whole instruction's progress
+    test case's scene, and the result is right; the learned planner (the micro VLM with the
+    planner adapter) chose both edits and the stop, and the micro VLM's critic judged each edit (both accepted, and the whole instruction's progress
     rose from the first edit to the second)."""
     case = make_case(DEMO_SEED, n_edits=2, language="train")
     example = ROOT / "examples" / "micro_scene.png"
@@ -100,12 +100,16 @@ def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     assert trace["stop_reason"] == "planner_stop"
     assert trace["config"]["preset"] == "micro"
     assert "trained only on the micro-world" in proc.stderr  # the preset's notice, even -q
-    assert (trace["config"]["critic"], trace["config"]["grounder"]) == (
+    assert (trace["config"]["planner"], trace["config"]["critic"], trace["config"]["grounder"]) == (
+        "micro-planner",
         "micro-critic",
         "micro-grounder",
     )
     edits = [s for s in trace["steps"] if s["kind"] == "edit"]
     assert [s["accepted"] for s in edits] == [True, True]
+    # the learned planner chose each edit and the stop, in MIRA's answer format
+    assert all("NEXT_EDITING_INSTRUCTION: " in s["planner"]["raw"] for s in edits)
+    assert trace["steps"][-1]["planner"]["raw"].endswith("<stop>")
     assert all(s["scores"]["step"]["valid"] for s in edits)
     progress = [s["scores"]["progress"]["overall"] for s in edits]
     assert progress[0] < progress[1], progress

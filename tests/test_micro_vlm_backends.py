@@ -402,3 +402,57 @@ def test_bench_roundtrip_row_is_the_ceiling_and_is_refused_without_an_autoencode
     assert bench.main([*refused, "-q"]) == 2
     err = capsys.readouterr().err
     assert "--strategy 'roundtrip'" in err and "--editor 'oracle'" in err
+
+
+def test_planner_repeats_asks_again_on_the_run_image_and_the_exact_render(
+    tmp_path, capsys, monkeypatch
+):
+    """benchmarks/planner_repeats.py reads a mira-bench folder, and for each run that ended on
+    a repeated accepted edit asks the shipped planner on the run's last image and on the
+    world's exact render of the edits the scorer found made; here the two images are the same,
+    so the two answers are too."""
+    import importlib.util
+    from pathlib import Path
+
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.render import render
+    from agent.microworld.truth import make_case
+
+    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_repeats.py"
+    spec = importlib.util.spec_from_file_location("planner_repeats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path)])
+    assert "has no results.jsonl" in capsys.readouterr().err
+
+    case = make_case(200000, n_edits=2, size=224, language="train")
+    first = case.atomic[0]
+    run = {
+        "id": "mw-200000",
+        "seed": 200000,
+        "n_edits": 2,
+        "language": "train",
+        "edits": [{"index": 0, "passed": True}, {"index": 1, "passed": False}],
+        "trace": [
+            {"kind": "edit", "accepted": True, "instruction": first, "reason": "accepted"},
+            {
+                "kind": "stop",
+                "accepted": False,
+                "instruction": None,
+                "reason": f"the planner repeated an accepted edit: {first!r}",
+            },
+        ],
+    }
+    other = {**run, "id": "mw-200001", "trace": run["trace"][:1]}  # no repeat: not asked
+    (tmp_path / "results.jsonl").write_text(json.dumps(run) + "\n" + json.dumps(other) + "\n")
+    (tmp_path / "images" / "mw-200000").mkdir(parents=True)
+    render(apply_edits(case.scene, [case.edits[0]])).save(tmp_path / "images/mw-200000/agent.png")
+    assert module.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| mw-")]
+    assert len(rows) == 1 and rows[0].startswith("| mw-200000 | 0 | ")
+    cells = rows[0].strip("| ").split(" | ")
+    assert cells[2] == cells[4] and cells[3] == cells[5] and cells[3] in ("yes", "no")
+    assert "1 of 1 runs: the same verdict on both images" in out
