@@ -1,11 +1,13 @@
-"""The shipped micro VLM on this machine's CPU: load time and seconds per critic and grounder
-call.
+"""The shipped micro VLM on this machine's CPU: load time and seconds per critic, grounder
+and planner call.
 
 One critique = the real ``EditScoreCritic.critique`` of the ``micro-critic`` backend (its two
 EditScore prompts, greedy, at most 160 new tokens each) on a 224 px test scene and its correct
 edit; one grounding = ``QwenVLGrounder.ground`` of ``micro-grounder`` on the scene and one
 referring expression. Every row is measured in the same run, after one warm-up call of each;
-the table gives the median of ``--repeat`` calls.
+one plan = ``MiraPlanner.next_action`` of ``micro-planner`` (the shipped planner adapter
+switched on for the shipped model, greedy, its clause list then MIRA's answer) on the scene's
+state after the first of two edits. The table gives the median of ``--repeat`` calls.
 
     python benchmarks/micro_vlm_cpu.py --repeat 5 [--threads N] [--model FOLDER]
 """
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from agent.micro import micro_critic, micro_grounder
+    from agent.micro import micro_critic, micro_grounder, micro_planner
     from agent.microworld.formats import grounder_samples
     from agent.microworld.render import render
     from agent.microworld.splits import seeds
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     ground()
+    two = make_case(case.seed, n_edits=2, language="train")
+    halfway = render(apply_edit(two.scene, two.edits[0]))
+    planner = micro_planner(model=args.model)  # the same model, its adapter loaded now
+    original = render(two.scene)
+    planner.next_action(original, halfway, two.instruction)
     print(
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads; load + first critique {load:.2f} s"
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (
         ("critique (SC + PQ)", lambda: critic.critique(source, edited, text)),
         ("ground", ground),
+        ("plan", lambda: planner.next_action(original, halfway, two.instruction)),
     )
     for name, call in rows:
         times = []

@@ -68,8 +68,9 @@ def test_single_edits_on_test_cases_match_ground_truth(editor, seed: int) -> Non
 def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     """`make demo`'s command (mira-edit with no --preset: the micro models): the example is the
     test case's scene, and the result is right; the learned planner (the micro VLM with the
-    planner adapter) chose both edits and the stop, and the micro VLM's critic judged each edit (both accepted, and the whole instruction's progress
-    rose from the first edit to the second)."""
+    planner adapter) chose both edits and the stop, and the micro VLM's critic judged each
+    edit (both accepted, and the whole instruction's progress rose from the first edit to the
+    second)."""
     case = make_case(DEMO_SEED, n_edits=2, language="train")
     example = ROOT / "examples" / "micro_scene.png"
     from PIL import Image

@@ -261,8 +261,8 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
 
 
 def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
-    """benchmarks/micro_vlm_cpu.py times the shipped model's critique and grounding calls and
-    prints one table row each (figures: docs/benchmarks.md)."""
+    """benchmarks/micro_vlm_cpu.py times the shipped model's critique, grounding and planner
+    calls and prints one table row each (figures: docs/benchmarks.md)."""
     import importlib.util
     from pathlib import Path
 
@@ -277,7 +277,8 @@ def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
     assert module.main(["--repeat", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [r.split(" | ")[0] for r in rows[1:]] == ["| critique (SC + PQ)", "| ground"]
+    names = [r.split(" | ")[0] for r in rows[1:]]
+    assert names == ["| critique (SC + PQ)", "| ground", "| plan"]
     for row in rows[1:]:  # median, min, max of one call: the same number
         assert len(set(row.strip("| ").split(" | ")[1:])) == 1
 
