@@ -85,6 +85,12 @@ MICRO_NOTICE = (
 NOTICES = {"dry-run": DRY_RUN_NOTICE, "tiny": TINY_NOTICE, "micro": MICRO_NOTICE}
 
 
+def _not_installed(config: AgentConfig, exc: Exception) -> str:
+    """The one-line refusal of a stack whose package or shipped model folder is missing."""
+    hint = "" if config.preset == "dry-run" else "; --preset dry-run runs without models"
+    return f"--preset {config.preset}: {type(exc).__name__}: {exc}{hint}"
+
+
 class _Refused(Exception):
     """A refusal reported as one line and exit status 2."""
 
@@ -458,9 +464,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, ToolError) as exc:  # ToolError: e.g. model weights missing
         raise _Refused(f"--preset {config.preset} --strategy {config.strategy}: {exc}") from None
     except (ImportError, FileNotFoundError) as exc:  # a package or shipped folder not installed
-        raise _Refused(
-            f"--preset {config.preset}: {exc}; --preset dry-run runs without models"
-        ) from None
+        raise _Refused(_not_installed(config, exc)) from None
 
     # The outputs' place is made and reserved before any model work: an unwritable --out
     # folder is refused now, not after the run.
@@ -505,6 +509,8 @@ def _edit_and_publish(
                 final = data
     except InvalidInputError as exc:
         raise _Refused(str(exc)) from None
+    except ImportError as exc:  # a backend imports its packages on first use (e.g. diffusers)
+        raise _Refused(_not_installed(config, exc)) from None
     except ToolError as exc:  # one the graph did not turn into a stop reason
         tool = f"{exc.tool}: " if exc.tool else ""
         _err(_one_line(f"{tool}{type(exc).__name__}: {exc}; nothing written"))

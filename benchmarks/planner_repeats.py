@@ -5,10 +5,13 @@ the planner asked again for an edit the loop had accepted, the planner (``micro_
 shipped adapter unless ``--planner-lora none``) is asked once more for the next step on two
 images of the same state: the run's last accepted image (the micro editor's output) and the
 micro-world's exact render of the edits the scorer found made on it. The table gives both
-answers and whether each repeats an accepted edit; the planner decodes greedily, so each answer
-is the one the loop got (up to float rounding on another machine).
+answers and whether each repeats an accepted edit; the planner decodes greedily, so with the
+adapter the run used, the answer on its image is the one the loop got (up to float rounding on
+another machine).
 
-    python benchmarks/planner_repeats.py .micro/loop/s11_test_e3_train_r64 [--planner-lora none]
+    python benchmarks/planner_repeats.py .micro/loop/s12_test_e3_train_r64f
+    python benchmarks/planner_repeats.py .micro/loop/s11_test_e3_train_r64 \
+        --planner-lora .micro/s11/planner_r64     # the adapter that run used
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ REPEAT = "the planner repeated an accepted edit"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a mira-bench --out folder (results.jsonl, images/)")
-    p.add_argument("--planner-lora", default=None, help="'none': the shared weights' planner")
+    p.add_argument(
+        "--planner-lora",
+        default=None,
+        help="an adapter folder (default: the shipped one); 'none': the shared weights' planner",
+    )
     args = p.parse_args(argv)
     results = args.run / "results.jsonl"
     if not results.is_file():
@@ -45,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if not repeats:
         print(f"no run of {args.run} ended on a repeated accepted edit")
         return 0
-    planner = micro_planner(lora=False if args.planner_lora == "none" else True)
+    lora: str | bool = True if args.planner_lora is None else args.planner_lora
+    planner = micro_planner(lora=False if lora == "none" else lora)
     rows = []
     for r in repeats:
         case = make_case(r["seed"], n_edits=r["n_edits"], size=224, language=r["language"])

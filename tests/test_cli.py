@@ -363,6 +363,27 @@ def test_default_preset_without_its_packages_or_weights_is_refused_in_one_line(
     assert "--preset dry-run" in line
 
 
+def test_default_preset_without_diffusers_is_refused_in_one_line_when_the_editor_loads(
+    tmp_path, capsys, monkeypatch
+):
+    """The micro backends import their packages on first use, inside the run: a plain install
+    without diffusers (sys.modules[...] = None makes its import fail as a missing package does)
+    is still one line naming the package and the install, exit 2, no output written."""
+    import shutil
+
+    pytest.importorskip("transformers")
+    example = Path(__file__).resolve().parents[1] / "examples" / "micro_scene.png"
+    shutil.copy(example, "scene.png")
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    before = snapshot(Path.cwd())  # the outputs' folder (the image store caches the input)
+    assert main(["scene.png", "make the red heart blue", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("mira-edit: error: --preset micro: ImportError:"), err[-1]
+    assert "mira-agent[models]" in err[-1] and "--preset dry-run" in err[-1]
+    assert snapshot(Path.cwd()) == before
+
+
 @pytest.mark.parametrize("instruction", ["", "   "])
 def test_refuses_empty_instruction(picture, tmp_path, capsys, instruction):
     _refused([str(picture), instruction], tmp_path, capsys, "instruction is empty")

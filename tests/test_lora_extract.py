@@ -29,9 +29,21 @@ def folders(tmp_path_factory):
 
     import torch
 
+    def trained_look(vlm):
+        """Norm scales away from 1 and biases away from 0, as a trained base has them (a fold
+        that forgot the base's scale or bias would pass on a fresh model)."""
+        g = torch.Generator().manual_seed(2)
+        with torch.no_grad():
+            for name, param in vlm.model.named_parameters():
+                if name.endswith("norm.weight") or "ln_q" in name:
+                    param.mul_(0.5 + torch.rand(param.shape, generator=g))
+                elif name.endswith(".bias"):
+                    param.add_(0.1 * torch.randn(param.shape, generator=g))
+        return vlm
+
     root = tmp_path_factory.mktemp("extract")
-    base = M.save_micro_vlm(_vlm(), root / "base", config=M.SMOKE_MODEL, extra={})
-    vlm = _vlm()
+    base = M.save_micro_vlm(trained_look(_vlm()), root / "base", config=M.SMOKE_MODEL, extra={})
+    vlm = trained_look(_vlm())
     g = torch.Generator().manual_seed(1)
     pattern = re.compile(PLANNER_TARGETS)
     moved = 0
@@ -45,7 +57,8 @@ def folders(tmp_path_factory):
         layer = vlm.model.model.language_model.layers[0]
         for norm in (layer.input_layernorm, layer.post_attention_layernorm):
             norm.weight *= 1 + 0.2 * torch.rand(norm.weight.shape, generator=g)
-        vlm.model.model.visual.merger.ln_q.weight *= 1.5
+        ln_q = vlm.model.model.visual.merger.ln_q.weight  # per channel: the tiling matters
+        ln_q *= 1 + torch.rand(ln_q.shape, generator=g)
         vlm.model.model.language_model.norm.weight += 0.1
     assert moved > 0
     tuned = M.save_micro_vlm(vlm, root / "tuned", config=M.SMOKE_MODEL, extra={})
