@@ -260,17 +260,23 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
         assert "--planner-lora" not in calls.read_text(), extra
 
 
-def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
-    """benchmarks/micro_vlm_cpu.py times the shipped model's critique, grounding and planner
-    calls and prints one table row each (figures: docs/benchmarks.md)."""
+def _benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` imported as a module (benchmarks/ is no package)."""
     import importlib.util
     from pathlib import Path
 
-    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "micro_vlm_cpu.py"
-    spec = importlib.util.spec_from_file_location("micro_vlm_cpu", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
+    """benchmarks/micro_vlm_cpu.py times the shipped model's critique, grounding and planner
+    calls and prints one table row each (figures: docs/benchmarks.md)."""
+    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
+    module = _benchmark("micro_vlm_cpu")
     with pytest.raises(SystemExit):
         module.main(["--repeat", "0"])
     assert "--repeat must be >= 1, got 0" in capsys.readouterr().err
@@ -412,18 +418,12 @@ def test_planner_repeats_asks_again_on_the_run_image_and_the_exact_render(
     a repeated accepted edit asks the shipped planner on the run's last image and on the
     world's exact render of the edits the scorer found made; here the two images are the same,
     so the two answers are too."""
-    import importlib.util
-    from pathlib import Path
-
     from agent.microworld.edits import apply_edits
     from agent.microworld.render import render
     from agent.microworld.truth import make_case
 
     monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_repeats.py"
-    spec = importlib.util.spec_from_file_location("planner_repeats", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark("planner_repeats")
     with pytest.raises(SystemExit):
         module.main([str(tmp_path)])
     assert "has no results.jsonl" in capsys.readouterr().err

@@ -167,6 +167,10 @@ def extract_lora(
         for name, module in b_model.named_modules()
         if isinstance(module, torch.nn.Linear) and pattern.fullmatch(name)
     ]
+    if not linears:
+        raise ValueError(
+            f"target_modules {target_modules!r} names no linear layer of {str(base)!r}"
+        )
     b_modules = dict(b_model.named_modules())
     scales, folded = _folds(b_modules, t_modules, set(linears))
     weights: dict[str, Any] = {}
@@ -208,10 +212,6 @@ def extract_lora(
             zero = torch.zeros(weights[f"base_model.model.{name}.lora_B.weight"].shape[0])
             value = biases.get(name, zero)
             weights[f"base_model.model.{name}.lora_B.bias"] = value.to(getattr(torch, dtype))
-    if not linears:
-        raise ValueError(
-            f"target_modules {target_modules!r} names no linear layer of {str(base)!r}"
-        )
     # what no LoRA holds: the parameters outside the targeted weights that the fine-tune moved
     # (the frozen ones, the vision tower's, would only dilute the figure)
     change = norm = 0.0
@@ -316,10 +316,11 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path) -> Path:
         from agent.micro import weights_digest
 
         cut_against = json.loads(report.read_text()).get("base_digest")
-        if cut_against is not None and cut_against != weights_digest(base):
+        digest = weights_digest(base)
+        if cut_against is not None and cut_against != digest:
             raise ValueError(
                 f"adapter {str(adapter)!r} was cut against other weights (digest "
-                f"{cut_against[:12]}...) than base {str(base)!r} ({weights_digest(base)[:12]}...)"
+                f"{cut_against[:12]}...) than base {str(base)!r} ({digest[:12]}...)"
             )
     lora = load_file(str(weights_file))
     unknown = sorted(k for k in lora if not re.search(r"(\.lora_[AB]\.weight|\.lora_B\.bias)$", k))
