@@ -287,6 +287,9 @@ class _Runner:
             options["max_retries_per_step"] = args.max_retries
         self.microworld = args.dataset == "microworld"
         self.budget = args.budget
+        #: the micro-world's learned backends' placement (--device); oracle and noisy tools
+        #: have none
+        self.placement: dict[str, Any] = {} if args.device is None else {"device": args.device}
         self._critics: dict[float | None, Any] = {}
         if self.microworld:
             from agent.microworld.tools import World
@@ -358,7 +361,7 @@ class _Runner:
         if name == "noisy":
             a = self.args
             return NoisyEditor(self.world, p_wrong=a.p_wrong, p_bleed=a.p_bleed, p_noop=a.p_noop)
-        return _component("editor", name)
+        return _component("editor", name, **self.placement)
 
     def _planner(self, name: str) -> Any:
         from agent.microworld.tools import HeuristicPlanner, OraclePlanner
@@ -374,13 +377,15 @@ class _Runner:
         if name == "heuristic":
             return HeuristicPlanner()
         if lora is None:  # the backend's default: the shipped adapter on the shipped base
-            return _component("planner", name)
-        return _component("planner", name, lora=False if lora == "none" else lora)
+            return _component("planner", name, **self.placement)
+        return _component("planner", name, lora=False if lora == "none" else lora, **self.placement)
 
     def _grounder(self, name: str) -> Any:
         from agent.microworld.tools import OracleGrounder
 
-        return OracleGrounder(self.world) if name == "oracle" else _component("grounder", name)
+        if name == "oracle":
+            return OracleGrounder(self.world)
+        return _component("grounder", name, **self.placement)
 
     def critic(self, epsilon: float | None) -> Any:
         if epsilon not in self._critics:
@@ -397,7 +402,7 @@ class _Runner:
                     threshold=self.config.min_step_score,
                 )
             elif name is not None:
-                critic = _component("critic", name)
+                critic = _component("critic", name, **self.placement)
             else:
                 from tools.registry import build
 
@@ -943,6 +948,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="tool seed: editor seeds, the noisy critic's errors (default: %(default)s)",
     )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="micro-world: where the learned backends run, cpu, cuda or cuda:N (default: "
+        "each backend's own; the micro models' is cpu)",
+    )
     mw = p.add_argument_group("micro-world")
     mw.add_argument("--n", type=int, default=100, help="number of cases (default: %(default)s)")
     mw.add_argument(
@@ -1103,6 +1114,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         )
     if args.budget < 1:
         raise _Refused(f"--budget must be >= 1, got {args.budget}")
+    if args.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise _Refused(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if args.device is not None and args.dataset != "microworld":
+        raise _Refused(
+            f"--device places the micro-world's learned backends; --dataset {args.dataset!r} "
+            "runs the preset's backends, placed by their own defaults"
+        )
     if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
         raise _Refused(f"--ray-workers must be >= 1 and go with --ray, got {args.ray_workers}")
     try:
@@ -1153,6 +1171,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise _Refused(_validation_message(exc)) from None
     except ValueError as exc:
         raise _Refused(" ".join(str(exc).split())) from None
+    except TypeError as exc:
+        if args.device is None:
+            raise
+        raise _Refused(
+            f"--device {args.device!r}: a backend of this run takes none ({exc})"
+        ) from None
     _save_options(args, out)
     labels = [r.label for r in rows]
     if args.ray is None:

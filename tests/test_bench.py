@@ -457,3 +457,170 @@ def test_mirage_on_the_microworld_refuses_an_editor_or_grounder_it_cannot_use(
     assert bench.main(args) == 2
     assert named in capsys.readouterr().err
     assert not (out / "results.jsonl").exists()
+
+
+def test_device_reaches_the_learned_backends_and_is_checked(tmp_path, capsys):
+    from tools import registry
+
+    seen: list[dict] = []
+
+    def placed(**options):
+        seen.append(options)
+        return registry.build("critic", "pixel-change")
+
+    registry.register("critic", "test-placed", placed, replace=True)
+    base = ["--n", "1", "--strategy", "best-of-n", "--budget", "2", "--critic", "test-placed"]
+    assert bench.main([*base, "--device", "cuda:1", "--out", str(tmp_path / "a"), "-q"]) == 0
+    assert bench.main([*base, "--out", str(tmp_path / "b"), "-q"]) == 0
+    assert seen == [{"device": "cuda:1"}, {}]  # given: passed on; not given: each its own
+    options = json.loads((tmp_path / "a" / "options.json").read_text())
+    assert options["device"] == "cuda:1"  # recorded: a resume on another device is refused
+    capsys.readouterr()
+    assert bench.main([*base, "--device", "gpu", "--out", str(tmp_path / "c")]) == 2
+    assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    no_device = ["--critic", "pixel-change", "--device", "cpu", "--out", str(tmp_path / "d")]
+    assert bench.main([*base[:-2], *no_device]) == 2
+    assert "--device 'cpu': a backend of this run takes none" in capsys.readouterr().err
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    make_test_image().save(folder / "a.png")
+    (folder / "a.txt").write_text("make it red")
+    other = ["--dataset", str(folder), "--device", "cuda", "--out", str(tmp_path / "e")]
+    assert bench.main(other) == 2
+    assert "--device places the micro-world's learned backends" in capsys.readouterr().err
+
+
+def test_loop_gpu_script_runs_packs_and_resumes(tmp_path):
+    """benchmarks/loop_gpu.sh on CPU: runs at once, packed into loop.tar with a summary line
+    each; given that tar back (RESUME) with more cases asked, a run goes on from the cases it
+    finished; a run that fails fails the call."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    jobs = tmp_path / "jobs"
+    common = "--split test --edits 2 --budget 2 --editor noisy --critic oracle --planner oracle"
+    jobs.write_text(
+        f"# a comment\na: --n 1 {common} --strategy single-shot\n\n"
+        f"b: --n 2 {common} --strategy best-of-n,agent\n"
+    )
+    env = dict(os.environ, OUT=str(out), WORK=str(work), PYTHON=sys.executable, JOBS=str(jobs))
+    env.update(DEVICE="cpu", LIMIT="300", PARALLEL="2")
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "benchmarks/loop_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
+        )
+
+    done = run()
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.txt").read_text()
+    assert "a exit 0, records 1" in summary and "b exit 0, records 4" in summary
+    with tarfile.open(out / "loop.tar") as tar:
+        names = set(tar.getnames())
+    assert {"res/a/results.jsonl", "res/a/options.json", "res/b/summary.md", "res/b.log"} <= names
+    # resumed with one case more: the two finished ones are not run again (a mark put on a
+    # finished record survives)
+    unpacked = tmp_path / "before"
+    with tarfile.open(out / "loop.tar") as tar:
+        tar.extractall(unpacked, filter="data")
+    results = unpacked / "res" / "b" / "results.jsonl"
+    first, *rest = results.read_text().splitlines()
+    results.write_text("\n".join([first.replace("{", '{"mark": 1, ', 1), *rest]) + "\n")
+    with tarfile.open(tmp_path / "before.tar", "w") as tar:
+        tar.add(unpacked / "res", arcname="res")
+    jobs.write_text(jobs.read_text().replace("b: --n 2", "b: --n 3"))
+    env["RESUME"] = str(tmp_path / "before.tar")
+    done = run()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "b exit 0, records 6" in (out / "summary.txt").read_text()
+    with tarfile.open(out / "loop.tar") as tar:
+        lines = tar.extractfile("res/b/results.jsonl").read().decode().splitlines()
+    assert json.loads(lines[0])["mark"] == 1 and len(lines) == 6
+    # a run whose options mira-bench refuses fails the call, named in the summary
+    jobs.write_text(f"c: --n 1 {common} --strategy magic\n")
+    done = run()
+    assert done.returncode == 1 and "c exit 2, records 0" in (out / "summary.txt").read_text()
+
+
+def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
+    """benchmarks/loop_table.py reads the runs of loop_table.jobs (e<edits>_<language>_s<seed>_
+    <group>) and prints per block and row each seed's edits done / tolerant / strict success,
+    as each run's own summary gives them, and their mean; the oracle group's rows are upper
+    bounds."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "loop_table.py"
+    spec = importlib.util.spec_from_file_location("loop_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path)])
+    assert "no e<edits>_<language>_s<seed>_<group>/results.jsonl" in capsys.readouterr().err
+
+    common = ["--n", "3", "--split", "test", "--edits", "2", "--budget", "2", "--critic", "oracle"]
+    own = {}
+    for seed in (0, 1):
+        out = tmp_path / f"e2_train_s{seed}_base"
+        args = [*common, "--seed", str(seed), "--strategy", "single-shot", "--out", str(out)]
+        assert bench.main([*args, "--p-noop", "0.5", "-q"]) == 0
+        row = next(
+            x
+            for x in (out / "summary.md").read_text().splitlines()
+            if x.startswith("| single-shot |")
+        )
+        cells = row.strip("| ").split(" | ")
+        own[seed] = [float(cells[i].rstrip("%")) for i in (2, 7, 6)]  # done, tolerant, strict
+    oracle = tmp_path / "e2_train_s0_oracle"
+    assert bench.main([*common, "--strategy", "agent", "--out", str(oracle), "-q"]) == 0
+    (tmp_path / "not-a-run").mkdir()  # other folders are skipped
+    capsys.readouterr()
+    assert module.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("| single-shot |"))
+    each = ", ".join("/".join(f"{v:.0f}" for v in own[s]) for s in (0, 1))
+    mean = " / ".join(f"{(own[0][i] + own[1][i]) / 2:.0f}" for i in range(3))
+    assert f"**{mean}** [{each}]" in line, line
+    assert "| *upper bound:* agent, oracle planner, critic and grounder |" in out
+
+
+def test_device_site_packs_wheels_without_the_pipelines_a_bench_never_imports(tmp_path):
+    """benchmarks/device_site.py unpacks wheels into one .tar.xz and leaves out diffusers'
+    pipelines but FLUX.2's and its modular pipelines, keeping their folders' own modules."""
+    import importlib.util
+    import tarfile
+    import zipfile
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_site.py"
+    spec = importlib.util.spec_from_file_location("device_site", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    files = {
+        "diffusers/__init__.py": "",
+        "diffusers/pipelines/pipeline_utils.py": "",
+        "diffusers/pipelines/flux2/pipeline_flux2_klein.py": "",
+        "diffusers/pipelines/stable_diffusion/pipeline.py": "",
+        "diffusers/modular_pipelines/modular_pipeline.py": "",
+        "diffusers/modular_pipelines/wan/blocks.py": "",
+        "diffusers-0.42.1.dist-info/METADATA": "Name: diffusers",
+    }
+    with zipfile.ZipFile(wheels / "diffusers-0.42.1-py3-none-any.whl", "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    with zipfile.ZipFile(wheels / "tenacity-9.2.1-py3-none-any.whl", "w") as z:
+        z.writestr("tenacity/__init__.py", "")
+    out = tmp_path / "site.tar.xz"
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path / "site.zip"), "--wheels", str(wheels)])
+    assert module.main([str(out), "--wheels", str(wheels)]) == 0
+    with tarfile.open(out) as tar:
+        names = {m.name for m in tar.getmembers() if m.isfile()}
+    kept = {n for n in files if "stable_diffusion" not in n and "wan" not in n}
+    assert names == kept | {"tenacity/__init__.py"}
+    assert not (tmp_path / "site.tar.xz.partial").exists()
