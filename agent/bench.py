@@ -269,7 +269,14 @@ def _component(role: str, name: str, **options: Any) -> Any:
             f"--{role} {name!r}: not oracle/noisy/heuristic, a preset or a {role} "
             f"backend ({', '.join(available(role))})"
         )  # type: ignore[arg-type]
-    return build(role, name, **options)  # type: ignore[arg-type]
+    try:
+        return build(role, name, **options)  # type: ignore[arg-type]
+    except TypeError as exc:  # only a backend that has no device option: other errors propagate
+        if "device" in options and "unexpected keyword argument 'device'" in str(exc):
+            raise ValueError(
+                f"--device {options['device']!r}: --{role} {name!r} takes none"
+            ) from None
+        raise
 
 
 class _Runner:
@@ -1171,12 +1178,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise _Refused(_validation_message(exc)) from None
     except ValueError as exc:
         raise _Refused(" ".join(str(exc).split())) from None
-    except TypeError as exc:
-        if args.device is None:
-            raise
-        raise _Refused(
-            f"--device {args.device!r}: a backend of this run takes none ({exc})"
-        ) from None
     _save_options(args, out)
     labels = [r.label for r in rows]
     if args.ray is None:

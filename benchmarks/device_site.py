@@ -4,9 +4,11 @@ The device tool's GPU machine has torch, transformers, pillow, jinja2 and numpy,
 LangGraph, LangChain Core, pydantic or diffusers; a call carries at most 64 MiB of working tree,
 and the repository takes about 58 MB of it. Wheels of those packages take about 13 MB; this
 script downloads them for the machine's Python (3.12, manylinux x86-64), unpacks them, drops
-what a micro-world bench never imports (diffusers' pipelines other than FLUX.2's, its modular
-pipelines, langsmith's optional zstandard) and packs the rest with xz: about 5.3 MB.
-``benchmarks/loop_gpu.sh`` unpacks it (``SITE=``).
+what a micro-world bench never imports (diffusers' pipelines other than FLUX.2's, and its
+modular pipelines) and packs the rest with xz: about 5.4 MB. ``PACKAGES`` is what a
+micro-world bench imported beyond the machine's own packages (2026-11: it has xxhash and
+httpx's httpcore, for instance, and they are not carried); langsmith's optional zstandard
+(5.5 MB) is left out. ``benchmarks/loop_gpu.sh`` unpacks it (``SITE=``).
 
     python benchmarks/device_site.py .whl/site312.tar.xz
 """

@@ -460,27 +460,55 @@ def test_mirage_on_the_microworld_refuses_an_editor_or_grounder_it_cannot_use(
 
 
 def test_device_reaches_the_learned_backends_and_is_checked(tmp_path, capsys):
+    """``mira-bench --device`` reaches every learned backend of a micro-world run (editor,
+    planner, grounder, critic) and no oracle tool; it is recorded, so a run is not resumed on
+    another device; a bad value, a backend without a device option and a folder dataset are
+    refused, one line each."""
     from tools import registry
 
-    seen: list[dict] = []
+    seen: dict[str, list[dict]] = {"editor": [], "planner": [], "grounder": [], "critic": []}
 
-    def placed(**options):
-        seen.append(options)
-        return registry.build("critic", "pixel-change")
+    def recording(role):
+        def factory(**options):
+            seen[role].append(options)
+            return registry.build("critic", "pixel-change") if role == "critic" else object()
 
-    registry.register("critic", "test-placed", placed, replace=True)
+        return factory
+
+    for role in seen:
+        registry.register(role, "test-placed", recording(role), replace=True)
+    names = ["--editor", "test-placed", "--planner", "test-placed", "--grounder", "test-placed"]
+    parsed = bench.build_parser().parse_args(
+        [*names, "--critic", "test-placed", "--device", "cuda:1"]
+    )
+    runner = bench._Runner(parsed, tmp_path / "r", bench.rows_of(["agent"], "test-placed", [0.1]))
+    assert runner.editor is not None and all(v == [{"device": "cuda:1"}] for v in seen.values())
+    for v in seen.values():
+        v.clear()
+    bench._Runner(bench.build_parser().parse_args(names), tmp_path / "s")
+    assert seen["editor"] == seen["planner"] == seen["grounder"] == [{}]  # each its own default
+    oracle = bench.build_parser().parse_args(["--editor", "oracle", "--device", "cuda"])
+    assert bench._Runner(oracle, tmp_path / "o").placement == {"device": "cuda"}  # not passed
+
     base = ["--n", "1", "--strategy", "best-of-n", "--budget", "2", "--critic", "test-placed"]
     assert bench.main([*base, "--device", "cuda:1", "--out", str(tmp_path / "a"), "-q"]) == 0
-    assert bench.main([*base, "--out", str(tmp_path / "b"), "-q"]) == 0
-    assert seen == [{"device": "cuda:1"}, {}]  # given: passed on; not given: each its own
     options = json.loads((tmp_path / "a" / "options.json").read_text())
-    assert options["device"] == "cuda:1"  # recorded: a resume on another device is refused
+    assert options["device"] == "cuda:1"
+    capsys.readouterr()
+    assert bench.main([*base, "--out", str(tmp_path / "a"), "-q"]) == 2  # resumed elsewhere
+    assert "--device 'cuda:1' (now None)" in capsys.readouterr().err
+    # a run made before --device existed (no such key) still resumes without it
+    assert bench.main([*base, "--out", str(tmp_path / "b"), "-q"]) == 0
+    options = json.loads((tmp_path / "b" / "options.json").read_text())
+    del options["device"]
+    (tmp_path / "b" / "options.json").write_text(json.dumps(options))
+    assert bench.main([*base, "--n", "2", "--out", str(tmp_path / "b"), "-q"]) == 0
     capsys.readouterr()
     assert bench.main([*base, "--device", "gpu", "--out", str(tmp_path / "c")]) == 2
     assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
     no_device = ["--critic", "pixel-change", "--device", "cpu", "--out", str(tmp_path / "d")]
     assert bench.main([*base[:-2], *no_device]) == 2
-    assert "--device 'cpu': a backend of this run takes none" in capsys.readouterr().err
+    assert "--device 'cpu': --critic 'pixel-change' takes none" in capsys.readouterr().err
     folder = tmp_path / "ds"
     folder.mkdir()
     make_test_image().save(folder / "a.png")
@@ -523,6 +551,8 @@ def test_loop_gpu_script_runs_packs_and_resumes(tmp_path):
     with tarfile.open(out / "loop.tar") as tar:
         names = set(tar.getnames())
     assert {"res/a/results.jsonl", "res/a/options.json", "res/b/summary.md", "res/b.log"} <= names
+    with tarfile.open(out / "loop.tar") as tar:
+        assert json.load(tar.extractfile("res/a/options.json"))["device"] == "cpu"  # DEVICE
     # resumed with one case more: the two finished ones are not run again (a mark put on a
     # finished record survives)
     unpacked = tmp_path / "before"
@@ -545,6 +575,12 @@ def test_loop_gpu_script_runs_packs_and_resumes(tmp_path):
     jobs.write_text(f"c: --n 1 {common} --strategy magic\n")
     done = run()
     assert done.returncode == 1 and "c exit 2, records 0" in (out / "summary.txt").read_text()
+    # past the deadline a run is not started: reported with 124, not a failure
+    jobs.write_text(f"d: --n 1 {common} --strategy single-shot\n")
+    env.update(LIMIT="0", RESUME="")
+    done = run()
+    assert "d exit 124 (not started), records 0" in (out / "summary.txt").read_text()
+    assert done.returncode == 1 and "packing loop.tar failed" in done.stdout  # nothing to pack
 
 
 def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
@@ -586,6 +622,11 @@ def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
     mean = " / ".join(f"{(own[0][i] + own[1][i]) / 2:.0f}" for i in range(3))
     assert f"**{mean}** [{each}]" in line, line
     assert "| *upper bound:* agent, oracle planner, critic and grounder |" in out
+    # the second table: mean editor calls; stop reasons over the seeds' 6 runs; off-target share
+    behaviour = [x for x in out.splitlines() if x.startswith("| single-shot |")][1]
+    records = [r for s in (0, 1) for r in _records(tmp_path / f"e2_train_s{s}_base")]
+    off = 100 * sum(r["changed_fraction"] for r in records) / 6
+    assert behaviour.startswith(f"| single-shot | 1.0; single_shot 6; {off:.3f}%; "), behaviour
 
 
 def test_device_site_packs_wheels_without_the_pipelines_a_bench_never_imports(tmp_path):
@@ -623,4 +664,3 @@ def test_device_site_packs_wheels_without_the_pipelines_a_bench_never_imports(tm
         names = {m.name for m in tar.getmembers() if m.isfile()}
     kept = {n for n in files if "stable_diffusion" not in n and "wan" not in n}
     assert names == kept | {"tenacity/__init__.py"}
-    assert not (tmp_path / "site.tar.xz.partial").exists()

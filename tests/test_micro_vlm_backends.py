@@ -457,3 +457,44 @@ def test_planner_repeats_asks_again_on_the_run_image_and_the_exact_render(
     cells = rows[0].strip("| ").split(" | ")
     assert cells[2] == cells[4] and cells[3] == cells[5] and cells[3] in ("yes", "no")
     assert "1 of 1 runs: the same verdict on both images" in out
+
+
+def test_planner_errors_names_where_a_wrong_answer_departs(capsys, monkeypatch):
+    """benchmarks/planner_errors.py: a wrong answer is counted under the first part of its
+    reasoning that differs from the reference (changed cells, a clause's cells, the marks),
+    else under the answer; its table covers every state asked, right or not."""
+    module = _benchmark("planner_errors")
+    ref = (
+        "Changed cells: r0c1. Clauses: make the star red (r0c1): done | remove the cross "
+        "(r1c2): to do. NEXT_EDITING_INSTRUCTION: remove the cross"
+    )
+    assert module.reasoning_parts(ref) == {
+        "changed cells": ["r0c1"],
+        "clause cells": ["r0c1", "r1c2"],
+        "marks": ["done", "to do"],
+    }
+    said = {
+        "changed cells": ref.replace("Changed cells: r0c1.", "Changed cells: r0c1, r2c2."),
+        "clause cells": ref.replace("(r1c2)", "(r1c3)"),
+        "marks": ref.replace("(r1c2): to do", "(r1c2): done"),
+        "answer": ref.replace("INSTRUCTION: remove the cross", "INSTRUCTION: remove the star"),
+    }
+    for part, text in said.items():
+        assert text != ref and module.first_departure(text, ref) == part, part
+    assert module.first_departure("<stop>", ref) == "answer"  # no reasoning to compare
+    assert module.first_departure(ref.replace(": done", ": maybe"), ref) == "answer"
+
+    monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
+    with pytest.raises(SystemExit):
+        module.main(["--limit", "0"])
+    assert "--seeds and --limit must be positive" in capsys.readouterr().err
+    assert module.main(["--seeds", "1", "--limit", "3"]) == 0  # the shipped planner
+    out = capsys.readouterr().out
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+    counts = {r[0]: [int(c) for c in r[1:]] for r in rows[1:] if r[1].isdigit()}
+    states, right, *parts = counts.pop("all")
+    assert states == 3 and right + sum(parts) == 3
+    modes = ("wrong", "bleed", "partial", "noop")  # planner_samples' mistakes
+    assert set(counts) <= {"next", "stop"} | {f"corrective ({m})" for m in modes}
+    for col in range(6):  # the class rows add up to the "all" row
+        assert sum(c[col] for c in counts.values()) == [states, right, *parts][col]
