@@ -24,6 +24,8 @@ NAME = re.compile(r"e(?P<edits>\d)_(?P<language>train|heldout)_s(?P<seed>\d+)_(?
 #: the order of the rows, and the label of the oracle group's rows
 ORDER = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage", "roundtrip")
 ORACLE = "oracle"
+#: loop_table.jobs' groups of learned runs; a row of any other group is named with its group
+GROUPS = ("base", "agent", "mirage", "mm")
 
 
 #: (block, row, group) -> seed -> records
@@ -58,11 +60,13 @@ def figures(records: list[dict]) -> tuple[float, float, float]:
 
 
 def label(row: str, group: str) -> str:
+    """A row's name: the strategy, marked when its group is the oracle's or another than
+    loop_table.jobs' own (a run of another planner adapter, say: ``e3_train_s0_grpo``)."""
     if group == ORACLE:
         return f"*upper bound:* {row}, oracle planner, critic and grounder"
     if row == "roundtrip":
         return "*ceiling:* round trip of the ground truth"
-    return row
+    return row if group in GROUPS else f"{row} ({group})"
 
 
 def success(seeds: dict[int, list[dict]]) -> str:
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = sorted({b for b, _, _ in runs}, key=lambda b: (b.split()[2] != "train", b))
     rows = sorted(
         {(row, group) for _, row, group in runs},
-        key=lambda rg: (rg[1] == ORACLE, rg[0] == "roundtrip", ORDER.index(rg[0])),
+        key=lambda rg: (rg[1] == ORACLE, rg[0] == "roundtrip", ORDER.index(rg[0]), rg[1]),
     )
     table(
         runs,

@@ -9,7 +9,8 @@ answers and whether each repeats an accepted edit; the planner decodes greedily,
 adapter the run used, the answer on its image is the one the loop got (up to float rounding on
 another machine).
 
-    python benchmarks/planner_repeats.py .micro/loop/s12_test_e3_train_r64f
+    python benchmarks/planner_repeats.py .micro/loop/s12_test_e3_train_r64f \
+        --planner-lora .micro/s12/planner_c5_r64f   # the twelfth session's adapter
     python benchmarks/planner_repeats.py .micro/loop/s11_test_e3_train_r64 \
         --planner-lora .micro/s11/planner_r64     # the adapter that run used
 """

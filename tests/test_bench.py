@@ -614,6 +614,9 @@ def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
     oracle = tmp_path / "e2_train_s0_oracle"
     assert bench.main([*common, "--strategy", "agent", "--out", str(oracle), "-q"]) == 0
     (tmp_path / "not-a-run").mkdir()  # other folders are skipped
+    other = tmp_path / "e2_train_s0_grpo"  # a group of its own: named in its rows
+    other.mkdir()
+    (other / "results.jsonl").write_bytes((oracle / "results.jsonl").read_bytes())
     capsys.readouterr()
     assert module.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -622,6 +625,7 @@ def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
     mean = " / ".join(f"{(own[0][i] + own[1][i]) / 2:.0f}" for i in range(3))
     assert f"**{mean}** [{each}]" in line, line
     assert "| *upper bound:* agent, oracle planner, critic and grounder |" in out
+    assert "| agent (grpo) |" in out
     # the second table: mean editor calls; stop reasons over the seeds' 6 runs; off-target share
     behaviour = [x for x in out.splitlines() if x.startswith("| single-shot |")][1]
     records = [r for s in (0, 1) for r in _records(tmp_path / f"e2_train_s{s}_base")]
