@@ -77,35 +77,25 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds and --limit must be positive, got {args.seeds} and {args.limit}")
 
     from agent.micro import micro_planner
-    from agent.microworld import formats
-    from agent.microworld.reader import judge_step
-    from agent.microworld.scene import Scene
     from agent.microworld.splits import seeds as split_seeds
-    from agent.train.vlm_eval import _spread
+    from agent.train.vlm_eval import makes_progress, planner_states, state_images
     from tools.errors import PlannerOutputError
 
     seeds = split_seeds(args.split, args.seeds)
-    samples = _spread(formats.planner_samples(seeds, language="train", clauses=True), args.limit)
+    samples = planner_states(seeds, "train", args.limit, clauses=True)
     lora: str | bool = True if args.planner_lora is None else args.planner_lora
     planner = micro_planner(lora=False if lora == "none" else lora)
     table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     shown = 0
     for r in samples:
-        original, current = (
-            c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"
-        )
+        original, current = state_images(r)
         want_stop = not r["answer"].startswith("NEXT_EDITING_INSTRUCTION")
         kind = "stop" if want_stop else (f"corrective ({r['mistake']})" if r["mistake"] else "next")
         try:
             d = planner.next_action(original, current, r["instruction"])
             raw, right = d.raw, d.stop == want_stop
             if right and not want_stop:
-                verdict = judge_step(
-                    d.instruction or "",
-                    Scene.model_validate(r["scene"]),
-                    Scene.model_validate(r["goal"]),
-                )
-                right = verdict == "progress"
+                right = makes_progress(d.instruction or "", r)
         except PlannerOutputError as exc:
             raw, right = str(exc), False
         table[kind]["states"] += 1

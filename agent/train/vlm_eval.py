@@ -201,33 +201,50 @@ def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]
     return out[:limit]
 
 
+def planner_states(
+    seeds: Sequence[int], language: str, limit: int, *, clauses: bool = False
+) -> list[dict[str, Any]]:
+    """The planner states the planner rows are measured on: ``planner_samples`` of ``seeds``
+    spread over the scenes (``_spread``), at most ``limit``; ``clauses``: their reference
+    answers carry the clause reasoning."""
+    from agent.microworld import formats
+
+    return _spread(formats.planner_samples(seeds, language=language, clauses=clauses), limit)
+
+
+def state_images(record: dict[str, Any]) -> list[Any]:
+    """A planner state's two images: the original, then the current one."""
+    return [c["image"] for c in record["messages"][0]["content"] if c["type"] == "image"]
+
+
+def makes_progress(instruction: str, record: dict[str, Any]) -> bool:
+    """Whether ``instruction``, executed exactly on the state's scene, brings it closer to the
+    goal (``judge_step``): how a planner's next or corrective step is judged."""
+    from agent.microworld.reader import judge_step
+    from agent.microworld.scene import Scene
+
+    scene, goal = Scene.model_validate(record["scene"]), Scene.model_validate(record["goal"])
+    return judge_step(instruction, scene, goal) == "progress"
+
+
 def _planner(
     vlm: Any, seeds: Sequence[int], language: str, limit: int, *, adapter: str | None = None
 ) -> dict[str, Any]:
     from agent.micro import PLANNER_NEW_TOKENS
-    from agent.microworld import formats
-    from agent.microworld.reader import judge_step
-    from agent.microworld.scene import Scene
     from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
     planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=PLANNER_NEW_TOKENS)
-    samples = _spread(formats.planner_samples(seeds, language=language), limit)
-    images = [
-        [c["image"] for c in r["messages"][0]["content"] if c["type"] == "image"] for r in samples
-    ]
+    samples = planner_states(seeds, language, limit)
+    images = [state_images(r) for r in samples]
     instructions = [r["instruction"] for r in samples]
     out: dict[str, Any] = {"samples": len(samples)}
     reference = [
-        judge_step(
-            r["answer"].split(": ", 1)[1],
-            Scene.model_validate(r["scene"]),
-            Scene.model_validate(r["goal"]),
-        )
+        makes_progress(r["answer"].split(": ", 1)[1], r)
         for r in samples
         if r["answer"].startswith("NEXT_EDITING_INSTRUCTION")
     ]
-    out["reference"] = reference.count("progress") / max(len(reference), 1)
+    out["reference"] = sum(reference) / max(len(reference), 1)
     for name, order in (("true", list(range(len(samples)))), ("shuffled", shuffled(len(samples)))):
         counts = {"next": [0, 0], "corrective": [0, 0]}
         stops = {"tp": 0, "fp": 0, "fn": 0}
@@ -248,12 +265,7 @@ def _planner(
             row = counts["corrective" if r["mistake"] else "next"]
             row[1] += 1
             if decision is not None and not decision.stop and decision.instruction:
-                verdict = judge_step(
-                    decision.instruction,
-                    Scene.model_validate(r["scene"]),
-                    Scene.model_validate(r["goal"]),
-                )
-                row[0] += verdict == "progress"
+                row[0] += makes_progress(decision.instruction, r)
         out[name] = {
             "next_progress": counts["next"][0] / max(counts["next"][1], 1),
             "corrective_progress": counts["corrective"][0] / max(counts["corrective"][1], 1),
