@@ -610,3 +610,85 @@ def test_gpu_job_script_trains_evaluates_and_packs(base, tmp_path):
         ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
     )
     assert done.returncode == 2 and "is not 'name: mira-train grpo arguments'" in done.stderr
+
+
+def test_grpo_starts_from_a_planner_adapter_merged_into_the_model(base, tmp_path, monkeypatch):
+    """``adapter``: the policy GRPO loads is ``model`` with that LoRA merged (what ``mira-train
+    merge-lora`` writes), and ``grpo.json`` names both; a folder with no adapter is refused."""
+    import torch
+    from peft import get_peft_model
+
+    from agent.train.lora_extract import merge_lora
+    from agent.train.vlm import load_folder, lora_config
+    from tools.vlm import _qwen
+
+    plain = load_folder(base)[0].model
+    before = {n: p.detach().clone() for n, p in plain.named_parameters()}
+    tuned = get_peft_model(plain, lora_config(2))
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    tuned.save_pretrained(tmp_path / "adapter")
+    reference = load_folder(merge_lora(base, tmp_path / "adapter", tmp_path / "ref"))[0].model
+    expected = dict(reference.named_parameters())
+
+    loaded = {}
+    real = _qwen._load
+
+    def spy(path, *args, **kwargs):
+        vlm = real(path, *args, **kwargs)
+        loaded.update({n: p.detach().clone() for n, p in vlm.model.named_parameters()})
+        return vlm
+
+    monkeypatch.setattr(_qwen, "_load", spy)
+    settings = G.settings_for(
+        steps=1, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2
+    )
+
+    def zero(prompts, completions, **_):
+        return [0.0] * len(completions)
+
+    inputs = G.planner_prompts([SEED])[:1]
+    summary = G.train_grpo(
+        base,
+        tmp_path / "out",
+        reward=zero,
+        settings=settings,
+        inputs=inputs,
+        adapter=tmp_path / "adapter",
+    )
+    assert loaded.keys() == expected.keys()
+    assert any(not torch.equal(loaded[n], before[n]) for n in loaded)  # the adapter changed it
+    assert all(torch.allclose(loaded[n], expected[n]) for n in loaded)
+    assert (summary["model"], summary["adapter"]) == (str(base), str(tmp_path / "adapter"))
+    saved = json.loads((tmp_path / "out" / "grpo.json").read_text())
+    assert saved["adapter"] == str(tmp_path / "adapter")
+    with pytest.raises(ValueError, match="is no LoRA folder"):
+        G.train_grpo(
+            base, tmp_path / "o2", reward=zero, settings=settings, inputs=inputs, adapter=base
+        )
+
+
+def test_cli_adapter_reaches_the_run_and_the_critic_stays_the_models(
+    base, tmp_path, monkeypatch, capsys
+):
+    import agent.micro
+    from agent.train.cli import main
+
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path / "o"), "--exact-editor"]
+    args += ["--train-seeds", "1"]
+    assert main([*args, "--reward", "exact", "--adapter", str(tmp_path)]) == 2
+    assert f"--adapter {str(tmp_path)!r} holds no adapter_config.json" in capsys.readouterr().err
+    (tmp_path / "ad").mkdir()
+    (tmp_path / "ad" / "adapter_config.json").write_text("{}")
+    seen, critics = [], []
+    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append((model, k)))
+    monkeypatch.setattr(agent.micro, "has_critic", lambda model: True)
+    monkeypatch.setattr(
+        agent.micro, "micro_critic", lambda model, device: critics.append(model) or object()
+    )
+    assert main([*args, "--reward", "critic", "--adapter", str(tmp_path / "ad")]) == 0
+    assert seen[-1][0] == base and seen[-1][1]["adapter"] == tmp_path / "ad"
+    assert critics == [base]  # judged by the model's own critic, not the merged planner's
+    assert main([*args, "--reward", "exact"]) == 0 and seen[-1][1]["adapter"] is None

@@ -162,6 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", required=True, type=Path, help="folder for the LoRA and grpo.json")
     gr.add_argument("--reward", choices=("critic", "exact"), default="critic")
     gr.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a planner LoRA folder (e.g. weights/micro-planner) merged into --model before GRPO;"
+        " the critic stays --model's own",
+    )
+    gr.add_argument(
         "--editor", type=Path, default=None, help="micro editor folder (default: the shipped one)"
     )
     gr.add_argument("--editor-steps", type=int, default=None, help="editor denoising steps")
@@ -473,6 +480,12 @@ def _grpo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
+        print(
+            f"mira-train: --adapter {str(args.adapter)!r} holds no adapter_config.json",
+            file=sys.stderr,
+        )
+        return 2
     if args.editor_steps is not None and args.editor_steps < 1:
         print(f"mira-train: --editor-steps must be >= 1, got {args.editor_steps}", file=sys.stderr)
         return 2
@@ -519,7 +532,15 @@ def _grpo(args: argparse.Namespace) -> int:
         early_stop_penalty=settings.early_stop_penalty,
         editor_seed=settings.editor_seed,
     )
-    train_grpo(args.model, args.out, reward=reward, settings=settings, inputs=inputs, log=print)
+    train_grpo(
+        args.model,
+        args.out,
+        reward=reward,
+        settings=settings,
+        inputs=inputs,
+        adapter=args.adapter,
+        log=print,
+    )
     return 0
 
 

@@ -429,6 +429,7 @@ def train_grpo(
     reward: Callable[..., list[float]],
     settings: GRPOSettings = GRPOSettings(),
     inputs: list[dict[str, Any]] | None = None,
+    adapter: str | Path | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
@@ -439,7 +440,11 @@ def train_grpo(
     ``inputs``: GRPO inputs as ``planner_prompts`` makes them (default: ``states_per_seed``
     states of each of the train split's first ``train_seeds`` seeds after ``seed_offset``, in
     ``language``). ``reward``: a ``StepReward``, or any TRL reward function (called with
-    ``prompts``, ``completions``, ``images`` and ``case``)."""
+    ``prompts``, ``completions``, ``images`` and ``case``). ``adapter``: a planner LoRA folder
+    (e.g. the shipped ``weights/micro-planner``) merged into the micro VLM ``model`` before the
+    run, so GRPO starts from that planner; the new LoRA is on the merged weights (``mira-train
+    merge-lora`` twice, then ``extract-lora`` against ``model``, gives one adapter for
+    ``model``)."""
     settings.check()
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -465,7 +470,15 @@ def train_grpo(
     # ``load_qwen_vl`` cache is not used: training changes the model
     path = resolve_local(model, what="GRPO planner")
     options = LoadOptions(device="cpu", dtype=settings.dtype).resolved()
-    vlm = _load(path, path, options, name=str(model))
+    if adapter is None:
+        vlm = _load(path, path, options, name=str(model))
+    else:  # the planner adapter merged first (a micro VLM folder and a plain LoRA)
+        from agent.train.lora_extract import merge_lora
+
+        with tempfile.TemporaryDirectory(prefix="mira-grpo-start-") as start:
+            merged = str(merge_lora(path, adapter, Path(start) / "planner"))
+            vlm = _load(merged, merged, options, name=f"{model} + {adapter}")
+        log(f"grpo: planner adapter {adapter} merged into {model}")
     policy, processor = vlm.model, vlm.processor
     processor.tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
     scratch = tempfile.TemporaryDirectory(prefix="mira-grpo-")
@@ -504,6 +517,8 @@ def train_grpo(
             if "reward" in row
         ]
         return {
+            "model": str(model),
+            "adapter": None if adapter is None else str(adapter),
             "settings": asdict(settings),
             "trl": {**TRL_GRPO, "warmup": 0.1, "scheduler": "cosine"},
             "steps": trainer.state.global_step,
