@@ -668,3 +668,63 @@ def test_device_site_packs_wheels_without_the_pipelines_a_bench_never_imports(tm
         names = {m.name for m in tar.getmembers() if m.isfile()}
     kept = {n for n in files if "stable_diffusion" not in n and "wan" not in n}
     assert names == kept | {"tenacity/__init__.py"}
+
+
+def test_grpo_table_reads_runs_old_and_new_and_measures_the_critics_hacking(tmp_path, capsys):
+    """benchmarks/grpo_table.py: reward means per block of steps, largest KL, tied groups and
+    entropy from grpo.json's history (or, for runs saved before they were logged, from the
+    training log beside the folder, up to the saved step); the critic's SC against the exact
+    SC of the same images."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "grpo_table.py"
+    spec = importlib.util.spec_from_file_location("grpo_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from agent.train.grpo import StepReward
+
+    assert module.DONE_SC == StepReward.DONE_SC
+
+    def run(name, history, pairs, reward="critic"):
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = {
+            "settings": {"reward": reward, "temperature": 1.5},
+            "steps": len(history),
+            "seconds": 6.0 * len(history),
+            "history": history,
+            "sc_pairs": pairs,
+        }
+        (folder / "grpo.json").write_text(json.dumps(summary))
+        return folder
+
+    new = [
+        {
+            "step": i + 1,
+            "reward": float(i),
+            "kl": 0.01 * i,
+            "frac_reward_zero_std": 0.5,
+            "entropy": 0.2,
+        }
+        for i in range(4)
+    ]
+    # critic 10 and 9 where the truth is 9 and 3; 2 where it is 1; a critique with no verdict
+    pairs = [[10.0, 9.0], [9.0, 3.0], [2.0, 1.0], [None, 5.0]]
+    a = run("a", new, pairs)
+    old = [{"step": i + 1, "reward": 10.0 + i, "kl": 0.002} for i in range(3)]
+    b = run("b", old, [], reward="exact")
+    lines = [
+        "{'loss': '0.1', 'reward': '%d', 'frac_reward_zero_std': '%s', 'entropy': '%s'}" % t
+        for t in ((10, "0.25", "0.1"), (11, "0.75", "0.3"), (12, "0.5", "0.2"), (13, "1", "9"))
+    ]
+    (tmp_path / "b.train.log").write_text("noise\n" + "\n".join(lines) + "\n")
+    assert module.main([str(a), str(b), "--block", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| a | critic | 1.5 | 4 | 6.0 | 0.5 / 2.5 | 0.0300 | 50% | 0.200 |" in out
+    # the log's fourth step came after the last save: left out (mean of 0.25, 0.75, 0.5)
+    assert "| b | exact | 1.5 | 3 | 6.0 | 10.5 / 12.0 | 0.0020 | 50% | 0.200 |" in out
+    assert "| a | 3 | 7.00 / 4.33 |" in out and "| 2 | 1 (50%) |" in out
+    assert out.count("| b |") == 1  # no critic: no hacking row
+    with pytest.raises(SystemExit):
+        module.main([str(tmp_path)])
+    assert "holds no grpo.json" in capsys.readouterr().err

@@ -362,6 +362,9 @@ _LOGGED = (
     "completions/mean_length",
     "exact_sc",
     "epoch",
+    # groups whose sampled answers all got one reward (no advantage), and sampling entropy
+    "frac_reward_zero_std",
+    "entropy",
 )
 
 
