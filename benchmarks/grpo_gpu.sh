@@ -25,10 +25,11 @@ set -uo pipefail
 PYTHON="${PYTHON:-python3}" WORK="${WORK:-/tmp/mira-grpo}" WHEELS="${WHEELS:-.whlv}"
 MODEL="${MODEL:-weights/micro-vlm}" DEVICE="${DEVICE:-cuda}"
 TRAIN_SECONDS="${TRAIN_SECONDS:-300}" EVAL_LIMIT_SECONDS="${EVAL_LIMIT_SECONDS:-240}"
-# TRAIN_MARGIN: seconds past its budget before a run is killed. A run's budget starts after it
-# has drawn its planner states (about 40 s for 400 scenes), and a run saves its last step when
-# it passes the budget, so a killed run keeps its last save
-TRAIN_MARGIN="${TRAIN_MARGIN:-120}"
+# TRAIN_MARGIN: seconds past its budget before a run is killed. A run's budget counts from the
+# command's start (loading, merging an --adapter and drawing the planner states spend it too),
+# and a run saves its last step when it passes the budget; the margin covers the last step and
+# the save
+TRAIN_MARGIN="${TRAIN_MARGIN:-60}"
 EVALS="${EVALS-val: --split validation --seeds 40 --limit 120 --roles planner --languages train}"
 RUNS="${RUNS-}" ADAPTERS="${ADAPTERS-}"
 : "${OUT:?OUT is the folder for the results}"

@@ -692,3 +692,33 @@ def test_cli_adapter_reaches_the_run_and_the_critic_stays_the_models(
     assert seen[-1][0] == base and seen[-1][1]["adapter"] == tmp_path / "ad"
     assert critics == [base]  # judged by the model's own critic, not the merged planner's
     assert main([*args, "--reward", "exact"]) == 0 and seen[-1][1]["adapter"] is None
+
+
+def test_budget_counts_from_the_commands_start(base, tmp_path, monkeypatch):
+    """``seconds`` counts from ``clock_start`` (the CLI passes its own start), so the setup
+    before training spends the budget: a budget already spent stops after the first step."""
+    import time
+
+    from agent.train.cli import main
+
+    def zero(prompts, completions, **_):
+        return [0.0] * len(completions)
+
+    settings = G.settings_for(
+        steps=50, group=2, prompts_per_step=1, max_completion_length=4, lora_r=2, seconds=60.0
+    )
+    summary = G.train_grpo(
+        base,
+        tmp_path / "a",
+        reward=zero,
+        settings=settings,
+        inputs=G.planner_prompts([SEED])[:2],
+        clock_start=time.monotonic() - 61,
+    )
+    assert summary["steps"] == 1 and summary["stopped"] == "seconds"
+    seen = []
+    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append(k["clock_start"]))
+    before = time.monotonic()
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path / "o"), "--reward", "exact"]
+    assert main([*args, "--exact-editor", "--train-seeds", "1", "--seconds", "9"]) == 0
+    assert before <= seen[0] <= time.monotonic()

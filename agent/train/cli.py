@@ -202,7 +202,11 @@ def _parser() -> argparse.ArgumentParser:
         ("train-seeds", int, "train-split scenes to draw planner states from"),
         ("seed-offset", int, "skip this many train seeds"),
         ("temperature", float, "sampling temperature of the group's answers (1.0)"),
-        ("seconds", float, "wall-clock budget (stops after the step that passes it)"),
+        (
+            "seconds",
+            float,
+            "wall-clock budget from the command's start (stops after the step that passes it)",
+        ),
         ("stall-seconds", float, "a step slower dumps every thread's stack (300; 0: off)"),
     ):
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
@@ -425,6 +429,9 @@ def _eval_vlm(args: argparse.Namespace) -> int:
 
 
 def _grpo(args: argparse.Namespace) -> int:
+    import time
+
+    clock_start = time.monotonic()  # --seconds counts from here: loading spends it too
     from agent.train import grpo
     from agent.train.grpo import GRPOSettings, train_grpo
 
@@ -539,6 +546,7 @@ def _grpo(args: argparse.Namespace) -> int:
         settings=settings,
         inputs=inputs,
         adapter=args.adapter,
+        clock_start=clock_start,
         log=print,
     )
     return 0

@@ -433,6 +433,7 @@ def train_grpo(
     settings: GRPOSettings = GRPOSettings(),
     inputs: list[dict[str, Any]] | None = None,
     adapter: str | Path | None = None,
+    clock_start: float | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
     """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
@@ -447,7 +448,9 @@ def train_grpo(
     (e.g. the shipped ``weights/micro-planner``) merged into the micro VLM ``model`` before the
     run, so GRPO starts from that planner; the new LoRA is on the merged weights (``mira-train
     merge-lora`` twice, then ``extract-lora`` against ``model``, gives one adapter for
-    ``model``)."""
+    ``model``). ``settings.seconds`` counts from ``clock_start`` (a ``time.monotonic()``
+    reading; default: this call), so loading and drawing the states spend the budget too."""
+    clock_start = time.monotonic() if clock_start is None else clock_start
     settings.check()
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -528,7 +531,7 @@ def train_grpo(
             # a wall-clock budget may end the run before the cosine schedule does
             "schedule_complete": trainer.state.global_step >= settings.steps,
             "stopped": stopped,
-            "seconds": round(time.monotonic() - started, 1),
+            "seconds": round(time.monotonic() - started, 1),  # training only: s per step
             "reward": name,
             "inputs": len(inputs),
             "history": history,
@@ -546,7 +549,7 @@ def train_grpo(
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if watchdog is not None:
                 watchdog.arm()  # the next step has its own time
-            if settings.seconds is not None and time.monotonic() - started >= settings.seconds:
+            if settings.seconds is not None and time.monotonic() - clock_start >= settings.seconds:
                 control.should_training_stop = True
                 self.due = "seconds"
             elif state.global_step % settings.save_every == 0:
