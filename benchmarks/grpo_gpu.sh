@@ -33,6 +33,13 @@ TRAIN_MARGIN="${TRAIN_MARGIN:-60}"
 EVALS="${EVALS-val: --split validation --seeds 40 --limit 120 --roles planner --languages train}"
 RUNS="${RUNS-}" ADAPTERS="${ADAPTERS-}"
 : "${OUT:?OUT is the folder for the results}"
+# a run from --adapter trains its LoRA on MODEL with that adapter merged: eval-vlm --model MODEL
+# --planner-lora <its LoRA> would score another model, so such runs are evaluated by hand
+if [ -n "${EVALS// /}" ] && [[ " $RUNS " =~ [[:space:]]--adapter[[:space:]=] ]]; then
+    echo "RUNS: a run with --adapter cannot be evaluated on MODEL; set EVALS='' and evaluate" \
+        "the adapter merged with its LoRA (mira-train merge-lora; docs/grpo.md)" >&2
+    exit 2
+fi
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$WORK/site" "$WHEELS"/*.whl || exit

@@ -65,11 +65,15 @@ def hacking(pairs: list) -> dict | None:
     critic, exact = zip(*judged, strict=True)
     done = [(c, e) for c, e in judged if c >= DONE_SC]
     wrong = sum(e < DONE_SC for _, e in done)
+    try:
+        correlation: float | None = statistics.correlation(critic, exact)
+    except statistics.StatisticsError:  # one side constant: no correlation
+        correlation = None
     return {
         "judged": len(judged),
         "critic_mean": statistics.fmean(critic),
         "exact_mean": statistics.fmean(exact),
-        "correlation": statistics.correlation(critic, exact),
+        "correlation": correlation,
         "done": len(done),
         "not_done": wrong,
     }
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             share = h["not_done"] / h["done"] if h["done"] else 0.0
             print(
                 f"| {run} | {h['judged']} | {h['critic_mean']:.2f} / {h['exact_mean']:.2f} | "
-                f"{h['correlation']:.2f} | {h['done']} | {h['not_done']} ({share:.0%}) |"
+                f"{_f(h['correlation'], 2)} | {h['done']} | {h['not_done']} ({share:.0%}) |"
             )
     return 0
 

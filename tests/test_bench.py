@@ -725,6 +725,9 @@ def test_grpo_table_reads_runs_old_and_new_and_measures_the_critics_hacking(tmp_
     assert "| b | exact | 1.5 | 3 | 6.0 | 10.5 / 12.0 | 0.0020 | 50% | 0.200 |" in out
     assert "| a | 3 | 7.00 / 4.33 |" in out and "| 2 | 1 (50%) |" in out
     assert out.count("| b |") == 1  # no critic: no hacking row
+    c = run("c", new, [[9.0, 9.0], [9.0, 4.0]])  # a critic with one verdict: no correlation
+    assert module.main([str(c)]) == 0
+    assert "| c | 2 | 9.00 / 6.50 | - | 2 | 1 (50%) |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         module.main([str(tmp_path)])
     assert "holds no grpo.json" in capsys.readouterr().err

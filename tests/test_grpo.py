@@ -240,7 +240,10 @@ def test_grpo_trains_a_lora_that_mira_planner_loads(base, tmp_path, states):
     )
     assert summary["steps"] == 3
     assert [h["step"] for h in summary["history"]] == [1, 2, 3]
-    assert all({"reward", "reward_std", "kl"} <= set(h) for h in summary["history"])
+    assert all(
+        {"reward", "reward_std", "kl", "frac_reward_zero_std", "entropy"} <= set(h)
+        for h in summary["history"]
+    )
     assert json.loads((tmp_path / "out" / "grpo.json").read_text())["steps"] == 3
     saved = load_file(tmp_path / "out" / "mira-planner" / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items())
@@ -610,6 +613,13 @@ def test_gpu_job_script_trains_evaluates_and_packs(base, tmp_path):
         ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
     )
     assert done.returncode == 2 and "is not 'name: mira-train grpo arguments'" in done.stderr
+    # a run from --adapter is not evaluated on MODEL (its LoRA belongs to MODEL + the adapter)
+    env.update(RUNS=f"a: --reward exact --adapter {before / 'mira-planner'}")
+    done = subprocess.run(
+        ["bash", "benchmarks/grpo_gpu.sh"], cwd=root, env=env, text=True, capture_output=True
+    )
+    assert done.returncode == 2 and "a run with --adapter cannot be evaluated" in done.stderr
+    assert not (work / "res" / "a").exists()  # refused before anything ran
 
 
 def test_grpo_starts_from_a_planner_adapter_merged_into_the_model(base, tmp_path, monkeypatch):
@@ -682,6 +692,14 @@ def test_cli_adapter_reaches_the_run_and_the_critic_stays_the_models(
     assert f"--adapter {str(tmp_path)!r} holds no adapter_config.json" in capsys.readouterr().err
     (tmp_path / "ad").mkdir()
     (tmp_path / "ad" / "adapter_config.json").write_text("{}")
+    assert main([*args, "--reward", "exact", "--adapter", str(tmp_path / "ad")]) == 2
+    assert "holds no adapter_model.safetensors" in capsys.readouterr().err
+    (tmp_path / "ad" / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "config.json").write_text("{}")  # a model folder, not a micro VLM's
+    other = ["grpo", "--model", str(tmp_path / "plain"), "--out", str(tmp_path / "o")]
+    assert main([*other, "--reward", "exact", "--adapter", str(tmp_path / "ad")]) == 2
+    assert "--model (a micro VLM folder" in capsys.readouterr().err
     seen, critics = [], []
     monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append((model, k)))
     monkeypatch.setattr(agent.micro, "has_critic", lambda model: True)
@@ -717,8 +735,19 @@ def test_budget_counts_from_the_commands_start(base, tmp_path, monkeypatch):
     )
     assert summary["steps"] == 1 and summary["stopped"] == "seconds"
     seen = []
-    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append(k["clock_start"]))
+
+    def record(model, out, **k):
+        seen.append((k["clock_start"], time.monotonic()))
+
+    def slow_editor(inputs):  # the CLI's setup before training: 0.3 s of it
+        time.sleep(0.3)
+        return real_editor(inputs)
+
+    real_editor = G.reading_editor
+    monkeypatch.setattr(G, "train_grpo", record)
+    monkeypatch.setattr(G, "reading_editor", slow_editor)
     before = time.monotonic()
     args = ["grpo", "--model", str(base), "--out", str(tmp_path / "o"), "--reward", "exact"]
     assert main([*args, "--exact-editor", "--train-seeds", "1", "--seconds", "9"]) == 0
-    assert before <= seen[0] <= time.monotonic()
+    clock_start, called = seen[0]
+    assert before <= clock_start and called - clock_start >= 0.3  # the setup is on the clock

@@ -487,12 +487,17 @@ def _grpo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
-        print(
-            f"mira-train: --adapter {str(args.adapter)!r} holds no adapter_config.json",
-            file=sys.stderr,
-        )
-        return 2
+    if args.adapter is not None:
+        from agent.train.vlm_model import MANIFEST
+
+        for folder, name, flag in (
+            (args.adapter, "adapter_config.json", "--adapter"),
+            (args.adapter, "adapter_model.safetensors", "--adapter"),
+            (args.model, MANIFEST, "--model (a micro VLM folder, to merge --adapter into)"),
+        ):
+            if not (folder / name).is_file():
+                print(f"mira-train: {flag} {str(folder)!r} holds no {name}", file=sys.stderr)
+                return 2
     if args.editor_steps is not None and args.editor_steps < 1:
         print(f"mira-train: --editor-steps must be >= 1, got {args.editor_steps}", file=sys.stderr)
         return 2

@@ -439,7 +439,8 @@ def train_grpo(
     """GRPO with a LoRA on the planner base at ``model`` (a micro VLM folder or any local
     Qwen2.5-VL / Qwen3-VL folder with its processor, e.g. a MIRA SFT checkpoint); writes the
     adapter to ``out/mira-planner`` and ``out/grpo.json`` (settings, TRL's loss settings, per
-    step the reward's mean and std, KL, loss, learning rate), every ``save_every`` steps and
+    step the reward's mean and std, KL, loss, learning rate, the share of groups with one
+    reward and the sampling entropy), every ``save_every`` steps and
     at the end, also when training fails or is interrupted (``stopped`` says why).
     ``inputs``: GRPO inputs as ``planner_prompts`` makes them (default: ``states_per_seed``
     states of each of the train split's first ``train_seeds`` seeds after ``seed_offset``, in
