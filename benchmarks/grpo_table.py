@@ -19,7 +19,9 @@ import json
 import statistics
 from pathlib import Path
 
-DONE_SC = 9.0  # agent.train.grpo.StepReward.DONE_SC: SC from which the request counts done
+from agent.train.grpo import StepReward
+
+DONE_SC = StepReward.DONE_SC  # the SC from which the request counts done
 
 
 def _from_log(folder: Path, steps: int) -> list[dict]:
