@@ -292,6 +292,10 @@ class _Runner:
         options: dict[str, Any] = {"seed": args.seed}
         if args.max_retries is not None:
             options["max_retries_per_step"] = args.max_retries
+        if args.one_shot_first:
+            options["one_shot_first"] = True
+        if args.stop_when_satisfied is not None:
+            options["stop_when_satisfied"] = args.stop_when_satisfied
         self.microworld = args.dataset == "microworld"
         self.budget = args.budget
         #: the micro-world's learned backends' placement (--device); oracle and noisy tools
@@ -1006,6 +1010,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--max-retries", type=int, default=None, help="AgentConfig.max_retries_per_step"
     )
+    agent.add_argument(
+        "--stop-when-satisfied",
+        type=float,
+        default=None,
+        help="AgentConfig.stop_when_satisfied: end the loop once the critic's full-instruction "
+        "Overall reaches this (0..10)",
+    )
+    agent.add_argument(
+        "--one-shot-first",
+        action="store_true",
+        default=None,  # absent from the options of runs made before it existed: None resumes
+        help="AgentConfig.one_shot_first: the loop's first edit is the whole instruction, then "
+        "the planner corrects or stops (rows agent and mira+mirage)",
+    )
     p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
     add_ray_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -1030,7 +1048,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: process or Ray workers give equal records, tests/test_ray.py).
 _NEUTRAL_OPTIONS = ("out", "quiet", "html_samples", "n", "ray", "ray_workers")
 #: AgentConfig field -> the option that sets it (for one-line validation messages).
-_OPTION_OF = {"max_steps": "--max-steps", "max_retries_per_step": "--max-retries", "seed": "--seed"}
+_OPTION_OF = {
+    "max_steps": "--max-steps",
+    "max_retries_per_step": "--max-retries",
+    "seed": "--seed",
+    "stop_when_satisfied": "--stop-when-satisfied",
+}
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -189,6 +189,12 @@ class AgentConfig(BaseModel):
         description="how often the planner may propose again an edit whose retries were all "
         "rejected before the run ends with stop_reason='no_progress'",
     )
+    one_shot_first: bool = Field(
+        default=False,
+        description="the first edit is the whole instruction in one editor call, with no "
+        "planner call; verify judges it as any edit, and the planner then corrects the result "
+        "or stops",
+    )
     max_plan_errors: int = Field(
         default=3,
         ge=1,

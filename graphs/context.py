@@ -69,6 +69,11 @@ class EditContext:
         "how often the planner may propose again an edit whose retries were all rejected "
         "before the run ends with stop_reason='no_progress'",
     )
+    one_shot_first: bool = _desc(
+        False,
+        "the first edit is the whole instruction in one editor call, with no planner call; "
+        "verify judges it as any edit, and the planner then corrects the result or stops",
+    )
     max_plan_errors: int = _desc(
         3,
         "planner answers in a row that cannot be parsed before the run ends with "
@@ -151,6 +156,7 @@ _RULES: dict[str, tuple[type, float | None, float | None]] = {
     "max_tool_calls": (int, 1, 10_000),
     "time_budget_s": (float, 0, None),
     "max_repeats_of_rejected": (int, 0, 20),
+    "one_shot_first": (bool, None, None),
     "max_plan_errors": (int, 1, 100),
     "min_step_score": (float, 0, 10),
     "check_regression": (bool, None, None),

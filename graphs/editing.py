@@ -269,6 +269,8 @@ class _Nodes:
                 steps=[_record(kind="stop", step=state["step_count"], reason=why)],
             )
         step = state["step_count"] + 1
+        if ctx.one_shot_first and step == 1 and not state.get("history"):
+            return self._one_shot(state, ctx, time.perf_counter() - t0)
         store = self.c.store
         try:
             decision = self.c.planner.next_action(
@@ -385,6 +387,28 @@ class _Nodes:
             "pending": pending,
             "step_count": step,
             "tool_calls": calls,
+            "elapsed_s": dt,
+        }
+
+    def _one_shot(self, state: EditState, ctx: EditContext, dt: float) -> dict[str, Any]:
+        """The first step of ``one_shot_first``: the whole instruction as one edit, with no
+        planner call (no tool call is counted); its record's planner output says so. Asked
+        only before any step: once it is accepted or its retries are rejected, the planner
+        plans from its result."""
+        instruction = state["instruction"]
+        planner_out = {
+            "raw": None,
+            "action": {"stop": False, "instruction": instruction},
+            "one_shot_first": True,
+        }
+        self._emit({"event": "plan", "step": 1, "stop": False, "instruction": instruction})
+        pending = Pending(
+            step=1, attempt=0, instruction=instruction, planner=planner_out, plan_s=dt
+        )
+        return {
+            "next": "approve" if ctx.approve_edits else "act",
+            "pending": pending,
+            "step_count": 1,
             "elapsed_s": dt,
         }
 

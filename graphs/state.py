@@ -88,7 +88,8 @@ class Pending(TypedDict):
     attempt: int
     #: the atomic instruction the editor gets.
     instruction: str
-    #: the planner's output: {"raw": text, "action": {"stop", "instruction"}}.
+    #: the planner's output: {"raw": text, "action": {"stop", "instruction"}}; the first
+    #: step of ``one_shot_first`` has ``"raw": None`` and ``"one_shot_first": True``.
     planner: dict[str, Any]
     #: seconds plan took to produce it.
     plan_s: float

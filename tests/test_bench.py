@@ -731,3 +731,58 @@ def test_grpo_table_reads_runs_old_and_new_and_measures_the_critics_hacking(tmp_
     with pytest.raises(SystemExit):
         module.main([str(tmp_path)])
     assert "holds no grpo.json" in capsys.readouterr().err
+
+
+def test_one_shot_first_starts_the_agent_from_the_whole_instruction(tmp_path, monkeypatch):
+    out, plain = tmp_path / "one_shot", tmp_path / "plain"
+    args = ["--n", "3", "--edits", "3", "--strategy", "agent", "--budget", "6", "-q"]
+    assert bench.main([*args, "--out", str(plain)]) == 0
+    assert bench.main([*args, "--out", str(out), "--one-shot-first"]) == 0
+    assert json.loads((out / "options.json").read_text())["one_shot_first"] is True
+    for one_shot, planned in zip(_records(out), _records(plain), strict=True):
+        first = next(t for t in one_shot["trace"] if t["kind"] == "edit")
+        assert first["instruction"] == one_shot["instruction"]  # the whole instruction
+        # the oracle planner's first edit is one clause of it
+        planned_first = next(t for t in planned["trace"] if t["kind"] == "edit")
+        assert planned_first["instruction"] != planned["instruction"]
+    # runs made before the option existed (no key in options.json) still resume
+    options = json.loads((plain / "options.json").read_text())
+    options.pop("one_shot_first")
+    (plain / "options.json").write_text(json.dumps(options))
+    calls = _count_runs(monkeypatch)
+    assert bench.main([*args, "--out", str(plain)]) == 0 and calls == []
+
+
+def test_stop_when_satisfied_ends_the_agent_on_the_critics_word(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "--n",
+        "4",
+        "--edits",
+        "3",
+        "--strategy",
+        "agent",
+        "--budget",
+        "6",
+        "--editor",
+        "oracle",
+        "-q",
+    ]
+    assert (
+        bench.main([*args, "--out", str(out), "--one-shot-first", "--stop-when-satisfied", "10"])
+        == 0
+    )
+    records = _records(out)
+    satisfied = [r for r in records if r["stop_reason"] == "critic_satisfied"]
+    assert satisfied  # the oracle critic scores a finished one-shot edit 10
+    for r in satisfied:  # the run ends on the accepted edit that satisfied the critic
+        assert r["trace"][-1]["kind"] == "edit" and r["trace"][-1]["accepted"]
+    for r in records:  # a one shot scored 10 (its step is the whole instruction) ends the run
+        if r["trace"][0]["accepted"] and r["trace"][0]["overall"] >= 10:
+            assert r["stop_reason"] == "critic_satisfied" and len(r["trace"]) == 1
+    assert any(len(r["trace"]) == 1 for r in satisfied)
+    assert json.loads((out / "options.json").read_text())["stop_when_satisfied"] == 10
+    capsys.readouterr()
+    assert bench.main([*args, "--out", str(tmp_path / "bad"), "--stop-when-satisfied", "11"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--stop-when-satisfied 11" in err

@@ -396,3 +396,65 @@ def test_critic_errors_reject_or_end(make_agent, image_path):
     )
     assert out["stop_reason"] == "error" and "critic model missing" in out["steps"][-1]["reason"]
     assert out["result"] == edits(out)[0]["output"]
+
+
+def test_one_shot_first_edits_the_whole_instruction_then_plans(make_agent, image_path):
+    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the right blue", "<stop>"])
+    editor = CountingEditor()
+    critic = ScriptedCritic([8, 9])
+    # no planner call is counted for the first step: edit and verify (2), plan, edit and
+    # verify (3), the final plan (1) fit max_tool_calls=6 exactly
+    out = make_agent(
+        planner,
+        critic,
+        editors=editor,
+        one_shot_first=True,
+        check_regression=False,
+        max_tool_calls=6,
+    ).invoke({"image": image_path, "instruction": "red left, blue right"})
+    assert out["stop_reason"] == "planner_stop"
+    assert [i for i, _ in editor.log] == ["red left, blue right", "make the right blue"]
+    first, second = edits(out)
+    assert first["planner"] == {
+        "raw": None,
+        "action": {"stop": False, "instruction": "red left, blue right"},
+        "one_shot_first": True,
+    }
+    assert second["input"] == first["output"]
+    # the planner was first asked after the one-shot edit, and saw it accepted
+    assert len(planner.calls) == 2
+    assert [(h.instruction, h.outcome) for h in planner.calls[0]["history"]] == [
+        ("red left, blue right", "accepted")
+    ]
+
+
+def test_one_shot_first_rejected_hands_over_to_the_planner(make_agent, image_path):
+    planner = ScriptedPlanner(["NEXT_EDITING_INSTRUCTION: make the left red", "<stop>"])
+    editor = CountingEditor()
+    critic = ScriptedCritic([1.0, 1.0, 8.0])  # the one shot and its retry rejected
+    out = make_agent(
+        planner, critic, editors=editor, one_shot_first=True, check_regression=False
+    ).invoke({"image": image_path, "instruction": "red left"})
+    assert [i for i, _ in editor.log] == ["red left", "red left", "make the left red"]
+    assert accepted(out) == ["make the left red"]
+    history = planner.calls[0]["history"]
+    assert [(h.instruction, h.outcome) for h in history] == [("red left", "rejected")]
+    assert edits(out)[2]["input"] == edits(out)[0]["input"]  # still the source
+
+
+def test_one_shot_first_is_off_by_default(make_agent, image_path):
+    planner = ScriptedPlanner(["<stop>"])
+    editor = CountingEditor()
+    make_agent(planner, ScriptedCritic([]), editors=editor).invoke(
+        {"image": image_path, "instruction": "red left"}
+    )
+    assert editor.log == [] and len(planner.calls) == 1
+
+
+def test_one_shot_first_per_run_context(make_agent, image_path):
+    planner = ScriptedPlanner(["<stop>"])
+    editor = CountingEditor()
+    out = make_agent(planner, ScriptedCritic([8]), editors=editor, check_regression=False).invoke(
+        {"image": image_path, "instruction": "red left"}, context={"one_shot_first": True}
+    )
+    assert [i for i, _ in editor.log] == ["red left"] and accepted(out) == ["red left"]
