@@ -1015,14 +1015,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="AgentConfig.stop_when_satisfied: end the loop once the critic's full-instruction "
-        "Overall reaches this (0..10)",
+        "Overall reaches this (0..10; rows agent, mirage and mira+mirage)",
     )
     agent.add_argument(
         "--one-shot-first",
         action="store_true",
         default=None,  # absent from the options of runs made before it existed: None resumes
         help="AgentConfig.one_shot_first: the loop's first edit is the whole instruction, then "
-        "the planner corrects or stops (rows agent and mira+mirage)",
+        "the planner corrects or stops (rows agent and mira+mirage; mirage is one step anyway)",
     )
     p.add_argument("--html-samples", type=int, default=24, help="samples shown in index.html")
     add_ray_arguments(p)
@@ -1128,6 +1128,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
+    loop_rows = [s for s in strategies if s in ("agent", *REGIONAL)]
+    for option, value in (
+        ("--one-shot-first", args.one_shot_first),
+        ("--stop-when-satisfied", args.stop_when_satisfied),
+    ):
+        if value is not None and not loop_rows:
+            raise _Refused(
+                f"{option} sets the loop (rows agent, mirage, mira+mirage); --strategy "
+                f"{args.strategy!r} has none"
+            )
         if s in REGIONAL and args.dataset == "microworld" and args.editor in ("oracle", "noisy"):
             raise _Refused(
                 f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "

@@ -96,10 +96,13 @@ def micro_vlm_folder(model: str | Path | None = None) -> Path:
     return folder
 
 
-def _micro_vlm(folder: Path, *, critic: bool = False, device: str = "cpu") -> Any:
+def _micro_vlm(
+    folder: Path, *, critic: bool = False, grounder: bool = False, device: str = "cpu"
+) -> Any:
     """The shared ``QwenVL`` of ``folder`` on ``device`` (loaded once per process and device),
     with the ``editscore`` adapter loaded when ``critic`` and the folder has one
-    (``_critic_adapter``)."""
+    (``_critic_adapter``), and the ``grounder`` adapter when ``grounder`` and the folder has
+    one (``grounder_adapter``)."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.critic import EDITSCORE_ADAPTER
@@ -108,7 +111,30 @@ def _micro_vlm(folder: Path, *, critic: bool = False, device: str = "cpu") -> An
     vlm = load_qwen_vl(folder, options=options, what="micro VLM")
     if critic and _critic_adapter(folder) and EDITSCORE_ADAPTER not in vlm.adapters:
         vlm.load_adapter(EDITSCORE_ADAPTER, folder / EDITSCORE_ADAPTER)
+    if grounder and grounder_adapter(folder) and GROUNDER_ADAPTER not in vlm.adapters:
+        vlm.load_adapter(GROUNDER_ADAPTER, folder / GROUNDER_ADAPTER)
     return vlm
+
+
+#: the subfolder of a micro VLM folder holding its grounder LoRA (``mira-train extract-lora``
+#: of a grounder-only fine-tune; the name ``agent.train.vlm.GROUNDER_ADAPTER`` gives it too)
+GROUNDER_ADAPTER = "grounder"
+
+
+def grounder_adapter(folder: str | Path) -> str | None:
+    """``GROUNDER_ADAPTER`` when the micro VLM ``folder`` holds a grounder LoRA (its
+    ``adapter_config.json``) cut against the folder's own weights (the ``base_digest`` of its
+    ``extract_lora.json``, when it has one), else None: the grounder answers with the shared
+    weights, as it must when they were trained again since the cut."""
+    adapter = Path(folder) / GROUNDER_ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        return None
+    report = adapter / "extract_lora.json"
+    if report.is_file():
+        cut_against = json.loads(report.read_text()).get("base_digest")
+        if cut_against != weights_digest(folder):
+            return None
+    return GROUNDER_ADAPTER
 
 
 def _critic_adapter(folder: Path) -> str | None:
@@ -208,15 +234,34 @@ def micro_planner(
     )
 
 
+def _check_asked(asked: str | None, own: str | None, folder: Path, role: str) -> None:
+    """``FileNotFoundError`` when ``adapter=asked`` names another adapter than the folder's
+    own (``own``, None: none); ``role`` says which adapter the backend uses."""
+    if asked is not None and asked != own:
+        raise FileNotFoundError(
+            f"adapter={asked!r}: the micro VLM at {str(folder)!r} has no such adapter (it has "
+            f"{'none' if own is None else repr(own)}; the micro {role}, and adapter=None asks "
+            "the shared weights)"
+        )
+
+
 def micro_grounder(*, model: str | Path | None = None, **options: Any) -> Any:
-    """The ``micro-grounder`` backend: ``QwenVLGrounder`` on the micro VLM (MIRAGE parses
-    with the same model). ``device``: where the model runs (default cpu)."""
+    """The ``micro-grounder`` backend: ``QwenVLGrounder`` on the micro VLM, through the
+    folder's ``grounder`` adapter when it has one (``grounder_adapter``), else the shared
+    weights; ``adapter=None`` asks the shared weights, another name is refused
+    (``FileNotFoundError``). MIRAGE parses with the same model, adapters off. ``device``: where
+    the model runs (default cpu)."""
     from tools.vlm.grounder import QwenVLGrounder
 
     folder = micro_vlm_folder(model)
     device = options.pop("device", "cpu")
+    own = grounder_adapter(folder)
+    asked = options.pop("adapter", own)
+    _check_asked(asked, own, folder, f"grounder's is {GROUNDER_ADAPTER!r}, cut against its weights")
     return QwenVLGrounder(
-        lambda: _micro_vlm(folder, device=device), **{"max_new_tokens": 96, **options}
+        lambda: _micro_vlm(folder, grounder=asked is not None, device=device),
+        **{"max_new_tokens": 96, **options},
+        adapter=asked,
     )
 
 
@@ -230,13 +275,7 @@ def micro_critic(*, model: str | Path | None = None, **options: Any) -> Any:
     folder = micro_vlm_folder(model)
     device = options.pop("device", "cpu")
     own = _critic_adapter(folder)
-    asked = options.get("adapter", own)
-    if asked is not None and asked != own:
-        raise FileNotFoundError(
-            f"adapter={asked!r}: the micro VLM at {str(folder)!r} has no such adapter (it has "
-            f"{own!r}; the micro critic's is {EDITSCORE_ADAPTER!r}, and adapter=None asks the "
-            "shared weights)"
-        )
+    _check_asked(options.get("adapter", own), own, folder, f"critic's is {EDITSCORE_ADAPTER!r}")
     return EditScoreCritic(
         lambda: _micro_vlm(folder, critic=True, device=device),
         **{

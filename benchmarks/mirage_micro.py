@@ -285,17 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     editor, sampler, call = load(args.model, min_cells=args.min_cells, dtype=args.dtype)
     regional = None
     if args.vlm is not None:
-        from agent.train.vlm import load_folder
+        from agent.train.vlm import GROUNDER_ADAPTER, load_folder
         from tools.mirage.parse import VLMInstructionParser
         from tools.mirage.tool import RegionalEditor
         from tools.vlm.grounder import QwenVLGrounder
 
-        vlm = load_folder(args.vlm)[0]
+        vlm = load_folder(args.vlm, grounder=True)[0]
         vlm.model.eval()
+        # the folder's grounder adapter when it has one, as the micro-grounder backend
+        adapter = GROUNDER_ADAPTER if GROUNDER_ADAPTER in vlm.adapters else None
         regional = RegionalEditor(
             sampler,
             parser=VLMInstructionParser(vlm, retries=0),
-            grounder=QwenVLGrounder(vlm, retries=0),
+            grounder=QwenVLGrounder(vlm, retries=0, adapter=adapter),
         )
     todo = cases(args.split, args.n, offset=args.offset)
     n_edits = sum(len(c.edits) for c in todo)

@@ -786,3 +786,11 @@ def test_stop_when_satisfied_ends_the_agent_on_the_critics_word(tmp_path, capsys
     assert bench.main([*args, "--out", str(tmp_path / "bad"), "--stop-when-satisfied", "11"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--stop-when-satisfied 11" in err
+    for option in (["--one-shot-first"], ["--stop-when-satisfied", "9"]):
+        out3 = tmp_path / "no_loop"
+        assert (
+            bench.main(["--n", "1", "--strategy", "single-shot", "--out", str(out3), *option]) == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{option[0]} sets the loop" in err
+        assert not (out3 / "options.json").exists()

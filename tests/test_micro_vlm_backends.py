@@ -498,3 +498,113 @@ def test_planner_errors_names_where_a_wrong_answer_departs(capsys, monkeypatch):
     assert set(counts) <= {"next", "stop"} | {f"corrective ({m})" for m in modes}
     for col in range(6):  # the class rows add up to the "all" row
         assert sum(c[col] for c in counts.values()) == [states, right, *parts][col]
+
+
+@pytest.fixture(scope="module")
+def grounder_folder(tmp_path_factory):
+    """A tiny random micro VLM folder with a ``grounder`` adapter and no critic adapter."""
+    from agent.train import vlm_model as M
+    from agent.train.vlm import GROUNDER_ADAPTER, SMOKE_SETTINGS, lora_config, save_folder
+
+    tok = M.build_tokenizer(M.corpus(2), M.SMOKE_MODEL)
+    vlm = M.build_model(M.SMOKE_MODEL, M.build_processor(tok))
+    out = tmp_path_factory.mktemp("micro-vlm-grounder")
+    save_folder(vlm, out, settings=SMOKE_SETTINGS, done=["roles"], metrics={})
+    vlm.add_adapter(GROUNDER_ADAPTER, lora_config(2))
+    vlm.model.save_pretrained(out / GROUNDER_ADAPTER, adapter_name=GROUNDER_ADAPTER)
+    return out
+
+
+def test_micro_grounder_switches_the_folders_grounder_adapter_on(grounder_folder, folder):
+    """A folder with a ``grounder`` adapter: ``micro-grounder`` grounds through it (and only it:
+    the critic and planner are not switched to it), ``adapter=None`` asks the shared weights,
+    another name is refused naming it; a folder without one grounds with the shared weights."""
+    from agent.micro import GROUNDER_ADAPTER, grounder_adapter, micro_critic, micro_grounder
+    from agent.microworld.render import render
+    from agent.microworld.truth import make_case
+    from tools.errors import GroundingError
+
+    assert GROUNDER_ADAPTER == "grounder" and grounder_adapter(grounder_folder) == "grounder"
+    assert grounder_adapter(folder) is None
+    image = render(make_case(200_000, n_edits=1).scene)
+    for kw, want in (({}, "grounder"), ({"adapter": None}, None)):
+        grounder = micro_grounder(model=grounder_folder, max_new_tokens=4, **kw)
+        assert grounder.adapter == want
+        asked, real = [], grounder.vlm.generate
+
+        def generate(*a, real=real, asked=asked, **k):
+            asked.append(k.get("adapter"))
+            return real(*a, **k)
+
+        grounder.vlm.generate = generate
+        try:
+            grounder.ground(image, "the red circle")
+        except GroundingError:
+            pass
+        del grounder.vlm.generate
+        assert asked and set(asked) == {want}  # each try (a retry too)
+        assert "grounder" in grounder.vlm.adapters  # loaded once on the shared model
+    critic = micro_critic(model=grounder_folder, max_new_tokens=4)
+    asked, real = [], critic.vlm.generate
+
+    def critic_generate(*a, real=real, **k):
+        asked.append(k.get("adapter"))
+        return real(*a, **k)
+
+    critic.vlm.generate = critic_generate
+    critic.critique(image, image, "make the circle red")
+    del critic.vlm.generate
+    assert asked and set(asked) == {None}  # the critic answers without the grounder's adapter
+    with pytest.raises(FileNotFoundError, match="adapter='other': the micro VLM at"):
+        micro_grounder(model=grounder_folder, adapter="other")
+    assert micro_grounder(model=folder).adapter is None
+
+
+def test_eval_vlm_grounder_rows_use_the_grounder_adapter(grounder_folder, monkeypatch, capsys):
+    """``evaluate_vlm``'s grounder rows go through the folder's grounder adapter, as
+    ``micro-grounder`` does, or the base with ``grounder_in_base``; the table says which. The
+    CLI refuses ``--grounder-in-base`` without the grounder among the roles."""
+    from agent.train import vlm_eval
+    from agent.train.cli import main
+
+    used = []
+    real = vlm_eval._grounder
+
+    def spy(vlm, seeds, language, limit, adapter=None):
+        used.append(adapter)
+        return real(vlm, seeds, language, 1, adapter=adapter)
+
+    monkeypatch.setitem(vlm_eval.ROLES, "grounder", spy)
+    monkeypatch.setattr(vlm_eval, "_grounder", spy)
+    kw = {"split": "validation", "seeds": 1, "limit": 1, "roles": ["grounder"]}
+    table = vlm_eval.evaluate_vlm(grounder_folder, languages=("train",), **kw)
+    assert table["grounder_adapter"] == "grounder" and used == ["grounder"]
+    table = vlm_eval.evaluate_vlm(
+        grounder_folder, languages=("train",), grounder_in_base=True, **kw
+    )
+    assert table["grounder_adapter"] is None and used == ["grounder", None]
+    args = ["eval-vlm", "--model", str(grounder_folder), "--roles", "parser"]
+    assert main([*args, "--grounder-in-base"]) == 2
+    assert "--grounder-in-base needs the grounder" in capsys.readouterr().err
+
+
+def test_the_grounder_adapter_is_used_only_on_the_weights_it_was_cut_against(
+    grounder_folder, tmp_path
+):
+    """A ``grounder`` adapter whose ``extract_lora.json`` names other base weights (the folder
+    trained again since the cut) is not switched on; ``load_folder`` loads it only when asked
+    (evaluation), so training and ``merge-lora`` still start from the base alone."""
+    import shutil
+
+    from agent.micro import grounder_adapter, micro_grounder, weights_digest
+    from agent.train.vlm import load_folder
+
+    moved = tmp_path / "moved"
+    shutil.copytree(grounder_folder, moved)
+    report = moved / "grounder" / "extract_lora.json"
+    report.write_text(json.dumps({"base_digest": "0" * 64}))
+    assert grounder_adapter(moved) is None and micro_grounder(model=moved).adapter is None
+    report.write_text(json.dumps({"base_digest": weights_digest(moved)}))
+    assert grounder_adapter(moved) == "grounder"
+    assert load_folder(moved)[0].adapters == []
+    assert load_folder(moved, grounder=True)[0].adapters == ["grounder"]

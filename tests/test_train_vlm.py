@@ -1257,3 +1257,26 @@ def test_focus_weight_weighs_the_cell_tokens(smoke_vlm, tmp_path, monkeypatch, c
             ValueError, match=f"focus_weight must be a finite number > 0, got {bad}"
         ):
             V._stage_pools(smoke_vlm, "roles", settings, [1_000_000], [100_000])
+
+
+def test_focus_boxes_weighs_the_grounders_box(smoke_vlm, tmp_path, capsys):
+    """``focus_boxes`` (``--focus-boxes``) puts ``focus_weight`` on the tokens of a grounder
+    answer's ``"bbox_2d": [...]`` and nowhere else in it (its label, copied from the prompt,
+    keeps weight 1); without it a grounder answer has no focus span. The CLI refuses it with
+    ``--focus-weight`` 1, where it would change nothing."""
+    from agent.train.cli import main
+
+    pool = [s for s in V._role_samples(smoke_vlm, "grounder", [1_000_000], "train")]
+    items = [i for i in V.render_samples(smoke_vlm, pool) if "bbox_2d" in i[2]][:2]
+    assert items
+    tok = smoke_vlm.processor.tokenizer
+    plain = V.encode_rendered(smoke_vlm.processor, items, focus_weight=5.0)
+    boxed = V.encode_rendered(smoke_vlm.processor, items, focus_weight=5.0, focus_boxes=True)
+    assert not (plain["label_weights"] == 5.0).any()
+    for i, (_, _, answer) in enumerate(items):
+        focused = tok.decode(boxed["labels"][i][boxed["label_weights"][i] == 5.0])
+        box = V.FOCUS_BOXES.search(answer).group(0)
+        assert box in focused and len(focused) <= len(box) + 3
+        assert json.loads(answer)[0]["label"] not in focused
+    code = main(["vlm", "--settings", "smoke", "--out", str(tmp_path / "m"), "--focus-boxes"])
+    assert code == 2 and "--focus-boxes" in capsys.readouterr().err

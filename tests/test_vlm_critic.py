@@ -369,3 +369,38 @@ def test_import_tools_vlm_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_a_second_adapter_loads_quietly_and_leaves_the_first_as_it_was(saved, tmp_path, caplog):
+    """transformers reports the first adapter's weights MISSING ("newly initialized") when a
+    second adapter loads on the same model; they are not touched, so ``QwenVL.load_adapter``
+    drops that report, and only that one."""
+    import logging
+
+    import torch
+
+    from tools.vlm._qwen import _OtherAdaptersMissing, load_qwen_vl
+
+    base, lora = saved
+    second = save_tiny_lora("qwen3", tmp_path / "second", seed=2)
+    vlm = load_qwen_vl(base, what="tiny")
+    vlm.load_adapter("first", lora)
+    first = {k: v.clone() for k, v in vlm.model.named_parameters() if ".first." in k}
+    assert first
+    with caplog.at_level(logging.WARNING):
+        vlm.load_adapter("second", second)
+    assert "LOAD REPORT" not in caplog.text
+    assert all(torch.equal(v, dict(vlm.model.named_parameters())[k]) for k, v in first.items())
+    assert any(".second." in k for k, _ in vlm.model.named_parameters())
+    # the filter drops a report of the other adapters' keys only
+    header = "Key | Status | \n"
+
+    def record(rows):
+        text = "Model LOAD REPORT from: x\n" + header + "".join(f"{r}\n" for r in rows)
+        return logging.LogRecord("t", logging.WARNING, "", 0, text, None, None)
+
+    quiet = _OtherAdaptersMissing("second", ["first"])
+    assert not quiet.filter(record(["a.lora_A.first.weight | MISSING | "]))
+    assert quiet.filter(record(["a.lora_A.second.weight | MISSING | "]))
+    assert quiet.filter(record(["a.lora_A.first.weight | MISSING | ", "b.w | UNEXPECTED | "]))
+    assert _OtherAdaptersMissing("first", []).filter(record(["a.lora_A.x.weight | MISSING | "]))

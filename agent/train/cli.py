@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         " the critic's verdict (default 1)",
     )
     vl.add_argument(
+        "--focus-boxes",
+        action="store_true",
+        help="the grounder's boxes weigh --focus-weight in the loss too",
+    )
+    vl.add_argument(
         "--length-buckets",
         type=int,
         default=None,
@@ -153,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the critic rows ask the base model, not its editscore adapter (a roles stage "
         "trained with --role-shares critic=N); a folder with no such adapter is always asked so",
+    )
+    evl.add_argument(
+        "--grounder-in-base",
+        action="store_true",
+        help="the grounder rows ask the base model, not the folder's grounder adapter (a folder "
+        "with no such adapter is always asked so)",
     )
     evl.add_argument(
         "--device", default="cpu", help="where the model decodes: cpu or cuda (%(default)s)"
@@ -369,6 +380,10 @@ def _vlm(args: argparse.Namespace) -> int:
         settings = replace(settings, planner_reasoning=True)
     if args.planner_clauses:
         settings = replace(settings, planner_clauses=True)
+    if args.focus_boxes:
+        if settings.focus_weight == 1.0:
+            return fail("--focus-boxes weighs the boxes by --focus-weight: give one other than 1")
+        settings = replace(settings, focus_boxes=True)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
 
@@ -390,6 +405,12 @@ def _eval_vlm(args: argparse.Namespace) -> int:
     if args.critic_in_base and "critic" not in roles:
         print(
             f"mira-train: --critic-in-base needs the critic among --roles, got {args.roles!r}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.grounder_in_base and "grounder" not in roles:
+        print(
+            f"mira-train: --grounder-in-base needs the grounder among --roles, got {args.roles!r}",
             file=sys.stderr,
         )
         return 2
@@ -418,6 +439,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         languages=languages,
         planner_lora=args.planner_lora,
         critic_in_base=args.critic_in_base,
+        grounder_in_base=args.grounder_in_base,
         device=args.device,
         log=lambda m: print(m, file=sys.stderr, flush=True),  # stdout: the JSON table alone
     )

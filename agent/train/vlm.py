@@ -80,6 +80,10 @@ __all__ = [
 
 STAGES = ("vision", "language", "roles", "critic")
 CRITIC_ADAPTER = "editscore"
+# a grounder LoRA in a folder's ``grounder`` subfolder (``mira-train extract-lora`` of a
+# grounder-only fine-tune): the ``micro-grounder`` backend and ``eval-vlm`` switch it on for
+# the grounder's calls only (docs/micro_vlm_card.md)
+GROUNDER_ADAPTER = "grounder"
 DESCRIBE_PROMPT = "Describe every object: cell, colour, pattern, shape."
 COMPARE_PROMPT = "Which cells differ between the first and the second image, and how?"
 NO_CHANGE = "no change"
@@ -115,6 +119,9 @@ FOCUS = re.compile(
     rf"(?:{'|'.join((*CELL_LISTS, CLAUSES))}): [^.]*\.|{VERDICT}"
     r"|(?<=\.) (?:NEXT_EDITING_INSTRUCTION: [^\n]*|<stop>)"
 )
+# ``--focus-boxes``: the grounder's boxes as a focus span too. Its answer is mostly the label,
+# copied from the prompt; the first coordinates are where it must look (which cell)
+FOCUS_BOXES = re.compile(r'"bbox_2d": \[[^\]]*\]')
 # edits per instruction of the critic's training cases: up to 5, as mira-bench's hardest
 # cases (trained on up to 4, the seventh session's critic scored every 5-edit result 10, one
 # edit missing or not: docs/loop.md). The eval's cases keep formats' default, (2, 4).
@@ -169,6 +176,8 @@ class VLMSettings:
     planner_clauses: bool = False
     # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
     focus_weight: float = 1.0
+    # the grounder's boxes weigh ``focus_weight`` too (``FOCUS_BOXES``)
+    focus_boxes: bool = False
     # a language-model stage draws this many batches at a time and groups them by length
     # (``_loader``), 1: every batch drawn at random; mixed roles waste about 38% of a random
     # batch's tokens on padding (a critic prompt is ~4x a grounder prompt)
@@ -489,12 +498,17 @@ def render_samples(vlm: Any, samples: Sequence[tuple[Any, str]]) -> list[tuple[s
 
 
 def encode_rendered(
-    processor: Any, items: Sequence[tuple[str, list, str]], *, focus_weight: float = 1.0
+    processor: Any,
+    items: Sequence[tuple[str, list, str]],
+    *,
+    focus_weight: float = 1.0,
+    focus_boxes: bool = False,
 ) -> dict[str, Any]:
     """CPU tensors of one left-padded batch through the real processor: prompt, answer and
     ``<|im_end|>``; ``labels`` -100 except on the answer tokens. No positions (see ``encode``).
     With ``focus_weight`` != 1, ``label_weights`` (1 on answer tokens, ``focus_weight`` on
-    those of an answer's ``FOCUS`` span, 0 elsewhere) weigh the loss of ``_lm_metrics``."""
+    those of an answer's ``FOCUS`` span, and with ``focus_boxes`` of its ``FOCUS_BOXES`` span,
+    0 elsewhere) weigh the loss of ``_lm_metrics``."""
     import torch
 
     tok = processor.tokenizer
@@ -508,6 +522,8 @@ def encode_rendered(
         answer_lens.append(len(enc["input_ids"]))
         if weighted:
             spans = [m.span() for m in FOCUS.finditer(answer)]
+            if focus_boxes:
+                spans += [m.span() for m in FOCUS_BOXES.finditer(answer)]
             focus.append([any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]])
     tok.padding_side = "left"
     inputs = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
@@ -1034,10 +1050,12 @@ def train_vlm(
                 params = _set_trainable(vlm.model, stage)
                 pool, eval_pools = pools[stage]
                 processor = vlm.processor
-                weight = settings.focus_weight
+                weight, boxes = settings.focus_weight, settings.focus_boxes
                 rendered = render_samples(vlm, pool)
                 batches = _loader(
-                    lambda chosen: encode_rendered(processor, chosen, focus_weight=weight),
+                    lambda chosen: encode_rendered(
+                        processor, chosen, focus_weight=weight, focus_boxes=boxes
+                    ),
                     rendered,
                     settings.batch,
                     1,
@@ -1229,9 +1247,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_folder(path: str | Path, *, device: str = "cpu") -> tuple[Any, list[str], dict]:
+def load_folder(
+    path: str | Path, *, device: str = "cpu", grounder: bool = False
+) -> tuple[Any, list[str], dict]:
     """(QwenVL in float32 on ``device`` with the critic adapter if saved, stages done, metrics)
-    of a folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces."""
+    of a folder written by ``train_vlm``, through the project's ``load_qwen_vl`` path pieces.
+    ``grounder``: also the folder's ``grounder`` adapter when it has one (evaluation; training
+    and ``merge-lora`` start from the base and the critic adapter only)."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import _load
 
@@ -1240,8 +1262,9 @@ def load_folder(path: str | Path, *, device: str = "cpu") -> tuple[Any, list[str
     vlm = _load(
         str(path), str(path), LoadOptions(device=device, dtype="float32").resolved(), name=str(path)
     )
-    if (path / CRITIC_ADAPTER).is_dir():
-        vlm.load_adapter(CRITIC_ADAPTER, path / CRITIC_ADAPTER)
+    for adapter in (CRITIC_ADAPTER, GROUNDER_ADAPTER) if grounder else (CRITIC_ADAPTER,):
+        if (path / adapter).is_dir():
+            vlm.load_adapter(adapter, path / adapter)
     metrics_file = path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     return vlm, list(manifest.get("stages_done", [])), metrics

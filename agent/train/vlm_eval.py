@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.microworld.reader import edit_meaning
-from agent.train.vlm import CRITIC_ADAPTER, shuffled
+from agent.train.vlm import CRITIC_ADAPTER, GROUNDER_ADAPTER, shuffled
 
 __all__ = ["edit_meaning", "evaluate_vlm", "iou"]
 
@@ -58,12 +58,14 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _grounder(vlm: Any, seeds: Sequence[int], language: str, limit: int) -> dict[str, Any]:
+def _grounder(
+    vlm: Any, seeds: Sequence[int], language: str, limit: int, adapter: str | None = None
+) -> dict[str, Any]:
     from agent.microworld import formats
     from tools.errors import GroundingError
     from tools.vlm.grounder import QwenVLGrounder
 
-    grounder = QwenVLGrounder(vlm, retries=0, max_new_tokens=96)
+    grounder = QwenVLGrounder(vlm, retries=0, max_new_tokens=96, adapter=adapter)
     samples = list(formats.grounder_samples(seeds, language=language))[:limit]
     images = [r["messages"][0]["content"][0]["image"] for r in samples]
     out: dict[str, Any] = {"samples": len(samples)}
@@ -318,6 +320,7 @@ def evaluate_vlm(
     languages: Sequence[str] = ("train", "heldout"),
     planner_lora: str | Path | None = None,
     critic_in_base: bool = False,
+    grounder_in_base: bool = False,
     device: str = "cpu",
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
@@ -327,7 +330,9 @@ def evaluate_vlm(
     planner adapter (``mira-train grpo``'s) switched on for the planner rows. ``critic_in_base``:
     the critic rows ask the base model (a roles stage run with ``role_shares`` naming the critic
     trains it there), not the ``editscore`` adapter; a folder with no such adapter (the shipped
-    one) is always asked so, as the ``micro-critic`` backend asks it. ``device``: where the
+    one) is always asked so, as the ``micro-critic`` backend asks it. The grounder rows go
+    through the folder's ``grounder`` adapter when it has one, as ``micro-grounder`` does
+    (``grounder_in_base``: the base model). ``device``: where the
     model decodes (the tables in docs/ decode on CPU)."""
     import functools
 
@@ -338,11 +343,13 @@ def evaluate_vlm(
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"roles must be some of {sorted(ROLES)}, got {unknown!r}")
-    vlm, _, metrics = load_folder(folder, device=device)
+    vlm, _, metrics = load_folder(folder, device=device, grounder=True)
     if planner_lora is not None:
         vlm.load_adapter(MIRA_LORA_ADAPTER, planner_lora)
     vlm.model.eval()
     critic_in_base = critic_in_base or CRITIC_ADAPTER not in vlm.adapters
+    grounder_adapter = None if grounder_in_base else GROUNDER_ADAPTER
+    grounder_adapter = grounder_adapter if grounder_adapter in vlm.adapters else None
     chosen = list(split_seeds(split, seeds))
     result: dict[str, Any] = {
         "split": split,
@@ -351,6 +358,7 @@ def evaluate_vlm(
         "probe_test": metrics.get("vision", {}).get("probe_test"),
         "planner_lora": None if planner_lora is None else str(planner_lora),
         "critic_in_base": critic_in_base,
+        "grounder_adapter": grounder_adapter,
         "device": device,
     }
     for role in roles:
@@ -362,6 +370,8 @@ def evaluate_vlm(
                 fn = functools.partial(_planner, adapter=MIRA_LORA_ADAPTER)
             if role == "critic" and critic_in_base:
                 fn = functools.partial(_critic, adapter=None)
+            if role == "grounder" and grounder_adapter is not None:
+                fn = functools.partial(_grounder, adapter=grounder_adapter)
             result[role][language] = fn(vlm, chosen, language, limit)
             took = time.monotonic() - started
             log(f"{role} {language} ({took:.0f} s): {json.dumps(result[role][language])}")

@@ -202,8 +202,10 @@ def to_source_box(
 
 # -- grounder -----------------------------------------------------------------------------------
 class QwenVLGrounder:
-    """Grounds a referring expression with a Qwen-VL (base weights: any adapter on the shared
-    model is switched off for these calls), optionally refining each box into a SAM2 mask.
+    """Grounds a referring expression with a Qwen-VL, optionally refining each box into a SAM2
+    mask. ``adapter`` names the peft adapter on the shared model switched on for these calls
+    (loaded beforehand with ``load_adapter``); None (the default): the base weights, with any
+    adapter switched off.
 
     ``convention`` defaults to the model's family. ``retries`` extra attempts (sampling at
     ``retry_temperature`` with seeds 1, 2, ...) follow an unreadable answer. ``image_size``
@@ -224,6 +226,7 @@ class QwenVLGrounder:
         retries: int = 1,
         retry_temperature: float = 0.7,
         image_size: int | None = None,
+        adapter: str | None = None,
     ) -> None:
         if convention not in (None, "qwen3", "qwen2.5"):
             raise ValueError(f"convention must be 'qwen3', 'qwen2.5' or None, got {convention!r}")
@@ -239,6 +242,7 @@ class QwenVLGrounder:
         self.retries = retries
         self.retry_temperature = retry_temperature
         self.image_size = image_size
+        self.adapter = adapter
 
     @property
     def vlm(self) -> QwenVL:
@@ -267,7 +271,7 @@ class QwenVLGrounder:
             max_new_tokens=self.max_new_tokens,
             temperature=self.retry_temperature if sampled else 0.0,
             seed=attempt if sampled else None,
-            adapter=None,
+            adapter=self.adapter,
         )
         return answers[0][0]
 
