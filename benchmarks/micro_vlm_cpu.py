@@ -4,10 +4,12 @@ and planner call.
 One critique = the real ``EditScoreCritic.critique`` of the ``micro-critic`` backend (its two
 EditScore prompts, greedy, at most 160 new tokens each) on a 224 px test scene and its correct
 edit; one grounding = ``QwenVLGrounder.ground`` of ``micro-grounder`` on the scene and one
-referring expression. Every row is measured in the same run, after one warm-up call of each;
-one plan = ``MiraPlanner.next_action`` of ``micro-planner`` (the shipped planner adapter
-switched on for the shipped model, greedy, its clause list then MIRA's answer) on the scene's
-state after the first of two edits. The table gives the median of ``--repeat`` calls.
+referring expression, through the folder's grounder adapter when it has one, and again with
+the shared weights (``adapter=None``). Every row is measured in the same run, after one
+warm-up call of each; one plan = ``MiraPlanner.next_action`` of ``micro-planner`` (the
+shipped planner adapter switched on for the shipped model, greedy, its clause list then
+MIRA's answer) on the scene's state after the first of two edits. The table gives the
+median of ``--repeat`` calls.
 
     python benchmarks/micro_vlm_cpu.py --repeat 5 [--threads N] [--model FOLDER]
 """
@@ -53,16 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     critic = micro_critic(model=args.model)
     critic.critique(source, edited, text)  # loads the model, warms up
-    grounder = micro_grounder(model=args.model)  # the same loaded model
+    grounder = micro_grounder(model=args.model)  # the same loaded model (its adapter, if any)
+    shared = micro_grounder(model=args.model, adapter=None)  # the shared weights
     load = time.perf_counter() - t
 
-    def ground() -> None:
+    def ground(which: object = grounder) -> None:
         try:
-            grounder.ground(source, phrase)
+            which.ground(source, phrase)  # type: ignore[attr-defined]
         except GroundingError:  # "not found" is an answer too; its time counts
             pass
 
     ground()
+    ground(shared)
     two = make_case(case.seed, n_edits=2, language="train")
     halfway = render(apply_edit(two.scene, two.edits[0]))
     planner = micro_planner(model=args.model)  # the same model, its adapter loaded now
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (
         ("critique (SC + PQ)", lambda: critic.critique(source, edited, text)),
         ("ground", ground),
+        ("ground, shared weights", lambda: ground(shared)),
         ("plan", lambda: planner.next_action(original, halfway, two.instruction)),
     )
     for name, call in rows:
