@@ -1128,6 +1128,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise _Refused(f"--strategy {s!r}: one of {', '.join(STRATEGIES)}")
+        if s in REGIONAL and args.dataset == "microworld" and args.editor in ("oracle", "noisy"):
+            raise _Refused(
+                f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
+                f"micro-world's {args.editor} editor is not one. Name a diffusion editor "
+                "backend (e.g. --editor micro-editor --grounder micro-grounder), or use a "
+                "folder/JSONL --dataset with a --preset whose editor is FLUX.2 or Kontext"
+            )
     loop_rows = [s for s in strategies if s in ("agent", *REGIONAL)]
     for option, value in (
         ("--one-shot-first", args.one_shot_first),
@@ -1137,13 +1144,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise _Refused(
                 f"{option} sets the loop (rows agent, mirage, mira+mirage); --strategy "
                 f"{args.strategy!r} has none"
-            )
-        if s in REGIONAL and args.dataset == "microworld" and args.editor in ("oracle", "noisy"):
-            raise _Refused(
-                f"--strategy {s!r} runs MIRAGE, which needs a FLUX diffusion editor; the "
-                f"micro-world's {args.editor} editor is not one. Name a diffusion editor "
-                "backend (e.g. --editor micro-editor --grounder micro-grounder), or use a "
-                "folder/JSONL --dataset with a --preset whose editor is FLUX.2 or Kontext"
             )
     if not strategies:
         raise _Refused("--strategy names no strategy")

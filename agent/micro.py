@@ -101,8 +101,8 @@ def _micro_vlm(
 ) -> Any:
     """The shared ``QwenVL`` of ``folder`` on ``device`` (loaded once per process and device),
     with the ``editscore`` adapter loaded when ``critic`` and the folder has one
-    (``_critic_adapter``), and the ``grounder`` adapter when ``grounder`` and the folder has
-    one (``grounder_adapter``)."""
+    (``_critic_adapter``), and the folder's ``grounder`` adapter when ``grounder`` (the caller
+    has checked with ``grounder_adapter`` that it is there and fits the weights)."""
     from tools.models import LoadOptions
     from tools.vlm._qwen import load_qwen_vl
     from tools.vlm.critic import EDITSCORE_ADAPTER
@@ -111,13 +111,13 @@ def _micro_vlm(
     vlm = load_qwen_vl(folder, options=options, what="micro VLM")
     if critic and _critic_adapter(folder) and EDITSCORE_ADAPTER not in vlm.adapters:
         vlm.load_adapter(EDITSCORE_ADAPTER, folder / EDITSCORE_ADAPTER)
-    if grounder and grounder_adapter(folder) and GROUNDER_ADAPTER not in vlm.adapters:
+    if grounder and GROUNDER_ADAPTER not in vlm.adapters:  # micro_grounder checked the folder
         vlm.load_adapter(GROUNDER_ADAPTER, folder / GROUNDER_ADAPTER)
     return vlm
 
 
 #: the subfolder of a micro VLM folder holding its grounder LoRA (``mira-train extract-lora``
-#: of a grounder-only fine-tune; the name ``agent.train.vlm.GROUNDER_ADAPTER`` gives it too)
+#: of a grounder-only fine-tune), and the adapter's name on the shared model
 GROUNDER_ADAPTER = "grounder"
 
 

@@ -90,7 +90,7 @@ def test_reports_table_and_html(tmp_path, capsys):
     assert {"pf", "edits_passed", "consistent", "psnr", "success", "steps", "time_s"} <= set(record)
 
 
-@pytest.mark.parametrize("strategy", ["mirage", "mira+mirage", "agent,mirage"])
+@pytest.mark.parametrize("strategy", ["mirage", "mira+mirage", "agent,mirage", "mirage,agent"])
 def test_mirage_strategies_refused_on_the_microworld(tmp_path, capsys, strategy):
     assert bench.main(["--n", "1", "--out", str(tmp_path / "x"), "--strategy", strategy]) == 2
     assert "needs a FLUX diffusion editor" in capsys.readouterr().err

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.micro import GROUNDER_ADAPTER  # a folder's grounder LoRA (micro-grounder, eval-vlm)
 from agent.microworld.formats import CELL_LISTS, CLAUSES, VERDICT
 from agent.train.vlm_model import (
     GPU_MODEL,
@@ -80,10 +81,6 @@ __all__ = [
 
 STAGES = ("vision", "language", "roles", "critic")
 CRITIC_ADAPTER = "editscore"
-# a grounder LoRA in a folder's ``grounder`` subfolder (``mira-train extract-lora`` of a
-# grounder-only fine-tune): the ``micro-grounder`` backend and ``eval-vlm`` switch it on for
-# the grounder's calls only (docs/micro_vlm_card.md)
-GROUNDER_ADAPTER = "grounder"
 DESCRIBE_PROMPT = "Describe every object: cell, colour, pattern, shape."
 COMPARE_PROMPT = "Which cells differ between the first and the second image, and how?"
 NO_CHANGE = "no change"
