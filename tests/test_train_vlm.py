@@ -1015,7 +1015,9 @@ def test_planner_draw_by_class_evens_out_what_copying_the_first_clause_gets_righ
     assert balanced["stop"] > 2 * at_random["stop"] and balanced["0"] < at_random["0"]
     assert max(balanced.values()) < 0.4 * n
     # the pool's planner samples are drawn this way by default, and they are planner chats
-    (chat, answer), *_ = V._seed_samples(("planner", seeds[0], "train", 4, True, False))
+    (chat, answer), *_ = V._seed_samples(
+        ("planner", seeds[0], "train", 4, True, False, V.PLANNER_EDITS)
+    )
     assert "NEXT_EDITING_INSTRUCTION" in chat[0]["content"][-1]["text"]
     assert answer in {r["answer"] for r in r0}
     assert V.GPU_SETTINGS.planner_draw == "balanced"
@@ -1280,3 +1282,75 @@ def test_focus_boxes_weighs_the_grounders_box(smoke_vlm, tmp_path, capsys):
         assert json.loads(answer)[0]["label"] not in focused
     code = main(["vlm", "--settings", "smoke", "--out", str(tmp_path / "m"), "--focus-boxes"])
     assert code == 2 and "--focus-boxes" in capsys.readouterr().err
+
+
+def _clause_count(answer: str) -> int:
+    """How many clauses a ``--planner-clauses`` answer lists (" | " between them)."""
+    return answer.split(". NEXT_EDITING_INSTRUCTION")[0].split(". <stop>")[0].count(" | ") + 1
+
+
+def test_planner_edits_set_how_many_edits_the_planner_samples_have(
+    smoke_vlm, tmp_path, monkeypatch, capsys
+):
+    """Every planner call before the sixteenth session trained on 1-4 edit cases
+    (``PLANNER_EDITS``) while the loop is measured on 5; ``planner_edits``
+    (``--planner-edits``) names the range, for the training pool and for the evaluation."""
+    from agent.train import vlm_eval
+    from agent.train.cli import main
+
+    seeds = list(range(1_000_000, 1_000_024))
+    default = [
+        a
+        for s in seeds
+        for _, a in V._seed_samples(("planner", s, "train", 4, True, "clauses", V.PLANNER_EDITS))
+    ]
+    five = [
+        a
+        for s in seeds[:6]
+        for _, a in V._seed_samples(("planner", s, "train", 4, True, "clauses", (5, 5)))
+    ]
+    assert V.PLANNER_EDITS == (1, 4) and max(map(_clause_count, default)) == 4
+    assert five and {_clause_count(a) for a in five} == {5}
+    # through the settings into a roles stage's pool and its validation samples
+    settings = dataclasses.replace(
+        V.SMOKE_SETTINGS,
+        planner_edits=(5, 5),
+        planner_reasoning=True,
+        planner_clauses=True,
+        role_shares={"grounder": 0.0, "parser": 0.0},
+    )
+    pool, evals = V._stage_pools(smoke_vlm, "roles", settings, seeds[:8], [100_000, 100_001])
+    planner = [a for _, a in pool if "NEXT_EDITING_INSTRUCTION" in a or "<stop>" in a]
+    assert planner and {_clause_count(a) for a in planner} == {5}
+    assert {_clause_count(a) for _, a in evals["train"]["planner"]} == {5}
+    for bad in ((0, 5), (4, 2), (1, 6), (5,), "2-5"):
+        with pytest.raises(ValueError, match="planner_edits must"):
+            V.check_planner_edits(bad)
+    with pytest.raises(ValueError, match="planner_edits must"):
+        V._stage_pools(
+            smoke_vlm, "roles", dataclasses.replace(settings, planner_edits=(1, 6)), seeds, []
+        )
+    # the CLI
+    seen = {}
+    monkeypatch.setattr(V, "train_vlm", lambda out, settings, **k: seen.update(s=settings))
+    args = ["vlm", "--settings", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0 and seen["s"].planner_edits == (1, 4)
+    assert main([*args, "--planner-edits", "2,5"]) == 0 and seen["s"].planner_edits == (2, 5)
+    assert main([*args, "--planner-edits", "2,6"]) == 2
+    assert "--planner-edits: '2,6'" in capsys.readouterr().err
+    # the evaluation's states, and eval-vlm's option
+    states = vlm_eval.planner_states(range(100_000, 100_004), "train", 40, edits=(5, 5))
+    # the indices of the edits done: a fifth edit (index 4) exists only in 5-edit cases
+    assert states and any(4 in r["state"] for r in states)
+    default_states = vlm_eval.planner_states(range(100_000, 100_004), "train", 200)
+    assert default_states and not any(4 in r["state"] for r in default_states)
+    from agent.train.vlm_model import MANIFEST
+
+    (tmp_path / MANIFEST).write_text("{}")
+    got = []
+    monkeypatch.setattr(vlm_eval, "evaluate_vlm", lambda model, **k: got.append(k) or {})
+    assert main(["eval-vlm", "--model", str(tmp_path), "--planner-edits", "5,5"]) == 0
+    assert main(["eval-vlm", "--model", str(tmp_path)]) == 0
+    assert [k["planner_edits"] for k in got] == [(5, 5), None]
+    assert main(["eval-vlm", "--model", str(tmp_path), "--planner-edits", "0,5"]) == 2
+    assert "--planner-edits: '0,5'" in capsys.readouterr().err

@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         " whether it is done, before the edit (implies --planner-reasoning)",
     )
     vl.add_argument(
+        "--planner-edits",
+        default=None,
+        metavar="FEWEST,MOST",
+        help="the edit counts of the planner samples' instructions (default 1,4; at most 5)",
+    )
+    vl.add_argument(
         "--focus-weight",
         type=float,
         default=None,
@@ -164,6 +170,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the grounder rows ask the base model, not the folder's grounder adapter (a folder "
         "with no such adapter is always asked so)",
+    )
+    evl.add_argument(
+        "--planner-edits",
+        default=None,
+        metavar="FEWEST,MOST",
+        help="the edit counts of the planner rows' cases (default 1,4, what the planner trained"
+        " on before the sixteenth session; at most 5)",
     )
     evl.add_argument(
         "--device", default="cpu", help="where the model decodes: cpu or cuda (%(default)s)"
@@ -380,6 +393,14 @@ def _vlm(args: argparse.Namespace) -> int:
         settings = replace(settings, planner_reasoning=True)
     if args.planner_clauses:
         settings = replace(settings, planner_clauses=True)
+    if args.planner_edits is not None:
+        from agent.train.vlm import check_planner_edits
+
+        try:
+            edits = check_planner_edits(args.planner_edits.split(","))
+        except ValueError as e:
+            return fail(f"--planner-edits: {args.planner_edits!r} ({e})")
+        settings = replace(settings, planner_edits=edits)
     if args.focus_boxes:
         if settings.focus_weight == 1.0:
             return fail("--focus-boxes weighs the boxes by --focus-weight: give one other than 1")
@@ -430,6 +451,15 @@ def _eval_vlm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    planner_edits = None
+    if args.planner_edits is not None:
+        from agent.train.vlm import check_planner_edits
+
+        try:
+            planner_edits = check_planner_edits(args.planner_edits.split(","))
+        except ValueError as e:
+            print(f"mira-train: --planner-edits: {args.planner_edits!r} ({e})", file=sys.stderr)
+            return 2
     table = evaluate_vlm(
         args.model,
         split=args.split,
@@ -440,6 +470,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         planner_lora=args.planner_lora,
         critic_in_base=args.critic_in_base,
         grounder_in_base=args.grounder_in_base,
+        planner_edits=planner_edits,
         device=args.device,
         log=lambda m: print(m, file=sys.stderr, flush=True),  # stdout: the JSON table alone
     )

@@ -123,6 +123,10 @@ FOCUS_BOXES = re.compile(r'"bbox_2d": \[[^\]]*\]')
 # cases (trained on up to 4, the seventh session's critic scored every 5-edit result 10, one
 # edit missing or not: docs/loop.md). The eval's cases keep formats' default, (2, 4).
 CRITIC_EDITS = (2, 5)
+#: the planner samples' edit counts (fewest, most) unless a run names others
+#: (``VLMSettings.planner_edits``), and the most a run may name (``draw_case`` draws up to 5)
+PLANNER_EDITS = (1, 4)
+MAX_PLANNER_EDITS = 5
 #: Text-only baselines measured in issue 11's feasibility run (decoded role metrics).
 TEXT_ONLY = {"grounder_iou50": 0.21, "critic_always_reject": 0.73, "planner_copy_first": 0.57}
 
@@ -171,6 +175,10 @@ class VLMSettings:
     # planner answers reason with each clause (``formats.plan_clauses``): the changed cells, then
     # every clause with its cells and "done" or "to do" (implies ``planner_reasoning``)
     planner_clauses: bool = False
+    # how many edits the planner samples' instructions have (fewest, most): the loop tables
+    # measure 3- and 5-edit cases, and until the sixteenth session every planner call trained
+    # on 1-4 (``PLANNER_EDITS``), so a 5-edit instruction was one it had never seen
+    planner_edits: tuple[int, int] = (1, 4)
     # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
     focus_weight: float = 1.0
     # the grounder's boxes weigh ``focus_weight`` too (``FOCUS_BOXES``)
@@ -302,11 +310,18 @@ def _compare(before: Any, after: Any) -> str:
 
 
 def _role_samples(
-    vlm: Any, role: str, seeds: Sequence[int], language: str, *, reasoning: bool | str = False
+    vlm: Any,
+    role: str,
+    seeds: Sequence[int],
+    language: str,
+    *,
+    reasoning: bool | str = False,
+    planner_edits: tuple[int, int] = PLANNER_EDITS,
 ) -> Iterator[Any]:
     """(prompt, answer) for ``role``, the prompt built by the project's own class;
     ``reasoning``: planner answers carry ``formats.plan_reason`` before MIRA's answer
-    ("clauses": ``formats.plan_clauses``)."""
+    ("clauses": ``formats.plan_clauses``); ``planner_edits``: the fewest and most edits of a
+    planner sample's instruction."""
     from agent.microworld import formats
     from agent.microworld.render import render
     from agent.microworld.truth import draw_case
@@ -390,7 +405,7 @@ def _role_samples(
             yield r["messages"][:1], r["answer"]
     elif role == "planner":
         # planner_samples' user turn is already ``planner_content`` (MiraPlanner's own builder)
-        for r in _planner_records(seeds, lang, reasoning):
+        for r in _planner_records(seeds, lang, reasoning, planner_edits):
             yield r["messages"][:1], _said(r)
     elif role == "critic":
         critic = EditScoreCritic(vlm)
@@ -413,18 +428,40 @@ def _role_samples(
 
 
 def _planner_records(
-    seeds: Sequence[int], language: str, reasoning: bool | str
+    seeds: Sequence[int],
+    language: str,
+    reasoning: bool | str,
+    planner_edits: tuple[int, int] = PLANNER_EDITS,
 ) -> Iterator[dict[str, Any]]:
     """``formats.planner_samples`` in the answer format ``reasoning`` names: False (bare), True
-    (``plan_reason``) or "clauses" (``plan_clauses``)."""
+    (``plan_reason``) or "clauses" (``plan_clauses``), of cases with ``planner_edits`` (fewest,
+    most) edits."""
     from agent.microworld import formats
 
     return formats.planner_samples(
         seeds,
         language=language,  # type: ignore[arg-type]
+        n_edits=check_planner_edits(planner_edits),
         reasoning=bool(reasoning),
         clauses=reasoning == "clauses",
     )
+
+
+def check_planner_edits(planner_edits: Any) -> tuple[int, int]:
+    """``planner_edits`` as a (fewest, most) pair of edit counts, ``ValueError`` naming it
+    unless 1 <= fewest <= most <= ``MAX_PLANNER_EDITS``."""
+    try:
+        low, high = (int(x) for x in planner_edits)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"planner_edits must be a pair (fewest, most), got {planner_edits!r}"
+        ) from None
+    if not 1 <= low <= high <= MAX_PLANNER_EDITS:
+        raise ValueError(
+            f"planner_edits must satisfy 1 <= fewest <= most <= {MAX_PLANNER_EDITS}, "
+            f"got {planner_edits!r}"
+        )
+    return low, high
 
 
 def _critic_prompts(critic: Any, record: dict[str, Any]) -> tuple[Any, Any]:
@@ -868,18 +905,30 @@ def draw_by_class(records: Sequence[dict[str, Any]], k: int, rng: random.Random)
     return out
 
 
-def _balanced_planner(seed: int, language: str, k: int, reasoning: bool | str = False) -> list[Any]:
+def _balanced_planner(
+    seed: int,
+    language: str,
+    k: int,
+    reasoning: bool | str = False,
+    planner_edits: tuple[int, int] = PLANNER_EDITS,
+) -> list[Any]:
     """``k`` planner samples of ``seed`` drawn by answer class (``draw_by_class``)."""
     rng = random.Random(f"pool|planner-balanced|{seed}|{language}")
-    records = list(_planner_records([seed], language, reasoning))
+    records = list(_planner_records([seed], language, reasoning, planner_edits))
     return [(r["messages"][:1], _said(r)) for r in draw_by_class(records, k, rng)]
 
 
-def _seed_samples(job: tuple[str, int, str, int, bool, bool | str]) -> list[Any]:
-    role, seed, language, per_seed, balanced, reasoning = job
+def _seed_samples(
+    job: tuple[str, int, str, int, bool, bool | str, tuple[int, int]],
+) -> list[Any]:
+    role, seed, language, per_seed, balanced, reasoning, planner_edits = job
     if role == "planner" and balanced:
-        return _balanced_planner(seed, language, per_seed, reasoning)
-    got = list(_role_samples(_POOL_VLM, role, [seed], language, reasoning=reasoning))
+        return _balanced_planner(seed, language, per_seed, reasoning, planner_edits)
+    got = list(
+        _role_samples(
+            _POOL_VLM, role, [seed], language, reasoning=reasoning, planner_edits=planner_edits
+        )
+    )
     random.Random(f"pool|{role}|{seed}|{language}").shuffle(got)
     return got[:per_seed]
 
@@ -902,18 +951,23 @@ def _pool(
     workers: int = 0,
     balanced: bool = False,
     reasoning: bool | str = False,
+    planner_edits: tuple[int, int] = PLANNER_EDITS,
 ) -> list[Any]:
     """Up to ``limit`` samples per role, at most ``per_seed`` (drawn at random) from each seed,
     so a pool spans many scenes; built by ``workers`` forked processes (0: here). Roles with
     one sample per scene (``ONE_PER_SCENE``) draw ``limit`` scenes. ``balanced``: planner
     samples are drawn by answer class (``_balanced_planner``); ``reasoning``: planner answers
-    reason first (``formats.plan_reason``; "clauses": ``formats.plan_clauses``)."""
+    reason first (``formats.plan_reason``; "clauses": ``formats.plan_clauses``);
+    ``planner_edits``: the fewest and most edits of a planner sample's case."""
     global _POOL_VLM
     _POOL_VLM = vlm
     out: list[Any] = []
     for role in roles:
         k = 1 if role in ONE_PER_SCENE else min(per_seed, PER_SEED.get(role, per_seed))
-        jobs = [(role, seed, language, k, balanced, reasoning) for seed in seeds[: -(-limit // k)]]
+        jobs = [
+            (role, seed, language, k, balanced, reasoning, planner_edits)
+            for seed in seeds[: -(-limit // k)]
+        ]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing
 
@@ -1143,6 +1197,7 @@ def _stage_pools(
     if not (math.isfinite(settings.focus_weight) and settings.focus_weight > 0):
         raise ValueError(f"focus_weight must be a finite number > 0, got {settings.focus_weight!r}")
     balanced = settings.planner_draw == "balanced"
+    planner_edits = check_planner_edits(settings.planner_edits)
     # what _role_samples takes: False, True (plan_reason) or "clauses" (plan_clauses)
     reasoning: bool | str = {"bare": False, "reasoned": True, "clauses": "clauses"}[
         planner_format(settings)
@@ -1161,6 +1216,7 @@ def _stage_pools(
             workers=settings.workers,
             balanced=balanced,
             reasoning=reasoning,
+            planner_edits=planner_edits,
         )
     limit = int(per_share)  # one role's count at share 1, which rehearsal shares are of
     for role, share in rehearse.items():
@@ -1177,6 +1233,7 @@ def _stage_pools(
                 settings.eval_samples,
                 workers=settings.workers,
                 reasoning=reasoning,
+                planner_edits=planner_edits,
             )
             for role in roles
         }

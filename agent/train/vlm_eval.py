@@ -204,14 +204,31 @@ def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]
 
 
 def planner_states(
-    seeds: Sequence[int], language: str, limit: int, *, clauses: bool = False
+    seeds: Sequence[int],
+    language: str,
+    limit: int,
+    *,
+    clauses: bool = False,
+    edits: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """The planner states the planner rows are measured on: ``planner_samples`` of ``seeds``
     spread over the scenes (``_spread``), at most ``limit``; ``clauses``: their reference
-    answers carry the clause reasoning."""
+    answers carry the clause reasoning; ``edits``: the fewest and most edits of a case (None:
+    ``PLANNER_EDITS``, what the planner trained on before the sixteenth session)."""
     from agent.microworld import formats
 
-    return _spread(formats.planner_samples(seeds, language=language, clauses=clauses), limit)
+    n_edits = planner_states_edits(edits)
+    return _spread(
+        formats.planner_samples(seeds, language=language, clauses=clauses, n_edits=n_edits),
+        limit,
+    )
+
+
+def planner_states_edits(edits: tuple[int, int] | None) -> tuple[int, int]:
+    """The (fewest, most) edits ``planner_states`` draws for ``edits``."""
+    from agent.train.vlm import PLANNER_EDITS, check_planner_edits
+
+    return check_planner_edits(PLANNER_EDITS if edits is None else edits)
 
 
 def state_images(record: dict[str, Any]) -> list[Any]:
@@ -230,14 +247,20 @@ def makes_progress(instruction: str, record: dict[str, Any]) -> bool:
 
 
 def _planner(
-    vlm: Any, seeds: Sequence[int], language: str, limit: int, *, adapter: str | None = None
+    vlm: Any,
+    seeds: Sequence[int],
+    language: str,
+    limit: int,
+    *,
+    adapter: str | None = None,
+    edits: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     from agent.micro import PLANNER_NEW_TOKENS
     from tools.errors import PlannerOutputError
     from tools.vlm.planner import MiraPlanner
 
     planner = MiraPlanner(vlm, adapter=adapter, image_size=224, max_new_tokens=PLANNER_NEW_TOKENS)
-    samples = planner_states(seeds, language, limit)
+    samples = planner_states(seeds, language, limit, edits=edits)
     images = [state_images(r) for r in samples]
     instructions = [r["instruction"] for r in samples]
     out: dict[str, Any] = {"samples": len(samples)}
@@ -321,6 +344,7 @@ def evaluate_vlm(
     planner_lora: str | Path | None = None,
     critic_in_base: bool = False,
     grounder_in_base: bool = False,
+    planner_edits: tuple[int, int] | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
@@ -332,7 +356,8 @@ def evaluate_vlm(
     trains it there), not the ``editscore`` adapter; a folder with no such adapter (the shipped
     one) is always asked so, as the ``micro-critic`` backend asks it. The grounder rows go
     through the folder's ``grounder`` adapter when it has one, as ``micro-grounder`` does
-    (``grounder_in_base``: the base model). ``device``: where the
+    (``grounder_in_base``: the base model). ``planner_edits``: the fewest and most edits of
+    the planner rows' cases (None: ``PLANNER_EDITS``). ``device``: where the
     model decodes (the tables in docs/ decode on CPU)."""
     import functools
 
@@ -359,6 +384,7 @@ def evaluate_vlm(
         "planner_lora": None if planner_lora is None else str(planner_lora),
         "critic_in_base": critic_in_base,
         "grounder_adapter": grounder_adapter,
+        "planner_edits": list(planner_states_edits(planner_edits)),
         "device": device,
     }
     for role in roles:
@@ -366,8 +392,9 @@ def evaluate_vlm(
         for language in languages:
             started = time.monotonic()
             fn = ROLES[role]
-            if role == "planner" and planner_lora is not None:
-                fn = functools.partial(_planner, adapter=MIRA_LORA_ADAPTER)
+            if role == "planner":
+                adapter = MIRA_LORA_ADAPTER if planner_lora is not None else None
+                fn = functools.partial(_planner, adapter=adapter, edits=planner_edits)
             if role == "critic" and critic_in_base:
                 fn = functools.partial(_critic, adapter=None)
             if role == "grounder" and grounder_adapter is not None:
