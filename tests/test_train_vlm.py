@@ -1041,8 +1041,8 @@ def test_planner_reasoning_puts_the_cell_lists_before_the_mira_answer(
 
     seed = 1_000_010
     for balanced in (True, False):
-        plain = V._seed_samples(("planner", seed, "train", 4, balanced, False))
-        reasoned = V._seed_samples(("planner", seed, "train", 4, balanced, True))
+        plain = V._seed_samples(("planner", seed, "train", 4, balanced, False, V.PLANNER_EDITS))
+        reasoned = V._seed_samples(("planner", seed, "train", 4, balanced, True, V.PLANNER_EDITS))
         assert all(a.startswith(("NEXT_EDITING_INSTRUCTION: ", "<stop>")) for _, a in plain)
         for (chat, bare), (chat2, said) in zip(plain, reasoned, strict=True):
             assert chat2 == chat  # the same draw, the same prompt
@@ -1078,8 +1078,8 @@ def test_planner_clauses_reach_the_pool_and_are_weighed(smoke_vlm):
     from agent.microworld.formats import CELL_LISTS, CLAUSES
 
     seed = 1_000_010
-    bare = V._seed_samples(("planner", seed, "train", 4, True, False))
-    said = V._seed_samples(("planner", seed, "train", 4, True, "clauses"))
+    bare = V._seed_samples(("planner", seed, "train", 4, True, False, V.PLANNER_EDITS))
+    said = V._seed_samples(("planner", seed, "train", 4, True, "clauses", V.PLANNER_EDITS))
     for (chat, answer), (chat2, text) in zip(bare, said, strict=True):
         assert chat2 == chat and text.startswith(f"{CELL_LISTS[1]}: ")
         assert text.endswith(" " + answer) and f". {CLAUSES}: " in text

@@ -178,7 +178,7 @@ class VLMSettings:
     # how many edits the planner samples' instructions have (fewest, most): the loop tables
     # measure 3- and 5-edit cases, and until the sixteenth session every planner call trained
     # on 1-4 (``PLANNER_EDITS``), so a 5-edit instruction was one it had never seen
-    planner_edits: tuple[int, int] = (1, 4)
+    planner_edits: tuple[int, int] = PLANNER_EDITS
     # the training loss weight of the tokens of an answer's ``FOCUS`` span (1: plain mean)
     focus_weight: float = 1.0
     # the grounder's boxes weigh ``focus_weight`` too (``FOCUS_BOXES``)
