@@ -130,11 +130,15 @@ def grounder_adapter(folder: str | Path) -> str | None:
     if not (adapter / "adapter_config.json").is_file():
         return None
     report = adapter / "extract_lora.json"
-    if report.is_file():
-        cut_against = json.loads(report.read_text()).get("base_digest")
-        if cut_against != weights_digest(folder):
-            return None
+    if report.is_file() and not _cut_against(report, folder):
+        return None
     return GROUNDER_ADAPTER
+
+
+def _cut_against(report: Path, folder: str | Path) -> bool:
+    """Whether the adapter whose ``extract_lora.json`` is ``report`` was cut against the
+    weights ``folder`` holds now (its ``base_digest`` against ``weights_digest``)."""
+    return json.loads(report.read_text()).get("base_digest") == weights_digest(folder)
 
 
 def _critic_adapter(folder: Path) -> str | None:
@@ -192,8 +196,7 @@ def shipped_planner_lora(folder: str | Path) -> Path | None:
     report = MICRO_PLANNER / "extract_lora.json"
     if not (MICRO_PLANNER / "adapter_config.json").is_file() or not report.is_file():
         return None
-    cut_against = json.loads(report.read_text()).get("base_digest")
-    return MICRO_PLANNER if cut_against == weights_digest(folder) else None
+    return MICRO_PLANNER if _cut_against(report, folder) else None
 
 
 def micro_planner(

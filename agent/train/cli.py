@@ -394,12 +394,9 @@ def _vlm(args: argparse.Namespace) -> int:
     if args.planner_clauses:
         settings = replace(settings, planner_clauses=True)
     if args.planner_edits is not None:
-        from agent.train.vlm import check_planner_edits
-
-        try:
-            edits = check_planner_edits(args.planner_edits.split(","))
-        except ValueError as e:
-            return fail(f"--planner-edits: {args.planner_edits!r} ({e})")
+        edits = _planner_edits(args.planner_edits)
+        if isinstance(edits, str):
+            return fail(edits)
         settings = replace(settings, planner_edits=edits)
     if args.focus_boxes:
         if settings.focus_weight == 1.0:
@@ -407,6 +404,16 @@ def _vlm(args: argparse.Namespace) -> int:
         settings = replace(settings, focus_boxes=True)
     train_vlm(args.out, settings=settings, init=args.init, log=lambda m: print(m, flush=True))
     return 0
+
+
+def _planner_edits(text: str) -> tuple[int, int] | str:
+    """``--planner-edits FEWEST,MOST`` as a checked pair, or the error line naming it."""
+    from agent.train.vlm import check_planner_edits
+
+    try:
+        return check_planner_edits(text.split(","))
+    except ValueError as e:
+        return f"--planner-edits: {text!r} ({e})"
 
 
 def _eval_vlm(args: argparse.Namespace) -> int:
@@ -453,12 +460,9 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         return 2
     planner_edits = None
     if args.planner_edits is not None:
-        from agent.train.vlm import check_planner_edits
-
-        try:
-            planner_edits = check_planner_edits(args.planner_edits.split(","))
-        except ValueError as e:
-            print(f"mira-train: --planner-edits: {args.planner_edits!r} ({e})", file=sys.stderr)
+        planner_edits = _planner_edits(args.planner_edits)
+        if isinstance(planner_edits, str):
+            print(f"mira-train: {planner_edits}", file=sys.stderr)
             return 2
     table = evaluate_vlm(
         args.model,
