@@ -718,6 +718,37 @@ def test_eval_vlm_cli_passes_the_languages_on(tmp_path, monkeypatch, capsys):
     assert [k["languages"] for k in seen] == [["train"], ["train", "heldout"]]
 
 
+def test_eval_vlm_seed_offset_skips_the_splits_first_seeds(tmp_path, monkeypatch, capsys):
+    """``--seed-offset N`` evaluates on the split's seeds after its first N (fresh scenes for a
+    choice, when the first ones have chosen before); the table records it; a negative one is
+    refused by name."""
+    import types
+
+    from agent.train import vlm, vlm_eval
+    from agent.train.cli import main
+    from agent.train.vlm_model import MANIFEST
+
+    fake = types.SimpleNamespace(adapters=set(), model=types.SimpleNamespace(eval=lambda: None))
+    monkeypatch.setattr(vlm, "load_folder", lambda folder, **k: (fake, None, {}))
+    monkeypatch.setitem(vlm_eval.ROLES, "parser", lambda m, seeds, lang, limit: list(seeds))
+    table = vlm_eval.evaluate_vlm(
+        tmp_path, split="validation", seeds=3, seed_offset=60, roles=["parser"], languages=["train"]
+    )
+    assert table["parser"]["train"] == [100_060, 100_061, 100_062]
+    assert table["seed_offset"] == 60
+    first = vlm_eval.evaluate_vlm(tmp_path, split="test", seeds=2, roles=["parser"])
+    assert first["parser"]["heldout"] == [200_000, 200_001] and first["seed_offset"] == 0
+    # the CLI
+    (tmp_path / MANIFEST).write_text("{}")
+    got = []
+    monkeypatch.setattr(vlm_eval, "evaluate_vlm", lambda model, **k: got.append(k) or {})
+    assert main(["eval-vlm", "--model", str(tmp_path), "--seed-offset", "60"]) == 0
+    assert main(["eval-vlm", "--model", str(tmp_path)]) == 0
+    assert [k["seed_offset"] for k in got] == [60, 0]
+    assert main(["eval-vlm", "--model", str(tmp_path), "--seed-offset", "-1"]) == 2
+    assert "--seed-offset must be >= 0, got -1" in capsys.readouterr().err
+
+
 def test_compare_samples_name_exactly_the_changed_cells():
     """The language stage's two-image task: the answer lists the cells whose object differs
     (before -> after), row-major, and "no change" for an unchanged pair (one seed in five)."""

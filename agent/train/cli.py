@@ -143,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     evl.add_argument("--split", choices=("validation", "test", "benchmark"), default="test")
     evl.add_argument("--seeds", type=int, default=40, help="scenes (default: %(default)s)")
     evl.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="skip this many of the split's first seeds: fresh scenes for a choice when the "
+        "first ones have chosen before (default: %(default)s)",
+    )
+    evl.add_argument(
         "--limit", type=int, default=200, help="samples per role and language (%(default)s)"
     )
     evl.add_argument(
@@ -458,6 +465,9 @@ def _eval_vlm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.seed_offset < 0:
+        print(f"mira-train: --seed-offset must be >= 0, got {args.seed_offset}", file=sys.stderr)
+        return 2
     planner_edits = None
     if args.planner_edits is not None:
         planner_edits = _planner_edits(args.planner_edits)
@@ -468,6 +478,7 @@ def _eval_vlm(args: argparse.Namespace) -> int:
         args.model,
         split=args.split,
         seeds=args.seeds,
+        seed_offset=args.seed_offset,
         limit=args.limit,
         roles=roles,
         languages=languages,

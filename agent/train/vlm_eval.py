@@ -338,6 +338,7 @@ def evaluate_vlm(
     *,
     split: str = "test",
     seeds: int = 40,
+    seed_offset: int = 0,
     limit: int = 200,
     roles: Sequence[str] = tuple(ROLES),
     languages: Sequence[str] = ("train", "heldout"),
@@ -348,17 +349,17 @@ def evaluate_vlm(
     device: str = "cpu",
     log: Callable[[str], None] = lambda m: None,
 ) -> dict[str, Any]:
-    """{role: {language: {"true": ..., "shuffled": ...}}} on the first ``seeds`` seeds of
-    ``split`` (at most ``limit`` samples per role and language), with the folder's
-    ``metrics.json`` probe table and the text-only baselines beside. ``planner_lora``: a
-    planner adapter (``mira-train grpo``'s) switched on for the planner rows. ``critic_in_base``:
-    the critic rows ask the base model (a roles stage run with ``role_shares`` naming the critic
-    trains it there), not the ``editscore`` adapter; a folder with no such adapter (the shipped
-    one) is always asked so, as the ``micro-critic`` backend asks it. The grounder rows go
-    through the folder's ``grounder`` adapter when it has one, as ``micro-grounder`` does
-    (``grounder_in_base``: the base model). ``planner_edits``: the fewest and most edits of
-    the planner rows' cases (None: ``PLANNER_EDITS``). ``device``: where the
-    model decodes (the tables in docs/ decode on CPU)."""
+    """{role: {language: {"true": ..., "shuffled": ...}}} on ``seeds`` seeds of ``split`` after
+    its first ``seed_offset`` (at most ``limit`` samples per role and language), with the
+    folder's ``metrics.json`` probe table and the text-only baselines beside. ``planner_lora``:
+    a planner adapter (``mira-train grpo``'s) switched on for the planner rows.
+    ``critic_in_base``: the critic rows ask the base model (a roles stage run with
+    ``role_shares`` naming the critic trains it there), not the ``editscore`` adapter; a folder
+    with no such adapter (the shipped one) is always asked so, as the ``micro-critic`` backend
+    asks it. The grounder rows go through the folder's ``grounder`` adapter when it has one, as
+    ``micro-grounder`` does (``grounder_in_base``: the base model). ``planner_edits``: the
+    fewest and most edits of the planner rows' cases (None: ``PLANNER_EDITS``). ``device``:
+    where the model decodes (the tables in docs/ decode on CPU)."""
     import functools
 
     from agent.microworld.splits import seeds as split_seeds
@@ -375,10 +376,11 @@ def evaluate_vlm(
     critic_in_base = critic_in_base or CRITIC_ADAPTER not in vlm.adapters
     grounder_adapter = None if grounder_in_base else GROUNDER_ADAPTER
     grounder_adapter = grounder_adapter if grounder_adapter in vlm.adapters else None
-    chosen = list(split_seeds(split, seeds))
+    chosen = list(split_seeds(split, seeds, offset=seed_offset))
     result: dict[str, Any] = {
         "split": split,
         "seeds": seeds,
+        "seed_offset": seed_offset,
         "text_only_baselines": TEXT_ONLY,
         "probe_test": metrics.get("vision", {}).get("probe_test"),
         "planner_lora": None if planner_lora is None else str(planner_lora),
