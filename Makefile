@@ -33,9 +33,9 @@ chromium:
 setup: $(VENV)/.installed chromium
 
 # Runs the agent on a bundled micro-world scene with mira-edit's default, the `micro` preset:
-# the micro VLM (weights/micro-vlm) with its planner adapter (weights/micro-planner) picks each
-# edit and stops, the project's own learned editor (weights/micro-editor) makes each edit and
-# the micro VLM scores it.
+# the project's own learned editor (weights/micro-editor) makes the whole instruction in one
+# call, the micro VLM (weights/micro-vlm) scores it and ends the run when it finds it done;
+# otherwise the micro VLM with its planner adapter (weights/micro-planner) picks the next edit.
 DEMO_INSTRUCTION := Change the pattern of the 2nd square shape counting from the left to a plain \
 fill and let the square with polka dots be brown.
 demo: setup

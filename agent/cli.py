@@ -99,6 +99,22 @@ def _default(field: str) -> Any:
     return AgentConfig.model_fields[field].default
 
 
+#: ``--stop-when-satisfied off``: the option set to None, so no preset fills it
+_OFF = "off"
+
+
+def _score_or_off(text: str) -> float | str:
+    if text == _OFF:
+        return _OFF
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"expected a score from 0 to 10 or 'off', got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -150,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"base seed of the edits (default: {_default('seed')})",
+    )
+    parser.add_argument(
+        "--one-shot-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make the whole instruction in one editor call first, then let the planner correct "
+        "it or stop (default: the preset's; on for micro, off for the others)",
+    )
+    parser.add_argument(
+        "--stop-when-satisfied",
+        metavar="SCORE",
+        type=_score_or_off,
+        default=None,
+        help="end the run once the critic scores the whole instruction SCORE (0-10) or more; "
+        "'off' never (default: the preset's; 10 for micro, off for the others)",
     )
     parser.add_argument(
         "--artifacts",
@@ -397,10 +428,12 @@ def _run(args: argparse.Namespace) -> int:
         ("max_steps", "max_steps"),
         ("seed", "seed"),
         ("artifacts", "artifacts_dir"),
+        ("one_shot_first", "one_shot_first"),
+        ("stop_when_satisfied", "stop_when_satisfied"),
     ):
         value = getattr(args, option)
         if value is not None:
-            options[field] = value
+            options[field] = None if value == _OFF else value
     backend_options: dict[str, dict[str, str]] = {}
     for item in args.backend_option:
         name, dot, rest = item.partition(".")

@@ -22,9 +22,10 @@ from tools.registry import Kind
 
 __all__ = ["AgentConfig", "PRESETS"]
 
-#: Named stacks of backends (names resolved by ``tools.registry``). ``dry-run`` uses the test
-#: doubles of ``agent.testing``: it exercises the whole loop offline, but its "edits" are
-#: painted tints, not model output.
+#: Named stacks of backends (names resolved by ``tools.registry``), and for some the loop
+#: settings they are measured with (``_PRESET_SETTINGS``). ``dry-run`` uses the test doubles of
+#: ``agent.testing``: it exercises the whole loop offline, but its "edits" are painted tints,
+#: not model output.
 PRESETS: dict[str, dict[str, object]] = {
     "dry-run": {
         "planner": "split",
@@ -44,13 +45,17 @@ PRESETS: dict[str, dict[str, object]] = {
     # The project's own learned models, trained on the micro-world by `mira-train`: the micro
     # editor (weights/micro-editor), the micro VLM (weights/micro-vlm) as grounder, MIRAGE
     # parser and critic, and the planner adapter on it (weights/micro-planner). Edits
-    # micro-world scenes for real on a CPU; `mira-edit`'s default. In the benchmark's loop the
-    # learned planner still does worse than the editor alone (docs/loop.md).
+    # micro-world scenes for real on a CPU; `mira-edit`'s default. Its loop starts from one
+    # shot and ends once the critic scores the whole instruction 10: chosen on validation
+    # cases in the seventeenth session, where the planner alone, step by step, does worse than
+    # the editor alone (docs/loop.md).
     "micro": {
         "planner": "micro-planner",
         "editors": ["micro-editor"],
         "grounder": "micro-grounder",
         "critic": "micro-critic",
+        "one_shot_first": True,
+        "stop_when_satisfied": 10.0,
     },
     # Real stacks: need the weights on this machine (nothing is downloaded) and a GPU.
     "flux2-klein": {
@@ -86,6 +91,10 @@ PRESETS: dict[str, dict[str, object]] = {
         "critic": "editscore-server",
     },
 }
+
+#: The loop settings a preset may set besides its backends. A preset fills them unless the
+#: config names them itself (``one_shot_first=False`` turns the micro preset's off).
+_PRESET_SETTINGS = frozenset({"one_shot_first", "stop_when_satisfied"})
 
 
 #: The test doubles of ``agent.testing`` as registry backends (the ``dry-run`` preset's), and
@@ -123,7 +132,8 @@ class AgentConfig(BaseModel):
     preset: str | None = Field(
         default=None,
         description="named stack of backends filling any of planner/editors/grounder/critic left "
-        f"unset; one of {sorted(PRESETS)}",
+        "unset, and for some presets (micro) the loop settings one_shot_first and "
+        f"stop_when_satisfied unless given; one of {sorted(PRESETS)}",
     )
     planner: str | None = Field(default=None, description="planner backend name (tools.registry)")
     editors: tuple[str, ...] = Field(
@@ -299,10 +309,18 @@ class AgentConfig(BaseModel):
             )
         if self.preset is not None:
             for key, value in PRESETS[self.preset].items():
-                if not getattr(self, key):
-                    object.__setattr__(
-                        self, key, tuple(value) if isinstance(value, list) else value
-                    )
+                if key in _PRESET_SETTINGS:
+                    if key in self.model_fields_set:
+                        continue  # the caller's own setting, even False or None
+                    if key == "stop_when_satisfied" and not self.check_regression:
+                        raise ValueError(
+                            f"preset {self.preset!r} sets stop_when_satisfied={value!r}, which "
+                            "needs check_regression=True; with check_regression=False pass "
+                            "stop_when_satisfied=None too"
+                        )
+                elif getattr(self, key):
+                    continue
+                object.__setattr__(self, key, tuple(value) if isinstance(value, list) else value)
         return self
 
     def context(self) -> EditContext:

@@ -334,6 +334,41 @@ def test_argparse_refusals(picture, tmp_path, capsys, argv):
     assert snapshot(tmp_path) == before
 
 
+def test_one_shot_first_and_the_critics_stop_options(monkeypatch):
+    """--one-shot-first / --no-one-shot-first and --stop-when-satisfied SCORE|off reach the
+    config; left out, the preset's settings stay (the micro preset's are on); a score outside
+    0-10 or a word other than 'off' is refused by argparse, naming the option."""
+    from agent import cli
+
+    seen, real = [], cli.AgentConfig
+    parsed = [
+        cli.build_parser().parse_args(["pic.png", "make it red", *argv])
+        for argv in (
+            [],
+            ["--no-one-shot-first", "--stop-when-satisfied", "off"],
+            ["--preset", "dry-run", "--one-shot-first", "--stop-when-satisfied", "9.5"],
+        )
+    ]
+
+    class Stop(Exception):
+        pass
+
+    def config(**options):
+        seen.append(real(**options))
+        raise Stop
+
+    monkeypatch.setattr(cli, "AgentConfig", config)
+    for args in parsed:
+        with pytest.raises(Stop):
+            cli._run(args)
+    got = [(c.preset, c.one_shot_first, c.stop_when_satisfied) for c in seen]
+    assert got == [("micro", True, 10.0), ("micro", False, None), ("dry-run", True, 9.5)]
+    monkeypatch.undo()
+    for bad in ("11", "-1", "never", "nan"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["p.png", "x", "--stop-when-satisfied", bad])
+
+
 def test_the_default_preset_is_micro():
     from agent.cli import build_parser
 
@@ -443,6 +478,8 @@ def test_help_lists_the_options(capsys):
         "--max-steps",
         "--seed",
         "--artifacts",
+        "--one-shot-first",
+        "--stop-when-satisfied",
         "--force",
         "--quiet",
         "dry-run",

@@ -39,6 +39,27 @@ def test_preset_fills_unset_backends_only():
     assert cfg.planner == "mine" and cfg.editors == ("paint",) and cfg.critic == "pixel-change"
 
 
+def test_micro_preset_starts_from_one_shot_and_stops_on_the_critics_word():
+    """The micro preset's loop settings (chosen on validation cases, docs/loop.md): one shot
+    first and the critic's stop at 10, in the config and the graph's context defaults; a
+    config that names either keeps its own value, even False or None; other presets set
+    neither; and check_regression=False, which the critic's stop reads, is refused by name."""
+    cfg = AgentConfig(preset="micro")
+    assert (cfg.one_shot_first, cfg.stop_when_satisfied) == (True, 10.0)
+    ctx = cfg.context()
+    assert (ctx.one_shot_first, ctx.stop_when_satisfied) == (True, 10.0)
+    off = AgentConfig(preset="micro", one_shot_first=False, stop_when_satisfied=None)
+    assert (off.one_shot_first, off.stop_when_satisfied) == (False, None)
+    assert AgentConfig(preset="micro", stop_when_satisfied=9).stop_when_satisfied == 9
+    for preset in ("dry-run", "tiny", None):
+        cfg = AgentConfig(preset=preset)
+        assert (cfg.one_shot_first, cfg.stop_when_satisfied) == (False, None)
+    with pytest.raises(ValidationError, match="preset 'micro' sets stop_when_satisfied=10.0"):
+        AgentConfig(preset="micro", check_regression=False)
+    cfg = AgentConfig(preset="micro", check_regression=False, stop_when_satisfied=None)
+    assert cfg.one_shot_first and cfg.stop_when_satisfied is None
+
+
 def test_components_override_config(store, image_path):
     planner = ScriptedPlanner(["<stop>"])
     agent = create_edit_agent(AgentConfig(preset="dry-run"), planner=planner, artifacts=store)

@@ -65,12 +65,40 @@ def test_single_edits_on_test_cases_match_ground_truth(editor, seed: int) -> Non
     assert np.array_equal(np.asarray(source), np.asarray(render(case.scene)))
 
 
+def _mira_edit(example: Path, instruction: str, out: Path, *options: str) -> dict:
+    """Run mira-edit as `make demo` does (no --preset); its trace."""
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mira-edit"),
+            str(example),
+            instruction,
+            "--out",
+            str(out),
+            "--quiet",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained only on the micro-world" in proc.stderr  # the preset's notice, even -q
+    trace = json.loads(out.with_suffix(".trace.json").read_text())
+    assert trace["config"]["preset"] == "micro"
+    assert (trace["config"]["planner"], trace["config"]["critic"], trace["config"]["grounder"]) == (
+        "micro-planner",
+        "micro-critic",
+        "micro-grounder",
+    )
+    return trace
+
+
 def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     """`make demo`'s command (mira-edit with no --preset: the micro models): the example is the
-    test case's scene, and the result is right; the learned planner (the micro VLM with the
-    planner adapter) chose both edits and the stop, and the micro VLM's critic judged each
-    edit (both accepted, and the whole instruction's progress rose from the first edit to the
-    second)."""
+    test case's scene, and the result is right. The micro preset starts from one shot: the
+    micro editor makes the whole instruction in one call, the micro VLM's critic accepts it and
+    scores the whole instruction 10, which ends the run (no planner call)."""
     case = make_case(DEMO_SEED, n_edits=2, language="train")
     example = ROOT / "examples" / "micro_scene.png"
     from PIL import Image
@@ -82,30 +110,39 @@ def test_the_readme_demo_edits_the_example_correctly(tmp_path: Path) -> None:
     # the demo names no preset: it runs mira-edit's default, the micro models
     assert case.instruction.split()[0] in makefile and "--preset" not in makefile
     out = tmp_path / "edited.png"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mira-edit"),
-            str(example),
-            case.instruction,
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    trace = _mira_edit(example, case.instruction, out)
+    assert (trace["config"]["one_shot_first"], trace["config"]["stop_when_satisfied"]) == (
+        True,
+        10.0,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    trace = json.loads(out.with_suffix(".trace.json").read_text())
+    assert trace["stop_reason"] == "critic_satisfied"
+    (edit,) = [s for s in trace["steps"] if s["kind"] == "edit"]
+    assert edit["accepted"] and edit["planner"]["one_shot_first"]
+    assert edit["args"]["instruction"] == case.instruction
+    assert edit["scores"]["step"]["valid"] and edit["scores"]["progress"]["overall"] == 10.0
+    score = score_case(case, Image.open(out).convert("RGB"))
+    assert all(e.passed for e in score.edits), score
+    assert score.success_tolerant, score
+
+
+def test_the_demo_with_the_planner_choosing_every_edit(tmp_path: Path) -> None:
+    """The same example with the micro preset's one shot and critic's stop off (`mira-edit
+    --no-one-shot-first --stop-when-satisfied off`): the learned planner (the micro VLM with
+    the planner adapter) chose both edits and the stop, the micro VLM's critic judged each edit
+    (both accepted, and the whole instruction's progress rose from the first edit to the
+    second), and the result is right."""
+    case = make_case(DEMO_SEED, n_edits=2, language="train")
+    from PIL import Image
+
+    out = tmp_path / "edited.png"
+    example = ROOT / "examples" / "micro_scene.png"
+    options = ("--no-one-shot-first", "--stop-when-satisfied", "off")
+    trace = _mira_edit(example, case.instruction, out, *options)
+    assert (trace["config"]["one_shot_first"], trace["config"]["stop_when_satisfied"]) == (
+        False,
+        None,
+    )
     assert trace["stop_reason"] == "planner_stop"
-    assert trace["config"]["preset"] == "micro"
-    assert "trained only on the micro-world" in proc.stderr  # the preset's notice, even -q
-    assert (trace["config"]["planner"], trace["config"]["critic"], trace["config"]["grounder"]) == (
-        "micro-planner",
-        "micro-critic",
-        "micro-grounder",
-    )
     edits = [s for s in trace["steps"] if s["kind"] == "edit"]
     assert [s["accepted"] for s in edits] == [True, True]
     # the learned planner chose each edit and the stop, in MIRA's answer format
