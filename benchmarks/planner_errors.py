@@ -72,17 +72,34 @@ def main(argv: list[str] | None = None) -> int:
         help="an adapter folder (default: the shipped one); 'none': the shared weights' planner",
     )
     p.add_argument("--show", type=int, default=0, help="print this many wrong answers in full")
+    p.add_argument(
+        "--seed-offset", type=int, default=0, help="skip this many of the split's first seeds"
+    )
+    p.add_argument(
+        "--planner-edits",
+        default="1,4",
+        metavar="FEWEST,MOST",
+        help="the edit counts of the states' cases (default: 1,4; at most 5)",
+    )
     args = p.parse_args(argv)
     if args.seeds < 1 or args.limit < 1:
         p.error(f"--seeds and --limit must be positive, got {args.seeds} and {args.limit}")
+    if args.seed_offset < 0:
+        p.error(f"--seed-offset must be >= 0, got {args.seed_offset}")
+    from agent.train.vlm import check_planner_edits
+
+    try:
+        edits = check_planner_edits(args.planner_edits.split(","))
+    except ValueError as e:
+        p.error(f"--planner-edits {args.planner_edits!r}: {e}")
 
     from agent.micro import micro_planner
     from agent.microworld.splits import seeds as split_seeds
     from agent.train.vlm_eval import makes_progress, planner_states, state_images
     from tools.errors import PlannerOutputError
 
-    seeds = split_seeds(args.split, args.seeds)
-    samples = planner_states(seeds, "train", args.limit, clauses=True)
+    seeds = split_seeds(args.split, args.seeds, offset=args.seed_offset)
+    samples = planner_states(seeds, "train", args.limit, clauses=True, edits=edits)
     lora: str | bool = True if args.planner_lora is None else args.planner_lora
     planner = micro_planner(lora=False if lora == "none" else lora)
     table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)

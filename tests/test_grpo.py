@@ -559,6 +559,38 @@ def test_cli_stall_seconds_and_step_cost_reach_the_run(base, tmp_path, monkeypat
     assert (rewards[-1].step_cost, rewards[-1].early_stop_penalty) == (1.5, 8.0)
 
 
+def test_planner_edits_set_the_cases_the_states_come_from(base, tmp_path, monkeypatch, capsys):
+    """``planner_edits`` (``--planner-edits``) names the edit counts of the cases GRPO's planner
+    states come from (1-4 by default, as the SFT pool's); the exact reward rebuilds each
+    state's case from it; a count outside 1-5 is refused by name."""
+    from agent.microworld.truth import make_case
+    from agent.train.cli import main
+
+    five = G.planner_prompts([SEED], edits=(5, 5))
+    cases = [json.loads(i["case"]) for i in five]
+    assert cases and {tuple(c["n_edits"]) for c in cases} == {(5, 5)}
+    assert len(make_case(SEED, n_edits=(5, 5), size=224).edits) == 5
+    assert {c["instruction"] for c in cases} == {make_case(SEED, n_edits=(5, 5)).instruction}
+    default = json.loads(G.planner_prompts([SEED])[0]["case"])
+    assert default["n_edits"] == [1, 4] and default["instruction"] != cases[0]["instruction"]
+    # the exact reward reads the case back (a wrong count would fail its instruction check)
+    original = five[0]["images"][0]
+    assert 0.0 <= G.exact_sc(original, cases[0]) <= 10.0
+    with pytest.raises(ValueError, match="planner_edits must"):
+        G.settings_for(planner_edits=(1, 6))
+    # the CLI
+    seen = []
+    monkeypatch.setattr(G, "train_grpo", lambda model, out, **k: seen.append(k))
+    args = ["grpo", "--model", str(base), "--out", str(tmp_path), "--reward", "exact"]
+    args += ["--exact-editor", "--train-seeds", "1"]
+    assert main(args) == 0 and seen[-1]["settings"].planner_edits == (1, 4)
+    assert main([*args, "--planner-edits", "2,5"]) == 0
+    assert seen[-1]["settings"].planner_edits == (2, 5)
+    assert {tuple(json.loads(i["case"])["n_edits"]) for i in seen[-1]["inputs"]} == {(2, 5)}
+    assert main([*args, "--planner-edits", "0,5"]) == 2
+    assert "--planner-edits: '0,5'" in capsys.readouterr().err
+
+
 def test_gpu_job_script_trains_evaluates_and_packs(base, tmp_path):
     """benchmarks/grpo_gpu.sh on CPU: one run and one adapter trained before, each evaluated
     beside the SFT planner, all packed into grpo.tar with a summary line per run."""

@@ -499,6 +499,20 @@ def test_planner_errors_names_where_a_wrong_answer_departs(capsys, monkeypatch):
     assert set(counts) <= {"next", "stop"} | {f"corrective ({m})" for m in modes}
     for col in range(6):  # the class rows add up to the "all" row
         assert sum(c[col] for c in counts.values()) == [states, right, *parts][col]
+    # --planner-edits and --seed-offset choose the states' cases
+    from agent.train import vlm_eval
+
+    asked = []
+    monkeypatch.setattr(
+        vlm_eval, "planner_states", lambda seeds, *a, **k: asked.append((seeds, k)) or []
+    )
+    assert module.main(["--seeds", "2", "--seed-offset", "60", "--planner-edits", "5,5"]) == 0
+    assert asked[-1][0] == range(100_060, 100_062) and asked[-1][1]["edits"] == (5, 5)
+    assert module.main(["--seeds", "2"]) == 0 and asked[-1][1]["edits"] == (1, 4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        module.main(["--planner-edits", "3,2"])
+    assert "--planner-edits '3,2'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

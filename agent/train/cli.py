@@ -241,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         ("stall-seconds", float, "a step slower dumps every thread's stack (300; 0: off)"),
     ):
         gr.add_argument(f"--{name}", type=kind, default=None, help=text)
+    gr.add_argument(
+        "--planner-edits",
+        default=None,
+        metavar="FEWEST,MOST",
+        help="the edit counts of the cases the planner states come from (default 1,4; at most 5)",
+    )
     gr.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     gr.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="policy dtype")
     ex = sub.add_parser(
@@ -525,6 +531,12 @@ def _grpo(args: argparse.Namespace) -> int:
         "device": args.device,
         "dtype": args.dtype,
     }
+    if args.planner_edits is not None:
+        planner_edits = _planner_edits(args.planner_edits)
+        if isinstance(planner_edits, str):
+            print(f"mira-train: {planner_edits}", file=sys.stderr)
+            return 2
+        fields["planner_edits"] = planner_edits
     settings = replace(
         GRPOSettings(reward=args.reward), **{k: v for k, v in fields.items() if v is not None}
     )
@@ -581,7 +593,10 @@ def _grpo(args: argparse.Namespace) -> int:
 
         chosen = split_seeds("train", settings.train_seeds, offset=settings.seed_offset)
         inputs = grpo.planner_prompts(
-            list(chosen), language=settings.language, per_seed=settings.states_per_seed
+            list(chosen),
+            language=settings.language,
+            per_seed=settings.states_per_seed,
+            edits=settings.planner_edits,
         )
         editor = grpo.reading_editor(inputs)
     elif args.editor_backend is not None:

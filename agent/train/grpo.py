@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from agent.micro import PLANNER_NEW_TOKENS
+from agent.train.vlm import PLANNER_EDITS, check_planner_edits
 
 __all__ = [
     "MIRA_GRPO",
@@ -82,6 +83,9 @@ class GRPOSettings:
     temperature: float = 1.0
     train_seeds: int = 200
     states_per_seed: int = 2  # planner states drawn from each scene (a scene has about 14)
+    # the fewest and most edits of the cases the states come from (the SFT planner's
+    # ``VLMSettings.planner_edits``; the shipped one trained on 2-5 last)
+    planner_edits: tuple[int, int] = PLANNER_EDITS
     seed_offset: int = 0
     save_every: int = 25  # steps between saves of the adapter and grpo.json
     language: str = "train"
@@ -122,6 +126,7 @@ class GRPOSettings:
             raise ValueError(f"reward must be one of {REWARD_SOURCES}, got {self.reward!r}")
         if self.language not in ("train", "heldout"):
             raise ValueError(f"language must be 'train' or 'heldout', got {self.language!r}")
+        check_planner_edits(self.planner_edits)
         if not isinstance(self.seed_offset, int) or self.seed_offset < 0:
             raise ValueError(f"seed_offset must be an integer >= 0, got {self.seed_offset!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -139,24 +144,30 @@ class GRPOSettings:
 
 
 # -- inputs --------------------------------------------------------------------------------------
-N_EDITS, SIZE = (1, 4), 224  # the planner samples' cases (formats.planner_samples' defaults)
+SIZE = 224  # the planner samples' images (formats.planner_samples' default)
 
 
 def planner_prompts(
-    seeds: Sequence[int], *, language: str = "train", per_seed: int | None = None
+    seeds: Sequence[int],
+    *,
+    language: str = "train",
+    per_seed: int | None = None,
+    edits: tuple[int, int] = PLANNER_EDITS,
 ) -> list[dict[str, Any]]:
     """GRPO inputs from the micro-world planner states of ``seeds`` (the SFT samples' states,
-    clean and after mistakes), at most ``per_seed`` of each scene (drawn at random, seeded;
-    None: all): ``prompt`` (the planner's chat with image placeholders), ``images``
-    ([original, current]) and ``case`` (JSON: the sample's id, seed, language, the case's
-    shape, instruction, the reference answer, the scene the current image shows)."""
+    clean and after mistakes) of cases with ``edits`` (fewest, most) edits, at most ``per_seed``
+    of each scene (drawn at random, seeded; None: all): ``prompt`` (the planner's chat with
+    image placeholders), ``images`` ([original, current]) and ``case`` (JSON: the sample's id,
+    seed, language, the case's shape, instruction, the reference answer, the scene the current
+    image shows)."""
     import random
 
     from agent.microworld import formats
 
+    edits = check_planner_edits(edits)
     records = []
     for seed in seeds:
-        got = list(formats.planner_samples([seed], language=language, n_edits=N_EDITS, size=SIZE))  # type: ignore[arg-type]
+        got = list(formats.planner_samples([seed], language=language, n_edits=edits, size=SIZE))  # type: ignore[arg-type]
         if per_seed is not None:
             random.Random(f"grpo|{seed}|{language}").shuffle(got)
             got = got[:per_seed]
@@ -174,7 +185,7 @@ def planner_prompts(
             "id": r["id"],  # the planner sample's id: which state this input is
             "seed": r["seed"],
             "language": language,
-            "n_edits": list(N_EDITS),
+            "n_edits": list(edits),
             "size": SIZE,
             "instruction": r["instruction"],
             "reference": r["answer"],
@@ -467,7 +478,10 @@ def train_grpo(
     if inputs is None:
         seeds = list(split_seeds("train", settings.train_seeds, offset=settings.seed_offset))
         inputs = planner_prompts(
-            seeds, language=settings.language, per_seed=settings.states_per_seed
+            seeds,
+            language=settings.language,
+            per_seed=settings.states_per_seed,
+            edits=settings.planner_edits,
         )
     if not inputs:
         raise ValueError("inputs is empty: GRPO needs at least one planner state")
