@@ -292,10 +292,10 @@ class _Runner:
         options: dict[str, Any] = {"seed": args.seed}
         if args.max_retries is not None:
             options["max_retries_per_step"] = args.max_retries
-        if args.one_shot_first:
-            options["one_shot_first"] = True
-        if args.stop_when_satisfied is not None:
-            options["stop_when_satisfied"] = args.stop_when_satisfied
+        # the rows name the loop settings themselves (a preset's, e.g. micro's, are not taken):
+        # a row is what its options say, and resuming a run cannot change it
+        options["one_shot_first"] = bool(args.one_shot_first)
+        options["stop_when_satisfied"] = args.stop_when_satisfied
         self.microworld = args.dataset == "microworld"
         self.budget = args.budget
         #: the micro-world's learned backends' placement (--device); oracle and noisy tools

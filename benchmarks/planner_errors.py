@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds and --limit must be positive, got {args.seeds} and {args.limit}")
     if args.seed_offset < 0:
         p.error(f"--seed-offset must be >= 0, got {args.seed_offset}")
+    from agent.microworld.splits import seeds as split_seeds
+
+    try:
+        seeds = split_seeds(args.split, args.seeds, offset=args.seed_offset)
+    except ValueError as e:
+        p.error(f"--seeds {args.seeds} --seed-offset {args.seed_offset}: {e}")
     from agent.train.vlm import check_planner_edits
 
     try:
@@ -94,11 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--planner-edits {args.planner_edits!r}: {e}")
 
     from agent.micro import micro_planner
-    from agent.microworld.splits import seeds as split_seeds
     from agent.train.vlm_eval import makes_progress, planner_states, state_images
     from tools.errors import PlannerOutputError
 
-    seeds = split_seeds(args.split, args.seeds, offset=args.seed_offset)
     samples = planner_states(seeds, "train", args.limit, clauses=True, edits=edits)
     lora: str | bool = True if args.planner_lora is None else args.planner_lora
     planner = micro_planner(lora=False if lora == "none" else lora)

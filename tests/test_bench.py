@@ -138,6 +138,25 @@ def test_bad_options_exit_2(tmp_path, capsys):
         bench.main(["--edits", "7"])
 
 
+def test_a_presets_loop_settings_do_not_reach_the_rows(tmp_path, monkeypatch):
+    """A preset's loop settings (the micro preset's one shot first and critic's stop) are not
+    taken by mira-bench: its rows have only what their own options say."""
+    from agent.config import PRESETS
+
+    extra = {"one_shot_first": True, "stop_when_satisfied": 10.0}
+    monkeypatch.setitem(PRESETS, "dry-run", {**PRESETS["dry-run"], **extra})
+    data = tmp_path / "data"
+    data.mkdir()
+    make_test_image(64, 48).save(data / "img0.png")
+    (data / "img0.txt").write_text("make the left side red")
+    base = ["--dataset", str(data), "--preset", "dry-run", "--out", str(tmp_path / "o")]
+    runner = bench._Runner(bench.build_parser().parse_args(base), tmp_path / "r")
+    assert (runner.config.one_shot_first, runner.config.stop_when_satisfied) == (False, None)
+    own = [*base, "--one-shot-first", "--stop-when-satisfied", "9"]
+    runner = bench._Runner(bench.build_parser().parse_args(own), tmp_path / "s")
+    assert (runner.config.one_shot_first, runner.config.stop_when_satisfied) == (True, 9.0)
+
+
 def test_folder_and_jsonl_datasets_run_with_a_preset(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -334,7 +334,7 @@ def test_argparse_refusals(picture, tmp_path, capsys, argv):
     assert snapshot(tmp_path) == before
 
 
-def test_one_shot_first_and_the_critics_stop_options(monkeypatch):
+def test_one_shot_first_and_the_critics_stop_options(monkeypatch, capsys):
     """--one-shot-first / --no-one-shot-first and --stop-when-satisfied SCORE|off reach the
     config; left out, the preset's settings stay (the micro preset's are on); a score outside
     0-10 or a word other than 'off' is refused by argparse, naming the option."""
@@ -367,6 +367,8 @@ def test_one_shot_first_and_the_critics_stop_options(monkeypatch):
     for bad in ("11", "-1", "never", "nan"):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(["p.png", "x", "--stop-when-satisfied", bad])
+        err = capsys.readouterr().err
+        assert f"--stop-when-satisfied: expected a score from 0 to 10 or 'off', got '{bad}'" in err
 
 
 def test_the_default_preset_is_micro():

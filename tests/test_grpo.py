@@ -569,7 +569,6 @@ def test_planner_edits_set_the_cases_the_states_come_from(base, tmp_path, monkey
     five = G.planner_prompts([SEED], edits=(5, 5))
     cases = [json.loads(i["case"]) for i in five]
     assert cases and {tuple(c["n_edits"]) for c in cases} == {(5, 5)}
-    assert len(make_case(SEED, n_edits=(5, 5), size=224).edits) == 5
     assert {c["instruction"] for c in cases} == {make_case(SEED, n_edits=(5, 5)).instruction}
     default = json.loads(G.planner_prompts([SEED])[0]["case"])
     assert default["n_edits"] == [1, 4] and default["instruction"] != cases[0]["instruction"]

@@ -513,6 +513,9 @@ def test_planner_errors_names_where_a_wrong_answer_departs(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         module.main(["--planner-edits", "3,2"])
     assert "--planner-edits '3,2'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.main(["--seed-offset", "99999"])
+    assert "--seeds 60 --seed-offset 99999: split 'validation' has" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -747,6 +747,10 @@ def test_eval_vlm_seed_offset_skips_the_splits_first_seeds(tmp_path, monkeypatch
     assert [k["seed_offset"] for k in got] == [60, 0]
     assert main(["eval-vlm", "--model", str(tmp_path), "--seed-offset", "-1"]) == 2
     assert "--seed-offset must be >= 0, got -1" in capsys.readouterr().err
+    late = ["--split", "test", "--seed-offset", "99990", "--seeds", "20"]
+    assert main(["eval-vlm", "--model", str(tmp_path), *late]) == 2
+    assert "--seeds 20 --seed-offset 99990: split 'test' has" in capsys.readouterr().err
+    assert len(got) == 2  # refused before any evaluation
 
 
 def test_compare_samples_name_exactly_the_changed_cells():

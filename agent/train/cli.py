@@ -474,6 +474,16 @@ def _eval_vlm(args: argparse.Namespace) -> int:
     if args.seed_offset < 0:
         print(f"mira-train: --seed-offset must be >= 0, got {args.seed_offset}", file=sys.stderr)
         return 2
+    from agent.microworld.splits import seeds as split_seeds
+
+    try:  # before the model loads
+        split_seeds(args.split, args.seeds, offset=args.seed_offset)
+    except ValueError as e:
+        print(
+            f"mira-train: --seeds {args.seeds} --seed-offset {args.seed_offset}: {e}",
+            file=sys.stderr,
+        )
+        return 2
     planner_edits = None
     if args.planner_edits is not None:
         planner_edits = _planner_edits(args.planner_edits)
