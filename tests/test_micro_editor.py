@@ -154,3 +154,31 @@ def test_the_demo_with_the_planner_choosing_every_edit(tmp_path: Path) -> None:
     score = score_case(case, Image.open(out).convert("RGB"))
     assert all(e.passed for e in score.edits), score
     assert score.success_tolerant, score
+
+
+def test_demo_benchmark_times_the_demo_in_both_modes(capsys) -> None:
+    """benchmarks/demo_cpu.py runs `make demo`'s command (read from the Makefile) with the
+    micro preset's loop and with the plain planner loop, and prints a row for each with its
+    wall time, editor calls and stop reason (figures: docs/benchmarks.md). Here on the dry-run
+    preset, which is quick."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "demo_cpu.py"
+    spec = importlib.util.spec_from_file_location("demo_cpu", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image, instruction = module.demo_command()
+    assert instruction == make_case(DEMO_SEED, n_edits=2, language="train").instruction
+    assert Path(image) == ROOT / "examples" / "micro_scene.png"
+    with pytest.raises(SystemExit):
+        module.main(["--repeat", "0"])
+    assert "--repeat must be >= 1, got 0" in capsys.readouterr().err
+    assert module.main(["--repeat", "2", "--preset", "dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    rows = [line.strip("| ").split(" | ") for line in lines[1:]]  # below the header
+    assert [r[0] for r in rows] == [name for name, _ in module.MODES]
+    for name, median, low, high, calls, stop in rows:
+        assert 0 < float(low) <= float(median) <= float(high), name
+        assert int(calls) >= 1 and stop in ("planner_stop", "critic_satisfied", "no_progress")
