@@ -433,7 +433,9 @@ def _run(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, option)
         if value is not None:
-            options[field] = None if value == _OFF else value
+            options[field] = value
+    if options.get("stop_when_satisfied") == _OFF:
+        options["stop_when_satisfied"] = None
     backend_options: dict[str, dict[str, str]] = {}
     for item in args.backend_option:
         name, dot, rest = item.partition(".")

@@ -347,6 +347,7 @@ def test_one_shot_first_and_the_critics_stop_options(monkeypatch, capsys):
             [],
             ["--no-one-shot-first", "--stop-when-satisfied", "off"],
             ["--preset", "dry-run", "--one-shot-first", "--stop-when-satisfied", "9.5"],
+            ["--artifacts", "off"],  # 'off' means None for --stop-when-satisfied only
         )
     ]
 
@@ -362,7 +363,8 @@ def test_one_shot_first_and_the_critics_stop_options(monkeypatch, capsys):
         with pytest.raises(Stop):
             cli._run(args)
     got = [(c.preset, c.one_shot_first, c.stop_when_satisfied) for c in seen]
-    assert got == [("micro", True, 10.0), ("micro", False, None), ("dry-run", True, 9.5)]
+    assert got[:3] == [("micro", True, 10.0), ("micro", False, None), ("dry-run", True, 9.5)]
+    assert str(seen[3].artifacts_dir) == "off"
     monkeypatch.undo()
     for bad in ("11", "-1", "never", "nan"):
         with pytest.raises(SystemExit):
