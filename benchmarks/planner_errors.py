@@ -84,11 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seeds < 1 or args.limit < 1:
         p.error(f"--seeds and --limit must be positive, got {args.seeds} and {args.limit}")
-    if args.seed_offset < 0:
-        p.error(f"--seed-offset must be >= 0, got {args.seed_offset}")
     from agent.microworld.splits import seeds as split_seeds
 
-    try:
+    try:  # refuses a negative offset too
         seeds = split_seeds(args.split, args.seeds, offset=args.seed_offset)
     except ValueError as e:
         p.error(f"--seeds {args.seeds} --seed-offset {args.seed_offset}: {e}")
