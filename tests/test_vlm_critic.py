@@ -374,8 +374,10 @@ def test_import_tools_vlm_is_light():
 def test_a_second_adapter_loads_quietly_and_leaves_the_first_as_it_was(saved, tmp_path, caplog):
     """transformers reports the first adapter's weights MISSING ("newly initialized") when a
     second adapter loads on the same model; they are not touched, so ``QwenVL.load_adapter``
-    drops that report, and only that one."""
+    drops that report (and only that one), and peft's warning that the model now holds several
+    adapters."""
     import logging
+    import warnings
 
     import torch
 
@@ -387,9 +389,13 @@ def test_a_second_adapter_loads_quietly_and_leaves_the_first_as_it_was(saved, tm
     vlm.load_adapter("first", lora)
     first = {k: v.clone() for k, v in vlm.model.named_parameters() if ".first." in k}
     assert first
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         vlm.load_adapter("second", second)
     assert "LOAD REPORT" not in caplog.text
+    # nor peft's "multiple adapters ... know what you are doing": several are the design here
+    peft_warnings = [str(w.message) for w in caught if "peft_config" in str(w.message)]
+    assert not peft_warnings
     assert all(torch.equal(v, dict(vlm.model.named_parameters())[k]) for k, v in first.items())
     assert any(".second." in k for k, _ in vlm.model.named_parameters())
     # the filter drops a report of the other adapters' keys only

@@ -162,12 +162,15 @@ class QwenVL:
             # adapters saved with older Qwen-VL module names load too. An extracted adapter's
             # lora_bias (``mira-train extract-lora``) makes peft warn, per layer with no bias,
             # that peft could not merge it; adapters here are switched, never merged by peft.
+            # A second adapter makes peft warn of "multiple adapters in the model": several
+            # adapters on one base (critic, grounder, planner) are what this class is for.
             quiet = _OtherAdaptersMissing(name, list(self._adapters))
             peft_log = logging.getLogger("transformers.integrations.peft")
             peft_log.addFilter(quiet)
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=r".*lora_bias=True.*has no bias")
+                    warnings.filterwarnings("ignore", message=r"Already found a `peft_config`")
                     self.model.load_adapter(local, adapter_name=name)
             finally:
                 peft_log.removeFilter(quiet)
