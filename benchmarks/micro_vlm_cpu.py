@@ -3,9 +3,10 @@ and planner call.
 
 One critique = the real ``EditScoreCritic.critique`` of the ``micro-critic`` backend (its two
 EditScore prompts, greedy, at most 160 new tokens each) on a 224 px test scene and its correct
-edit; one grounding = ``QwenVLGrounder.ground`` of ``micro-grounder`` on the scene and one
-referring expression, through the folder's grounder adapter when it has one, and again with
-the shared weights (``adapter=None``). Every row is measured in the same run, after one
+edit, through the folder's ``editscore`` adapter when it has one, and again with the shared
+weights (``adapter=None``); one grounding = ``QwenVLGrounder.ground`` of ``micro-grounder``
+on the scene and one referring expression, through the folder's grounder adapter when it
+has one, and again with the shared weights. Every row is measured in the same run, after one
 warm-up call of each; one plan = ``MiraPlanner.next_action`` of ``micro-planner`` (the
 shipped planner adapter switched on for the shipped model, greedy, its clause list then
 MIRA's answer) on the scene's state after the first of two edits. The table gives the
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     critic = micro_critic(model=args.model)
     critic.critique(source, edited, text)  # loads the model, warms up
+    critic_shared = micro_critic(model=args.model, adapter=None)  # the shared weights
+    critic_shared.critique(source, edited, text)
     grounder = micro_grounder(model=args.model)  # the same loaded model (its adapter, if any)
     shared = micro_grounder(model=args.model, adapter=None)  # the shared weights
     load = time.perf_counter() - t
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| call | s per call (median) | min | max |\n|---|---:|---:|---:|")
     rows = (
         ("critique (SC + PQ)", lambda: critic.critique(source, edited, text)),
+        ("critique, shared weights", lambda: critic_shared.critique(source, edited, text)),
         ("ground", ground),
         ("ground, shared weights", lambda: ground(shared)),
         ("plan", lambda: planner.next_action(original, halfway, two.instruction)),

@@ -273,8 +273,8 @@ def _benchmark(name: str):
 
 
 def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
-    """benchmarks/micro_vlm_cpu.py times the shipped model's critique, grounding (through its
-    grounder adapter and with the shared weights) and planner calls and prints one table row
+    """benchmarks/micro_vlm_cpu.py times the shipped model's critique and grounding (each
+    through its adapter and with the shared weights) and planner calls and prints one table row
     each (figures: docs/benchmarks.md)."""
     monkeypatch.delenv("MIRA_MICRO_VLM", raising=False)
     module = _benchmark("micro_vlm_cpu")
@@ -285,7 +285,13 @@ def test_cpu_benchmark_prints_its_table(capsys, monkeypatch):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     names = [r.split(" | ")[0] for r in rows[1:]]
-    assert names == ["| critique (SC + PQ)", "| ground", "| ground, shared weights", "| plan"]
+    assert names == [
+        "| critique (SC + PQ)",
+        "| critique, shared weights",
+        "| ground",
+        "| ground, shared weights",
+        "| plan",
+    ]
     for row in rows[1:]:  # median, min, max of one call: the same number
         assert len(set(row.strip("| ").split(" | ")[1:])) == 1
 
