@@ -144,7 +144,8 @@ def _cut_against(report: Path, folder: str | Path) -> bool:
 def _critic_adapter(folder: Path) -> str | None:
     """The critic's adapter name when ``folder`` holds the ``editscore`` LoRA, else None: the
     critic was trained into the shared weights (a roles stage with ``--role-shares critic=N``,
-    as the shipped model's was; docs/micro_vlm.md) and answers with the adapters off."""
+    as the shipped model's was until the eighteenth session; docs/micro_vlm.md) and answers
+    with the adapters off."""
     from tools.vlm.critic import EDITSCORE_ADAPTER
 
     return EDITSCORE_ADAPTER if (folder / EDITSCORE_ADAPTER).is_dir() else None
