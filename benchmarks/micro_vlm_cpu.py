@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     critic = micro_critic(model=args.model)
     critic.critique(source, edited, text)  # loads the model, warms up
     critic_shared = micro_critic(model=args.model, adapter=None)  # the shared weights
-    critic_shared.critique(source, edited, text)
     grounder = micro_grounder(model=args.model)  # the same loaded model (its adapter, if any)
     shared = micro_grounder(model=args.model, adapter=None)  # the shared weights
     load = time.perf_counter() - t
+    critic_shared.critique(source, edited, text)  # warm-up, outside the load time
 
     def ground(which: Any = grounder) -> None:
         try:
