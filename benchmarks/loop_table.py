@@ -26,6 +26,8 @@ ORDER = ("single-shot", "best-of-n", "agent", "mirage", "mira+mirage", "roundtri
 ORACLE = "oracle"
 #: loop_table.jobs' groups of learned runs; a row of any other group is named with its group
 GROUPS = ("base", "agent", "mirage", "mm")
+#: loop_table.jobs' groups whose rows carry loop settings of their own, and how they are named
+SETTINGS = {"preset": "one shot first + the critic's stop (the `micro` preset)"}
 
 
 #: (block, row, group) -> seed -> records
@@ -60,12 +62,15 @@ def figures(records: list[dict]) -> tuple[float, float, float]:
 
 
 def label(row: str, group: str) -> str:
-    """A row's name: the strategy, marked when its group is the oracle's or another than
-    loop_table.jobs' own (a run of another planner adapter, say: ``e3_train_s0_grpo``)."""
+    """A row's name: the strategy, marked when its group is the oracle's, one with loop
+    settings of its own (``SETTINGS``) or another than loop_table.jobs' own (a run of another
+    planner adapter, say: ``e3_train_s0_grpo``)."""
     if group == ORACLE:
         return f"*upper bound:* {row}, oracle planner, critic and grounder"
     if row == "roundtrip":
         return "*ceiling:* round trip of the ground truth"
+    if group in SETTINGS:
+        return f"{row}, {SETTINGS[group]}"
     return row if group in GROUPS else f"{row} ({group})"
 
 
