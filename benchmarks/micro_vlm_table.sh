@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The micro VLM's role table on test seeds (docs/micro_vlm_card.md), from the shipped weights,
 # on a CPU: grounder and parser, planner, critic, each with true and shuffled images, train and
-# held-out language (the planner train language only). About 15 minutes on two cores. Run it
+# held-out language (the planner train language only), and the critic's stop on whole 3- and
+# 5-edit instructions (critic_stop). About 50 minutes on two cores, 30 of them critic_stop. Run it
 # from the repository root. MODEL=<folder> measures another folder; OUT=<dir> is where the
 # JSON tables go (default bench_out/micro_vlm). The planner row of the shipped folder is the
 # shipped planner adapter's (weights/micro-planner, docs/micro_planner_card.md), that of
@@ -24,3 +25,5 @@ mkdir -p "$OUT"
     --roles planner --seeds 40 --limit 120 "${lora[@]}" --out "$OUT/planner.json"
 "$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
     --roles critic --seeds 20 --limit 20 --out "$OUT/critic.json"
+"$TRAIN" eval-vlm --model "$MODEL" --split test --languages train,heldout \
+    --roles critic_stop --seeds 40 --limit 40 --out "$OUT/critic_stop.json"

@@ -245,7 +245,13 @@ def test_table_script_measures_the_shipped_folder_on_test_seeds(tmp_path):
     subprocess.run(["bash", "benchmarks/micro_vlm_table.sh"], cwd=root, env=env, check=True)
     lines = calls.read_text().splitlines()
     roles = [line.split("--roles ")[1].split()[0] for line in lines]
-    assert sorted(",".join(roles).split(",")) == ["critic", "grounder", "parser", "planner"]
+    assert sorted(",".join(roles).split(",")) == [
+        "critic",
+        "critic_stop",
+        "grounder",
+        "parser",
+        "planner",
+    ]
     for line in lines:
         assert line.startswith(f"eval-vlm --model {MICRO_VLM.relative_to(root)} --split test")
         assert f"--out {tmp_path / 'out'}/" in line

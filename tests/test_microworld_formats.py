@@ -369,6 +369,28 @@ def test_progress_only_critic_samples_are_the_whole_instruction_ones_tagged_apar
     assert {int(r["id"].split("full")[1][:-1]) for r in some} >= {0}
 
 
+def test_wrong_progress_critic_samples_make_one_edit_on_another_object():
+    """``critic_samples(wrong_progress=True)``: at most one whole-instruction record per seed
+    (id ``fullw``), every edit made but one, made on another object: as many cells change as
+    the instruction asks, but not the same ones, so the answer's two cell lists differ, the
+    pixel scorer finds no success and the score is below the top; the other streams are as
+    they were."""
+    from agent.microworld.formats import CELL_LISTS
+
+    seeds = list(range(1_000_000, 1_000_012))
+    some = list(critic_samples(seeds, n_edits=(2, 5), wrong_progress=True))
+    assert 6 <= len(some) <= len(seeds) and len({r["seed"] for r in some}) == len(some)
+    for r in some:
+        assert r["mode"] == "progress" and r["id"] == f"mw-{r['seed']}-fullw"
+        assert not r["success"] and r["sc_score"][0] < 25
+        answer = json.loads(r["sc"][1]["content"][0]["text"])["reasoning"]
+        lists = re.findall(rf"(?:{CELL_LISTS[0]}|{CELL_LISTS[1]}): ([^.]*)\.", answer)
+        assert len(lists) == 2 and set(lists[0].split(", ")) != set(lists[1].split(", "))
+    plain = [r["id"] for r in critic_samples(seeds[:3], n_edits=(2, 5), progress_only=True)]
+    assert plain and not any(i.endswith("fullw") for i in plain)
+    assert all(i.endswith("p") for i in plain)
+
+
 def test_planner_answers_copy_the_clause_that_still_names_the_pending_edit():
     """``wording="copy"`` (the default): the answer is a function of the instruction and the
     current image: the instruction's own clause when it still names the pending edit there

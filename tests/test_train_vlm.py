@@ -577,6 +577,60 @@ def test_critic_rows_count_the_changed_cells_of_the_edits_own_images(trained, mo
     assert row["true"]["changed_cells"] == 0.0
 
 
+def test_critic_stop_rows_count_stops_on_done_and_unfinished_renders(trained, monkeypatch):
+    """The critic_stop rows: the whole instruction of 3- and 5-edit cases, critiqued on the
+    render with every edit done, on one with an edit left out and on one with that edit made on
+    another object. A critic that scores 10 only the done render stops on every done render and
+    on no unfinished one; one that always scores 10 stops on all (the loop's false stop), and
+    one that never does on none."""
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.render import render
+    from agent.microworld.splits import seeds as split_seeds
+    from agent.microworld.truth import draw_case
+    from agent.train.vlm_eval import STOP_EDITS, STOP_RENDERS, _stop_renders, evaluate_vlm
+    from tools.contracts import Critique
+    from tools.vlm.critic import EditScoreCritic
+
+    out, _ = trained
+    chosen = list(split_seeds("validation", 3))
+    finals = set()
+    for n in STOP_EDITS:
+        for seed in chosen:
+            scene, edits, *_ = draw_case(seed, n_edits=n, size=224)
+            finals.add(render(apply_edits(scene, edits)).tobytes())
+            source, _, renders = _stop_renders(seed, n, "train")
+            assert renders["done"].tobytes() in finals and "missing" in renders
+            assert all(renders[k].tobytes() not in finals for k in renders if k != "done")
+            assert len({r.tobytes() for r in (source, *renders.values())}) == len(renders) + 1
+
+    def scored(score):
+        return Critique(
+            prompt_following=score, consistency=score, naturalness=10, artifacts=10, reasoning="."
+        )
+
+    kw = {"split": "validation", "seeds": 3, "limit": 3, "roles": ["critic_stop"]}
+    monkeypatch.setattr(
+        EditScoreCritic,
+        "critique",
+        lambda self, source, edited, instruction: scored(10 if edited.tobytes() in finals else 4),
+    )
+    table = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic_stop"]
+    for n in STOP_EDITS:
+        row = table["train"][f"{n}_edits"]["true"]
+        assert table["train"][f"{n}_edits"]["cases"] == 3 and row["valid"] == 1.0
+        assert row["renders"]["done"] == 3 and row["renders"]["missing"] == 3
+        assert row["renders"]["wrong"] >= 1
+        assert row["satisfied_done"] == 1.0
+        assert row["satisfied_missing"] == 0.0 and row["satisfied_wrong"] == 0.0
+    for score, stops in ((10, 1.0), (0, 0.0)):
+        monkeypatch.setattr(EditScoreCritic, "critique", lambda self, *a, s=score: scored(s))
+        table = evaluate_vlm(out, languages=("train",), critic_in_base=True, **kw)["critic_stop"]
+        for n in STOP_EDITS:
+            for name in ("true", "shuffled"):
+                row = table["train"][f"{n}_edits"][name]
+                assert all(row[f"satisfied_{k}"] == stops for k in STOP_RENDERS)
+
+
 def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path):
     """``critic_in_base`` (``--critic-in-base``): the critic rows call ``EditScoreCritic`` with
     no adapter (the base model); by default they call it with the ``editscore`` adapter, and
@@ -617,6 +671,9 @@ def test_critic_rows_ask_the_base_model_when_told(trained, monkeypatch, tmp_path
     assert [k["critic_in_base"] for k in seen] == [True, False]
     args = ["eval-vlm", "--model", str(out), "--roles", "grounder", "--critic-in-base"]
     assert main(args) == 2 and len(seen) == 2
+    args = ["eval-vlm", "--model", str(out), "--roles", "critic_stop", "--critic-in-base"]
+    assert main(args) == 0 and seen[-1]["critic_in_base"] and seen[-1]["roles"] == ["critic_stop"]
+    seen.pop()
     # --device reaches the evaluation (cpu by default)
     assert main(["eval-vlm", "--model", str(out), "--device", "cuda"]) == 0
     assert [k["device"] for k in seen] == ["cpu", "cpu", "cuda"]
@@ -1184,6 +1241,34 @@ def test_progress_role_is_the_critics_whole_instruction_answer_up_to_five_edits(
     settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares={"progress": 1.0})
     evals = V._stage_pools(smoke_vlm, "roles", settings, seeds[:2], [100_000])[1]
     assert evals["train"]["progress"]
+
+
+def test_progress_wrong_role_is_the_whole_instruction_with_one_edit_on_another_object(smoke_vlm):
+    """``progress_wrong`` (``--role-shares progress_wrong=N``): the SC prompt with the case's
+    whole instruction on a result with one edit made on another object, at most one per
+    scene, scored below the top; trained into the base only when named."""
+    from agent.microworld.truth import draw_case
+    from tools.vlm._qwen import RawPrompt
+    from tools.vlm.editscore_prompts import sc_prompt
+
+    seeds = list(range(1_000_020, 1_000_030))
+    got = 0
+    for seed in seeds:
+        instruction = draw_case(seed, n_edits=V.CRITIC_EDITS, size=224)[3]
+        samples = list(V._role_samples(smoke_vlm, "progress_wrong", [seed], "train"))
+        assert len(samples) <= 1
+        for prompt, answer in samples:
+            assert isinstance(prompt, RawPrompt) and len(prompt.images) == 2
+            assert sc_prompt(instruction, score_range=25) in prompt.text
+            assert json.loads(answer)["score"][0] < 25
+            got += 1
+    assert got >= 5
+    V.check_role_shares({"progress_wrong": 1.0})
+    plain = V._stage_pools(smoke_vlm, "roles", V.SMOKE_SETTINGS, seeds[:2], [100_000])[1]
+    assert "progress_wrong" not in plain["train"]
+    settings = dataclasses.replace(V.SMOKE_SETTINGS, role_shares={"progress_wrong": 1.0})
+    evals = V._stage_pools(smoke_vlm, "roles", settings, seeds[:2], [100_000])[1]
+    assert "progress_wrong" in evals["train"]
 
 
 def test_role_shares_outside_the_cli_are_checked(smoke_vlm):

@@ -22,9 +22,11 @@ sharded with a manifest.
   score in between), over-editing from the changed fraction outside the targets, naturalness
   and artifacts from blur and smear damage (real editor failures; graded under quality only,
   so a damaged edit's SC answer is the clean result's); plus full-instruction
-  samples at partial progress. The reasoning first names the cells the instruction should
-  change (those the expected result changes), then the grid cells whose pixels changed
-  (``changed_cells``), then the verdict: what an answer must look at, said before the score.
+  samples at partial progress, and (``wrong_progress``) full-instruction samples with every
+  edit made but one, made on another object of the kind it names. The reasoning first names
+  the cells the instruction should change (those the expected result changes), then the grid
+  cells whose pixels changed (``changed_cells``), then the verdict: what an answer must look
+  at, said before the score.
 
 Every sampler takes seeds (default: the first ``n`` train seeds) and a language split
 (default train). ``export`` writes any of them, or the editor's ``exports.editor_records``, as
@@ -654,10 +656,14 @@ def critic_samples(
     size: int = 224,
     thresholds: Thresholds = Thresholds(),
     progress_only: bool = False,
+    wrong_progress: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """EditScore critic samples (see the module docstring); ``progress_only``: only the
-    full-instruction samples (no edit, some, every edit done), ids ending in ``p``: their
-    middle subset is another random one than the full stream's, which draws per-edit
+    full-instruction samples (no edit, some, every edit done), ids ending in ``p``;
+    ``wrong_progress``: only one full-instruction sample per seed, every edit made but one
+    (drawn at random), which is made on another object (``mistaken``'s wrong instance), id
+    ending in ``fullw`` (none where no other object fits). The progress samples' middle
+    subset is another random one than the full stream's, which draws per-edit
     variants first. Keys: ``id``, ``seed``, ``mode``
     (correct, wrong, bleed, noop, partial, blur, smear, or progress for the full
     instruction), ``sc`` and ``pq`` (each a chat: user with the images and the verbatim
@@ -706,8 +712,9 @@ def critic_samples(
             seed, n_edits=n_edits, size=size, language=language
         )
         rng = random.Random(f"microworld-critic|{seed}|{language}")
-        state = apply_edits(scene, edits) if progress_only else scene
-        for i, edit in enumerate(() if progress_only else edits):
+        whole_only = progress_only or wrong_progress
+        state = apply_edits(scene, edits) if whole_only else scene
+        for i, edit in enumerate(() if whole_only else edits):
             phrased = describe(state, edit, rng, language) if i else parts[0]
             if phrased is None:
                 state = apply_edit(state, edit)
@@ -771,14 +778,22 @@ def critic_samples(
         # the full instruction at partial progress (the agent's regression check)
         original, final = render(scene), render(state)
         boxes = [target_box(scene, e) for e in edits]
-        for k in sorted({0, rng.randrange(1, len(edits) + 1), len(edits)}):
-            subset = rng.sample(range(len(edits)), k)
-            edited = render(apply_edits(scene, [edits[j] for j in subset]))
+        if wrong_progress:
+            odd = rng.randrange(len(edits))
+            rest = apply_edits(scene, [e for j, e in enumerate(edits) if j != odd])
+            made = mistaken(scene, rest, edits[odd], "wrong", rng)
+            whole = [] if made is None else [("w", made[0])]
+        else:
+            whole = []
+            for k in sorted({0, rng.randrange(1, len(edits) + 1), len(edits)}):
+                subset = rng.sample(range(len(edits)), k)
+                whole.append((str(k), render(apply_edits(scene, [edits[j] for j in subset]))))
+        for k, edited in whole:
             score = score_edits(
                 original, edited, final, boxes, kinds=[e.kind for e in edits], thresholds=thresholds
             )
             yield {
-                "id": f"mw-{seed}-full{k}{'p' if progress_only else ''}",
+                "id": f"mw-{seed}-full{k}{'p' if progress_only and not wrong_progress else ''}",
                 "seed": seed,
                 "mode": "progress",
                 "success": score.success,

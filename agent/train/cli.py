@@ -155,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     evl.add_argument(
         "--roles",
         default="grounder,parser,planner,critic",
-        help="comma-separated roles (also: check)",
+        help="comma-separated roles (also: critic_stop, the critic's stop on whole 3- and 5-edit "
+        "instructions; check)",
     )
     evl.add_argument("--languages", default="train,heldout", help="comma-separated: train, heldout")
     evl.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
@@ -443,9 +444,10 @@ def _eval_vlm(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.critic_in_base and "critic" not in roles:
+    if args.critic_in_base and not {"critic", "critic_stop"} & set(roles):
         print(
-            f"mira-train: --critic-in-base needs the critic among --roles, got {args.roles!r}",
+            "mira-train: --critic-in-base needs critic or critic_stop among --roles, got "
+            f"{args.roles!r}",
             file=sys.stderr,
         )
         return 2

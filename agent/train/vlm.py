@@ -413,13 +413,19 @@ def _role_samples(
             sc, pq = _critic_prompts(critic, r)
             yield sc, r["sc"][1]["content"][0]["text"]
             yield pq, r["pq"][1]["content"][0]["text"]
-    elif role == "progress":
+    elif role in ("progress", "progress_wrong"):
         # the critic's SC answer on the whole instruction with none, some or every edit done
-        # (the score best-of-N ranks candidates by): a few of each seed's critic samples
-        # otherwise
+        # (the score best-of-N ranks candidates by, and the loop's stop_when_satisfied reads):
+        # a few of each seed's critic samples otherwise; "progress_wrong": every edit made but
+        # one, made on another object (the result a critic that counts changed cells scores 10)
         critic = EditScoreCritic(vlm)
+        wrong = role == "progress_wrong"
         for r in formats.critic_samples(
-            seeds, language=lang, n_edits=CRITIC_EDITS, progress_only=True
+            seeds,
+            language=lang,
+            n_edits=CRITIC_EDITS,
+            progress_only=not wrong,
+            wrong_progress=wrong,
         ):
             sc, _ = _critic_prompts(critic, r)
             yield sc, r["sc"][1]["content"][0]["text"]
@@ -934,7 +940,7 @@ def _seed_samples(
 
 
 # roles whose samples number one per scene
-ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check", *FAR)
+ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check", "progress_wrong", *FAR)
 # roles with fewer samples per scene than ``_pool``'s ``per_seed``: a pool draws this many from
 # each, so it still reaches its limit ("progress": 2 or 3 states per scene)
 PER_SEED = {"progress": 2}
@@ -1164,8 +1170,9 @@ REHEARSAL = {"roles": {"describe": 0.25, "compare": 0.25, "compare_far": 0.25}}
 # roles of a later stage that a stage trains into the base weights too when ``role_shares``
 # names them, e.g. ``critic=1`` in the roles stage: the critic's samples learned by the whole
 # language model (evaluated there without the adapter), where the LoRA alone never used images;
-# ``progress=1``: more of the critic's whole-instruction samples (``_role_samples``' "progress")
-INTO_BASE = {"roles": ("critic", "progress")}
+# ``progress=1``: more of the critic's whole-instruction samples (``_role_samples``' "progress");
+# ``progress_wrong=1``: whole-instruction samples with one edit made on the wrong object
+INTO_BASE = {"roles": ("critic", "progress", "progress_wrong")}
 
 
 def check_role_shares(shares: dict[str, float]) -> None:

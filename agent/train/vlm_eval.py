@@ -20,6 +20,13 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
   right. The shuffled row is scored against the same truth while the model saw another edit's
   images, so the gap between the rows measures the use of the images; the shuffled row is not
   a text-only baseline (a no-op's truth, none, also fits a shuffled no-op).
+- critic_stop: the critic's stop as the loop uses it (``stop_when_satisfied=10``): the whole
+  instruction of a case with 3 and with 5 edits, critiqued on the render with every edit done,
+  on one with an edit (drawn at random) left out, and on one with that edit made on another
+  object (``STOP_RENDERS``); "satisfied" is an overall score of 10. ``satisfied_done`` is the
+  share of done renders it would stop on, ``satisfied_missing`` and ``satisfied_wrong`` the
+  shares of unfinished ones it would stop on wrongly (the loop's false stop). A render counts
+  only where the pixel scorer agrees with its kind.
 - check: the roles stage's yes/no task (one clause, both images), answered by the base model;
   the first answer token, where "yes" and "no" differ, right or not.
 
@@ -187,6 +194,88 @@ def _critic(
     return out
 
 
+#: the edit counts of the critic_stop rows: the loop table's
+STOP_EDITS = (3, 5)
+#: the critic_stop renders of a case: every edit done, one edit left out, one edit made on
+#: another object of the kind it names (``formats.mistaken``'s wrong instance)
+STOP_RENDERS = ("done", "missing", "wrong")
+
+
+def _stop_renders(seed: int, n: int, language: str) -> tuple[Any, str, dict[str, Any]]:
+    """(source image, instruction, {render kind: image}) of the ``n``-edit case of ``seed``;
+    a kind is left out where the pixel scorer does not agree with it (a "done" render not
+    judged a success, a "missing" or "wrong" one judged a success) or it cannot be made."""
+    import random
+
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.formats import mistaken
+    from agent.microworld.render import render
+    from agent.microworld.scoring import score_edits
+    from agent.microworld.truth import draw_case, target_box
+
+    scene, edits, _, instruction, _ = draw_case(
+        seed,
+        n_edits=n,
+        size=224,
+        language=language,  # type: ignore[arg-type]
+    )
+    rng = random.Random(f"critic-stop|{seed}|{n}")
+    k = rng.randrange(n)
+    others = [e for i, e in enumerate(edits) if i != k]
+    source, final = render(scene), render(apply_edits(scene, edits))
+    images = {"done": final, "missing": render(apply_edits(scene, others))}
+    wrong = mistaken(scene, apply_edits(scene, others), edits[k], "wrong", rng)
+    if wrong is not None:
+        images["wrong"] = wrong[0]
+    boxes = [target_box(scene, e) for e in edits]
+    kinds = [e.kind for e in edits]
+    kept = {}
+    for kind, image in images.items():
+        success = score_edits(source, image, final, boxes, kinds=kinds).success
+        if success == (kind == "done"):
+            kept[kind] = image
+    return source, instruction, kept
+
+
+def _critic_stop(
+    vlm: Any,
+    seeds: Sequence[int],
+    language: str,
+    limit: int,
+    *,
+    adapter: str | None = CRITIC_ADAPTER,
+) -> dict[str, Any]:
+    from tools.vlm.critic import EditScoreCritic
+
+    critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
+    out: dict[str, Any] = {}
+    for n in STOP_EDITS:
+        cases = [_stop_renders(seed, n, language) for seed in seeds[:limit]]
+        row: dict[str, Any] = {"cases": len(cases)}
+        for name, order in (("true", list(range(len(cases)))), ("shuffled", shuffled(len(cases)))):
+            said = {kind: [0, 0] for kind in STOP_RENDERS}  # kind -> [satisfied, renders]
+            valid = calls = 0
+            for (_, instruction, renders), j in zip(cases, order, strict=True):
+                for kind, edited in renders.items():
+                    source = cases[j][0]
+                    if name == "shuffled":  # another case's images, this case's instruction
+                        edited = cases[j][2].get(kind)
+                        if edited is None:
+                            continue
+                    c = critic.critique(source, edited, instruction)
+                    calls += 1
+                    valid += c.valid
+                    said[kind][0] += bool(c.valid and c.overall is not None and c.overall >= 10)
+                    said[kind][1] += 1
+            row[name] = {
+                **{f"satisfied_{k}": v[0] / v[1] if v[1] else math.nan for k, v in said.items()},
+                "renders": {k: v[1] for k, v in said.items()},
+                "valid": valid / max(calls, 1),
+            }
+        out[f"{n}_edits"] = row
+    return out
+
+
 def _spread(records: Any, limit: int, per_seed: int = 4) -> list[dict[str, Any]]:
     """At most ``per_seed`` records of each seed, drawn at random (seeded), then the first
     ``limit``: a sample over many scenes and states rather than the first scene's all."""
@@ -328,6 +417,7 @@ ROLES: dict[str, Callable[[Any, Sequence[int], str, int], dict[str, Any]]] = {
     "grounder": _grounder,
     "parser": _parser,
     "critic": _critic,
+    "critic_stop": _critic_stop,
     "planner": _planner,
     "check": _check,
 }
@@ -397,8 +487,8 @@ def evaluate_vlm(
             if role == "planner":
                 adapter = MIRA_LORA_ADAPTER if planner_lora is not None else None
                 fn = functools.partial(_planner, adapter=adapter, edits=planner_edits)
-            if role == "critic" and critic_in_base:
-                fn = functools.partial(_critic, adapter=None)
+            if role in ("critic", "critic_stop") and critic_in_base:
+                fn = functools.partial(fn, adapter=None)
             if role == "grounder" and grounder_adapter is not None:
                 fn = functools.partial(_grounder, adapter=grounder_adapter)
             result[role][language] = fn(vlm, chosen, language, limit)
