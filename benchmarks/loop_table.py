@@ -69,7 +69,7 @@ def label(row: str, group: str) -> str:
         return f"*upper bound:* {row}, oracle planner, critic and grounder"
     if row == "roundtrip":
         return "*ceiling:* round trip of the ground truth"
-    if group in SETTINGS:
+    if group in SETTINGS and row == "agent":  # the settings are the loop's
         return f"{row}, {SETTINGS[group]}"
     return row if group in GROUPS else f"{row} ({group})"
 

@@ -638,7 +638,10 @@ def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
     (other / "results.jsonl").write_bytes((oracle / "results.jsonl").read_bytes())
     preset = tmp_path / "e2_train_s0_preset"  # the micro preset's loop settings: named as such
     preset.mkdir()
-    (preset / "results.jsonl").write_bytes((oracle / "results.jsonl").read_bytes())
+    (preset / "results.jsonl").write_bytes(
+        (oracle / "results.jsonl").read_bytes()
+        + (tmp_path / "e2_train_s0_base" / "results.jsonl").read_bytes()
+    )
     capsys.readouterr()
     assert module.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -649,6 +652,7 @@ def test_loop_table_gives_each_seed_and_their_mean(tmp_path, capsys):
     assert "| *upper bound:* agent, oracle planner, critic and grounder |" in out
     assert "| agent (grpo) |" in out
     assert "| agent, one shot first + the critic's stop (the `micro` preset) |" in out
+    assert "| single-shot (preset) |" in out  # a row the loop settings do not change
     # the second table: mean editor calls; stop reasons over the seeds' 6 runs; off-target share
     behaviour = [x for x in out.splitlines() if x.startswith("| single-shot |")][1]
     records = [r for s in (0, 1) for r in _records(tmp_path / f"e2_train_s{s}_base")]

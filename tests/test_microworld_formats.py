@@ -369,12 +369,41 @@ def test_progress_only_critic_samples_are_the_whole_instruction_ones_tagged_apar
     assert {int(r["id"].split("full")[1][:-1]) for r in some} >= {0}
 
 
+def test_one_wrong_makes_every_edit_but_one_which_lands_on_another_object():
+    """``one_wrong``: every edit made but ``edits[odd]``, which lands on another object; the
+    pixel scorer passes every other edit and fails that one, and the render differs from the
+    one with that edit left out (a wrong object another edit changes would undo it too)."""
+    import random
+
+    from agent.microworld.edits import apply_edits
+    from agent.microworld.formats import one_wrong
+    from agent.microworld.render import render
+    from agent.microworld.scoring import score_edits
+    from agent.microworld.truth import draw_case, target_box
+
+    made = 0
+    for n in (3, 5):
+        for seed in range(1_000_000, 1_000_010):
+            scene, edits, *_ = draw_case(seed, n_edits=n, size=224)
+            odd = seed % n
+            wrong = one_wrong(scene, edits, odd, random.Random(seed))
+            if wrong is None:
+                continue
+            made += 1
+            final = render(apply_edits(scene, edits))
+            boxes = [target_box(scene, e) for e in edits]
+            score = score_edits(render(scene), wrong, final, boxes, kinds=[e.kind for e in edits])
+            assert [e.passed for e in score.edits] == [j != odd for j in range(n)]
+            missing = render(apply_edits(scene, [e for j, e in enumerate(edits) if j != odd]))
+            assert wrong.tobytes() != missing.tobytes()
+    assert made >= 14
+
+
 def test_wrong_progress_critic_samples_make_one_edit_on_another_object():
     """``critic_samples(wrong_progress=True)``: at most one whole-instruction record per seed
-    (id ``fullw``), every edit made but one, made on another object: as many cells change as
-    the instruction asks, but not the same ones, so the answer's two cell lists differ, the
-    pixel scorer finds no success and the score is below the top; the other streams are as
-    they were."""
+    (id ``fullw``), made by ``one_wrong``: as many cells change as the instruction asks, but
+    not the same ones, so the answer's two cell lists differ, the pixel scorer finds no
+    success and the score is below the top. The progress-only stream has none of them."""
     from agent.microworld.formats import CELL_LISTS
 
     seeds = list(range(1_000_000, 1_000_012))
@@ -388,7 +417,6 @@ def test_wrong_progress_critic_samples_make_one_edit_on_another_object():
         assert len(lists) == 2 and set(lists[0].split(", ")) != set(lists[1].split(", "))
     plain = [r["id"] for r in critic_samples(seeds[:3], n_edits=(2, 5), progress_only=True)]
     assert plain and not any(i.endswith("fullw") for i in plain)
-    assert all(i.endswith("p") for i in plain)
 
 
 def test_planner_answers_copy_the_clause_that_still_names_the_pending_edit():

@@ -84,6 +84,7 @@ __all__ = [
     "SCORE_RANGE",
     "norm1000",
     "mistaken",
+    "one_wrong",
     "CELL_LISTS",
     "CLAUSES",
     "VERDICT",
@@ -350,6 +351,43 @@ def mistaken(
     except EditError:
         return None
     return render(wrong), wrong
+
+
+def one_wrong(
+    scene: Scene,
+    edits: Sequence[Edit],
+    odd: int,
+    rng: random.Random,
+    thresholds: Thresholds = Thresholds(),
+) -> Image.Image | None:
+    """The render of ``scene`` with every edit of ``edits`` made but ``edits[odd]``, which is
+    made on another object (``other_targets``, tried in random order): the first such render
+    where the pixel scorer passes every edit but that one and that differs from the render
+    with it left out. None when no object gives one (a wrong object another edit changes
+    would undo that edit too)."""
+    rest = [e for j, e in enumerate(edits) if j != odd]
+    state = apply_edits(scene, rest)
+    source, final, missing = render(scene), render(apply_edits(scene, edits)), render(state)
+    boxes = [target_box(scene, e) for e in edits]
+    kinds = [e.kind for e in edits]
+    candidates = other_targets(scene, state, edits[odd])
+    rng.shuffle(candidates)
+    for other in candidates:
+        try:
+            wrong = render(apply_edit(state, edits[odd].model_copy(update={"target": other.id})))
+        except EditError:
+            continue
+        if wrong.tobytes() == missing.tobytes():
+            continue
+        passed = [
+            e.passed
+            for e in score_edits(
+                source, wrong, final, boxes, kinds=kinds, thresholds=thresholds
+            ).edits
+        ]
+        if passed == [j != odd for j in range(len(edits))]:
+            return wrong
+    return None
 
 
 # -- grounder ---------------------------------------------------------------------------------
@@ -661,8 +699,8 @@ def critic_samples(
     """EditScore critic samples (see the module docstring); ``progress_only``: only the
     full-instruction samples (no edit, some, every edit done), ids ending in ``p``;
     ``wrong_progress``: only one full-instruction sample per seed, every edit made but one
-    (drawn at random), which is made on another object (``mistaken``'s wrong instance), id
-    ending in ``fullw`` (none where no other object fits). The progress samples' middle
+    (drawn at random), which is made on another object (``one_wrong``), id ending in
+    ``fullw`` (none where no object gives one). The progress samples' middle
     subset is another random one than the full stream's, which draws per-edit
     variants first. Keys: ``id``, ``seed``, ``mode``
     (correct, wrong, bleed, noop, partial, blur, smear, or progress for the full
@@ -779,10 +817,8 @@ def critic_samples(
         original, final = render(scene), render(state)
         boxes = [target_box(scene, e) for e in edits]
         if wrong_progress:
-            odd = rng.randrange(len(edits))
-            rest = apply_edits(scene, [e for j, e in enumerate(edits) if j != odd])
-            made = mistaken(scene, rest, edits[odd], "wrong", rng)
-            whole = [] if made is None else [("w", made[0])]
+            made = one_wrong(scene, edits, rng.randrange(len(edits)), rng, thresholds)
+            whole = [] if made is None else [("w", made)]
         else:
             whole = []
             for k in sorted({0, rng.randrange(1, len(edits) + 1), len(edits)}):

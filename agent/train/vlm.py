@@ -944,6 +944,9 @@ ONE_PER_SCENE = ("describe", "compare", "parser", "pending", "check", "progress_
 # roles with fewer samples per scene than ``_pool``'s ``per_seed``: a pool draws this many from
 # each, so it still reaches its limit ("progress": 2 or 3 states per scene)
 PER_SEED = {"progress": 2}
+# roles whose scenes sometimes give no sample ("progress_wrong": no object fits ``one_wrong``):
+# a pool draws this many times the scenes it needs, so it still reaches its limit
+SPARE_SCENES = {"progress_wrong": 2}
 
 
 def _pool(
@@ -972,7 +975,7 @@ def _pool(
         k = 1 if role in ONE_PER_SCENE else min(per_seed, PER_SEED.get(role, per_seed))
         jobs = [
             (role, seed, language, k, balanced, reasoning, planner_edits)
-            for seed in seeds[: -(-limit // k)]
+            for seed in seeds[: -(-limit // k) * SPARE_SCENES.get(role, 1)]
         ]
         if workers > 0 and len(jobs) > 1:
             import multiprocessing

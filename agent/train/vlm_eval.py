@@ -23,10 +23,11 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
 - critic_stop: the critic's stop as the loop uses it (``stop_when_satisfied=10``): the whole
   instruction of a case with 3 and with 5 edits, critiqued on the render with every edit done,
   on one with an edit (drawn at random) left out, and on one with that edit made on another
-  object (``STOP_RENDERS``); "satisfied" is an overall score of 10. ``satisfied_done`` is the
-  share of done renders it would stop on, ``satisfied_missing`` and ``satisfied_wrong`` the
-  shares of unfinished ones it would stop on wrongly (the loop's false stop). A render counts
-  only where the pixel scorer agrees with its kind.
+  object, every other edit passing (``STOP_RENDERS``, ``formats.one_wrong``); "satisfied" is
+  an overall score of 10. ``satisfied_done`` is the share of done renders it would stop on,
+  ``satisfied_missing`` and ``satisfied_wrong`` the shares of unfinished ones it would stop on
+  wrongly (the loop's false stop). A render counts only where the pixel scorer agrees with
+  its kind.
 - check: the roles stage's yes/no task (one clause, both images), answered by the base model;
   the first answer token, where "yes" and "no" differ, right or not.
 
@@ -197,18 +198,19 @@ def _critic(
 #: the edit counts of the critic_stop rows: the loop table's
 STOP_EDITS = (3, 5)
 #: the critic_stop renders of a case: every edit done, one edit left out, one edit made on
-#: another object of the kind it names (``formats.mistaken``'s wrong instance)
+#: another object with every other edit passing (``formats.one_wrong``)
 STOP_RENDERS = ("done", "missing", "wrong")
 
 
 def _stop_renders(seed: int, n: int, language: str) -> tuple[Any, str, dict[str, Any]]:
-    """(source image, instruction, {render kind: image}) of the ``n``-edit case of ``seed``;
-    a kind is left out where the pixel scorer does not agree with it (a "done" render not
-    judged a success, a "missing" or "wrong" one judged a success) or it cannot be made."""
+    """(source image, instruction, {render kind: image}) of the ``n``-edit case of ``seed``:
+    every edit done, one edit (drawn at random) left out, and that edit made on another object
+    (``formats.one_wrong``: every other edit passes the pixel scorer, that one does not); a
+    kind is left out where it cannot be made or the scorer does not agree with it."""
     import random
 
     from agent.microworld.edits import apply_edits
-    from agent.microworld.formats import mistaken
+    from agent.microworld.formats import one_wrong
     from agent.microworld.render import render
     from agent.microworld.scoring import score_edits
     from agent.microworld.truth import draw_case, target_box
@@ -221,12 +223,12 @@ def _stop_renders(seed: int, n: int, language: str) -> tuple[Any, str, dict[str,
     )
     rng = random.Random(f"critic-stop|{seed}|{n}")
     k = rng.randrange(n)
-    others = [e for i, e in enumerate(edits) if i != k]
     source, final = render(scene), render(apply_edits(scene, edits))
-    images = {"done": final, "missing": render(apply_edits(scene, others))}
-    wrong = mistaken(scene, apply_edits(scene, others), edits[k], "wrong", rng)
+    images = {"done": final}
+    images["missing"] = render(apply_edits(scene, [e for i, e in enumerate(edits) if i != k]))
+    wrong = one_wrong(scene, edits, k, rng)
     if wrong is not None:
-        images["wrong"] = wrong[0]
+        images["wrong"] = wrong
     boxes = [target_box(scene, e) for e in edits]
     kinds = [e.kind for e in edits]
     kept = {}
