@@ -139,6 +139,14 @@ def _instruction_of(prompt: str) -> str:
     return prompt[len(head) : len(prompt) - len(tail)]
 
 
+def _greedy_critic(vlm: Any, adapter: str | None) -> Any:
+    """``EditScoreCritic`` on ``vlm`` as the ``micro-critic`` backend asks it: greedy, one pass,
+    160 new tokens, through ``adapter`` (None: the base model)."""
+    from tools.vlm.critic import EditScoreCritic
+
+    return EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
+
+
 def _critic(
     vlm: Any,
     seeds: Sequence[int],
@@ -149,9 +157,8 @@ def _critic(
 ) -> dict[str, Any]:
     from agent.microworld import formats
     from agent.train.vlm import _sc_instruction
-    from tools.vlm.critic import EditScoreCritic
 
-    critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
+    critic = _greedy_critic(vlm, adapter)
     groups: list[dict[str, Any]] = []  # one per edit: {mode: (source, edited, instruction)}
     for r in formats.critic_samples(seeds, language=language):
         if r["mode"] not in ("correct", *FLAWED):
@@ -247,9 +254,7 @@ def _critic_stop(
     *,
     adapter: str | None = CRITIC_ADAPTER,
 ) -> dict[str, Any]:
-    from tools.vlm.critic import EditScoreCritic
-
-    critic = EditScoreCritic(vlm, adapter=adapter, temperature=0.0, retries=0, max_new_tokens=160)
+    critic = _greedy_critic(vlm, adapter)
     out: dict[str, Any] = {}
     for n in STOP_EDITS:
         cases = [_stop_renders(seed, n, language) for seed in seeds[:limit]]
