@@ -20,11 +20,12 @@ its shuffled row and the issue's text-only baselines (``agent.train.vlm.TEXT_ONL
   right. The shuffled row is scored against the same truth while the model saw another edit's
   images, so the gap between the rows measures the use of the images; the shuffled row is not
   a text-only baseline (a no-op's truth, none, also fits a shuffled no-op).
-- critic_stop: the critic's stop as the loop uses it (``stop_when_satisfied=10``): the whole
+- critic_stop: the critic's stop as the ``micro`` preset's loop uses it: the whole
   instruction of a case with 3 and with 5 edits, critiqued on the render with every edit done,
   on one with an edit (drawn at random) left out, and on one with that edit made on another
   object, every other edit passing (``STOP_RENDERS``, ``formats.one_wrong``); "satisfied" is
-  an overall score of 10. ``satisfied_done`` is the share of done renders it would stop on,
+  an overall score of at least the preset's ``stop_when_satisfied`` (10).
+  ``satisfied_done`` is the share of done renders it would stop on,
   ``satisfied_missing`` and ``satisfied_wrong`` the shares of unfinished ones it would stop on
   wrongly (the loop's false stop). A render counts only where the pixel scorer agrees with
   its kind.
@@ -254,7 +255,10 @@ def _critic_stop(
     *,
     adapter: str | None = CRITIC_ADAPTER,
 ) -> dict[str, Any]:
+    from agent.config import PRESETS
+
     critic = _greedy_critic(vlm, adapter)
+    target = float(PRESETS["micro"]["stop_when_satisfied"])  # type: ignore[arg-type]
     out: dict[str, Any] = {}
     for n in STOP_EDITS:
         cases = [_stop_renders(seed, n, language) for seed in seeds[:limit]]
@@ -272,7 +276,8 @@ def _critic_stop(
                     c = critic.critique(source, edited, instruction)
                     calls += 1
                     valid += c.valid
-                    said[kind][0] += bool(c.valid and c.overall is not None and c.overall >= 10)
+                    stops = c.valid and c.overall is not None and c.overall >= target
+                    said[kind][0] += bool(stops)
                     said[kind][1] += 1
             row[name] = {
                 **{f"satisfied_{k}": v[0] / v[1] if v[1] else math.nan for k, v in said.items()},
